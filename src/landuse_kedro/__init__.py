@@ -1,0 +1,4 @@
+"""landuse-kedro
+"""
+
+__version__ = "0.1"

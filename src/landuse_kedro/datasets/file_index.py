@@ -1,0 +1,68 @@
+"""The list of image files under a folder, as full URLs, for Spark workers to read themselves.
+
+Spark carries paths, not bytes: each Python worker opens its files with fsspec, which was measured
+at about twice the speed of Spark's ``binaryFile`` source on these machines.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+
+
+@dataclass(frozen=True)
+class FileIndex:
+    """File URLs plus what a worker needs to open them; the storage options may hold secrets,
+    so they never appear in ``repr`` (and so never in logs)."""
+
+    urls: tuple[str, ...]
+    protocol: str = "file"
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.urls)
+
+    def filesystem(self) -> fsspec.AbstractFileSystem:
+        return fsspec.filesystem(self.protocol, **self.storage_options)
+
+
+class FileIndexDataset(AbstractDataset[None, FileIndex]):
+    """Read-only: lists files under ``path`` (recursively) whose names end with ``filename_suffix``."""
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        filename_suffix: str = "",
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._protocol, self._path = get_protocol_and_path(path)
+        self._suffix = filename_suffix
+        self._storage_options = {**deepcopy(credentials or {}), **deepcopy(fs_args or {})}
+        self.metadata = metadata
+
+    def load(self) -> FileIndex:
+        fs = fsspec.filesystem(self._protocol, **self._storage_options)
+        if not fs.exists(self._path):
+            raise DatasetError(f"No folder '{self._path}' to list files from.")
+        found = sorted(p for p in fs.find(self._path) if p.endswith(self._suffix))
+        if not found:
+            raise DatasetError(f"No '*{self._suffix}' files under '{self._path}'.")
+        urls = tuple(_unstrip(fs, p, self._protocol) for p in found)
+        return FileIndex(urls, self._protocol, self._storage_options)
+
+    def save(self, data: None) -> None:
+        raise DatasetError("FileIndexDataset is read-only: write the files with their own dataset.")
+
+    def _describe(self) -> dict[str, Any]:
+        return {"path": self._path, "protocol": self._protocol, "filename_suffix": self._suffix}
+
+
+def _unstrip(fs: fsspec.AbstractFileSystem, path: str, protocol: str) -> str:
+    return path if protocol == "file" else fs.unstrip_protocol(path)

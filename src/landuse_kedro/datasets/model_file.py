@@ -1,0 +1,119 @@
+"""A trained model as the bytes of its file, ONNX or Keras, so it can travel to Spark executors."""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import Any, Literal
+
+import fsspec
+from kedro.io.core import (
+    AbstractVersionedDataset,
+    DatasetError,
+    Version,
+    get_filepath_str,
+    get_protocol_and_path,
+)
+
+ModelFormat = Literal["onnx", "keras"]
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A serialized model and its format; bytes broadcast to executors that share no disk."""
+
+    format: ModelFormat
+    payload: bytes
+
+    def __post_init__(self) -> None:
+        detected = detect_model_format(self.payload)
+        if detected != self.format:
+            raise DatasetError(f"Model bytes are {detected or 'not a Keras or ONNX model'}, expected {self.format}.")
+
+    def __repr__(self) -> str:
+        return f"ModelArtifact(format={self.format!r}, {len(self.payload):,} bytes)"
+
+
+def detect_model_format(payload: bytes) -> ModelFormat | None:
+    """Keras 3 ``.keras`` files are zip archives holding ``config.json``; ONNX files are protobuf
+    ``ModelProto`` messages with a graph."""
+    if payload[:4] == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(io.BytesIO(payload)) as archive:
+                if "config.json" in archive.namelist():
+                    return "keras"
+        except zipfile.BadZipFile:
+            return None
+        return None
+    try:
+        import onnx
+
+        model = onnx.load_model_from_string(payload)
+    except Exception:  # noqa: BLE001 - any parse failure means "not ONNX"
+        return None
+    return "onnx" if len(model.graph.node) > 0 else None
+
+
+class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
+    """Load/save a model file as a :class:`ModelArtifact` through fsspec (local, ``abfs://``).
+
+    kedro-datasets has no ONNX dataset, and ``TensorFlowModelDataset`` returns a live Keras model,
+    which cannot be shipped to Spark executors; this dataset keeps the file's bytes instead.
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        version: Version | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        protocol, path = get_protocol_and_path(filepath, version)
+        self._protocol = protocol
+        self._fs = fsspec.filesystem(protocol, **deepcopy(credentials or {}), **deepcopy(fs_args or {}))
+        self.metadata = metadata
+        super().__init__(
+            filepath=PurePosixPath(path),
+            version=version,
+            exists_function=self._fs.exists,
+            glob_function=self._fs.glob,
+        )
+
+    def load(self) -> ModelArtifact:
+        load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        with self._fs.open(load_path, "rb") as handle:
+            payload = handle.read()
+        model_format = detect_model_format(payload)
+        if model_format is None:
+            raise DatasetError(
+                f"'{load_path}' is not a Keras (.keras) or ONNX model file ({len(payload)} bytes)."
+            )
+        return ModelArtifact(model_format, payload)
+
+    def save(self, data: ModelArtifact) -> None:
+        if not isinstance(data, ModelArtifact):
+            raise DatasetError(f"ModelFileDataset saves a ModelArtifact, got {type(data).__name__}.")
+        save_path = get_filepath_str(self._get_save_path(), self._protocol)
+        self._fs.makedirs(str(PurePosixPath(save_path).parent), exist_ok=True)
+        with self._fs.open(save_path, "wb") as handle:
+            handle.write(data.payload)
+        self._invalidate_cache()
+
+    def _exists(self) -> bool:
+        try:
+            load_path = get_filepath_str(self._get_load_path(), self._protocol)
+        except DatasetError:
+            return False
+        return self._fs.exists(load_path)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
+
+    def _invalidate_cache(self) -> None:
+        filepath = get_filepath_str(self._filepath, self._protocol)
+        self._fs.invalidate_cache(filepath)

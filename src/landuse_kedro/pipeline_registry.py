@@ -1,0 +1,18 @@
+"""Project pipelines."""
+
+from __future__ import annotations
+
+from kedro.framework.project import find_pipelines
+from kedro.pipeline import Pipeline
+
+# Generates stand-in rasters; run on purpose (`make run` does it when data/01_raw is empty),
+# never as part of the default run, so it can never touch a user's data or a cluster environment.
+SAMPLE_SCENE = "sample_scene"
+
+
+def register_pipelines() -> dict[str, Pipeline]:
+    pipelines = find_pipelines(raise_errors=True)
+    pipelines["__default__"] = sum(
+        (pipe for name, pipe in pipelines.items() if name != SAMPLE_SCENE), Pipeline([])
+    )
+    return pipelines
