@@ -60,3 +60,19 @@ def load_catalog(project: Path, env: str = "test", params: dict | None = None):
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     return make_project_copy(tmp_path / "project")
+
+
+CHAIN = ("sample_scene", "data_preparation", "training", "spark_scoring", "development_inference")
+
+
+@pytest.fixture(scope="session")
+def tiny_chain_project(tmp_path_factory) -> Path:
+    """The whole chain, once per test session, on the `test` environment's tiny sample scene.
+
+    Shared by the tests that need real outputs (notebook, environment comparisons) so the
+    expensive run happens once.
+    """
+    project = make_project_copy(tmp_path_factory.mktemp("chain") / "project")
+    for name in CHAIN:
+        run_pipeline(project, name)
+    return project
