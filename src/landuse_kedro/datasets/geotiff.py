@@ -1,0 +1,181 @@
+"""GeoTIFF rasters through rasterio + fsspec (local paths, ``abfs://``, ``memory://``, ...).
+
+Loading returns a lazy :class:`RasterSource`: metadata only, pixels come from windowed reads that
+open the file each time, so a source pickles (to Spark workers, parallel runners) and a scene never
+has to fit in memory. Saving takes a :class:`landuse_kedro.raster.GeoRaster` and writes a tiled
+(256 x 256 blocks), DEFLATE-compressed GeoTIFF.
+"""
+
+from __future__ import annotations
+
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+from typing import Any
+
+import fsspec
+import numpy as np
+import rasterio
+from affine import Affine
+from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
+from rasterio.coords import BoundingBox
+from rasterio.crs import CRS
+from rasterio.io import MemoryFile
+from rasterio.windows import Window
+
+from landuse_kedro.raster import GeoRaster
+
+DEFAULT_SAVE_ARGS: dict[str, Any] = {
+    "tiled": True,
+    "blockxsize": 256,
+    "blockysize": 256,
+    "compress": "deflate",
+}
+
+WindowLike = Window | tuple[tuple[int, int], tuple[int, int]]
+
+
+@dataclass(frozen=True)
+class RasterSource:
+    """A GeoTIFF's metadata plus windowed reads. Holds no open handle and no pixels.
+
+    ``storage_options`` may hold secrets, so they stay out of ``repr`` (and so out of logs).
+    """
+
+    path: str
+    protocol: str
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    nodata: float | None
+    dtypes: tuple[str, ...]
+    descriptions: tuple[str | None, ...]
+    storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
+    open_args: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def __repr__(self) -> str:
+        return (f"RasterSource({self.protocol}://{self.path}, {self.count}x{self.height}x{self.width} "
+                f"{self.dtypes[0]}, {self.crs.to_string() if self.crs else None}, res={self.res})")
+
+    @property
+    def bounds(self) -> BoundingBox:
+        left, top = self.transform @ (0, 0)
+        right, bottom = self.transform @ (self.width, self.height)
+        return BoundingBox(min(left, right), min(top, bottom), max(left, right), max(top, bottom))
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return abs(self.transform.a), abs(self.transform.e)
+
+    def open(self) -> rasterio.io.DatasetReader:
+        """A fresh rasterio handle; the caller closes it (``with source.open() as dataset``)."""
+        return _open(self.path, self.protocol, self.storage_options, **self.open_args)
+
+    def read(self, window: WindowLike | None = None, indexes: int | list[int] | None = None,
+             **kwargs: Any) -> np.ndarray:
+        """Pixels of ``window`` (all of the raster when None): (bands, rows, cols), or (rows, cols)
+        when ``indexes`` is one int, as ``rasterio``'s ``read``."""
+        with self.open() as dataset:
+            return dataset.read(indexes=indexes, window=window, **kwargs)
+
+    def colormap(self, band: int = 1) -> dict[int, tuple[int, ...]] | None:
+        """The band's palette, or None when it has none."""
+        with self.open() as dataset:
+            try:
+                return dataset.colormap(band)
+            except ValueError:
+                return None
+
+
+class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
+    """Load a GeoTIFF as a lazy :class:`RasterSource`; save a :class:`GeoRaster` as a GeoTIFF.
+
+    ``load_args`` go to ``rasterio.open`` on every read; ``save_args`` are creation options over
+    the defaults (tiled 256 x 256, DEFLATE), e.g. ``{"predictor": 2}`` or ``{"compress": "lzw"}``.
+    """
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        load_args: dict[str, Any] | None = None,
+        save_args: dict[str, Any] | None = None,
+        credentials: dict[str, Any] | None = None,
+        fs_args: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self._protocol, self._path = get_protocol_and_path(filepath)
+        self._storage_options = {**deepcopy(credentials or {}), **deepcopy(fs_args or {})}
+        self._fs = fsspec.filesystem(self._protocol, **self._storage_options)
+        self._load_args = deepcopy(load_args or {})
+        self._save_args = {**DEFAULT_SAVE_ARGS, **deepcopy(save_args or {})}
+        self.metadata = metadata
+
+    def load(self) -> RasterSource:
+        try:
+            dataset = _open(self._path, self._protocol, self._storage_options, **self._load_args)
+        except rasterio.errors.RasterioIOError as error:
+            raise DatasetError(f"Cannot read GeoTIFF '{self._path}': {error}") from error
+        with dataset:
+            return RasterSource(
+                path=self._path,
+                protocol=self._protocol,
+                crs=dataset.crs,
+                transform=dataset.transform,
+                width=dataset.width,
+                height=dataset.height,
+                count=dataset.count,
+                nodata=dataset.nodata,
+                dtypes=tuple(dataset.dtypes),
+                descriptions=tuple(dataset.descriptions),
+                storage_options=self._storage_options,
+                open_args=self._load_args,
+            )
+
+    def save(self, data: GeoRaster) -> None:
+        if not isinstance(data, GeoRaster):
+            raise DatasetError(f"GeoTiffDataset saves a GeoRaster, got {type(data).__name__}.")
+        profile = {
+            "driver": "GTiff",
+            "width": data.width,
+            "height": data.height,
+            "count": data.count,
+            "dtype": data.array.dtype.name,
+            "crs": data.crs,
+            "transform": data.transform,
+            "nodata": data.nodata,
+            **self._save_args,
+        }
+        self._fs.makedirs(str(PurePosixPath(self._path).parent), exist_ok=True)
+        if self._protocol == "file":
+            with rasterio.open(self._path, "w", **profile) as dataset:
+                _write(dataset, data)
+        else:  # object stores cannot seek while writing: build the file in memory, upload once
+            with MemoryFile() as memfile:
+                with memfile.open(**profile) as dataset:
+                    _write(dataset, data)
+                self._fs.pipe_file(self._path, memfile.read())
+        self._fs.invalidate_cache(self._path)
+
+    def _exists(self) -> bool:
+        return self._fs.exists(self._path)
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": self._path, "protocol": self._protocol, "save_args": self._save_args}
+
+
+def _open(path: str, protocol: str, storage_options: dict[str, Any], **open_args: Any):
+    if protocol == "file":
+        return rasterio.open(path, **open_args)
+    return rasterio.open(path, opener=fsspec.filesystem(protocol, **storage_options), **open_args)
+
+
+def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster) -> None:
+    dataset.write(data.array)
+    if data.colormap:
+        dataset.write_colormap(1, data.colormap)
+    for band, description in enumerate(data.descriptions or (), start=1):
+        if description:
+            dataset.set_band_description(band, description)

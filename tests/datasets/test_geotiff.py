@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import pickle
+import uuid
+
+import numpy as np
+import pytest
+from affine import Affine
+from kedro.io.core import DatasetError
+
+from landuse_kedro.datasets import GeoTiffDataset, RasterSource
+from landuse_kedro.raster import GeoRaster
+
+TRANSFORM = Affine(1.0, 0.0, 300_000.0, 0.0, -1.0, 4_700_000.0)
+
+
+@pytest.fixture
+def scene() -> GeoRaster:
+    array = np.random.default_rng(7).integers(0, 256, size=(4, 300, 520), dtype=np.uint8)
+    return GeoRaster(array, "EPSG:32619", TRANSFORM, nodata=0, descriptions=("red", "green", "blue", "nir"))
+
+
+@pytest.fixture(params=["local", "memory"])
+def filepath(request, tmp_path) -> str:
+    if request.param == "local":
+        return str(tmp_path / "nested" / "scene.tif")
+    return f"memory://{uuid.uuid4().hex}/nested/scene.tif"
+
+
+def test_round_trip_keeps_pixels_and_georeferencing(filepath, scene):
+    dataset = GeoTiffDataset(filepath=filepath)
+    assert not dataset.exists()
+    dataset.save(scene)
+    assert dataset.exists()
+
+    source = dataset.load()
+    assert isinstance(source, RasterSource)
+    assert (source.count, source.height, source.width) == (4, 300, 520)
+    assert source.crs.to_epsg() == 32619
+    assert source.transform == TRANSFORM
+    assert source.nodata == 0
+    assert source.dtypes == ("uint8",) * 4
+    assert source.descriptions == ("red", "green", "blue", "nir")
+    assert tuple(source.bounds) == (300_000.0, 4_699_700.0, 300_520.0, 4_700_000.0)
+    np.testing.assert_array_equal(source.read(), scene.array)
+
+
+def test_windowed_read_and_pickling(filepath, scene):
+    dataset = GeoTiffDataset(filepath=filepath)
+    dataset.save(scene)
+    source = pickle.loads(pickle.dumps(dataset.load()))
+    window = ((10, 40), (250, 300))
+    np.testing.assert_array_equal(source.read(window=window, indexes=2), scene.array[1, 10:40, 250:300])
+    np.testing.assert_array_equal(source.read(window=window, indexes=[1, 3]), scene.array[[0, 2], 10:40, 250:300])
+
+
+def test_written_tiled_and_compressed_with_overridable_options(tmp_path, scene):
+    GeoTiffDataset(filepath=str(tmp_path / "a.tif")).save(scene)
+    GeoTiffDataset(filepath=str(tmp_path / "b.tif"), save_args={"compress": "lzw"}).save(scene)
+    with GeoTiffDataset(filepath=str(tmp_path / "a.tif")).load().open() as raster:
+        assert raster.profile["tiled"] and raster.block_shapes[0] == (256, 256)
+        assert raster.compression.name == "deflate"
+    with GeoTiffDataset(filepath=str(tmp_path / "b.tif")).load().open() as raster:
+        assert raster.compression.name == "lzw"
+
+
+def test_colormap_round_trip(filepath):
+    labels = np.array([[[11, 21], [41, 82]]], dtype=np.uint8)
+    palette = {11: (70, 107, 159, 255), 21: (222, 197, 197, 255)}
+    dataset = GeoTiffDataset(filepath=filepath)
+    dataset.save(GeoRaster(labels, "EPSG:5070", Affine(30, 0, 0, 0, -30, 0), colormap=palette))
+    colormap = dataset.load().colormap(1)
+    assert colormap[11] == palette[11] and colormap[21] == palette[21]
+
+
+def test_bad_inputs_are_named(tmp_path, scene):
+    with pytest.raises(DatasetError, match="missing.tif"):
+        GeoTiffDataset(filepath=str(tmp_path / "missing.tif")).load()
+    with pytest.raises(DatasetError, match="saves a GeoRaster"):
+        GeoTiffDataset(filepath=str(tmp_path / "x.tif")).save(scene.array)
+    with pytest.raises(ValueError, match="palette"):
+        GeoRaster(scene.array, "EPSG:32619", TRANSFORM, colormap={1: (0, 0, 0, 255)})
+    with pytest.raises(ValueError, match="bands, rows, cols"):
+        GeoRaster(scene.array[0], "EPSG:32619", TRANSFORM)
