@@ -26,6 +26,7 @@ def make_project_copy(target: Path) -> Path:
     if local_creds.exists():  # a developer's own secrets never reach tests
         local_creds.unlink()
     shutil.copy(PROJECT_ROOT / "pyproject.toml", target / "pyproject.toml")
+    (target / "src").mkdir(exist_ok=True)  # bootstrap_project requires source_dir; code comes from the install
     for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
                   "06_models", "07_model_output", "08_reporting"):
         (target / "data" / layer).mkdir(parents=True, exist_ok=True)
