@@ -1,0 +1,76 @@
+"""Matplotlib figures of the development maps, in the walkthrough's colours (developed red,
+cultivated white, undeveloped green, water blue). Figures only: the catalog saves them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # nodes run headless (CI, Spark drivers)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.patches import Patch, Rectangle  # noqa: E402
+
+NODATA_COLOUR = "#000000"
+
+
+def _class_colormap(map_classes: Sequence[str], colours: Mapping[str, str]) -> tuple[ListedColormap, BoundaryNorm]:
+    cmap = ListedColormap([NODATA_COLOUR] + [colours[name] for name in map_classes])
+    norm = BoundaryNorm(np.arange(-0.5, len(map_classes) + 1), cmap.N)
+    return cmap, norm
+
+
+def class_maps(panels: Mapping[str, np.ndarray], map_classes: Sequence[str],
+               colours: Mapping[str, str], title: str) -> Figure:
+    """Code grids side by side on one colour scale, with one legend (nodata included, so failed
+    tiles are visible on the map, not blended into a class)."""
+    cmap, norm = _class_colormap(map_classes, colours)
+    first = next(iter(panels.values()))
+    aspect = first.shape[1] / max(first.shape[0], 1)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) * max(aspect, 0.5), 5.2),
+                             squeeze=False, constrained_layout=True)
+    for ax, (panel_title, grid) in zip(axes[0], panels.items()):
+        ax.imshow(grid, cmap=cmap, norm=norm, interpolation="nearest")
+        ax.set_title(panel_title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    handles = [Patch(facecolor=colours[name], edgecolor="0.3", label=name) for name in map_classes]
+    handles.append(Patch(facecolor=NODATA_COLOUR, edgecolor="0.3", label="no data"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
+    fig.suptitle(title)
+    return fig
+
+
+@dataclass(frozen=True)
+class GalleryItem:
+    """One candidate: RGB crops (rows, cols, 3) of its 3x3 tile neighbourhood in both years."""
+
+    title: str
+    older: np.ndarray
+    newer: np.ndarray
+
+
+def candidate_gallery(items: Sequence[GalleryItem], older_title: str, newer_title: str) -> Figure:
+    """One row per candidate, older and newer neighbourhood side by side, the candidate tile (the
+    centre third) outlined; a figure that says so when there is no candidate."""
+    if not items:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.text(0.5, 0.5, "No change candidates above the probability threshold.", ha="center", va="center")
+        ax.axis("off")
+        return fig
+    fig, axes = plt.subplots(len(items), 2, figsize=(6.4, 3.2 * len(items)), squeeze=False,
+                             constrained_layout=True)
+    for (ax_old, ax_new), item in zip(axes, items):
+        for ax, crop, year_title in ((ax_old, item.older, older_title), (ax_new, item.newer, newer_title)):
+            ax.imshow(crop, interpolation="nearest")
+            height, width = crop.shape[:2]
+            ax.add_patch(Rectangle((width / 3 - 0.5, height / 3 - 0.5), width / 3, height / 3,
+                                   fill=False, edgecolor="yellow", linewidth=1.5))
+            ax.set_title(f"{item.title}: {year_title}", fontsize=8)
+            ax.set_xticks([])
+            ax.set_yticks([])
+    return fig
