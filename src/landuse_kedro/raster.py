@@ -1,5 +1,5 @@
-"""Pure raster helpers shared by the pipelines: an in-memory raster to save, label reprojection onto
-an image grid, the tile grid and the NLCD -> class table.
+"""Pure raster helpers shared by the pipelines: an in-memory raster to save, the grid tiles are cut
+on, label reprojection onto that grid, the tile grid and the NLCD -> class table.
 
 Everything here works on arrays and on sources with windowed reads (``datasets.geotiff.RasterSource``),
 never on paths, so nodes stay pure and a scene larger than memory is processed window by window.
@@ -7,12 +7,25 @@ never on paths, so nodes stay pure and a scene larger than memory is processed w
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.transform import array_bounds
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, reproject, transform_bounds
+from rasterio.windows import Window, from_bounds
+
+NO_LABEL = 255
+"""Class value of a pixel outside the label raster or on its nodata."""
+DROPPED = 254
+"""Class value of a code the class table does not map (water, ice, anything unknown)."""
 
 
 @dataclass(frozen=True)
@@ -50,3 +63,276 @@ class GeoRaster:
     @property
     def width(self) -> int:
         return self.array.shape[2]
+
+
+class WindowedRaster(Protocol):
+    """What the helpers need from a raster; ``datasets.geotiff.RasterSource`` is one."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    nodata: float | None
+
+    def read(self, window: Any = None, indexes: Any = None, **kwargs: Any) -> np.ndarray: ...
+
+    def open(self) -> Any: ...
+
+
+# ------------------------------------------------------------------ the grid tiles are cut on
+
+def require_metric(crs: CRS | None, what: str) -> None:
+    """Tile sizes are pixels meant as metres: a CRS in degrees (or feet) would give tiles of a
+    meaningless size, so refuse it and say how to fix it."""
+    if crs is None:
+        raise ValueError(f"{what} has no CRS: cannot place it on the map.")
+    if not crs.is_projected or crs.linear_units_factor[1] != 1.0:
+        units = crs.linear_units_factor[0] if crs.is_projected else "degrees"
+        raise ValueError(
+            f"{what} is in {crs.to_string()} ({units}), not a projected CRS in metres: set "
+            "`data_preparation.target_crs` (e.g. the scene's UTM zone) to reproject it."
+        )
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid on the map: a scene's own, or a reprojection/resampling of it."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        return window_bounds(self.transform, Window(0, 0, self.width, self.height))
+
+
+def window_bounds(transform: Affine, window: Window) -> tuple[float, float, float, float]:
+    """(minx, miny, maxx, maxy) of a pixel window."""
+    west, south, east, north = array_bounds(int(window.height), int(window.width),
+                                            transform @ Affine.translation(window.col_off, window.row_off))
+    return min(west, east), min(south, north), max(west, east), max(south, north)
+
+
+def scene_grid(source: WindowedRaster, target_crs: Any = None, resolution: float | None = None) -> Grid:
+    """The grid to tile ``source`` on: its own when it is already metric at ``resolution``,
+    else a warp to ``target_crs`` (default: its own CRS) at ``resolution`` metres."""
+    crs = CRS.from_user_input(target_crs) if target_crs else source.crs
+    require_metric(crs, "The tiling grid" if target_crs else "The scene")
+    native_res = (abs(source.transform.a), abs(source.transform.e))
+    same_res = resolution is None or all(math.isclose(r, resolution, rel_tol=1e-3) for r in native_res)
+    if crs == source.crs and same_res and source.transform.b == 0 == source.transform.d:
+        return Grid(source.crs, source.transform, source.width, source.height)
+    transform, width, height = calculate_default_transform(
+        source.crs, crs, source.width, source.height, *_source_bounds(source), resolution=resolution
+    )
+    return Grid(crs, transform, width, height)
+
+
+def is_native(source: WindowedRaster, grid: Grid) -> bool:
+    return (grid.crs == source.crs and grid.transform == source.transform
+            and (grid.width, grid.height) == (source.width, source.height))
+
+
+@contextmanager
+def open_on_grid(source: WindowedRaster, grid: Grid) -> Iterator[Any]:
+    """A rasterio handle whose pixels are on ``grid``: the file itself, or a warped view of it
+    (bilinear; outside the scene is masked) that reads only what each window needs."""
+    with source.open() as dataset:
+        if is_native(source, grid):
+            yield dataset
+            return
+        with WarpedVRT(dataset, crs=grid.crs, transform=grid.transform, width=grid.width,
+                       height=grid.height, resampling=Resampling.bilinear,
+                       add_alpha=dataset.nodata is None) as warped:
+            yield warped
+
+
+def read_on_grid(source: WindowedRaster, grid: Grid, window: Window,
+                 indexes: Sequence[int] = (1, 2, 3)) -> np.ndarray:
+    """Pixels of ``window`` of ``grid``: (len(indexes), rows, cols)."""
+    with open_on_grid(source, grid) as dataset:
+        return dataset.read(list(indexes), window=window)
+
+
+def valid_on_grid(source: WindowedRaster, grid: Grid, window: Window) -> np.ndarray:
+    """True where the image has data in ``window`` (GDAL's mask: nodata, alpha, outside coverage)."""
+    with open_on_grid(source, grid) as dataset:
+        return dataset.dataset_mask(window=window) > 0
+
+
+# ------------------------------------------------------------------ labels on an image grid
+
+def labels_on_grid(label_source: WindowedRaster, dst_crs: Any, dst_transform: Affine,
+                   height: int, width: int, fill: int | None = None, margin: int = 2) -> np.ndarray:
+    """The label raster's codes resampled (nearest neighbour) onto a (height, width) grid window.
+
+    Reads only the label window covering the destination, plus ``margin`` label pixels, so a
+    scene larger than memory works when called block by block. Pixels outside the label raster
+    (or on its nodata) get ``fill``: the label nodata, else 0.
+    """
+    fill = label_fill(label_source) if fill is None else fill
+    destination = np.full((height, width), fill, dtype=label_source_dtype(label_source))
+    dst_crs = CRS.from_user_input(dst_crs)
+    box = window_bounds(dst_transform, Window(0, 0, width, height))
+    window = _covering_window(label_source, transform_bounds(dst_crs, label_source.crs, *box, densify_pts=21),
+                              margin)
+    if window is None:
+        return destination
+    reproject(
+        source=label_source.read(window=window, indexes=1),
+        destination=destination,
+        src_transform=label_source.transform @ Affine.translation(window.col_off, window.row_off),
+        src_crs=label_source.crs,
+        src_nodata=label_source.nodata,
+        dst_transform=dst_transform,
+        dst_crs=dst_crs,
+        dst_nodata=fill,
+        resampling=Resampling.nearest,
+    )
+    return destination
+
+
+def label_fill(label_source: WindowedRaster) -> int:
+    return 0 if label_source.nodata is None else int(label_source.nodata)
+
+
+def label_source_dtype(label_source: WindowedRaster) -> np.dtype:
+    dtypes = getattr(label_source, "dtypes", None)
+    return np.dtype(dtypes[0]) if dtypes else np.dtype(np.uint8)
+
+
+def overlaps(source: WindowedRaster, other: WindowedRaster) -> bool:
+    """Whether two rasters share any ground (compared in ``other``'s CRS)."""
+    return _covering_window(other, transform_bounds(source.crs, other.crs, *_source_bounds(source),
+                                                    densify_pts=21), 0) is not None
+
+
+def _covering_window(source: WindowedRaster, box: Sequence[float], margin: int) -> Window | None:
+    """Integer window of ``source`` covering ``box`` plus ``margin`` pixels, clipped to the raster;
+    None when they do not intersect."""
+    window = from_bounds(*box, transform=source.transform)
+    row0 = max(math.floor(window.row_off) - margin, 0)
+    col0 = max(math.floor(window.col_off) - margin, 0)
+    row1 = min(math.ceil(window.row_off + window.height) + margin, source.height)
+    col1 = min(math.ceil(window.col_off + window.width) + margin, source.width)
+    if row1 <= row0 or col1 <= col0:
+        return None
+    return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def _source_bounds(source: WindowedRaster) -> tuple[float, float, float, float]:
+    return window_bounds(source.transform, Window(0, 0, source.width, source.height))
+
+
+# ------------------------------------------------------------------ tile grid
+
+@dataclass(frozen=True)
+class Tile:
+    row: int
+    col: int
+    window: Window
+    bounds: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Full ``tile_size`` tiles on a regular grid from a grid's top-left corner; the partial
+    tiles at the right and bottom edges are left out."""
+
+    grid: Grid
+    tile_size: int
+
+    @property
+    def n_rows(self) -> int:
+        return self.grid.height // self.tile_size
+
+    @property
+    def n_cols(self) -> int:
+        return self.grid.width // self.tile_size
+
+    def __len__(self) -> int:
+        return self.n_rows * self.n_cols
+
+    def window(self, row: int, col: int, n_rows: int = 1, n_cols: int = 1) -> Window:
+        size = self.tile_size
+        return Window(col * size, row * size, n_cols * size, n_rows * size)
+
+    def tile(self, row: int, col: int) -> Tile:
+        window = self.window(row, col)
+        return Tile(row, col, window, window_bounds(self.grid.transform, window))
+
+    def __iter__(self) -> Iterator[Tile]:
+        for row in range(self.n_rows):
+            for col in range(self.n_cols):
+                yield self.tile(row, col)
+
+    def blocks(self, block_tiles: int) -> Iterator[tuple[int, int, int, int]]:
+        """(row, col, n_rows, n_cols) of blocks of up to ``block_tiles`` x ``block_tiles`` tiles:
+        the unit read at once, so memory depends on the block, not on the scene."""
+        for row in range(0, self.n_rows, block_tiles):
+            for col in range(0, self.n_cols, block_tiles):
+                yield row, col, min(block_tiles, self.n_rows - row), min(block_tiles, self.n_cols - col)
+
+
+# ------------------------------------------------------------------ classes
+
+def class_lookup(nlcd_to_class: Mapping[str, Sequence[int]], classes: Sequence[str]) -> np.ndarray:
+    """uint8 table code -> class index (``classes`` order); unmapped codes -> ``DROPPED``."""
+    unknown = sorted(set(nlcd_to_class) - set(classes))
+    if unknown:
+        raise ValueError(f"land_cover.nlcd_to_class names classes not in land_cover.classes: {unknown}")
+    lut = np.full(256, DROPPED, dtype=np.uint8)
+    for index, name in enumerate(classes):
+        codes = list(nlcd_to_class.get(name) or [])
+        if not codes:
+            raise ValueError(f"Class '{name}' has no NLCD codes in land_cover.nlcd_to_class.")
+        for code in codes:
+            if not 0 <= int(code) < DROPPED:
+                raise ValueError(f"NLCD code {code} of class '{name}' is outside 0-{DROPPED - 1}.")
+            if lut[code] != DROPPED:
+                raise ValueError(f"NLCD code {code} is mapped to both '{classes[lut[code]]}' and '{name}'.")
+            lut[code] = index
+    return lut
+
+
+def to_classes(codes: np.ndarray, lut: np.ndarray, nodata: int | None = None) -> np.ndarray:
+    """Class index per pixel; ``nodata`` codes become ``NO_LABEL``."""
+    if codes.dtype != np.uint8:
+        raise ValueError(f"Label codes must be uint8 (NLCD), got {codes.dtype}.")
+    classes = lut[codes]
+    if nodata is not None:
+        classes[codes == nodata] = NO_LABEL
+    return classes
+
+
+def regroup_lookup(classes: Sequence[str], mapping: Mapping[str, str], other: str) -> tuple[list[str], np.ndarray]:
+    """Names and a uint8 table class index -> coarser class index (e.g. the 3-class view:
+    ``land_cover.three_class`` / ``three_class_other``); ``DROPPED``/``NO_LABEL`` are kept."""
+    names = list(dict.fromkeys([*mapping.values(), other]))
+    lut = np.arange(256, dtype=np.uint8)
+    for index, name in enumerate(classes):
+        lut[index] = names.index(mapping.get(name, other))
+    return names, lut
+
+
+def tile_value_counts(values: np.ndarray, tile_size: int, n_values: int = 256) -> np.ndarray:
+    """(tile rows, tile cols, n_values) pixel counts of each value in each tile of a block whose
+    sides are multiples of ``tile_size``."""
+    rows, cols = values.shape[0] // tile_size, values.shape[1] // tile_size
+    tiles = values[: rows * tile_size, : cols * tile_size].reshape(rows, tile_size, cols, tile_size)
+    tiles = tiles.transpose(0, 2, 1, 3).reshape(rows * cols, tile_size * tile_size).astype(np.int64)
+    offsets = np.arange(rows * cols, dtype=np.int64)[:, None] * n_values
+    counts = np.bincount((tiles + offsets).ravel(), minlength=rows * cols * n_values)
+    return counts.reshape(rows, cols, n_values)
+
+
+def plurality(counts: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Most frequent class among the first ``n_classes`` values and its share of ALL pixels
+    (dropped and unlabelled pixels count against purity). Ties go to the lower class index."""
+    class_counts = counts[..., :n_classes]
+    winner = class_counts.argmax(axis=-1)
+    total = np.maximum(counts.sum(axis=-1), 1)
+    return winner, np.take_along_axis(class_counts, winner[..., None], axis=-1)[..., 0] / total

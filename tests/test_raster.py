@@ -1,0 +1,184 @@
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.warp import transform as transform_points
+from rasterio.windows import Window
+
+from landuse_kedro.datasets import GeoTiffDataset
+from landuse_kedro.raster import (
+    DROPPED,
+    NO_LABEL,
+    GeoRaster,
+    Grid,
+    TileGrid,
+    class_lookup,
+    labels_on_grid,
+    overlaps,
+    plurality,
+    read_on_grid,
+    regroup_lookup,
+    require_metric,
+    scene_grid,
+    tile_value_counts,
+    to_classes,
+    valid_on_grid,
+)
+
+CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
+NLCD_TO_CLASS = {
+    "Developed": [21, 22, 23, 24], "Cultivated": [81, 82], "Forest": [41, 42, 43, 90],
+    "Shrub": [51, 52], "Barren": [31], "Herbaceous": [71, 72, 73, 74, 95],
+}
+UTM = CRS.from_epsg(32619)
+ALBERS = CRS.from_epsg(5070)
+
+
+def saved(raster: GeoRaster):
+    dataset = GeoTiffDataset(filepath=f"memory://{uuid.uuid4().hex}/r.tif")
+    dataset.save(raster)
+    return dataset.load()
+
+
+# ------------------------------------------------------------------ class table
+
+def test_class_lookup_follows_the_walkthrough_table():
+    lut = class_lookup(NLCD_TO_CLASS, CLASSES)
+    assert lut.dtype == np.uint8 and lut.shape == (256,)
+    expected = {21: 0, 24: 0, 81: 1, 82: 1, 41: 2, 90: 2, 52: 3, 31: 4, 71: 5, 95: 5}
+    assert {code: int(lut[code]) for code in expected} == expected
+    for dropped in (0, 11, 12, 250):
+        assert lut[dropped] == DROPPED
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({**NLCD_TO_CLASS, "Forest": [41, 21]}, "21 is mapped to both"),
+        ({**NLCD_TO_CLASS, "Shrub": []}, "'Shrub' has no NLCD codes"),
+        ({**NLCD_TO_CLASS, "Wetland": [90]}, "Wetland"),
+        ({**NLCD_TO_CLASS, "Barren": [31, 300]}, "300"),
+    ],
+)
+def test_class_lookup_rejects_bad_tables(table, message):
+    with pytest.raises(ValueError, match=message):
+        class_lookup(table, CLASSES)
+
+
+def test_to_classes_marks_nodata_and_dropped_codes():
+    lut = class_lookup(NLCD_TO_CLASS, CLASSES)
+    codes = np.array([[0, 11, 21], [42, 12, 95]], dtype=np.uint8)
+    np.testing.assert_array_equal(to_classes(codes, lut, nodata=0),
+                                  [[NO_LABEL, DROPPED, 0], [2, DROPPED, 5]])
+
+
+def test_regroup_lookup_gives_the_three_class_view():
+    names, lut = regroup_lookup(CLASSES, {"Developed": "Developed", "Cultivated": "Cultivated"}, "Undeveloped")
+    assert names == ["Developed", "Cultivated", "Undeveloped"]
+    np.testing.assert_array_equal(lut[np.arange(6)], [0, 1, 2, 2, 2, 2])
+    assert lut[DROPPED] == DROPPED and lut[NO_LABEL] == NO_LABEL
+
+
+# ------------------------------------------------------------------ labelling and purity
+
+def test_tile_counts_and_purity_on_hand_made_tiles():
+    # 2 x 2 tiles of 4 px: pure Forest | 3/4 Developed + 1/4 water ; half Shrub/Barren | all water
+    block = np.full((8, 8), 2, dtype=np.uint8)
+    block[0:4, 4:8] = 0
+    block[0:1, 4:8] = DROPPED
+    block[4:8, 0:4] = 3
+    block[4:8, 2:4] = 4
+    block[4:8, 4:8] = DROPPED
+    counts = tile_value_counts(block, 4)
+    assert counts.shape == (2, 2, 256)
+    assert counts[0, 1, DROPPED] == 4 and counts[1, 1, DROPPED] == 16
+    winner, purity = plurality(counts, n_classes=6)
+    np.testing.assert_array_equal(winner, [[2, 0], [3, 0]])  # ties -> lower index
+    np.testing.assert_allclose(purity, [[1.0, 0.75], [0.5, 0.0]])
+
+
+def test_plurality_reused_for_three_classes():
+    names, lut = regroup_lookup(CLASSES, {"Developed": "Developed", "Cultivated": "Cultivated"}, "Undeveloped")
+    six = np.array([[2, 3, 0, 1], [4, 0, 0, 5]], dtype=np.uint8)  # two 2 x 2 tiles
+    winner, purity = plurality(tile_value_counts(lut[six], 2), len(names))
+    assert [names[i] for i in winner.ravel()] == ["Undeveloped", "Developed"]
+    np.testing.assert_allclose(purity.ravel(), [0.75, 0.5])
+
+
+# ------------------------------------------------------------------ reprojection
+
+def test_labels_on_grid_gives_the_nlcd_cell_under_each_pixel():
+    """NLCD at 30 m in CONUS Albers, image grid at 1 m in UTM 19N: every image pixel must get the
+    code of the NLCD cell containing its centre (random codes, so any shift or flip fails)."""
+    rng = np.random.default_rng(3)
+    nlcd_transform = Affine(30, 0, 1_995_000, 0, -30, 2_423_000)
+    codes = rng.choice(np.array([21, 41, 52, 71, 81, 82, 90], dtype=np.uint8), size=(1, 120, 120))
+    nlcd = saved(GeoRaster(codes, ALBERS, nlcd_transform, nodata=0))
+
+    dst_transform = Affine(1, 0, 310_037, 0, -1, 4_701_613)  # a tile at known UTM coordinates
+    labels = labels_on_grid(nlcd, UTM, dst_transform, 224, 224)
+
+    rows, cols = np.mgrid[0:224:7, 0:224:7]
+    xs, ys = dst_transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
+    ax, ay = transform_points(UTM, ALBERS, xs, ys)
+    nlcd_cols, nlcd_rows = ~nlcd_transform @ (np.asarray(ax), np.asarray(ay))
+    # skip pixel centres within 1 cm of a cell edge, where either cell is a fair answer
+    clear = (np.abs(nlcd_cols - np.round(nlcd_cols)) > 1e-3) & (np.abs(nlcd_rows - np.round(nlcd_rows)) > 1e-3)
+    expected = codes[0, np.floor(nlcd_rows).astype(int), np.floor(nlcd_cols).astype(int)]
+    got = labels[rows.ravel(), cols.ravel()]
+    assert clear.mean() > 0.99
+    np.testing.assert_array_equal(got[clear], expected[clear])
+
+
+def test_labels_outside_the_nlcd_raster_are_nodata():
+    codes = np.full((1, 20, 20), 41, dtype=np.uint8)
+    nlcd = saved(GeoRaster(codes, ALBERS, Affine(30, 0, 1_995_000, 0, -30, 2_423_000), nodata=0))
+    inside_x, inside_y = transform_points(ALBERS, UTM, [1_995_300], [2_422_700])
+    # a 1 km window whose top-left quarter only is over the NLCD raster
+    partly = labels_on_grid(nlcd, UTM, Affine(1, 0, inside_x[0] - 800, 0, -1, inside_y[0] + 800), 1000, 1000)
+    assert set(np.unique(partly)) == {0, 41}
+    far = labels_on_grid(nlcd, UTM, Affine(1, 0, 400_000, 0, -1, 4_800_000), 50, 50)
+    assert (far == 0).all()
+    scene = saved(GeoRaster(np.zeros((3, 10, 10), np.uint8), UTM, Affine(1, 0, 400_000, 0, -1, 4_800_000)))
+    assert not overlaps(scene, nlcd)
+
+
+# ------------------------------------------------------------------ grids, tiles, metres
+
+def test_tile_grid_keeps_full_tiles_with_map_bounds():
+    grid = Grid(UTM, Affine(1, 0, 300_000, 0, -1, 4_700_000), width=500, height=230)
+    tiles = TileGrid(grid, 224)
+    assert (tiles.n_rows, tiles.n_cols, len(tiles)) == (1, 2, 2)
+    second = list(tiles)[1]
+    assert (second.row, second.col) == (0, 1)
+    assert second.window == Window(224, 0, 224, 224)
+    assert second.bounds == (300_224, 4_699_776, 300_448, 4_700_000)
+    assert list(TileGrid(Grid(UTM, grid.transform, 2100, 700), 224).blocks(4)) == [(0, 0, 3, 4), (0, 4, 3, 4), (0, 8, 3, 1)]
+
+
+def test_geographic_crs_is_refused_unless_a_target_crs_is_given():
+    wgs84 = saved(GeoRaster(np.zeros((3, 40, 40), np.uint8), "EPSG:4326",
+                            Affine(1e-5, 0, -71.3, 0, -1e-5, 42.45)))
+    with pytest.raises(ValueError, match="not a projected CRS in metres.*target_crs"):
+        scene_grid(wgs84)
+    with pytest.raises(ValueError, match="US survey foot|foot"):
+        require_metric(CRS.from_epsg(2249), "The scene")  # Massachusetts state plane, US feet
+    grid = scene_grid(wgs84, target_crs="EPSG:32619", resolution=1.0)
+    assert grid.crs == UTM and grid.transform.a == 1.0
+    assert 30 <= grid.width <= 36 and 40 <= grid.height <= 48  # ~0.4 arc-second ~ 0.83 m x 1.1 m
+
+
+def test_native_grid_is_kept_and_resampling_warps_with_a_mask():
+    image = np.random.default_rng(1).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+    scene = saved(GeoRaster(image, UTM, Affine(0.5, 0, 300_000, 0, -0.5, 4_700_000)))
+    native = scene_grid(scene, resolution=0.5)
+    np.testing.assert_array_equal(read_on_grid(scene, native, Window(3, 5, 10, 10)), image[:, 5:15, 3:13])
+    coarse = scene_grid(scene, resolution=1.0)
+    assert (coarse.width, coarse.height, coarse.transform.a) == (32, 32, 1.0)
+    assert valid_on_grid(scene, coarse, Window(0, 0, 32, 32)).all()
+    pixels = read_on_grid(scene, coarse, Window(0, 0, 32, 32)).astype(float)
+    assert abs(pixels.mean() - image.mean()) < 5
