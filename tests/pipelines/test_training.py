@@ -1,0 +1,248 @@
+"""training pipeline: a short real run on a tiny tile set, the ONNX/Keras agreement, the 3-class
+view, augmentation and the bad-input errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+
+from landuse_kedro.pipelines.training import evaluation, nodes
+from landuse_kedro.pipelines.training.inputs import TileArrays, make_dataset
+from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, run_pipeline
+
+BASE_PARAMS = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters.yml").read_text())
+LAND_COVER = BASE_PARAMS["land_cover"]
+CLASSES = LAND_COVER["classes"]
+SIZE = BASE_PARAMS["scoring"]["image_size"]
+TRAINING = {"splits": {"train": "train", "validation": "validation"}}
+SCORING = {"image_size": SIZE}
+
+
+def tile(class_index: int, rng: np.random.Generator, size: int = SIZE) -> Image.Image:
+    """A noisy tile whose mean colour says its class, so a model can learn it in an epoch or two."""
+    hue = np.array([(37 * class_index) % 256, (91 * class_index + 40) % 256, (151 * class_index + 80) % 256])
+    pixels = hue + rng.normal(0, 20, (size, size, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def tiny_tile_set(per_class: dict[str, dict[str, int]], size: int = SIZE, seed: int = 0):
+    """(partitions {key: loader}, manifest) shaped like data_preparation's outputs."""
+    rng = np.random.default_rng(seed)
+    partitions, rows = {}, []
+    for split, counts in per_class.items():
+        for name, count in counts.items():
+            for i in range(count):
+                tile_id = f"{split[:1]}{CLASSES.index(name)}_{i:03d}"
+                key = f"{split}/{name}/{tile_id}"
+                image = tile(CLASSES.index(name), rng, size)
+                partitions[key] = image
+                rows.append({"tile_id": tile_id, "split": split, "region": "test", "year": 2016,
+                             "class_name": name, "purity": 1.0, "row_off": 0, "col_off": 0,
+                             "width": size, "height": size, "minx": 0.0, "miny": 0.0, "maxx": 1.0,
+                             "maxy": 1.0, "crs": "EPSG:26910", "partition": key})
+    return partitions, pd.DataFrame(rows)
+
+
+def loaders(partitions: dict[str, Image.Image]):
+    return {key: (lambda image=image: image) for key, image in partitions.items()}
+
+
+def every_class(n: int) -> dict[str, int]:
+    return {name: n for name in CLASSES}
+
+
+@pytest.fixture(scope="module")
+def trained_project(tmp_path_factory) -> Path:
+    """One short training run (test parameters: 1 head epoch + 1 fine-tuning epoch, random init)
+    on 6 classes x 4 tiles per split, written through the catalog like data_preparation does."""
+    project = make_project_copy(tmp_path_factory.mktemp("training") / "project")
+    partitions, manifest = tiny_tile_set({"train": every_class(4), "validation": every_class(4)})
+    cwd = Path.cwd()
+    os.chdir(project)
+    try:
+        catalog = load_catalog(project)
+        catalog.save("model_input_tiles", partitions)
+        catalog.save("tile_manifest", manifest)
+    finally:
+        os.chdir(cwd)
+    run_pipeline(project, "training")
+    return project
+
+
+def read_json(project: Path, name: str) -> dict:
+    return json.loads((project / "data" / "08_reporting" / name).read_text())
+
+
+def test_training_run_reports_six_and_three_class_scores(trained_project: Path) -> None:
+    metrics = read_json(trained_project, "training_metrics.json")
+    six, three = metrics["six_class"], metrics["three_class"]
+    assert metrics["classes"] == CLASSES
+    assert six["confusion_matrix"]["labels"] == CLASSES
+    assert three["confusion_matrix"]["labels"] == ["Developed", "Cultivated", "Undeveloped"]
+    matrix6 = np.array(six["confusion_matrix"]["matrix"])
+    matrix3 = np.array(three["confusion_matrix"]["matrix"])
+    assert matrix6.sum(axis=1).tolist() == [4] * 6  # rows are the true classes
+    assert matrix3.sum(axis=1).tolist() == [4, 4, 16]
+    assert metrics["accuracy_6"] == pytest.approx(np.trace(matrix6) / matrix6.sum())
+    assert metrics["accuracy_3"] == pytest.approx(np.trace(matrix3) / matrix3.sum())
+    assert metrics["accuracy_3"] >= metrics["accuracy_6"]  # merging classes only forgives errors
+    assert set(six["per_class"]) == set(CLASSES)
+    assert all(set(v) == {"precision", "recall", "f1", "support"} for v in six["per_class"].values())
+    assert metrics["scoring_model"]["format"] == metrics["scoring_model"]["backend"] == "onnx"
+    assert metrics["scoring_model"]["same_class_as_keras"] == 1.0
+
+    history = read_json(trained_project, "training_history.json")
+    assert [e["phase"] for e in history["epochs"]] == ["head", "fine_tune"]
+    assert history["kept_phase"] in {"head", "fine_tune"}
+    assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history["epochs"][0])
+    for png in ("training_confusion_matrix.png", "learning_curve.png"):
+        with Image.open(trained_project / "data" / "08_reporting" / png) as image:
+            assert image.format == "PNG" and image.width > 300
+
+
+def test_onnx_export_and_keras_model_pick_the_same_class_for_every_validation_tile(trained_project: Path) -> None:
+    import onnxruntime as ort
+
+    cwd = Path.cwd()
+    os.chdir(trained_project)
+    try:
+        catalog = load_catalog(trained_project)
+        keras_model = catalog.load("landuse_classifier")
+        artifact = catalog.load("scoring_model")
+        tiles = catalog.load("model_input_tiles")
+    finally:
+        os.chdir(cwd)
+    keys = sorted(k for k in tiles if k.startswith("validation/"))
+    images = np.stack([np.asarray(tiles[k]().convert("RGB")) for k in keys])
+    assert artifact.format == "onnx"
+    session = ort.InferenceSession(artifact.payload, providers=["CPUExecutionProvider"])
+    onnx_probabilities = session.run(None, {session.get_inputs()[0].name: images})[0]
+    keras_probabilities = keras_model.predict(images, verbose=0)
+    assert len(keys) == 24
+    np.testing.assert_array_equal(onnx_probabilities.argmax(axis=1), keras_probabilities.argmax(axis=1))
+    np.testing.assert_allclose(onnx_probabilities, keras_probabilities, atol=1e-4)
+
+
+def test_keras_backend_exports_the_keras_file_and_unknown_backends_are_refused() -> None:
+    import keras
+
+    inputs = keras.Input((8, 8, 3), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    artifact = nodes.export_scoring_model(model, {"backend": "keras"})
+    assert artifact.format == "keras"
+    with pytest.raises(ValueError, match="scoring.backend is 'cntk'"):
+        nodes.export_scoring_model(model, {"backend": "cntk"})
+
+
+def test_three_class_view_groups_everything_but_developed_and_cultivated() -> None:
+    assert evaluation.three_class_names(LAND_COVER) == ["Developed", "Cultivated", "Undeveloped"]
+    grouped = evaluation.to_three_class(np.arange(len(CLASSES)), LAND_COVER)
+    assert dict(zip(CLASSES, grouped.tolist())) == {
+        "Developed": 0, "Cultivated": 1, "Forest": 2, "Shrub": 2, "Barren": 2, "Herbaceous": 2,
+    }
+    # Forest <-> Shrub confusions are errors in 6 classes and right answers in 3.
+    truth = np.array([CLASSES.index(c) for c in ("Forest", "Shrub", "Developed", "Cultivated")])
+    predicted = np.array([CLASSES.index(c) for c in ("Shrub", "Forest", "Developed", "Developed")])
+    six = evaluation.classification_scores(truth, predicted, CLASSES)
+    three = evaluation.classification_scores(
+        evaluation.to_three_class(truth, LAND_COVER), evaluation.to_three_class(predicted, LAND_COVER),
+        evaluation.three_class_names(LAND_COVER))
+    assert six["accuracy"] == 0.25
+    assert three["accuracy"] == 0.75
+    assert three["per_class"]["Cultivated"]["recall"] == 0.0
+    assert three["per_class"]["Developed"]["precision"] == 0.5
+
+
+def test_augmentation_only_turns_and_flips_without_jitter_and_repeats_with_the_seed() -> None:
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (16, 8, 8, 3), dtype=np.uint8)
+    tiles = TileArrays(images, np.arange(16, dtype=np.int32) % 2, tuple(map(str, range(16))))
+    geometry_only = {"flip": True, "rotate90": True}
+
+    def epoch(dataset):
+        batches = list(dataset.as_numpy_iterator())
+        return np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+
+    dataset = make_dataset(tiles, batch_size=4, seed=7, augmentation=geometry_only)
+    first, labels = epoch(dataset)
+    second, _ = epoch(dataset)
+    assert first.dtype == np.uint8 and first.shape == images.shape
+    changed = 0
+    for out, label in zip(first, labels):
+        # the output is one of the 8 symmetries of some input tile with the same label
+        candidates = [np.rot90(v, k) for img in images[tiles.labels == label]
+                      for v in (img, img[:, ::-1]) for k in range(4)]
+        assert any(np.array_equal(out, c) for c in candidates)
+        changed += not any(np.array_equal(out, img) for img in images)
+    assert changed > 0  # augmentation did something
+    assert not np.array_equal(first, second)  # new draws every epoch
+    again, _ = epoch(make_dataset(tiles, batch_size=4, seed=7, augmentation=geometry_only))
+    np.testing.assert_array_equal(first, again)  # same seed, same run
+
+    jittered, _ = epoch(make_dataset(tiles, 4, 7, {"brightness": 0.1, "contrast": 0.1, "saturation": 0.1}))
+    assert jittered.dtype == np.uint8
+    plain, plain_labels = epoch(make_dataset(tiles, batch_size=4, seed=7))
+    np.testing.assert_array_equal(plain, images)  # evaluation input: untouched, in order
+    np.testing.assert_array_equal(plain_labels, tiles.labels)
+
+
+SMALL = 32  # bad-input checks need no real tile size
+SMALL_SCORING = {"image_size": SMALL}
+
+
+def assemble_small(per_class):
+    partitions, manifest = tiny_tile_set(per_class, size=SMALL)
+    return nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+
+
+def test_tile_set_decodes_manifest_tiles_in_class_order() -> None:
+    tile_set = assemble_small({"train": every_class(2), "validation": every_class(1)})
+    assert tile_set["train"].images.shape == (12, SMALL, SMALL, 3)
+    assert tile_set["train"].images.dtype == np.uint8
+    assert sorted(tile_set["train"].labels.tolist()) == sorted(list(range(6)) * 2)
+    assert len(tile_set["validation"]) == 6
+
+
+def test_empty_training_split_is_refused() -> None:
+    with pytest.raises(ValueError, match="training split is empty"):
+        assemble_small({"validation": every_class(1)})
+
+
+def test_single_class_training_split_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"single class \['Forest'\]"):
+        assemble_small({"train": {"Forest": 3}, "validation": every_class(1)})
+
+
+def test_class_missing_from_validation_is_named() -> None:
+    validation = {name: 1 for name in CLASSES if name != "Barren"}
+    with pytest.raises(ValueError, match=r"Classes \['Barren'\] have training tiles but none in validation"):
+        assemble_small({"train": every_class(2), "validation": validation})
+
+
+def test_manifest_tile_without_a_file_is_named() -> None:
+    partitions, manifest = tiny_tile_set({"train": every_class(1), "validation": every_class(1)}, size=SMALL)
+    del partitions["train/Shrub/t3_000"]
+    with pytest.raises(ValueError, match="train/Shrub/t3_000"):
+        nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+
+
+def test_tile_of_the_wrong_size_is_named() -> None:
+    partitions, manifest = tiny_tile_set({"train": every_class(1), "validation": every_class(1)}, size=SMALL)
+    partitions["validation/Forest/v2_000"] = partitions["validation/Forest/v2_000"].resize((16, 16))
+    with pytest.raises(ValueError, match=r"validation/Forest/v2_000' is 16x16, expected 32x32"):
+        nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+
+
+def test_class_outside_land_cover_classes_is_named() -> None:
+    partitions, manifest = tiny_tile_set({"train": every_class(1), "validation": every_class(1)}, size=SMALL)
+    manifest.loc[0, "class_name"] = "Water"
+    with pytest.raises(ValueError, match=r"classes \['Water'\]"):
+        nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING, SMALL_SCORING)
