@@ -1,0 +1,220 @@
+"""The scorer: decoding and its failures, both backends, labels from folders, one row per file."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from landuse_kedro.datasets.file_index import FileIndexDataset
+from landuse_kedro.scoring import (
+    ImageError,
+    active_spark_session,
+    decode_image,
+    load_predictor,
+    score_images,
+    three_class_label,
+)
+
+CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
+LAND_COVER = {
+    "classes": CLASSES,
+    "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
+    "three_class_other": "Undeveloped",
+}
+SIZE = 32
+SCORING = {"backend": "onnx", "batch_size": 4, "threads_per_worker": 1, "image_size": SIZE}
+
+
+def tiny_model():
+    """A small random CNN with the project's model contract: uint8 RGB in, 6 probabilities out."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = keras.layers.Conv2D(8, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    outputs = keras.layers.Dense(len(CLASSES), activation="softmax",
+                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0))(x)
+    return keras.Model(inputs, outputs)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def random_tile(seed: int, size: int = SIZE) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(0, 256, 3)
+    noise = rng.integers(-40, 40, (size, size, 3))
+    return np.clip(colour + noise, 0, 255).astype(np.uint8)
+
+
+BAD_FILES = {  # file name -> what its error must mention
+    "empty.png": "empty file",
+    "corrupt.png": "undecodable",
+    "truncated.png": "cannot decode",
+    "wrong_size.png": "wrong size 20x16",
+}
+
+
+def write_tiles(folder: Path, per_class: int = 5) -> dict[str, int]:
+    """Labelled tiles under ``<Class>/``, one unlabelled folder and one broken file of each kind.
+    Returns how many files of each kind were written."""
+    for index, name in enumerate(CLASSES[:3]):
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            (folder / name / f"{name}_{i}.png").write_bytes(png_bytes(random_tile(index * 100 + i)))
+    (folder / "unsorted").mkdir(parents=True, exist_ok=True)
+    (folder / "unsorted" / "loose.png").write_bytes(png_bytes(random_tile(999)))
+    good = png_bytes(random_tile(1000))
+    bad = folder / "Forest"
+    (bad / "empty.png").write_bytes(b"")
+    (bad / "corrupt.png").write_bytes(b"\x89PNG not really" + bytes(range(256)))
+    (bad / "truncated.png").write_bytes(good[: len(good) // 2])
+    (bad / "wrong_size.png").write_bytes(png_bytes(np.zeros((16, 20, 3), np.uint8)))
+    return {"labelled": 3 * per_class, "unlabelled": 1, "bad": len(BAD_FILES)}
+
+
+@pytest.fixture(scope="module")
+def keras_model():
+    return tiny_model()
+
+
+@pytest.fixture(scope="module")
+def artifacts(keras_model):
+    from landuse_kedro.models.onnx_export import keras_to_artifact, keras_to_onnx
+
+    return {"onnx": keras_to_onnx(keras_model), "keras": keras_to_artifact(keras_model)}
+
+
+@pytest.fixture(scope="module")
+def tiles(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    folder = tmp_path_factory.mktemp("validation")
+    return folder, write_tiles(folder)
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local[2] session for the module (starting one costs seconds)."""
+    from landuse_kedro.hooks import start_spark
+
+    session = start_spark({"spark.master": "local[2]", "spark.ui.enabled": "false",
+                           "spark.sql.shuffle.partitions": "2",
+                           "spark.sql.execution.arrow.pyspark.enabled": "true"})
+    yield session
+    session.stop()
+
+
+# --- decoding ---------------------------------------------------------------------------------
+
+def test_decode_returns_uint8_rgb_of_the_expected_size():
+    tile = random_tile(1)
+    decoded = decode_image(png_bytes(tile), SIZE)
+    assert decoded.dtype == np.uint8 and decoded.shape == (SIZE, SIZE, 3)
+    np.testing.assert_array_equal(decoded, tile)
+
+
+def test_decode_converts_rgba_and_reads_jpeg():
+    rgba = np.dstack([random_tile(2), np.full((SIZE, SIZE), 255, np.uint8)])
+    assert decode_image(png_bytes(rgba), SIZE).shape == (SIZE, SIZE, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(random_tile(3)).save(buffer, format="JPEG")
+    assert decode_image(buffer.getvalue(), SIZE).shape == (SIZE, SIZE, 3)
+
+
+@pytest.mark.parametrize("name", sorted(BAD_FILES))
+def test_decode_names_the_problem(tmp_path, name):
+    write_tiles(tmp_path, per_class=1)
+    with pytest.raises(ImageError, match=BAD_FILES[name]):
+        decode_image((tmp_path / "Forest" / name).read_bytes(), SIZE)
+
+
+# --- backends ---------------------------------------------------------------------------------
+
+def test_onnx_export_and_keras_give_the_same_classes(artifacts, keras_model):
+    batch = np.stack([random_tile(seed) for seed in range(24)])
+    expected = np.asarray(keras_model.predict_on_batch(batch))
+    for backend, artifact in artifacts.items():
+        assert artifact.format == backend
+        probabilities = load_predictor(artifact.format, artifact.payload, threads=1)(batch)
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(probabilities, expected, atol=1e-4)
+        assert (probabilities.argmax(axis=1) == expected.argmax(axis=1)).all()
+    assert len(set(expected.argmax(axis=1))) > 1, "the test model should not predict one class only"
+
+
+def test_three_class_regrouping():
+    assert [three_class_label(c, LAND_COVER) for c in CLASSES] == [
+        "Developed", "Cultivated", "Undeveloped", "Undeveloped", "Undeveloped", "Undeveloped"]
+    assert three_class_label(None, LAND_COVER) is None
+
+
+# --- on Spark ---------------------------------------------------------------------------------
+
+def _score(spark, images, artifact, **scoring):
+    frame = score_images(images, artifact, LAND_COVER, {**SCORING, **scoring}).toPandas()
+    return frame.sort_values("path").reset_index(drop=True)
+
+
+def test_every_file_becomes_one_row_with_labels_and_reasons(spark, tiles, artifacts):
+    folder, counts = tiles
+    index = FileIndexDataset(path=str(folder), filename_suffix=".png").load()
+    frame = _score(spark, index, artifacts["onnx"])
+
+    assert len(frame) == len(index) == sum(counts.values())
+    assert frame["path"].is_unique
+    failed = frame[frame["error"].notna()]
+    assert len(failed) == counts["bad"]
+    for _, row in failed.iterrows():
+        name = Path(row["path"]).name
+        assert BAD_FILES[name] in row["error"], row["error"]
+        assert row[["predicted_label", "probability", "prob_Forest"]].isna().all()
+    scored = frame[frame["error"].isna()]
+    assert scored["predicted_label"].isin(CLASSES).all()
+    np.testing.assert_allclose(scored[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-5)
+    assert (scored["probability"] == scored[[f"prob_{c}" for c in CLASSES]].max(axis=1)).all()
+    assert (scored["predicted_label_3"]
+            == scored["predicted_label"].map(lambda c: three_class_label(c, LAND_COVER))).all()
+    folders = frame["path"].map(lambda p: Path(p).parent.name)
+    assert (frame["true_label"].fillna("-") == folders.where(folders.isin(CLASSES), "-")).all()
+    assert frame["true_label"].isna().sum() == counts["unlabelled"]
+    assert (frame["image_id"] == frame["path"].map(lambda p: Path(p).stem)).all()
+
+
+def test_keras_backend_and_binary_file_input_agree_with_onnx(spark, tiles, artifacts):
+    folder, _ = tiles
+    index = FileIndexDataset(path=str(folder), filename_suffix=".png").load()
+    onnx_rows = _score(spark, index, artifacts["onnx"], prefetch=False)
+    keras_rows = _score(spark, index, artifacts["keras"], backend="keras")
+    binary = (spark.read.format("binaryFile").option("pathGlobFilter", "*.png")
+              .option("recursiveFileLookup", "true").load(str(folder)))
+    binary_rows = _score(spark, binary, artifacts["onnx"])
+
+    for other in (keras_rows, binary_rows):
+        assert len(other) == len(onnx_rows)
+        assert (other["predicted_label"].fillna("") == onnx_rows["predicted_label"].fillna("")).all()
+        assert (other["error"].isna() == onnx_rows["error"].isna()).all()
+        np.testing.assert_allclose(other["prob_Forest"], onnx_rows["prob_Forest"], atol=1e-4)
+    # binaryFile paths are URIs (file:/...), the index's are plain; the files are the same
+    assert list(binary_rows["image_id"]) == list(onnx_rows["image_id"])
+
+
+def test_binary_input_must_have_the_binary_file_columns(spark, artifacts):
+    frame = spark.createDataFrame([("a.png",)], "path string")
+    with pytest.raises(ValueError, match="content"):
+        score_images(frame, artifacts["onnx"], LAND_COVER, SCORING)
+
+
+def test_without_a_session_the_error_says_how_to_get_one(monkeypatch):
+    from pyspark.sql import SparkSession
+
+    monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
+    with pytest.raises(RuntimeError, match="spark"):
+        active_spark_session()
