@@ -88,7 +88,7 @@ def train_classifier(
     """
     import keras
 
-    from landuse_kedro.models.backbones import build_classifier, unfreeze_top
+    from landuse_kedro.models import build_classifier, unfreeze_top
 
     keras.utils.set_random_seed(training["seed"])
     classes = list(land_cover["classes"])
