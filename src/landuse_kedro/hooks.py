@@ -10,6 +10,8 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Pipeline
 
+from landuse_kedro.storage import StorageConfigError, check_container, check_credentials, is_remote
+
 logger = logging.getLogger(__name__)
 
 SPARK_TAG = "spark"
@@ -50,6 +52,39 @@ class SparkHooks:
         if self._session is not None:
             self._session.stop()
             self._session = None
+
+
+class StorageHooks:
+    """When data lives in Azure storage: credentials are checked as the context is created, the
+    container before any node runs (before Spark starts), each failure naming the environment."""
+
+    def __init__(self) -> None:
+        self._remote: tuple[str, str, dict[str, Any]] | None = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        loader = context.config_loader
+        env = context.env or getattr(loader, "default_run_env", None) or "base"
+        data_root = str((loader["globals"] or {}).get("data_root", ""))
+        self._remote = None
+        if not is_remote(data_root):
+            return
+        try:
+            credentials = dict((loader["credentials"] or {}).get("storage") or {})
+        except Exception as error:  # noqa: BLE001 - OmegaConf wraps the resolver's error
+            reason = str(error).splitlines()[0].split("interpolation: ")[-1]
+            raise StorageConfigError(
+                f"Kedro environment '{env}' cannot load its storage credentials: {reason}. "
+                f"Set it before running with --env {env} (read by conf/{env}/credentials.yml)."
+            ) from None
+        check_credentials(credentials, env)
+        self._remote = (env, data_root, credentials)
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self) -> None:
+        if self._remote is not None:
+            env, data_root, credentials = self._remote
+            check_container(data_root, credentials, env)
 
 
 def start_spark(spark_conf: dict[str, Any]):

@@ -2,15 +2,18 @@
 
 from kedro.config import OmegaConfigLoader
 
-from landuse_kedro.hooks import SparkHooks
+from landuse_kedro.hooks import SparkHooks, StorageHooks
+from landuse_kedro.storage import env_required
 
-HOOKS = (SparkHooks(),)
+HOOKS = (SparkHooks(), StorageHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
     "merge_strategy": {"parameters": "soft", "globals": "soft", "spark": "soft"},
+    # ${env_required:VAR} in credentials.yml: a missing variable is named (with the environment).
+    "custom_resolvers": {"env_required": env_required},
     "config_patterns": {
         "spark": ["spark*", "spark*/**"],
         "globals": ["globals*", "globals*/**"],
