@@ -42,6 +42,8 @@ def test_round_trip_keeps_pixels_and_georeferencing(filepath, scene):
     assert source.dtypes == ("uint8",) * 4
     assert source.descriptions == ("red", "green", "blue", "nir")
     assert tuple(source.bounds) == (300_000.0, 4_699_700.0, 300_520.0, 4_700_000.0)
+    with source.open() as raster:  # band 4 is near infrared, not transparency
+        assert raster.colorinterp[3].name == "undefined"
     np.testing.assert_array_equal(source.read(), scene.array)
 
 

@@ -3,7 +3,7 @@
 Loading returns a lazy :class:`RasterSource`: metadata only, pixels come from windowed reads that
 open the file each time, so a source pickles (to Spark workers, parallel runners) and a scene never
 has to fit in memory. Saving takes a :class:`landuse_kedro.raster.GeoRaster` and writes a tiled
-(256 x 256 blocks), DEFLATE-compressed GeoTIFF.
+(256 x 256 blocks), DEFLATE-compressed GeoTIFF whose extra bands are not alpha.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ DEFAULT_SAVE_ARGS: dict[str, Any] = {
     "blockxsize": 256,
     "blockysize": 256,
     "compress": "deflate",
+    # GDAL would mark a 4th uint8 band as alpha (RGBA); NAIP's 4th band is near infrared.
+    "alpha": "unspecified",
 }
 
 WindowLike = Window | tuple[tuple[int, int], tuple[int, int]]

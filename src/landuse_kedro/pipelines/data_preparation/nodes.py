@@ -1,0 +1,311 @@
+"""data_preparation: NAIP scenes + NLCD land cover -> labelled, balanced, region-split PNG tiles.
+
+Scenes are read block by block (a few tiles at a time) and tiles are written lazily, one window
+each, so memory stays flat whatever the scene size.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from PIL import Image
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
+
+from landuse_kedro.raster import (
+    DROPPED,
+    NO_LABEL,
+    Grid,
+    TileGrid,
+    WindowedRaster,
+    class_lookup,
+    label_fill,
+    labels_on_grid,
+    overlaps,
+    plurality,
+    read_on_grid,
+    scene_grid,
+    tile_value_counts,
+    to_classes,
+    valid_on_grid,
+)
+
+logger = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation")
+BLOCK_TILES = 8
+"""Tiles per block side read at once: 8 x 224 px = 1,792 px, about 3 MB per band."""
+
+IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
+    "image_nodata", "outside_labels", "dropped_dominant", "impure")
+MANIFEST_COLUMNS = [
+    "tile_id", "split", "region", "year", "class_name", "purity", "row_off", "col_off", "width",
+    "height", "minx", "miny", "maxx", "maxy", "crs", "partition", "scene", "nlcd_year",
+]
+_SCENE_KEY = re.compile(r"^(?P<region>.+)_(?P<year>\d{4})$")
+_NLCD_KEY = re.compile(r"^nlcd_(?P<year>\d{4})$")
+
+Loaders = Mapping[str, Callable[[], WindowedRaster]]
+
+
+# ------------------------------------------------------------------ labelling
+
+def label_tiles(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
+                options: dict[str, Any]) -> pd.DataFrame:
+    """Every full tile of every scene with its majority class, purity and, when it cannot be
+    used, the reason: the table the later steps (and the report) choose from."""
+    if not naip_scenes:
+        raise ValueError("No NAIP scenes: put <region>_<year>.tif files in naip_scenes (01_raw/naip).")
+    labels = _nlcd_by_year(nlcd_rasters)
+    lut = class_lookup(land_cover["nlcd_to_class"], land_cover["classes"])
+    frames = []
+    for key in sorted(naip_scenes):
+        region, year = parse_scene_key(key)
+        nlcd_year = nearest_year(year, labels)
+        frame = label_scene(key, naip_scenes[key](), labels[nlcd_year], lut, land_cover["classes"], options)
+        frame.insert(2, "region", region)
+        frame.insert(3, "year", year)
+        frame.insert(4, "nlcd_year", nlcd_year)
+        reasons = frame["reject_reason"].value_counts().to_dict()
+        logger.info("Scene %s (NLCD %d): %d tiles seen, %d usable; rejected %s", key, nlcd_year,
+                    len(frame), int(frame["reject_reason"].isna().sum()), reasons or "none")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
+
+
+def parse_scene_key(key: str) -> tuple[str, int]:
+    match = _SCENE_KEY.match(key)
+    if not match:
+        raise ValueError(f"NAIP scene '{key}' is not named <region>_<year> (e.g. middlesex_2016).")
+    return match["region"], int(match["year"])
+
+
+def nearest_year(year: int, available: Mapping[int, Any]) -> int:
+    """The label year closest to an image year; on a tie the older one (land cover was mapped
+    before the change the newer map may already show)."""
+    return min(available, key=lambda candidate: (abs(candidate - year), candidate))
+
+
+def _nlcd_by_year(nlcd_rasters: Loaders) -> dict[int, WindowedRaster]:
+    if not nlcd_rasters:
+        raise ValueError("No NLCD rasters: put nlcd_<year>.tif files in nlcd_rasters (01_raw/nlcd).")
+    labels = {}
+    for key in sorted(nlcd_rasters):
+        match = _NLCD_KEY.match(key)
+        if not match:
+            raise ValueError(f"NLCD raster '{key}' is not named nlcd_<year> (e.g. nlcd_2016).")
+        source = nlcd_rasters[key]()
+        if source.crs is None or source.dtypes[0] != "uint8":
+            raise ValueError(f"NLCD raster '{key}' must be uint8 NLCD codes with a CRS, got "
+                             f"{source.dtypes[0]} in {source.crs}.")
+        labels[int(match["year"])] = source
+    return labels
+
+
+def label_scene(key: str, scene: WindowedRaster, nlcd: WindowedRaster, lut: np.ndarray,
+                classes: list[str], options: dict[str, Any]) -> pd.DataFrame:
+    """One row per full tile of ``scene``: labels reprojected block by block onto its grid."""
+    grid = tiling_grid(key, scene, options)
+    if not overlaps(scene, nlcd):
+        raise ValueError(f"Scene '{key}' (bounds {tuple(round(v) for v in scene.bounds)} in "
+                         f"{scene.crs.to_string()}) does not overlap the NLCD raster it was paired with "
+                         f"(bounds {tuple(round(v) for v in nlcd.bounds)} in {nlcd.crs.to_string()}).")
+    tiles = TileGrid(grid, int(options["tile_size"]))
+    if len(tiles) == 0:
+        raise ValueError(f"Scene '{key}' ({grid.width} x {grid.height} px) is smaller than one "
+                         f"{tiles.tile_size} px tile.")
+    fill = label_fill(nlcd)
+    blocks = [
+        _label_block(tiles, scene, nlcd, lut, fill, len(classes), *block)
+        for block in tiles.blocks(BLOCK_TILES)
+    ]
+    frame = pd.concat(blocks, ignore_index=True).sort_values(["row", "col"], ignore_index=True)
+    frame["class_name"] = np.where(frame.pop("class_pixels") > 0,
+                                   np.asarray(classes, dtype=object)[frame.pop("class_index")], None)
+    frame["reject_reason"] = _reject_reasons(frame, float(options.get("min_purity", 0.9)))
+    frame.insert(0, "tile_id", [f"{key}_r{r:04d}_c{c:04d}" for r, c in zip(frame.row, frame.col)])
+    frame.insert(1, "scene", key)
+    frame["crs"] = grid.crs.to_string()
+    return frame
+
+
+def tiling_grid(key: str, scene: WindowedRaster, options: dict[str, Any]) -> Grid:
+    """The scene's grid in metres at ``resolution``, after checking the scene can give RGB tiles."""
+    if scene.count < 3:
+        raise ValueError(f"Scene '{key}' has {scene.count} band(s); tiles need at least 3 (R, G, B).")
+    if scene.dtypes[0] != "uint8":
+        raise ValueError(f"Scene '{key}' is {scene.dtypes[0]}; NAIP-like uint8 imagery is expected.")
+    try:
+        return scene_grid(scene, options.get("target_crs"), options.get("resolution"))
+    except ValueError as error:
+        raise ValueError(f"Scene '{key}': {error}") from error
+
+
+def _label_block(tiles: TileGrid, scene: WindowedRaster, nlcd: WindowedRaster, lut: np.ndarray,
+                 fill: int, n_classes: int, row: int, col: int, n_rows: int, n_cols: int) -> pd.DataFrame:
+    grid, size = tiles.grid, tiles.tile_size
+    window = tiles.window(row, col, n_rows, n_cols)
+    codes = labels_on_grid(nlcd, grid.crs, window_transform(window, grid.transform),
+                           int(window.height), int(window.width), fill=fill)
+    counts = tile_value_counts(to_classes(codes, lut, fill), size)
+    missing_image = tile_value_counts((~valid_on_grid(scene, grid, window)).view(np.uint8), size, 2)
+    winner, purity = plurality(counts, n_classes)
+    rows, cols = np.meshgrid(np.arange(row, row + n_rows), np.arange(col, col + n_cols), indexing="ij")
+    frame = pd.DataFrame({
+        "row": rows.ravel(),
+        "col": cols.ravel(),
+        "class_index": winner.ravel(),
+        "class_pixels": np.take_along_axis(counts, winner[..., None], -1).ravel(),
+        "purity": purity.ravel(),
+        "dropped_pixels": counts[..., DROPPED].ravel(),
+        "unlabelled_pixels": counts[..., NO_LABEL].ravel(),
+        "nodata_pixels": missing_image[..., 1].ravel(),
+    })
+    frame["row_off"], frame["col_off"] = frame.row * size, frame.col * size
+    frame["width"] = frame["height"] = size
+    t = grid.transform
+    xs = (t.c + t.a * frame.col_off, t.c + t.a * (frame.col_off + size))
+    ys = (t.f + t.e * frame.row_off, t.f + t.e * (frame.row_off + size))
+    frame["minx"], frame["maxx"] = np.minimum(*xs), np.maximum(*xs)
+    frame["miny"], frame["maxy"] = np.minimum(*ys), np.maximum(*ys)
+    return frame
+
+
+def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
+    """First failed check per tile, in order of severity; None for a usable tile."""
+    conditions = [
+        frame.nodata_pixels > 0,
+        frame.unlabelled_pixels > 0,
+        frame.dropped_pixels >= frame.purity * frame.width * frame.height,
+        frame.purity < min_purity,
+    ]
+    reasons = np.select(conditions, [IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE], "")
+    return np.where(reasons == "", None, reasons)
+
+
+# ------------------------------------------------------------------ selection
+
+def select_tiles(tile_candidates: pd.DataFrame, land_cover: dict[str, Any],
+                 options: dict[str, Any]) -> pd.DataFrame:
+    """Usable tiles split by whole regions (no region in both splits, so validation measures
+    generalisation to new ground) and balanced by seeded down-sampling to the rarest class."""
+    classes = list(land_cover["classes"])
+    regions = sorted(tile_candidates["region"].unique())
+    validation = list(options.get("validation_regions") or [])
+    unknown = sorted(set(validation) - set(regions))
+    if unknown or not validation:
+        raise ValueError(f"validation_regions {unknown or validation} must name some of the scenes' "
+                         f"regions {regions}.")
+    if not set(regions) - set(validation):
+        raise ValueError(f"Every region {regions} is a validation region: none is left to train on.")
+    usable = tile_candidates[tile_candidates["reject_reason"].isna()].sort_values("tile_id")
+    usable = usable.assign(split=np.where(usable["region"].isin(validation), "validation", "train"))
+    rng = np.random.default_rng(int(options.get("seed", 0)))
+    cap = options.get("max_tiles_per_class")
+    chosen = []
+    for split in SPLITS:
+        in_split = usable[usable["split"] == split]
+        counts = in_split["class_name"].value_counts().reindex(classes, fill_value=0)
+        if (counts == 0).any():
+            raise ValueError(
+                f"No usable {split} tile of class(es) {list(counts[counts == 0].index)} after filtering "
+                f"(regions {sorted(in_split['region'].unique()) or regions}, min_purity "
+                f"{options.get('min_purity', 0.9)}); usable tiles per class: {counts.to_dict()}.")
+        per_class = int(counts.min() if cap is None else min(counts.min(), int(cap)))
+        for name in classes:
+            of_class = in_split[in_split["class_name"] == name]
+            picks = np.sort(rng.choice(len(of_class), size=per_class, replace=False))
+            chosen.append(of_class.iloc[picks])
+    selection = pd.concat(chosen, ignore_index=True)
+    selection["partition"] = selection["split"] + "/" + selection["class_name"] + "/" + selection["tile_id"]
+    return selection.sort_values("partition", ignore_index=True)
+
+
+# ------------------------------------------------------------------ writing
+
+def export_tiles(tile_selection: pd.DataFrame, naip_scenes: Loaders,
+                 options: dict[str, Any]) -> dict[str, Callable[[], Image.Image]]:
+    """``<split>/<Class>/<tile_id>`` -> a function reading that tile's RGB window, so
+    PartitionedDataset writes tiles one by one and memory stays flat."""
+    grids = {}
+    for key in sorted(tile_selection["scene"].unique()):
+        scene = naip_scenes[key]()
+        grids[key] = (scene, tiling_grid(key, scene, options))
+    logger.info("Writing %d tiles from %d scenes", len(tile_selection), len(grids))
+    return {
+        row.partition: partial(tile_image, *grids[row.scene],
+                               Window(row.col_off, row.row_off, row.width, row.height))
+        for row in tile_selection.itertuples()
+    }
+
+
+def tile_image(scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
+    """Bands 1-3 (R, G, B) of one tile window as an RGB image."""
+    return Image.fromarray(np.ascontiguousarray(read_on_grid(scene, grid, window).transpose(1, 2, 0)), "RGB")
+
+
+def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str, Any]) -> pd.DataFrame:
+    """The manifest, saved only after the tiles (their folder is replaced on every run) and only
+    when the files on disk are exactly the selected tiles."""
+    expected, written = set(tile_selection["partition"]), set(model_input_tiles)
+    if expected != written:
+        raise ValueError(f"model_input_tiles holds {len(written - expected)} unexpected and lacks "
+                         f"{len(expected - written)} selected tiles, e.g. "
+                         f"{sorted(written ^ expected)[:3]}.")
+    return tile_selection[MANIFEST_COLUMNS].reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ report
+
+def summarise_preparation(tile_candidates: pd.DataFrame, tile_manifest: pd.DataFrame,
+                          land_cover: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """What happened to every tile: seen, rejected (why), usable, kept per split and class."""
+    classes = list(land_cover["classes"])
+    usable = tile_candidates["reject_reason"].isna()
+    kept = tile_manifest.groupby(["split", "class_name"]).size()
+    per_scene = tile_candidates.assign(usable=usable).groupby("scene").agg(
+        nlcd_year=("nlcd_year", "first"), seen=("tile_id", "size"), usable=("usable", "sum"))
+    per_scene["kept"] = tile_manifest["scene"].value_counts().reindex(per_scene.index, fill_value=0)
+    return {
+        "tile_size": int(options["tile_size"]),
+        "min_purity": float(options.get("min_purity", 0.9)),
+        "tiles_seen": len(tile_candidates),
+        "rejected": {str(k): int(v) for k, v in tile_candidates["reject_reason"].value_counts().sort_index().items()},
+        "usable": int(usable.sum()),
+        "balanced_out": int(usable.sum()) - len(tile_manifest),
+        "kept": {split: {name: int(kept.get((split, name), 0)) for name in classes} for split in SPLITS},
+        "kept_total": len(tile_manifest),
+        "regions": {split: sorted(tile_manifest.loc[tile_manifest.split == split, "region"].unique())
+                    for split in SPLITS},
+        "dropped_pixels": int(tile_candidates["dropped_pixels"].sum()),
+        "per_scene": {scene: {k: int(v) for k, v in row.items()} for scene, row in per_scene.iterrows()},
+    }
+
+
+def plot_preparation_report(preparation_report: dict[str, Any]) -> Figure:
+    """Bar charts: where the tiles went, and the kept tiles per class and split."""
+    figure = Figure(figsize=(11, 4), layout="constrained")
+    fate, kept = figure.subplots(1, 2, width_ratios=[1, 2])
+    outcomes = {"kept": preparation_report["kept_total"], "balanced out": preparation_report["balanced_out"],
+                **{f"rejected:\n{k}": v for k, v in preparation_report["rejected"].items()}}
+    fate.barh(list(outcomes), list(outcomes.values()), color=["tab:green", "tab:olive"] + ["tab:red"] * (len(outcomes) - 2))
+    fate.invert_yaxis()
+    fate.set_title(f"{preparation_report['tiles_seen']} tiles seen")
+    fate.set_xlabel("tiles")
+    classes = list(preparation_report["kept"]["train"])
+    x = np.arange(len(classes))
+    for offset, split in zip((-0.2, 0.2), SPLITS):
+        kept.bar(x + offset, [preparation_report["kept"][split][c] for c in classes], width=0.4,
+                 label=f"{split} ({', '.join(preparation_report['regions'][split])})")
+    kept.set_xticks(x, classes)
+    kept.set_ylabel("tiles")
+    kept.set_title("Kept tiles per class (balanced per split)")
+    kept.legend()
+    return figure

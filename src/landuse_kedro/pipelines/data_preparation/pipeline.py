@@ -1,0 +1,54 @@
+"""data_preparation: label every tile, choose a balanced region-split set, write it, report."""
+
+from kedro.pipeline import Node, Pipeline
+
+from landuse_kedro.pipelines.data_preparation import nodes
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.label_tiles,
+                inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", "params:data_preparation"],
+                outputs="tile_candidates",
+                name="label_tiles",
+                tags=["data_preparation", "tiling"],
+            ),
+            Node(
+                nodes.select_tiles,
+                inputs=["tile_candidates", "params:land_cover", "params:data_preparation"],
+                outputs="tile_selection",
+                name="select_tiles",
+                tags=["data_preparation", "tiling"],
+            ),
+            Node(
+                nodes.export_tiles,
+                inputs=["tile_selection", "naip_scenes", "params:data_preparation"],
+                outputs="model_input_tiles",
+                name="export_tiles",
+                tags=["data_preparation", "tiling"],
+            ),
+            Node(
+                nodes.write_manifest,
+                inputs=["tile_selection", "model_input_tiles"],
+                outputs="tile_manifest",
+                name="write_tile_manifest",
+                tags=["data_preparation", "tiling"],
+            ),
+            Node(
+                nodes.summarise_preparation,
+                inputs=["tile_candidates", "tile_manifest", "params:land_cover", "params:data_preparation"],
+                outputs="preparation_report",
+                name="summarise_preparation",
+                tags=["data_preparation", "reporting"],
+            ),
+            Node(
+                nodes.plot_preparation_report,
+                inputs="preparation_report",
+                outputs="preparation_report_plot",
+                name="plot_preparation_report",
+                tags=["data_preparation", "reporting"],
+            ),
+        ]
+    )

@@ -1,0 +1,266 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from affine import Affine
+from PIL import Image
+from rasterio.crs import CRS
+from rasterio.warp import transform as transform_points
+from rasterio.warp import transform_bounds
+
+from landuse_kedro.datasets import GeoTiffDataset
+from landuse_kedro.pipelines.data_preparation import nodes
+from landuse_kedro.raster import GeoRaster, class_lookup
+from tests.conftest import run_pipeline
+
+CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
+LAND_COVER = {
+    "classes": CLASSES,
+    "nlcd_to_class": {"Developed": [21, 22, 23, 24], "Cultivated": [81, 82], "Forest": [41, 42, 43, 90],
+                      "Shrub": [51, 52], "Barren": [31], "Herbaceous": [71, 72, 73, 74, 95]},
+}
+OPTIONS = {"tile_size": 32, "resolution": 1.0, "target_crs": None, "min_purity": 0.9,
+           "validation_regions": ["middlesex"], "max_tiles_per_class": None, "seed": 42}
+UTM, ALBERS = CRS.from_epsg(32619), CRS.from_epsg(5070)
+# One band of three tiles per code, left to right, in UTM: 6 classes, then water (dropped).
+BAND_CODES = np.array([21, 81, 41, 52, 31, 71, 11], dtype=np.uint8)
+COLOURS = {21: (150, 150, 150), 81: (200, 190, 90), 41: (30, 90, 40), 52: (120, 110, 70),
+           31: (210, 200, 180), 71: (140, 180, 90), 11: (40, 60, 120)}
+ORIGINS = {"middlesex": (310_000.0, 4_702_000.0), "worcester": (300_000.0, 4_690_000.0)}
+
+
+def band_code(x: np.ndarray, x0: float, tile_size: int) -> np.ndarray:
+    return BAND_CODES[((x - x0) // (3 * tile_size)).astype(int) % len(BAND_CODES)]
+
+
+def write_scene_set(data_root: Path, tile_size: int = 32, years=(2012, 2016), nlcd_years=(2011, 2016),
+                    tile_rows: int = 2, unlabelled_cols: int = 1) -> None:
+    """NAIP-like 4-band 1 m scenes in UTM 19N and NLCD-like 30 m rasters in CONUS Albers that
+    cover all but the ``unlabelled_cols`` rightmost tile columns of each scene. Land cover comes
+    in vertical bands three tiles wide, aligned with the tile grid in UTM."""
+    width, height = len(BAND_CODES) * 3 * tile_size + unlabelled_cols * tile_size, tile_rows * tile_size
+    rng = np.random.default_rng(0)
+    for region, (x0, y0) in ORIGINS.items():
+        cols = np.arange(width) + 0.5 + x0
+        palette = np.array([COLOURS[c] for c in band_code(cols, x0, tile_size)], dtype=np.uint8).T
+        for year in years:
+            image = np.empty((4, height, width), np.uint8)
+            image[:3] = palette[:, None, :]
+            image[3] = 100
+            image = np.clip(image + rng.integers(-8, 9, image.shape), 1, 255).astype(np.uint8)
+            if region == "worcester" and year == years[-1]:
+                image[:, 5:9, 4 * tile_size + 4: 4 * tile_size + 8] = 0  # a nodata hole in one tile
+            GeoTiffDataset(filepath=str(data_root / "01_raw" / "naip" / f"{region}_{year}.tif")).save(
+                GeoRaster(image, UTM, Affine(1, 0, x0, 0, -1, y0), nodata=0))
+    # NLCD: Albers 30 m over both regions; each cell gets the band of its centre's UTM position.
+    boxes = [transform_bounds(UTM, ALBERS, x0 - 200, y0 - height - 200, x0 + width + 200, y0 + 200)
+             for x0, y0 in ORIGINS.values()]
+    left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
+    transform = Affine(30, 0, left // 30 * 30, 0, -30, top // 30 * 30 + 30)
+    shape = (int((top - bottom) // 30) + 2, int((right - left) // 30) + 2)
+    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    ax, ay = transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
+    ux, uy = map(np.asarray, transform_points(ALBERS, UTM, ax, ay))
+    codes = np.zeros(ux.shape, np.uint8)
+    for x0, y0 in ORIGINS.values():
+        near = (np.abs(uy - y0) < 5_000) & (np.abs(ux - x0) < 5_000)
+        codes[near] = band_code(ux[near], x0, tile_size)
+        codes[near & (ux >= x0 + width - unlabelled_cols * tile_size)] = 0  # beyond NLCD coverage
+    for year in nlcd_years:
+        GeoTiffDataset(filepath=str(data_root / "01_raw" / "nlcd" / f"nlcd_{year}.tif")).save(
+            GeoRaster(codes.reshape(1, *shape), ALBERS, transform, nodata=0))
+
+
+@pytest.fixture(scope="module")
+def scene_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    write_scene_set(root)
+    return root
+
+
+def loaders(folder: Path) -> dict:
+    return {p.stem: GeoTiffDataset(filepath=str(p)).load for p in sorted(folder.glob("*.tif"))}
+
+
+def candidates_of(root: Path, **options) -> pd.DataFrame:
+    return nodes.label_tiles(loaders(root / "01_raw" / "naip"), loaders(root / "01_raw" / "nlcd"),
+                             LAND_COVER, {**OPTIONS, **options})
+
+
+# ------------------------------------------------------------------ pairing and labelling
+
+@pytest.mark.parametrize(("year", "expected"), [(2012, 2011), (2016, 2016), (2013, 2011), (2014, 2016),
+                                                (2020, 2016), (2005, 2011)])
+def test_scene_gets_the_nlcd_of_the_nearest_year_ties_older(year, expected):
+    assert nodes.nearest_year(year, {2011: "a", 2016: "b"}) == expected
+    assert nodes.nearest_year(2012, {2010: "a", 2014: "b"}) == 2010
+
+
+def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root):
+    candidates = candidates_of(scene_root)
+    assert set(candidates["scene"]) == {"middlesex_2012", "middlesex_2016", "worcester_2012", "worcester_2016"}
+    assert set(candidates.loc[candidates.scene == "middlesex_2012", "nlcd_year"]) == {2011}
+    assert len(candidates) == 4 * 2 * (len(BAND_CODES) * 3 + 1)
+
+    scene = candidates[candidates.scene == "worcester_2016"].set_index("col")
+    lut = class_lookup(LAND_COVER["nlcd_to_class"], CLASSES)
+    for band, code in enumerate(BAND_CODES[:6]):  # the middle tile of each band is pure
+        tile = scene.loc[3 * band + 1].iloc[0]
+        assert tile["class_name"] == CLASSES[lut[code]] and tile["purity"] >= 0.9
+        assert tile["reject_reason"] is None or band == 1  # tile 4: the nodata hole
+    assert scene.loc[4].iloc[0]["reject_reason"] == nodes.IMAGE_NODATA    # hole in row 0 only
+    assert scene.loc[4].iloc[1]["reject_reason"] is None
+    assert set(scene.loc[[18, 19], "reject_reason"]) == {nodes.DROPPED_DOMINANT}  # water band
+    assert set(scene.loc[21, "reject_reason"]) == {nodes.OUTSIDE_LABELS}         # past NLCD coverage
+    assert (candidates.loc[candidates.reject_reason.isna(), "purity"] >= 0.9).all()
+    assert (candidates.loc[candidates.reject_reason == nodes.IMPURE, "purity"] < 0.9).all()
+
+
+def test_min_purity_decides_impure_tiles(scene_root):
+    # band-edge tiles hold a few pixels of the neighbouring band: impure at 1.0, usable at 0.5
+    strict = candidates_of(scene_root, min_purity=1.0)
+    relaxed = candidates_of(scene_root, min_purity=0.5)
+    assert (strict.reject_reason == nodes.IMPURE).sum() > (relaxed.reject_reason == nodes.IMPURE).sum()
+    usable = strict[strict.reject_reason.isna()]
+    assert (usable.purity == 1.0).all()
+
+
+# ------------------------------------------------------------------ selection
+
+def hand_made_candidates() -> pd.DataFrame:
+    rows = []
+    counts = {"middlesex": [3, 4, 5, 6, 7, 8], "worcester": [9, 2, 4, 4, 4, 4], "essex": [1, 3, 3, 3, 3, 3]}
+    for region, per_class in counts.items():
+        for name, n in zip(CLASSES, per_class):
+            for i in range(n):
+                rows.append({"tile_id": f"{region}_2016_{name}_{i}", "scene": f"{region}_2016", "region": region,
+                             "year": 2016, "nlcd_year": 2016, "class_name": name, "purity": 1.0,
+                             "reject_reason": None})
+    rows.append({**rows[0], "tile_id": "rejected", "reject_reason": nodes.IMPURE})
+    return pd.DataFrame(rows)
+
+
+def test_balanced_region_disjoint_and_seeded_selection():
+    candidates = hand_made_candidates()
+    selection = nodes.select_tiles(candidates, LAND_COVER, OPTIONS)
+    per_split = selection.groupby(["split", "class_name"]).size().unstack()
+    assert (per_split.loc["validation"] == 3).all()   # middlesex's rarest class has 3
+    assert (per_split.loc["train"] == 5).all()        # worcester + essex: Cultivated 2 + 3
+    assert set(selection.loc[selection.split == "validation", "region"]) == {"middlesex"}
+    assert set(selection.loc[selection.split == "train", "region"]) == {"worcester", "essex"}
+    assert "rejected" not in set(selection.tile_id)
+    assert list(selection.partition) == sorted(selection.split + "/" + selection.class_name + "/" + selection.tile_id)
+
+    again = nodes.select_tiles(candidates.sample(frac=1, random_state=1), LAND_COVER, OPTIONS)
+    pd.testing.assert_frame_equal(selection, again)
+    others = [set(nodes.select_tiles(candidates, LAND_COVER, {**OPTIONS, "seed": s}).tile_id) for s in range(5)]
+    assert any(o != set(selection.tile_id) for o in others)
+    capped = nodes.select_tiles(candidates, LAND_COVER, {**OPTIONS, "max_tiles_per_class": 2})
+    assert (capped.groupby(["split", "class_name"]).size() == 2).all()
+
+
+def test_empty_class_after_filtering_is_named():
+    candidates = hand_made_candidates()
+    candidates.loc[(candidates.region == "middlesex") & (candidates.class_name == "Shrub"), "reject_reason"] = "impure"
+    with pytest.raises(ValueError, match=r"No usable validation tile of class\(es\) \['Shrub'\]"):
+        nodes.select_tiles(candidates, LAND_COVER, OPTIONS)
+
+
+@pytest.mark.parametrize(("regions", "message"), [(["suffolk"], "suffolk"), ([], "validation_regions"),
+                                                  (["middlesex", "worcester", "essex"], "none is left")])
+def test_validation_regions_must_leave_a_training_region(regions, message):
+    with pytest.raises(ValueError, match=message):
+        nodes.select_tiles(hand_made_candidates(), LAND_COVER, {**OPTIONS, "validation_regions": regions})
+
+
+# ------------------------------------------------------------------ bad input
+
+def write(path: Path, array: np.ndarray, crs, transform: Affine) -> None:
+    GeoTiffDataset(filepath=str(path)).save(GeoRaster(array, crs, transform))
+
+
+def test_bad_inputs_get_clear_errors(scene_root, tmp_path):
+    nlcd = loaders(scene_root / "01_raw" / "nlcd")
+    naip = loaders(scene_root / "01_raw" / "naip")
+    x0, y0 = ORIGINS["middlesex"]
+    cases = {
+        "two_bands_2016": (np.ones((2, 64, 64), np.uint8), UTM, Affine(1, 0, x0, 0, -1, y0), "2 band"),
+        "degrees_2016": (np.ones((3, 64, 64), np.uint8), "EPSG:4326", Affine(1e-5, 0, -71.3, 0, -1e-5, 42.45),
+                         "not a projected CRS in metres"),
+        "elsewhere_2016": (np.ones((3, 64, 64), np.uint8), UTM, Affine(1, 0, 500_000, 0, -1, 4_500_000),
+                           "does not overlap the NLCD"),
+        "tiny_2016": (np.ones((3, 20, 20), np.uint8), UTM, Affine(1, 0, x0, 0, -1, y0), "smaller than one"),
+    }
+    for key, (array, crs, transform, message) in cases.items():
+        write(tmp_path / f"{key}.tif", array, crs, transform)
+        with pytest.raises(ValueError, match=f"'{key}'.*{message}|{message}.*'{key}'"):
+            nodes.label_tiles({key: loaders(tmp_path)[key]}, nlcd, LAND_COVER, OPTIONS)
+    with pytest.raises(ValueError, match="No NAIP scenes"):
+        nodes.label_tiles({}, nlcd, LAND_COVER, OPTIONS)
+    with pytest.raises(ValueError, match="No NLCD rasters"):
+        nodes.label_tiles(naip, {}, LAND_COVER, OPTIONS)
+    with pytest.raises(ValueError, match="not named <region>_<year>"):
+        nodes.label_tiles({"middlesex": naip["middlesex_2012"]}, nlcd, LAND_COVER, OPTIONS)
+    with pytest.raises(ValueError, match="not named nlcd_<year>"):
+        nodes.label_tiles(naip, {"landcover": nlcd["nlcd_2011"]}, LAND_COVER, OPTIONS)
+
+
+def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path):
+    x0, y0 = ORIGINS["middlesex"]
+    lon, lat = transform_points(UTM, "EPSG:4326", [x0 + 100], [y0 - 20])
+    write(tmp_path / "middlesex_2016.tif", np.full((3, 300, 800), 90, np.uint8), "EPSG:4326",
+          Affine(1e-5, 0, lon[0], 0, -1e-5, lat[0]))
+    candidates = nodes.label_tiles(loaders(tmp_path), loaders(scene_root / "01_raw" / "nlcd"), LAND_COVER,
+                                   {**OPTIONS, "target_crs": "EPSG:32619"})
+    assert set(candidates.crs) == {"EPSG:32619"}
+    assert (candidates.maxx - candidates.minx == 32).all()
+    assert candidates.reject_reason.isna().any()
+
+
+# ------------------------------------------------------------------ end to end
+
+def test_pipeline_end_to_end_is_idempotent(project_copy):
+    write_scene_set(project_copy / "data", tile_size=224, tile_rows=1)
+    stale = project_copy / "data" / "05_model_input" / "train" / "Forest" / "stale_tile.png"
+    stale.parent.mkdir(parents=True)
+    Image.new("RGB", (4, 4)).save(stale)
+
+    run_pipeline(project_copy, "data_preparation")
+    data = project_copy / "data"
+    manifest = pd.read_parquet(data / "05_model_input" / "tile_manifest.parquet")
+    assert list(manifest.columns[:16]) == nodes.MANIFEST_COLUMNS[:16]
+    assert not stale.exists()
+    pngs = sorted(str(p.relative_to(data / "05_model_input").with_suffix("")) for p in
+                  (data / "05_model_input").rglob("*.png"))
+    assert pngs == sorted(manifest.partition)
+    assert set(manifest.split) == {"train", "validation"}
+    assert set(manifest.loc[manifest.split == "validation", "region"]) == {"middlesex"}
+    counts = manifest.groupby(["split", "class_name"]).size()
+    assert counts.index.get_level_values(1).nunique() == 6
+    assert (counts.groupby(level="split").nunique() == 1).all()  # balanced within each split
+
+    first = manifest.iloc[0]
+    image = Image.open(data / "05_model_input" / f"{first.partition}.png")
+    assert image.mode == "RGB" and image.size == (224, 224)
+    source = GeoTiffDataset(filepath=str(data / "01_raw" / "naip" / f"{first.scene}.tif")).load()
+    window = ((first.row_off, first.row_off + 224), (first.col_off, first.col_off + 224))
+    np.testing.assert_array_equal(np.asarray(image), source.read(window=window, indexes=[1, 2, 3]).transpose(1, 2, 0))
+
+    report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
+    candidates = pd.read_parquet(data / "02_intermediate" / "tile_candidates.parquet")
+    assert report["tiles_seen"] == len(candidates) == sum(v["seen"] for v in report["per_scene"].values())
+    assert report["tiles_seen"] == report["usable"] + sum(report["rejected"].values())
+    assert report["kept_total"] == len(manifest) == report["usable"] - report["balanced_out"]
+    assert report["kept"]["validation"] == manifest[manifest.split == "validation"].class_name.value_counts().reindex(CLASSES).to_dict()
+    assert (data / "08_reporting" / "preparation_report.png").stat().st_size > 10_000
+
+    run_pipeline(project_copy, "data_preparation")
+    pd.testing.assert_frame_equal(manifest, pd.read_parquet(data / "05_model_input" / "tile_manifest.parquet"))
+    again = sorted(str(p.relative_to(data / "05_model_input").with_suffix("")) for p in
+                   (data / "05_model_input").rglob("*.png"))
+    assert again == pngs
