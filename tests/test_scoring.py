@@ -29,12 +29,12 @@ SIZE = 32
 SCORING = {"backend": "onnx", "batch_size": 4, "threads_per_worker": 1, "image_size": SIZE}
 
 
-def tiny_model():
+def tiny_model(size: int = SIZE):
     """A small random CNN with the project's model contract: uint8 RGB in, 6 probabilities out."""
     import keras
 
     keras.utils.set_random_seed(7)
-    inputs = keras.Input((SIZE, SIZE, 3), dtype="uint8")
+    inputs = keras.Input((size, size, 3), dtype="uint8")
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     x = keras.layers.Conv2D(8, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
@@ -64,16 +64,16 @@ BAD_FILES = {  # file name -> what its error must mention
 }
 
 
-def write_tiles(folder: Path, per_class: int = 5) -> dict[str, int]:
+def write_tiles(folder: Path, per_class: int = 5, size: int = SIZE) -> dict[str, int]:
     """Labelled tiles under ``<Class>/``, one unlabelled folder and one broken file of each kind.
     Returns how many files of each kind were written."""
     for index, name in enumerate(CLASSES[:3]):
         (folder / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
-            (folder / name / f"{name}_{i}.png").write_bytes(png_bytes(random_tile(index * 100 + i)))
+            (folder / name / f"{name}_{i}.png").write_bytes(png_bytes(random_tile(index * 100 + i, size)))
     (folder / "unsorted").mkdir(parents=True, exist_ok=True)
-    (folder / "unsorted" / "loose.png").write_bytes(png_bytes(random_tile(999)))
-    good = png_bytes(random_tile(1000))
+    (folder / "unsorted" / "loose.png").write_bytes(png_bytes(random_tile(999, size)))
+    good = png_bytes(random_tile(1000, size))
     bad = folder / "Forest"
     (bad / "empty.png").write_bytes(b"")
     (bad / "corrupt.png").write_bytes(b"\x89PNG not really" + bytes(range(256)))

@@ -328,6 +328,11 @@ def score_images(
     """
     spark = active_spark_session()
     settings = ScoringSettings.from_params(land_cover, scoring)
+    if scoring.get("backend", scoring_model.format) != scoring_model.format:
+        raise ValueError(
+            f"params:scoring.backend is '{scoring['backend']}' but the scoring model is "
+            f"{scoring_model.format}: re-export it (training pipeline) or change the backend."
+        )
     model = _BroadcastModel(
         model_key(scoring_model), scoring_model.format, spark.sparkContext.broadcast(scoring_model.payload)
     )

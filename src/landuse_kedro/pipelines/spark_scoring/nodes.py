@@ -1,0 +1,85 @@
+"""Accounting and accuracy of a scoring run, computed from the written predictions table.
+
+Scores reuse the training pipeline's evaluation code, so the same model gets the same accuracy
+from both pipelines.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from landuse_kedro.datasets.file_index import FileIndex
+from landuse_kedro.pipelines.training.evaluation import (
+    classification_scores,
+    confusion_figure,
+    three_class_names,
+    to_three_class,
+)
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+    from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
+
+
+def summarise_scoring(
+    predictions: DataFrame, images: FileIndex | DataFrame, land_cover: dict[str, Any]
+) -> dict[str, Any]:
+    """Counts (input = scored + failed, checked), every failure with its path and reason, and
+    6-/3-class accuracy and confusion matrices over the scored files whose folder names a class."""
+    from pyspark.sql import functions as F
+
+    expected = len(images) if isinstance(images, FileIndex) else len(set(images.inputFiles()))
+    totals = predictions.agg(F.count("*").alias("rows"), F.countDistinct("path").alias("paths"),
+                             F.count("error").alias("failed")).first()
+    scored = totals["rows"] - totals["failed"]
+    if not totals["rows"] == totals["paths"] == expected:
+        raise ValueError(
+            f"Scoring lost or duplicated files: {expected} input files, {totals['rows']} rows "
+            f"({totals['paths']} distinct paths; {scored} scored + {totals['failed']} failed)."
+        )
+    failures = [row.asDict() for row in
+                predictions.where(F.col("error").isNotNull()).select("path", "error").orderBy("path").collect()]
+    if failures:
+        logger.warning("%d of %d files could not be scored, e.g. %s: %s",
+                       len(failures), expected, failures[0]["path"], failures[0]["error"])
+
+    pairs = (predictions.where(F.col("error").isNull() & F.col("true_label").isNotNull())
+             .groupBy("true_label", "predicted_label").count().collect())
+    metrics: dict[str, Any] = {
+        "counts": {"input": expected, "scored": scored, "failed": totals["failed"],
+                   "labelled": sum(row["count"] for row in pairs)},
+        "failures": failures,
+        "six_class": None,
+        "three_class": None,
+    }
+    if pairs:
+        classes = list(land_cover["classes"])
+        counts = [row["count"] for row in pairs]
+        truth = np.repeat([classes.index(row["true_label"]) for row in pairs], counts)
+        predicted = np.repeat([classes.index(row["predicted_label"]) for row in pairs], counts)
+        metrics["six_class"] = classification_scores(truth, predicted, classes)
+        metrics["three_class"] = classification_scores(
+            to_three_class(truth, land_cover), to_three_class(predicted, land_cover),
+            three_class_names(land_cover),
+        )
+        logger.info("Scored %d files: accuracy %.1f%% (6 classes), %.1f%% (3 classes)", scored,
+                    100 * metrics["six_class"]["accuracy"], 100 * metrics["three_class"]["accuracy"])
+    return metrics
+
+
+def plot_scoring_confusion_matrices(metrics: dict[str, Any]) -> Figure:
+    """The training pipeline's figure for the same metrics; a figure that says so when no file was
+    labelled (images outside class folders), rather than no file at all."""
+    if metrics["six_class"] is not None:
+        return confusion_figure(metrics)
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 2))
+    figure.text(0.5, 0.5, f"No labelled images among {metrics['counts']['input']} scored files:\n"
+                "no confusion matrix.", ha="center", va="center")
+    return figure

@@ -1,0 +1,35 @@
+"""spark_scoring: image files + scoring model -> predictions table -> metrics and confusion matrices."""
+
+from kedro.pipeline import Node, Pipeline
+
+from landuse_kedro.pipelines.spark_scoring import nodes
+from landuse_kedro.scoring import score_images
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                score_images,
+                inputs=["scoring_images", "scoring_model", "params:land_cover", "params:scoring",
+                        "params:spark_scoring.partitions_per_core"],
+                outputs="scoring_predictions",
+                name="score_images",
+                tags=["spark", "spark_scoring"],
+            ),
+            Node(
+                nodes.summarise_scoring,
+                inputs=["scoring_predictions", "scoring_images", "params:land_cover"],
+                outputs="scoring_metrics",
+                name="summarise_scoring",
+                tags=["spark", "spark_scoring"],
+            ),
+            Node(
+                nodes.plot_scoring_confusion_matrices,
+                inputs="scoring_metrics",
+                outputs="scoring_confusion_matrix_plot",
+                name="plot_scoring_confusion_matrices",
+                tags=["spark_scoring", "reporting"],
+            ),
+        ]
+    )

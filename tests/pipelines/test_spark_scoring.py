@@ -1,0 +1,167 @@
+"""spark_scoring through Kedro: on local[2], then on a real standalone cluster (a master and two
+workers started from the pyspark package), with the same results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from kedro.io.core import Version
+
+from landuse_kedro.datasets.model_file import ModelFileDataset
+from landuse_kedro.scoring import decode_image, load_predictor
+from tests.conftest import make_project_copy, run_pipeline
+from tests.test_scoring import BAD_FILES, CLASSES, tiny_model, write_tiles
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+SIZE = 224  # the project's tile size: the base and test environments score 224 x 224 tiles
+VALIDATION = Path("data/05_model_input/validation")
+
+
+@pytest.fixture(scope="module")
+def scoring_project(tmp_path_factory) -> tuple[Path, dict[str, int], object]:
+    """A project copy holding labelled and broken tiles, and an ONNX `scoring_model`."""
+    from landuse_kedro.models.onnx_export import keras_to_onnx
+
+    project = make_project_copy(tmp_path_factory.mktemp("scoring") / "project")
+    counts = write_tiles(project / VALIDATION, per_class=4, size=SIZE)
+    artifact = keras_to_onnx(tiny_model(SIZE))
+    ModelFileDataset(filepath=str(project / "data/06_models/scoring_model"),
+                     version=Version(None, None)).save(artifact)
+    return project, counts, artifact
+
+
+def _outputs(project: Path) -> tuple[pd.DataFrame, dict]:
+    predictions = pd.read_parquet(project / "data/07_model_output/scoring_predictions.parquet")
+    metrics = json.loads((project / "data/08_reporting/scoring_metrics.json").read_text())
+    return predictions.sort_values("path").reset_index(drop=True), metrics
+
+
+@pytest.fixture(scope="module")
+def local_run(scoring_project):
+    project, _, _ = scoring_project
+    run_pipeline(project, "spark_scoring")
+    return _outputs(project)
+
+
+def test_every_file_is_counted_and_each_failure_named(scoring_project, local_run):
+    project, counts, _ = scoring_project
+    predictions, metrics = local_run
+    files = sorted(str(p) for p in (project / VALIDATION).rglob("*.png"))
+
+    assert sorted(predictions["path"]) == files
+    assert metrics["counts"] == {"input": len(files), "scored": len(files) - counts["bad"],
+                                 "failed": counts["bad"], "labelled": counts["labelled"]}
+    reasons = {Path(f["path"]).name: f["error"] for f in metrics["failures"]}
+    assert set(reasons) == set(BAD_FILES)
+    assert all(BAD_FILES[name] in reason for name, reason in reasons.items())
+    assert (project / "data/08_reporting/scoring_confusion_matrix.png").stat().st_size > 0
+
+
+def test_accuracy_matches_the_model_scored_in_process(scoring_project, local_run):
+    project, _, artifact = scoring_project
+    _, metrics = local_run
+    predict = load_predictor(artifact.format, artifact.payload, threads=1)
+    truth, tiles = [], []
+    for index, name in enumerate(CLASSES):
+        for path in sorted((project / VALIDATION / name).glob("*.png")):
+            if path.name not in BAD_FILES:
+                truth.append(index)
+                tiles.append(decode_image(path.read_bytes(), SIZE))
+    predicted = predict(np.stack(tiles)).argmax(axis=1)
+
+    assert metrics["six_class"]["accuracy"] == pytest.approx(np.mean(predicted == np.array(truth)))
+    matrix = np.array(metrics["six_class"]["confusion_matrix"]["matrix"])
+    assert matrix.sum() == len(truth) and matrix.shape == (6, 6)
+    assert metrics["three_class"]["confusion_matrix"]["labels"] == ["Developed", "Cultivated", "Undeveloped"]
+
+
+# --- a real cluster -----------------------------------------------------------------------------
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _spark_class(spark_home: Path, log: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1"}
+    with log.open("wb") as out:
+        return subprocess.Popen([str(spark_home / "bin" / "spark-class"), *args], env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+            process.wait(timeout=wait)
+            return
+        except ProcessLookupError:
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture(scope="module")
+def standalone_cluster(tmp_path_factory):
+    """A master and two 1-core workers on 127.0.0.1; every process is stopped afterwards."""
+    import pyspark
+
+    spark_home = Path(pyspark.__file__).parent
+    folder = tmp_path_factory.mktemp("cluster")
+    port, ui_port = _free_port(), _free_port()
+    url = f"spark://127.0.0.1:{port}"
+    processes = [_spark_class(spark_home, folder / "master.log", "org.apache.spark.deploy.master.Master",
+                              "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port))]
+    try:
+        for i in range(2):
+            work = folder / f"worker{i}"
+            work.mkdir()
+            processes.append(_spark_class(
+                spark_home, folder / f"worker{i}.log", "org.apache.spark.deploy.worker.Worker",
+                "--host", "127.0.0.1", "--port", str(_free_port()), "--webui-port", str(_free_port()),
+                "--cores", "1", "--memory", "1g", "--work-dir", str(work), url))
+        _wait_for_workers(ui_port, 2, folder)
+        yield url
+    finally:
+        for process in reversed(processes):
+            _stop(process)
+
+
+def _wait_for_workers(ui_port: int, expected: int, logs: Path, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as answer:
+                if json.load(answer).get("aliveworkers", 0) >= expected:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise RuntimeError(f"Spark standalone cluster not up after {timeout}s; logs in {logs}")
+
+
+def test_standalone_cluster_gives_the_local_results(scoring_project, local_run, standalone_cluster,
+                                                    monkeypatch):
+    project, _, _ = scoring_project
+    local_predictions, local_metrics = local_run
+    monkeypatch.setenv("SPARK_MASTER_URL", standalone_cluster)
+    monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+
+    run_pipeline(project, "spark_scoring", env="standalone")  # overwrites the local run's outputs
+    predictions, metrics = _outputs(project)
+
+    assert len(predictions) == len(local_predictions)  # a re-run replaced the table, no duplicates
+    pd.testing.assert_frame_equal(predictions, local_predictions, check_exact=False, atol=1e-5)
+    assert metrics == local_metrics
