@@ -80,6 +80,7 @@ def learning_curve_figure(history: Mapping[str, Any]):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = history["epochs"]
     x = np.arange(1, len(epochs) + 1)
@@ -91,6 +92,7 @@ def learning_curve_figure(history: Mapping[str, Any]):
         if "fine_tune" in phases:
             axis.axvline(phases.index("fine_tune") + 0.5, color="grey", linestyle="--", label="fine-tuning starts")
         axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(metric)
         axis.grid(alpha=0.3)
         axis.legend()
