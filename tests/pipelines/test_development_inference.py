@@ -113,6 +113,11 @@ def test_candidates_are_older_undeveloped_newer_developed_above_threshold_ranked
     assert both["tile_id"].tolist() == ["t2", "t0", "t1"]
 
 
+def test_no_candidate_gives_an_empty_table():
+    ranked = change_candidates(_tiles(), ["Undeveloped"], "Developed", 0.999)
+    assert ranked.empty and "change_probability" in ranked.columns and "rank" in ranked.columns
+
+
 def test_agreement_counts_only_tiles_with_both_labels():
     result = agreement(_tiles(), CLASSES)
     assert result["compared_tiles"] == 5

@@ -98,11 +98,9 @@ def change_candidates(tiles: pd.DataFrame, from_classes: Sequence[str], to_class
     with probability ``prob_<to_class>`` at least ``min_probability``, as ``change_probability``;
     ranked by it (ties by tile id, so the order is stable), rank 1 the most confident."""
     probability = tiles[f"prob_{to_class}"]
-    selected = tiles[
-        tiles["older_class"].isin(list(from_classes))
-        & (tiles[prediction] == to_class)
-        & (probability >= min_probability)
-    ].assign(change_probability=probability)
+    chosen = (tiles["older_class"].isin(list(from_classes)) & (tiles[prediction] == to_class)
+              & (probability >= min_probability))
+    selected = tiles[chosen].assign(change_probability=probability[chosen])
     ranked = selected.sort_values(["change_probability", "tile_id"], ascending=[False, True])
     return ranked.reset_index(drop=True).assign(rank=np.arange(1, len(ranked) + 1))
 

@@ -1,0 +1,341 @@
+"""development_inference: map a region's land use from its newer imagery and find newly developed land.
+
+The region's newer scene is cut into every full tile (the same grid, reprojection and tile images
+as data_preparation, by calling its functions), scored by the shared Spark scorer, and compared
+with the older NLCD labels tile by tile.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.colors import to_rgb
+from matplotlib.figure import Figure
+from PIL import Image
+from rasterio.windows import Window
+
+from landuse_kedro.pipelines.data_preparation.nodes import (
+    label_scene,
+    parse_scene_key,
+    tile_image,
+    tiling_grid,
+)
+from landuse_kedro.pipelines.development_inference.analysis import (
+    NODATA,
+    agreement,
+    change_candidates,
+    class_codes,
+    class_summary,
+    smooth_classes,
+    to_grid,
+)
+from landuse_kedro.pipelines.development_inference.figures import GalleryItem, candidate_gallery, class_maps
+from landuse_kedro.pipelines.development_inference.geo import (
+    candidates_geojson,
+    class_raster,
+    colour_table,
+    tile_grid_transform,
+)
+from landuse_kedro.raster import (
+    DROPPED,
+    GeoRaster,
+    Grid,
+    TileGrid,
+    WindowedRaster,
+    class_lookup,
+    read_on_grid,
+    regroup_lookup,
+)
+from landuse_kedro.scoring import active_spark_session, score_images
+
+logger = logging.getLogger(__name__)
+
+Loaders = Mapping[str, Callable[[], WindowedRaster]]
+WATER = "Water"
+SUMMARY_COLUMNS = {"older": "older_class", "predicted": "predicted_class", "smoothed": "smoothed_class"}
+
+
+# ------------------------------------------------------------------ classes of the maps
+
+def map_classes(land_cover: dict[str, Any], options: dict[str, Any]) -> list[str]:
+    """The walkthrough's three classes (``land_cover.three_class``), plus Water when kept."""
+    names, _ = regroup_lookup(land_cover["classes"], land_cover["three_class"], land_cover["three_class_other"])
+    return names + [WATER] if _water_mode(options) == "keep" else names
+
+
+def _water_mode(options: dict[str, Any]) -> str:
+    mode = options.get("water", "mask")
+    if mode not in ("keep", "mask"):
+        raise ValueError(f"development_inference.water must be 'keep' or 'mask', got {mode!r}.")
+    return mode
+
+
+def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> np.ndarray:
+    """uint8 table NLCD code -> index in :func:`map_classes`: land_cover's NLCD classes regrouped to
+    three, water codes to Water (or DROPPED when masked, so a mostly-water tile is masked), 0 (NLCD's
+    no data) DROPPED, any other code to the "other" class (Undeveloped: the walkthrough's rest)."""
+    names = map_classes(land_cover, options)
+    _, regroup = regroup_lookup(land_cover["classes"], land_cover["three_class"], land_cover["three_class_other"])
+    lut = regroup[class_lookup(land_cover["nlcd_to_class"], land_cover["classes"])]
+    lut[lut == DROPPED] = names.index(land_cover["three_class_other"])
+    lut[0] = DROPPED
+    lut[list(options.get("water_codes", [11]))] = names.index(WATER) if WATER in names else DROPPED
+    return lut
+
+
+# ------------------------------------------------------------------ 1. tiling the region
+
+def _region_scenes(naip_scenes: Loaders, region: str) -> dict[int, str]:
+    """year -> key of the region's NAIP scenes."""
+    scenes = {}
+    for key in sorted(naip_scenes):
+        scene_region, year = parse_scene_key(key)
+        if scene_region == region:
+            scenes[year] = key
+    return scenes
+
+
+def newer_scene(naip_scenes: Loaders, options: dict[str, Any],
+                data_preparation: dict[str, Any]) -> tuple[str, WindowedRaster, Grid]:
+    """The region's newer scene and the grid it is tiled on; refuses a missing scene and a region
+    whose scenes are in different CRSs (its years would not line up tile for tile)."""
+    region, year = options["region"], int(options["newer_year"])
+    scenes = _region_scenes(naip_scenes, region)
+    if year not in scenes:
+        raise ValueError(
+            f"No NAIP scene '{region}_{year}' for development_inference (region={region!r}, "
+            f"newer_year={year}). Available scenes: {sorted(naip_scenes) or 'none'}."
+        )
+    sources = {key: naip_scenes[key]() for key in scenes.values()}
+    crss = {key: source.crs.to_string() for key, source in sources.items()}
+    if len(set(crss.values())) > 1 and not data_preparation.get("target_crs"):
+        raise ValueError(
+            f"The NAIP scenes of region {region!r} are in different CRSs {crss}: their tiles would not "
+            "line up across years. Reproject them to one CRS, or set data_preparation.target_crs."
+        )
+    key = scenes[year]
+    return key, sources[key], tiling_grid(key, sources[key], data_preparation)
+
+
+def tile_region(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
+                options: dict[str, Any], data_preparation: dict[str, Any],
+                ) -> tuple[dict[str, Callable[[], Image.Image]], pd.DataFrame]:
+    """Every full tile of the region's newer scene (no purity filter: the map covers everything)
+    as a lazy PNG writer, and the tile grid with each tile's older label: the plurality of its
+    NLCD pixels in the map classes, on data_preparation's grid and reprojection."""
+    key, scene, grid = newer_scene(naip_scenes, options, data_preparation)
+    nlcd_key = f"nlcd_{int(options['older_year'])}"
+    if nlcd_key not in nlcd_rasters:
+        raise ValueError(f"No NLCD raster '{nlcd_key}' for the older labels (older_year="
+                         f"{options['older_year']}). Available: {sorted(nlcd_rasters) or 'none'}.")
+    names = map_classes(land_cover, options)
+    tiles = label_scene(key, scene, nlcd_rasters[nlcd_key](), older_label_lookup(land_cover, options),
+                        names, {**data_preparation, "min_purity": 0.0})
+    # masked: water (when masked) or NLCD code 0 outnumbers the plurality class, or no class pixel
+    masked = tiles["class_name"].isna() | (
+        tiles["dropped_pixels"] >= tiles["purity"] * tiles["width"] * tiles["height"])
+    grid_table = pd.DataFrame({
+        "tile_id": tiles["tile_id"],
+        "region": options["region"],
+        "scene": key,
+        **{column: tiles[column] for column in ("row", "col", "row_off", "col_off", "width", "height",
+                                                "minx", "miny", "maxx", "maxy", "crs")},
+        "older_class": tiles["class_name"].where(~masked, None),
+        "older_share": tiles["purity"],
+        "image_nodata_pixels": tiles["nodata_pixels"],
+    })
+    logger.info("Region %s: %d tiles (%d x %d) from scene %s; older labels from %s, %d masked or "
+                "without label", options["region"], len(grid_table), grid_table["row"].max() + 1,
+                grid_table["col"].max() + 1, key, nlcd_key, int(grid_table["older_class"].isna().sum()))
+    images = {
+        tile.tile_id: partial(tile_image, scene, grid, Window(tile.col_off, tile.row_off, tile.width, tile.height))
+        for tile in grid_table.itertuples()
+    }
+    return images, grid_table
+
+
+# ------------------------------------------------------------------ 2. scoring
+
+def score_region(inference_tile_index, inference_tile_grid: pd.DataFrame, scoring_model,
+                 land_cover: dict[str, Any], scoring: dict[str, Any]):
+    """The shared Spark scorer on the region's tile files. Takes the grid only so Kedro runs it
+    after the tiles are written; files that are not tiles of the grid are refused (stale tiles)."""
+    stems = {url.rsplit("/", 1)[-1].removesuffix(".png") for url in getattr(inference_tile_index, "urls", ())}
+    unknown = stems - set(inference_tile_grid["tile_id"])
+    if unknown:  # (a binaryFile DataFrame instead of a FileIndex is scored as is)
+        raise ValueError(f"inference_tiles holds {len(unknown)} files that are not tiles of the region's "
+                         f"grid, e.g. {sorted(unknown)[:3]}: rerun the tiling node.")
+    return score_images(inference_tile_index, scoring_model, land_cover, scoring)
+
+
+# ------------------------------------------------------------------ 3. per-tile classes
+
+def classify_tiles(development_predictions, inference_tile_grid: pd.DataFrame, land_cover: dict[str, Any],
+                   options: dict[str, Any]) -> pd.DataFrame:
+    """Grid + predictions, one row per tile of the grid: a tile without a prediction, or whose
+    scoring failed, keeps its row with no predicted class and the reason in ``error``. Adds the
+    3x3 smoothed prediction."""
+    active_spark_session()
+    columns = ["image_id", "predicted_label", "predicted_label_3", "probability",
+               *(f"prob_{name}" for name in land_cover["classes"]), "error"]
+    predictions = development_predictions.select(*columns).toPandas().rename(
+        columns={"image_id": "tile_id", "predicted_label_3": "predicted_class"})
+    duplicated = predictions["tile_id"].duplicated()
+    if duplicated.any():
+        raise ValueError(f"Tiles scored more than once: {predictions.loc[duplicated, 'tile_id'].head(3).tolist()}")
+    tiles = inference_tile_grid.merge(predictions, on="tile_id", how="left", validate="one_to_one")
+    not_scored = tiles["predicted_label"].isna() & tiles["error"].isna()
+    tiles.loc[not_scored, "error"] = "no prediction for this tile"
+    failed = tiles["error"].notna()
+    tiles.loc[failed, "predicted_class"] = None
+    if failed.any():
+        logger.warning("%d of %d tiles have no prediction (kept as nodata), e.g. %s", int(failed.sum()),
+                       len(tiles), tiles.loc[failed, ["tile_id", "error"]].head(3).to_dict("records"))
+    names = map_classes(land_cover, options)
+    codes = class_codes(names)
+    smoothing = options.get("smoothing") or {}
+    smoothed = to_grid(tiles, "predicted_class", codes)
+    if smoothing.get("enabled", True):
+        smoothed = smooth_classes(smoothed, len(names), float(smoothing.get("centre_weight", 2)))
+    lookup = np.asarray([None, *names], dtype=object)
+    tiles["smoothed_class"] = lookup[smoothed[tiles["row"], tiles["col"]]]
+    return tiles.sort_values(["row", "col"], ignore_index=True)
+
+
+# ------------------------------------------------------------------ 4. analysis and outputs
+
+def measure_agreement(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
+                      options: dict[str, Any]) -> dict[str, Any]:
+    """How often the newer predictions (raw and smoothed) agree with the older labels, and how many
+    tiles failed to score; disagreement is change plus model error."""
+    names = map_classes(land_cover, options)
+    tiles = development_tile_classes
+    return {
+        "region": options["region"],
+        "older_year": int(options["older_year"]),
+        "newer_year": int(options["newer_year"]),
+        "tiles": len(tiles),
+        "failed_tiles": int(tiles["error"].notna().sum()),
+        "failure_reasons": {str(k): int(v) for k, v in tiles["error"].value_counts().items()},
+        "predicted": agreement(tiles, names, "older_class", "predicted_class"),
+        "smoothed": agreement(tiles, names, "older_class", "smoothed_class"),
+    }
+
+
+def select_change_candidates(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
+                             options: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Change candidates (ranked table and GeoJSON): older label in ``candidates.from_classes``,
+    newer prediction (raw or smoothed, a parameter) Developed with probability >= threshold."""
+    settings = options["candidates"]
+    to_class = settings.get("to_class", "Developed")
+    prediction = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[settings.get("prediction", "predicted")]
+    candidates = change_candidates(development_tile_classes, settings["from_classes"], to_class,
+                                   float(settings["min_probability"]), prediction)
+    logger.info("%d change candidates (older %s -> %s by the %s prediction, probability >= %s)",
+                len(candidates), settings["from_classes"], to_class, settings.get("prediction", "predicted"),
+                settings["min_probability"])
+    columns = ["rank", "tile_id", "row", "col", "change_probability", "older_class", "predicted_class",
+               "smoothed_class", "minx", "miny", "maxx", "maxy", "crs"]
+    return candidates[columns], candidates_geojson(candidates, newer_column=prediction)
+
+
+def class_rasters(development_tile_classes: pd.DataFrame, naip_scenes: Loaders, land_cover: dict[str, Any],
+                  options: dict[str, Any], data_preparation: dict[str, Any]) -> tuple[GeoRaster, GeoRaster, GeoRaster]:
+    """Older labels, predictions and smoothed predictions as GeoTIFFs of one pixel per tile,
+    aligned with the scene (the tile grid's transform and CRS) and coloured like the maps."""
+    _, _, grid = newer_scene(naip_scenes, options, data_preparation)
+    tiles = development_tile_classes
+    names = map_classes(land_cover, options)
+    codes = class_codes(names)
+    palette = colour_table(names, options["colours"])
+    tile_grid = TileGrid(grid, int(data_preparation["tile_size"]))
+    n_rows, n_cols = tile_grid.n_rows, tile_grid.n_cols
+    if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(tiles) != n_rows * n_cols:
+        raise ValueError(f"The tile table has {len(tiles)} tiles, the scene's grid {n_rows} x {n_cols}: "
+                         "rerun the whole development_inference pipeline.")
+    transform = tile_grid_transform(grid.transform, 0, 0, tile_grid.tile_size)
+    crs = grid.crs.to_string()
+    nodata = {column: int((to_grid(tiles, column, codes) == NODATA).sum()) for column in SUMMARY_COLUMNS.values()}
+    logger.info("Class rasters %d x %d tiles; nodata tiles: %s", n_rows, n_cols, nodata)
+    return tuple(
+        class_raster(to_grid(tiles, column, codes), crs, transform, palette, f"{title} class")
+        for title, column in SUMMARY_COLUMNS.items()
+    )
+
+
+def plot_class_maps(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
+                    options: dict[str, Any]) -> Figure:
+    """Older labels, newer predictions and smoothed predictions side by side."""
+    names = map_classes(land_cover, options)
+    codes = class_codes(names)
+    tiles = development_tile_classes
+    panels = {
+        f"NLCD {options['older_year']} (older labels)": to_grid(tiles, "older_class", codes),
+        f"NAIP {options['newer_year']} predictions": to_grid(tiles, "predicted_class", codes),
+        f"NAIP {options['newer_year']} smoothed": to_grid(tiles, "smoothed_class", codes),
+    }
+    return class_maps(panels, names, options["colours"], f"Land use, {options['region']}")
+
+
+def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_tile_classes: pd.DataFrame,
+                           naip_scenes: Loaders, land_cover: dict[str, Any], options: dict[str, Any],
+                           data_preparation: dict[str, Any]) -> Figure:
+    """The top candidates, each with its 3x3 tile neighbourhood in the older NAIP year (or the older
+    labels when there is no older scene) and in the newer one."""
+    key, scene, grid = newer_scene(naip_scenes, options, data_preparation)
+    tile_size = int(data_preparation["tile_size"])
+    older_year = options.get("older_naip_year")
+    older_key = f"{options['region']}_{older_year}" if older_year else None
+    older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
+    if older_year and older_scene is None:
+        logger.warning("No NAIP scene %s: the gallery shows the older labels instead.", older_key)
+    names = map_classes(land_cover, options)
+    older_grid = to_grid(development_tile_classes, "older_class", class_codes(names))
+    palette = np.asarray([(0, 0, 0)] + [tuple(round(255 * c) for c in to_rgb(options["colours"][n]))
+                                        for n in names], dtype=np.uint8)
+    step = max(1, tile_size * 3 // int(options.get("gallery_pixels", 240)))
+    items = []
+    for tile in change_candidates_table.head(int(options.get("gallery_size", 12))).itertuples():
+        newer = _neighbourhood(scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
+        if older_scene is not None:
+            older = _neighbourhood(older_scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
+        else:
+            older = np.kron(palette[_padded(older_grid, tile.row, tile.col)],
+                            np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8))
+        items.append(GalleryItem(f"#{tile.rank} {tile.tile_id} p={tile.change_probability:.2f}", older, newer))
+    older_title = f"NAIP {older_year}" if older_scene is not None else f"NLCD {options['older_year']}"
+    return candidate_gallery(items, older_title, f"NAIP {options['newer_year']}")
+
+
+def _neighbourhood(scene: WindowedRaster, grid: Grid, row: int, col: int, tile_size: int) -> np.ndarray:
+    """RGB (3 tiles x 3 tiles) around tile (row, col) on ``grid``; black beyond the grid's edge."""
+    out = np.zeros((3 * tile_size, 3 * tile_size, 3), dtype=np.uint8)
+    row0, col0 = max(row - 1, 0), max(col - 1, 0)
+    row1 = min(row + 2, grid.height // tile_size)
+    col1 = min(col + 2, grid.width // tile_size)
+    window = Window(col0 * tile_size, row0 * tile_size, (col1 - col0) * tile_size, (row1 - row0) * tile_size)
+    pixels = read_on_grid(scene, grid, window).transpose(1, 2, 0)
+    top, left = (row0 - row + 1) * tile_size, (col0 - col + 1) * tile_size
+    out[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
+    return out
+
+
+def _padded(grid: np.ndarray, row: int, col: int) -> np.ndarray:
+    """The 3x3 codes around (row, col), nodata beyond the edge."""
+    padded = np.pad(grid, 1, constant_values=NODATA)
+    return padded[row:row + 3, col:col + 3]
+
+
+def summarise_classes(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
+                      options: dict[str, Any]) -> pd.DataFrame:
+    """Tiles and percent per class for older labels, predictions and smoothed predictions (the
+    walkthrough's table), logged as well as saved."""
+    table = class_summary(development_tile_classes, map_classes(land_cover, options), SUMMARY_COLUMNS)
+    logger.info("Land use of %s, %d tiles:\n%s", options["region"], len(development_tile_classes),
+                table.to_string(index=False))
+    return table

@@ -1,0 +1,81 @@
+"""development_inference: tile a region -> score on Spark -> per-tile classes -> rasters, GeoJSON,
+maps, gallery, summary."""
+
+from kedro.pipeline import Node, Pipeline
+
+from landuse_kedro.pipelines.development_inference import nodes
+
+OPTIONS = "params:development_inference"
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                nodes.tile_region,
+                inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", OPTIONS, "params:data_preparation"],
+                outputs=["inference_tiles", "inference_tile_grid"],
+                name="tile_region",
+                tags=["development_inference", "tiling"],
+            ),
+            Node(
+                nodes.score_region,
+                inputs=["inference_tile_index", "inference_tile_grid", "scoring_model", "params:land_cover",
+                        "params:scoring"],
+                outputs="development_predictions",
+                name="score_region_tiles",
+                tags=["development_inference", "spark", "scoring"],
+            ),
+            Node(
+                nodes.classify_tiles,
+                inputs=["development_predictions", "inference_tile_grid", "params:land_cover", OPTIONS],
+                outputs="development_tile_classes",
+                name="classify_region_tiles",
+                tags=["development_inference", "spark"],
+            ),
+            Node(
+                nodes.measure_agreement,
+                inputs=["development_tile_classes", "params:land_cover", OPTIONS],
+                outputs="development_agreement",
+                name="measure_agreement_with_older_labels",
+                tags=["development_inference", "reporting"],
+            ),
+            Node(
+                nodes.select_change_candidates,
+                inputs=["development_tile_classes", "params:land_cover", OPTIONS],
+                outputs=["change_candidates_table", "change_candidates"],
+                name="select_change_candidates",
+                tags=["development_inference"],
+            ),
+            Node(
+                nodes.class_rasters,
+                inputs=["development_tile_classes", "naip_scenes", "params:land_cover", OPTIONS,
+                        "params:data_preparation"],
+                outputs=["older_class_raster", "predicted_class_raster", "smoothed_class_raster"],
+                name="write_class_rasters",
+                tags=["development_inference", "maps"],
+            ),
+            Node(
+                nodes.plot_class_maps,
+                inputs=["development_tile_classes", "params:land_cover", OPTIONS],
+                outputs="development_maps",
+                name="plot_development_maps",
+                tags=["development_inference", "maps", "reporting"],
+            ),
+            Node(
+                nodes.plot_candidate_gallery,
+                inputs=["change_candidates_table", "development_tile_classes", "naip_scenes", "params:land_cover",
+                        OPTIONS, "params:data_preparation"],
+                outputs="change_candidate_gallery",
+                name="plot_change_candidate_gallery",
+                tags=["development_inference", "reporting"],
+            ),
+            Node(
+                nodes.summarise_classes,
+                inputs=["development_tile_classes", "params:land_cover", OPTIONS],
+                outputs="development_summary",
+                name="summarise_region_classes",
+                tags=["development_inference", "reporting"],
+            ),
+        ]
+    )
