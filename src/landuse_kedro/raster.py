@@ -322,10 +322,12 @@ def tile_value_counts(values: np.ndarray, tile_size: int, n_values: int = 256) -
     """(tile rows, tile cols, n_values) pixel counts of each value in each tile of a block whose
     sides are multiples of ``tile_size``."""
     rows, cols = values.shape[0] // tile_size, values.shape[1] // tile_size
-    tiles = values[: rows * tile_size, : cols * tile_size].reshape(rows, tile_size, cols, tile_size)
-    tiles = tiles.transpose(0, 2, 1, 3).reshape(rows * cols, tile_size * tile_size).astype(np.int64)
-    offsets = np.arange(rows * cols, dtype=np.int64)[:, None] * n_values
-    counts = np.bincount((tiles + offsets).ravel(), minlength=rows * cols * n_values)
+    values = values[: rows * tile_size, : cols * tile_size]
+    # one bincount over (tile index, value) keys: no per-tile loop, no transposed copy
+    row_keys = (np.arange(rows * tile_size) // tile_size) * (cols * n_values)
+    col_keys = (np.arange(cols * tile_size) // tile_size) * n_values
+    keys = row_keys[:, None] + col_keys[None, :] + values
+    counts = np.bincount(keys.ravel(), minlength=rows * cols * n_values)
     return counts.reshape(rows, cols, n_values)
 
 

@@ -175,9 +175,10 @@ def _open(path: str, protocol: str, storage_options: dict[str, Any], **open_args
 
 
 def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster) -> None:
-    dataset.write(data.array)
+    """Palette first: once pixels are written GDAL can no longer change the photometric tag."""
     if data.colormap:
         dataset.write_colormap(1, data.colormap)
     for band, description in enumerate(data.descriptions or (), start=1):
         if description:
             dataset.set_band_description(band, description)
+    dataset.write(data.array)

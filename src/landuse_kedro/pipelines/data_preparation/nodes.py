@@ -155,7 +155,8 @@ def _label_block(tiles: TileGrid, scene: WindowedRaster, nlcd: WindowedRaster, l
     codes = labels_on_grid(nlcd, grid.crs, window_transform(window, grid.transform),
                            int(window.height), int(window.width), fill=fill)
     counts = tile_value_counts(to_classes(codes, lut, fill), size)
-    missing_image = tile_value_counts((~valid_on_grid(scene, grid, window)).view(np.uint8), size, 2)
+    valid = valid_on_grid(scene, grid, window)
+    missing_image = np.zeros(counts.shape[:2] + (2,), np.int64) if valid.all() else tile_value_counts(~valid, size, 2)
     winner, purity = plurality(counts, n_classes)
     rows, cols = np.meshgrid(np.arange(row, row + n_rows), np.arange(col, col + n_cols), indexing="ij")
     frame = pd.DataFrame({
