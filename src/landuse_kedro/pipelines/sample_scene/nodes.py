@@ -55,7 +55,7 @@ class RegionLandCover:
 
     @property
     def scene_transform(self) -> Affine:
-        return self.transform * Affine.translation(self.margin, self.margin)
+        return self.transform @ Affine.translation(self.margin, self.margin)
 
     def scene(self, array: np.ndarray) -> np.ndarray:
         m, s = self.margin, self.scene_size
@@ -214,8 +214,8 @@ def generate_land_cover(sample_scene: dict[str, Any]) -> dict[str, RegionLandCov
 
 def _albers_bounds(region: RegionLandCover, crs: CRS) -> tuple[float, float, float, float]:
     rows, cols = region.parcels.shape
-    left, top = region.transform * (0, 0)
-    right, bottom = region.transform * (cols, rows)
+    left, top = region.transform @ (0, 0)
+    right, bottom = region.transform @ (cols, rows)
     return transform_bounds(region.crs, crs, left, bottom, right, top, densify_pts=21)
 
 
@@ -247,12 +247,12 @@ def make_nlcd_rasters(land_cover: dict[str, RegionLandCover], sample_scene: dict
     for year_key, year in sample_scene["nlcd_years"].items():
         mosaic = np.zeros(shape, np.uint8)
         for region, box in zip(land_cover.values(), boxes):
-            col0, row0 = (int(v) for v in np.floor(~grid * (box[0], box[3])))
-            col1, row1 = (int(v) for v in np.ceil(~grid * (box[2], box[1])))
+            col0, row0 = (int(v) for v in np.floor(~grid @ (box[0], box[3])))
+            col1, row1 = (int(v) for v in np.ceil(~grid @ (box[2], box[1])))
             window = np.zeros((row1 - row0, col1 - col0), np.uint8)
             reproject(
                 region.codes[year_key], window, src_transform=region.transform, src_crs=region.crs,
-                src_nodata=0, dst_transform=grid * Affine.translation(col0, row0), dst_crs=crs,
+                src_nodata=0, dst_transform=grid @ Affine.translation(col0, row0), dst_crs=crs,
                 dst_nodata=0, resampling=Resampling.mode,
             )
             target = mosaic[row0:row1, col0:col1]
