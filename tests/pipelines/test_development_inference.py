@@ -3,6 +3,9 @@ inputs, and one end-to-end run on a tiny synthetic region."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +16,6 @@ from landuse_kedro.pipelines.development_inference.analysis import (
     agreement,
     change_candidates,
     class_summary,
-    plurality,
     smooth_classes,
     to_grid,
 )
@@ -25,22 +27,6 @@ from landuse_kedro.pipelines.development_inference.geo import (
 
 CLASSES = ["Developed", "Cultivated", "Undeveloped"]
 D, C, U = 1, 2, 3
-
-
-# --- plurality ---------------------------------------------------------------------------------
-
-def test_plurality_picks_the_most_frequent_class_and_its_share():
-    pixels = np.array([[U, U, D], [D, D, 0], [C, D, 0]])
-    assert plurality(pixels) == (D, pytest.approx(4 / 7))
-
-
-def test_plurality_ties_go_to_the_lowest_code_whatever_the_pixel_order():
-    assert plurality(np.array([U, U, C, C]))[0] == C
-    assert plurality(np.array([C, U, C, U]))[0] == C
-
-
-def test_plurality_of_nodata_only_is_nodata():
-    assert plurality(np.zeros((3, 3), dtype=np.uint8)) == (NODATA, 0.0)
 
 
 # --- smoothing ---------------------------------------------------------------------------------
@@ -147,10 +133,10 @@ def test_tile_grid_transform_maps_grid_cells_to_tile_bounds():
     scene = Affine(0.6, 0, 300_000.0, 0, -0.6, 4_700_000.0)
     transform = tile_grid_transform(scene, row_off=10, col_off=20, tile_size=224)
     # pixel (row 2, col 3) of the class raster is the tile at scene offset (10 + 2*224, 20 + 3*224)
-    left, top = transform * (3, 2)
-    right, bottom = transform * (4, 3)
-    assert (left, top) == pytest.approx(scene * (20 + 3 * 224, 10 + 2 * 224))
-    assert (right, bottom) == pytest.approx(scene * (20 + 4 * 224, 10 + 3 * 224))
+    left, top = transform @ (3, 2)
+    right, bottom = transform @ (4, 3)
+    assert (left, top) == pytest.approx(scene @ (20 + 3 * 224, 10 + 2 * 224))
+    assert (right, bottom) == pytest.approx(scene @ (20 + 4 * 224, 10 + 3 * 224))
     assert transform.a == pytest.approx(0.6 * 224) and transform.e == pytest.approx(-0.6 * 224)
 
 
@@ -180,3 +166,233 @@ def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
     assert ring[:, 0].min() == pytest.approx(min(lons)) and ring[:, 0].max() == pytest.approx(max(lons))
     assert ring[:, 1].min() == pytest.approx(min(lats)) and ring[:, 1].max() == pytest.approx(max(lats))
     assert -72 < ring[0, 0] < -70 and 42 < ring[0, 1] < 43  # Massachusetts
+
+
+# --- bad inputs --------------------------------------------------------------------------------
+
+def _fake_scene(crs: str):
+    from types import SimpleNamespace
+
+    from rasterio.crs import CRS
+
+    return lambda: SimpleNamespace(crs=CRS.from_user_input(crs))
+
+
+def test_region_without_newer_scene_names_what_exists():
+    from landuse_kedro.pipelines.development_inference.nodes import newer_scene
+
+    scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
+    with pytest.raises(ValueError, match=r"middlesex_2016.*essex_2016.*middlesex_2012"):
+        newer_scene(scenes, {"region": "middlesex", "newer_year": 2016}, {"tile_size": 224})
+
+
+def test_region_with_scenes_in_different_crss_is_refused():
+    from landuse_kedro.pipelines.development_inference.nodes import newer_scene
+
+    scenes = {"worcester_2012": _fake_scene("EPSG:26918"), "worcester_2016": _fake_scene("EPSG:26919")}
+    with pytest.raises(ValueError, match="different CRSs"):
+        newer_scene(scenes, {"region": "worcester", "newer_year": 2016}, {"tile_size": 224})
+
+
+def test_older_label_lookup_regroups_nlcd_codes():
+    from landuse_kedro.pipelines.development_inference.nodes import older_label_lookup
+    from landuse_kedro.raster import DROPPED
+
+    land_cover = {"classes": ["Developed", "Cultivated", "Forest"],
+                  "nlcd_to_class": {"Developed": [21, 22], "Cultivated": [82], "Forest": [41]},
+                  "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
+                  "three_class_other": "Undeveloped"}
+    masked = older_label_lookup(land_cover, {"water": "mask", "water_codes": [11]})
+    assert [masked[code] for code in (21, 22, 82, 41, 12, 95)] == [0, 0, 1, 2, 2, 2]
+    assert masked[11] == DROPPED and masked[0] == DROPPED
+    kept = older_label_lookup(land_cover, {"water": "keep", "water_codes": [11]})
+    assert kept[11] == 3  # Water, the fourth map class
+
+
+def test_unknown_water_mode_is_refused():
+    from landuse_kedro.pipelines.development_inference.nodes import map_classes
+
+    land_cover = {"classes": ["Developed", "Forest"], "three_class": {"Developed": "Developed"},
+                  "three_class_other": "Undeveloped"}
+    assert map_classes(land_cover, {"water": "keep"})[-1] == "Water"
+    with pytest.raises(ValueError, match="water"):
+        map_classes(land_cover, {"water": "drop"})
+
+
+# --- end to end on a synthetic region ----------------------------------------------------------
+#
+# A 3 x 4 tile region (32 px tiles, plus partial edge tiles that must be left out), painted per
+# tile: F forest green, D developed red, W water blue, C cultivated tan. The older NLCD says forest
+# where 2016 shows red at (0, 2) and (1, 1): the two true changes. (2, 3) is also a change but its
+# tile file is corrupted before scoring, so it must come out as a failed, nodata tile.
+
+TILE = 32
+ORIGIN = (300_000.0, 4_700_000.0)
+NEWER = ["FFDD", "FDFW", "CFFD"]
+OLDER = ["FFFD", "FFFW", "CFFF"]
+NLCD = ["4 mix 4 21", "4 4 4 11", "82 4 4 4"]  # 4 -> 41 deciduous forest
+# "mix": columns of 21 21 21 41 41 52 52 71 -> Developed is the most frequent NLCD class (3/8) but
+# Undeveloped the most frequent map class (5/8): the older label is the plurality of the map classes.
+MIX = [21, 21, 21, 41, 41, 52, 52, 71]
+COLOURS = {"F": (40, 150, 40), "D": (200, 60, 60), "W": (30, 60, 150), "C": (220, 200, 120)}
+CORRUPTED = (2, 3)
+EXPECTED_CANDIDATES = ["testville_2016_r0000_c0002", "testville_2016_r0001_c0001"]
+
+
+def _scene(layout: list[str]):
+    from landuse_kedro.raster import GeoRaster
+
+    height, width = len(layout) * TILE + 7, len(layout[0]) * TILE + 10  # partial tiles at the edges
+    pixels = np.zeros((4, height, width), dtype=np.uint8)
+    rng = np.random.default_rng(0)
+    for row, line in enumerate(layout):
+        for col, key in enumerate(line):
+            block = np.asarray(COLOURS[key] + (90,), dtype=np.int16)[:, None, None]
+            noise = rng.integers(-5, 6, size=(4, TILE, TILE))
+            pixels[:, row * TILE:(row + 1) * TILE, col * TILE:(col + 1) * TILE] = np.clip(block + noise, 0, 255)
+    return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+
+
+def _nlcd():
+    from landuse_kedro.raster import GeoRaster
+
+    size, margin = 4, 16  # 4 m pixels aligned with the tiles, 16 m beyond the scene
+    codes = np.full((40, 50), 41, dtype=np.uint8)
+    for r in range(codes.shape[0]):
+        for c in range(codes.shape[1]):
+            row, col = (r * size - margin) // TILE, (c * size - margin) // TILE
+            if 0 <= row < len(NLCD) and 0 <= col < 4:
+                token = NLCD[row].split()[col]
+                code = MIX[(c * size - margin) % TILE // size] if token == "mix" else int(token)
+                codes[r, c] = 41 if code == 4 else code
+    return GeoRaster(codes[None], "EPSG:26919",
+                     Affine(size, 0, ORIGIN[0] - margin, 0, -size, ORIGIN[1] + margin))
+
+
+def colour_rule_model():
+    """An ONNX model with the scorer's contract (uint8 RGB in, 6 probabilities out): mean colour,
+    Developed when red dominates green, Forest when green dominates red. Built with onnx.helper,
+    no TensorFlow, so the test is fast and its predictions are known."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from landuse_kedro.datasets.model_file import ModelArtifact
+
+    weights = np.zeros((3, 6), dtype=np.float32)
+    weights[:, 0] = [0.1, -0.1, 0]  # Developed: R - G
+    weights[:, 2] = [-0.1, 0.1, 0]  # Forest: G - R
+    bias = np.array([0, -5, 0, -5, -5, -5], dtype=np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2], keepdims=0),
+            helper.make_node("MatMul", ["mean", "w"], ["logits0"]),
+            helper.make_node("Add", ["logits0", "b"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "colour_rule",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, TILE, TILE, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 6])],
+        [helper.make_tensor("w", TensorProto.FLOAT, [3, 6], weights.ravel()),
+         helper.make_tensor("b", TensorProto.FLOAT, [6], bias)],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return ModelArtifact("onnx", model.SerializeToString())
+
+
+RUN_PARAMS = {
+    "data_preparation": {"tile_size": TILE},
+    "scoring": {"image_size": TILE, "batch_size": 4},
+    "development_inference": {"region": "testville", "older_naip_year": 2012, "gallery_size": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def region_run(tmp_path_factory):
+    from tests.conftest import load_catalog, make_project_copy, run_pipeline
+
+    project = make_project_copy(tmp_path_factory.mktemp("development") / "project")
+    catalog = load_catalog(project, params=RUN_PARAMS)
+    cwd = Path.cwd()
+    os.chdir(project)
+    try:
+        catalog.save("naip_scenes", {"testville_2016": _scene(NEWER), "testville_2012": _scene(OLDER)})
+        catalog.save("nlcd_rasters", {"nlcd_2011": _nlcd()})
+        catalog.save("scoring_model", colour_rule_model())
+    finally:
+        os.chdir(cwd)
+    run_pipeline(project, "development_inference", params=RUN_PARAMS, to_nodes=["tile_region"])
+    corrupted = project / "data/04_feature/inference_tiles" / f"testville_2016_r{CORRUPTED[0]:04d}_c{CORRUPTED[1]:04d}.png"
+    assert corrupted.exists()
+    corrupted.write_bytes(b"not a png")
+    run_pipeline(project, "development_inference", params=RUN_PARAMS, from_nodes=["score_region_tiles"])
+    return project
+
+
+def _load(project, name):
+    from tests.conftest import load_catalog
+
+    cwd = Path.cwd()
+    os.chdir(project)
+    try:
+        return load_catalog(project, params=RUN_PARAMS).load(name)
+    finally:
+        os.chdir(cwd)
+
+
+def test_every_full_tile_of_the_region_is_in_every_output(region_run):
+    tiles = _load(region_run, "development_tile_classes")
+    assert sorted(zip(tiles["row"], tiles["col"])) == [(r, c) for r in range(3) for c in range(4)]
+    summary = _load(region_run, "development_summary")
+    for title in ("older", "predicted", "smoothed"):
+        assert summary[f"{title}_tiles"].sum() == 12
+    for name in ("older_class_raster", "predicted_class_raster", "smoothed_class_raster"):
+        assert _load(region_run, name).read(indexes=1).shape == (3, 4)
+    assert _load(region_run, "development_agreement")["tiles"] == 12
+
+
+def test_class_rasters_are_aligned_with_the_tiles(region_run):
+    tiles = _load(region_run, "development_tile_classes")
+    raster = _load(region_run, "predicted_class_raster")
+    assert raster.crs.to_string() == "EPSG:26919" == tiles["crs"].iloc[0]
+    for tile in tiles.itertuples():
+        assert raster.transform @ (tile.col, tile.row) == pytest.approx((tile.minx, tile.maxy))
+        assert raster.transform @ (tile.col + 1, tile.row + 1) == pytest.approx((tile.maxx, tile.miny))
+    assert raster.colormap(1)[1][:3] == (0xE4, 0x1A, 0x1C)  # Developed, the walkthrough's red
+
+
+def test_predictions_and_older_labels_land_on_the_right_tiles(region_run):
+    codes = {"Developed": 1, "Cultivated": 2, "Undeveloped": 3}
+    predicted = _load(region_run, "predicted_class_raster").read(indexes=1)
+    older = _load(region_run, "older_class_raster").read(indexes=1)
+    expected_new = [[codes["Developed"] if key == "D" else codes["Undeveloped"] for key in line] for line in NEWER]
+    expected_new[2][0] = codes["Developed"]  # the tan cultivated tile is redder than green: the rule says Developed
+    expected_new[CORRUPTED[0]][CORRUPTED[1]] = NODATA
+    np.testing.assert_array_equal(predicted, expected_new)
+    assert older[1, 3] == NODATA  # water, masked by default
+    assert older[2, 0] == codes["Cultivated"] and older[0, 3] == codes["Developed"] and older[0, 0] == codes["Undeveloped"]
+    assert older[0, 1] == codes["Undeveloped"]  # the mixed tile: 5/8 undeveloped beats 3/8 developed
+
+
+def test_failed_tile_is_nodata_and_counted_not_dropped(region_run):
+    tiles = _load(region_run, "development_tile_classes").set_index(["row", "col"])
+    failed = tiles.loc[CORRUPTED]
+    assert failed["error"] and pd.isna(failed["predicted_class"]) and pd.isna(failed["smoothed_class"])
+    assert _load(region_run, "development_agreement")["failed_tiles"] == 1
+    summary = _load(region_run, "development_summary").set_index("class")
+    assert summary.loc["nodata", "predicted_tiles"] == 1
+
+
+def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
+    geojson = _load(region_run, "change_candidates")
+    ids = [feature["properties"]["id"] for feature in geojson["features"]]
+    assert sorted(ids) == EXPECTED_CANDIDATES
+    for feature in geojson["features"]:
+        assert feature["properties"]["older_class"] == "Undeveloped"
+        assert feature["properties"]["newer_class"] == "Developed"
+        assert feature["properties"]["probability"] >= 0.8
+        lon, lat = np.array(feature["geometry"]["coordinates"][0]).mean(axis=0)
+        assert -72 < lon < -70 and 42 < lat < 43.5
+    table = _load(region_run, "change_candidates_table")
+    assert table["rank"].tolist() == [1, 2]

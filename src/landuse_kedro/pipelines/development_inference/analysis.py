@@ -22,20 +22,6 @@ def class_codes(map_classes: Sequence[str]) -> dict[str, int]:
     return {name: code for code, name in enumerate(map_classes, start=1)}
 
 
-def plurality(values: np.ndarray, ignore: int = NODATA) -> tuple[int, float]:
-    """Most frequent value of ``values`` other than ``ignore`` and its share of the counted pixels.
-
-    Ties go to the lowest value, so the result never depends on pixel order. All-ignored -> (ignore, 0).
-    """
-    flat = np.asarray(values).ravel()
-    flat = flat[flat != ignore]
-    if flat.size == 0:
-        return ignore, 0.0
-    counts = np.bincount(flat.astype(np.int64))
-    winner = int(np.argmax(counts))  # argmax returns the first (lowest) maximum
-    return winner, float(counts[winner] / flat.size)
-
-
 def smooth_classes(grid: np.ndarray, n_classes: int, centre_weight: float) -> np.ndarray:
     """3x3 weighted plurality: each valid neighbour gives one vote to its class, the tile itself
     ``centre_weight`` votes. Why: a lone tile predicted differently from all its neighbours is more

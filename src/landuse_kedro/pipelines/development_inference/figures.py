@@ -39,9 +39,9 @@ def class_maps(panels: Mapping[str, np.ndarray], map_classes: Sequence[str],
         ax.set_xticks([])
         ax.set_yticks([])
     handles = [Patch(facecolor=colours[name], edgecolor="0.3", label=name) for name in map_classes]
-    handles.append(Patch(facecolor=NODATA_COLOUR, edgecolor="0.3", label="no data"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False)
-    fig.suptitle(title)
+    handles.append(Patch(facecolor=NODATA_COLOUR, edgecolor="0.3", label="no data (failed or masked)"))
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), frameon=False,
+               title=title)
     return fig
 
 

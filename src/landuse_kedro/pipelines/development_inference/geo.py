@@ -21,7 +21,7 @@ def tile_grid_transform(scene_transform: Affine, row_off: int, col_off: int, til
     """Transform of a raster whose pixel (0, 0) is the tile at pixel offset (row_off, col_off) of the
     scene and whose pixels are tiles: the scene's pixel size times the tile size. Composing affines
     keeps any rotation or south-up orientation of the scene."""
-    return scene_transform * Affine.translation(col_off, row_off) * Affine.scale(tile_size)
+    return scene_transform @ Affine.translation(col_off, row_off) @ Affine.scale(tile_size)
 
 
 def colour_table(map_classes: Sequence[str], colours: Mapping[str, str]) -> dict[int, tuple[int, int, int, int]]:
