@@ -10,6 +10,7 @@ from kedro.io.core import DatasetError
 
 from landuse_kedro.datasets import GeoTiffDataset, RasterSource
 from landuse_kedro.raster import GeoRaster
+from tests.environments.conftest import azurite  # noqa: F401 - the Azurite blob service fixture
 
 TRANSFORM = Affine(1.0, 0.0, 300_000.0, 0.0, -1.0, 4_700_000.0)
 
@@ -84,3 +85,19 @@ def test_bad_inputs_are_named(tmp_path, scene):
         GeoRaster(scene.array, "EPSG:32619", TRANSFORM, colormap={1: (0, 0, 0, 255)})
     with pytest.raises(ValueError, match="bands, rows, cols"):
         GeoRaster(scene.array[0], "EPSG:32619", TRANSFORM)
+
+
+@pytest.mark.azurite
+def test_round_trip_on_azure_blob_storage(azurite, scene):
+    """abfss:// URLs in the container@account form, and a file saved next to one already read:
+    adlfs caches folder listings, which rasterio's opener consults."""
+    from tests.environments.conftest import AZURITE_ACCOUNT, CONTAINER
+
+    folder = f"abfss://{CONTAINER}@{AZURITE_ACCOUNT}.dfs.core.windows.net/geotiff-{uuid.uuid4().hex}"
+    for name in ("first.tif", "second.tif"):
+        dataset = GeoTiffDataset(filepath=f"{folder}/{name}", credentials={"connection_string": azurite})
+        dataset.save(scene)
+        source = pickle.loads(pickle.dumps(dataset.load()))
+        np.testing.assert_array_equal(source.read(window=((0, 64), (100, 164)), indexes=[1, 2, 3]),
+                                      scene.array[:3, 0:64, 100:164])
+    assert "AccountKey" not in repr(source)

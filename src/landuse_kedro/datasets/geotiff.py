@@ -111,6 +111,8 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
         self._protocol, self._path = get_protocol_and_path(filepath)
         self._storage_options = {**deepcopy(credentials or {}), **deepcopy(fs_args or {})}
         self._fs = fsspec.filesystem(self._protocol, **self._storage_options)
+        if self._protocol != "file":  # e.g. abfss://container@account.dfs.../path -> container/path
+            self._path = self._fs._strip_protocol(filepath)
         self._load_args = deepcopy(load_args or {})
         self._save_args = {**DEFAULT_SAVE_ARGS, **deepcopy(save_args or {})}
         self.metadata = metadata
@@ -159,6 +161,8 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
                 with memfile.open(**profile) as dataset:
                     _write(dataset, data)
                 self._fs.pipe_file(self._path, memfile.read())
+        # adlfs caches folder listings, which rasterio's opener consults: forget the new file's folder
+        self._fs.invalidate_cache(str(PurePosixPath(self._path).parent))
         self._fs.invalidate_cache(self._path)
 
     def _exists(self) -> bool:
