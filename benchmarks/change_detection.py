@@ -1,0 +1,109 @@
+"""Precision and recall of development_inference's change candidates against the sample scene's truth.
+
+    .venv/bin/python benchmarks/change_detection.py [--env local] [--min-changed 0.5] [--project DIR]
+
+Run after ``kedro run --pipeline development_inference`` on the sample scene (the generator knows
+where it developed land: ``sample_change_truth``, 1 = became developed, on the scene grid). Everything
+is read through the Kedro catalog of this project (a KedroSession in the project folder).
+
+Tile-level truth: a tile "became developed" when at least ``--min-changed`` (default 0.5) of its
+pixels did, i.e. when a tile-sized classifier should call it Developed now while it was not before.
+Tiles with some change but less than that are neither counted as missed nor, when flagged, excused:
+a flagged tile with 10% new development is a false positive at the default. Their number is printed
+so the threshold's effect can be judged.
+
+precision = candidates that became developed / candidates
+recall    = tiles that became developed and are candidates / tiles that became developed
+(the walkthrough's own candidates were about one third truly developed.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rasterio.windows import from_bounds
+
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
+
+from kedro.framework.session import KedroSession  # noqa: E402
+from kedro.framework.startup import bootstrap_project  # noqa: E402
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def changed_share(tiles: pd.DataFrame, truth) -> np.ndarray:
+    """Share of each tile's pixels that the truth mask marks as newly developed (read by bounds, so
+    it holds whatever grid the tiles were cut on)."""
+    shares = np.empty(len(tiles))
+    for i, tile in enumerate(tiles.itertuples()):
+        window = from_bounds(tile.minx, tile.miny, tile.maxx, tile.maxy, transform=truth.transform)
+        window = window.round_offsets().round_lengths()
+        pixels = truth.read(window=window, indexes=1, boundless=True, fill_value=0)
+        shares[i] = float((pixels == 1).mean()) if pixels.size else 0.0
+    return shares
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=PROJECT, help="Kedro project folder (default: this one)")
+    parser.add_argument("--env", default=None, help="Kedro environment (default: the project's, local)")
+    parser.add_argument("--min-changed", type=float, default=0.5,
+                        help="share of a tile's pixels that must have become developed (default 0.5)")
+    args = parser.parse_args()
+
+    project = args.project.resolve()
+    os.chdir(project)  # relative data paths resolve against the project
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=args.env) as session:
+        context = session.load_context()
+        catalog, options = context.catalog, context.params["development_inference"]
+        region = options["region"]
+        truth_rasters = catalog.load("sample_change_truth")
+        if region not in truth_rasters:
+            raise SystemExit(f"No sample_change_truth for region {region!r} (have {sorted(truth_rasters)}): "
+                             "this check needs the generated sample scene.")
+        truth = truth_rasters[region]()
+        tiles = catalog.load("development_tile_classes")
+        geojson = catalog.load("change_candidates")
+
+    if tiles["crs"].iloc[0] != truth.crs.to_string():
+        raise SystemExit(f"Tiles are in {tiles['crs'].iloc[0]}, the truth in {truth.crs}: cannot compare.")
+    tiles = tiles.assign(changed=changed_share(tiles, truth))
+    candidates = {feature["properties"]["id"] for feature in geojson["features"]}
+    unknown = candidates - set(tiles["tile_id"])
+    if unknown:
+        raise SystemExit(f"{len(unknown)} candidates are not tiles of the region, e.g. {sorted(unknown)[:3]}.")
+    tiles["candidate"] = tiles["tile_id"].isin(candidates)
+    tiles["became_developed"] = tiles["changed"] >= args.min_changed
+
+    true_positives = int((tiles.candidate & tiles.became_developed).sum())
+    precision = true_positives / max(int(tiles.candidate.sum()), 1)
+    recall = true_positives / max(int(tiles.became_developed.sum()), 1)
+    partial = tiles[(tiles.changed > 0) & ~tiles.became_developed]
+    missed = tiles[tiles.became_developed & ~tiles.candidate]
+
+    settings = options["candidates"]
+    print(f"region {region}: {len(tiles)} tiles, {int(tiles['error'].notna().sum())} failed to score")
+    print(f"candidates: older {settings['from_classes']} -> {settings.get('to_class', 'Developed')} "
+          f"({settings.get('prediction', 'predicted')} prediction), probability >= {settings['min_probability']}")
+    print(f"tile truth: >= {args.min_changed:.0%} of the tile's pixels became developed")
+    print(f"tiles that became developed: {int(tiles.became_developed.sum())}; candidates: {int(tiles.candidate.sum())}; "
+          f"true positives: {true_positives}")
+    print(f"precision {precision:.3f}   recall {recall:.3f}")
+    print(f"partly changed tiles (0 < share < {args.min_changed:.0%}): {len(partial)}, "
+          f"of which flagged: {int(partial.candidate.sum())}")
+    if len(missed):
+        print("missed tiles by older label / prediction:")
+        print(missed.groupby(["older_class", "predicted_class"], dropna=False).size().to_string())
+    false = tiles[tiles.candidate & ~tiles.became_developed]
+    if len(false):
+        print("false candidates (share changed):",
+              ", ".join(f"{t.tile_id} ({t.changed:.2f})" for t in false.itertuples()))
+
+
+if __name__ == "__main__":
+    main()
