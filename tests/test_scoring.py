@@ -102,10 +102,11 @@ def tiles(tmp_path_factory) -> tuple[Path, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def spark():
-    """One local[2] session for the module (starting one costs seconds)."""
+    """One local[1] session for the module: starting one costs seconds, and each extra core adds
+    a Python worker that imports its backend again (the pipeline tests use local[2])."""
     from landuse_kedro.hooks import start_spark
 
-    session = start_spark({"spark.master": "local[2]", "spark.ui.enabled": "false",
+    session = start_spark({"spark.master": "local[1]", "spark.ui.enabled": "false",
                            "spark.sql.shuffle.partitions": "2",
                            "spark.sql.execution.arrow.pyspark.enabled": "true"})
     yield session

@@ -48,7 +48,8 @@ def _outputs(project: Path) -> tuple[pd.DataFrame, dict]:
 
 
 @pytest.fixture(scope="module")
-def local_run(scoring_project):
+def local_run(scoring_project, standalone_cluster):
+    """The pipeline on local[2] (the cluster, unused here, boots meanwhile)."""
     project, _, _ = scoring_project
     run_pipeline(project, "spark_scoring")
     return _outputs(project)
@@ -115,7 +116,9 @@ def _stop(process: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def standalone_cluster(tmp_path_factory):
-    """A master and two 1-core workers on 127.0.0.1; every process is stopped afterwards."""
+    """A master and two 1-core workers on 127.0.0.1, started without waiting (they boot while the
+    local run works); ``wait()`` blocks until both workers registered. Every process is stopped
+    afterwards, whatever happened."""
     import pyspark
 
     spark_home = Path(pyspark.__file__).parent
@@ -132,8 +135,12 @@ def standalone_cluster(tmp_path_factory):
                 spark_home, folder / f"worker{i}.log", "org.apache.spark.deploy.worker.Worker",
                 "--host", "127.0.0.1", "--port", str(_free_port()), "--webui-port", str(_free_port()),
                 "--cores", "1", "--memory", "1g", "--work-dir", str(work), url))
-        _wait_for_workers(ui_port, 2, folder)
-        yield url
+
+        def wait() -> str:
+            _wait_for_workers(ui_port, 2, folder)
+            return url
+
+        yield wait
     finally:
         for process in reversed(processes):
             _stop(process)
@@ -156,7 +163,7 @@ def test_standalone_cluster_gives_the_local_results(scoring_project, local_run, 
                                                     monkeypatch):
     project, _, _ = scoring_project
     local_predictions, local_metrics = local_run
-    monkeypatch.setenv("SPARK_MASTER_URL", standalone_cluster)
+    monkeypatch.setenv("SPARK_MASTER_URL", standalone_cluster())
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
 
     run_pipeline(project, "spark_scoring", env="standalone")  # overwrites the local run's outputs
