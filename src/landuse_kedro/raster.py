@@ -166,7 +166,7 @@ def valid_on_grid(source: WindowedRaster, grid: Grid, window: Window) -> np.ndar
 # ------------------------------------------------------------------ labels on an image grid
 
 def labels_on_grid(label_source: WindowedRaster, dst_crs: Any, dst_transform: Affine,
-                   height: int, width: int, fill: int | None = None, margin: int = 2) -> np.ndarray:
+                   height: int, width: int, *, fill: int | None = None, margin: int = 2) -> np.ndarray:
     """The label raster's codes resampled (nearest neighbour) onto a (height, width) grid window.
 
     Reads only the label window covering the destination, plus ``margin`` label pixels, so a

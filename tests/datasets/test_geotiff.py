@@ -10,7 +10,11 @@ from kedro.io.core import DatasetError
 
 from landuse_kedro.datasets import GeoTiffDataset, RasterSource
 from landuse_kedro.raster import GeoRaster
-from tests.environments.conftest import azurite  # noqa: F401 - the Azurite blob service fixture
+from tests.environments.conftest import (
+    AZURITE_ACCOUNT,
+    CONTAINER,
+    azurite,  # noqa: F401 - the Azurite blob service fixture
+)
 
 TRANSFORM = Affine(1.0, 0.0, 300_000.0, 0.0, -1.0, 4_700_000.0)
 
@@ -88,11 +92,9 @@ def test_bad_inputs_are_named(tmp_path, scene):
 
 
 @pytest.mark.azurite
-def test_round_trip_on_azure_blob_storage(azurite, scene):
+def test_round_trip_on_azure_blob_storage(azurite, scene):  # noqa: F811 - the fixture
     """abfss:// URLs in the container@account form, and a file saved next to one already read:
     adlfs caches folder listings, which rasterio's opener consults."""
-    from tests.environments.conftest import AZURITE_ACCOUNT, CONTAINER
-
     folder = f"abfss://{CONTAINER}@{AZURITE_ACCOUNT}.dfs.core.windows.net/geotiff-{uuid.uuid4().hex}"
     for name in ("first.tif", "second.tif"):
         dataset = GeoTiffDataset(filepath=f"{folder}/{name}", credentials={"connection_string": azurite})

@@ -37,7 +37,7 @@ def band_code(x: np.ndarray, x0: float, tile_size: int) -> np.ndarray:
     return BAND_CODES[((x - x0) // (3 * tile_size)).astype(int) % len(BAND_CODES)]
 
 
-def write_scene_set(data_root: Path, tile_size: int = 32, years=(2012, 2016), nlcd_years=(2011, 2016),
+def write_scene_set(data_root: Path, *, tile_size: int = 32, years=(2012, 2016), nlcd_years=(2011, 2016),
                     tile_rows: int = 2, unlabelled_cols: int = 1) -> None:
     """NAIP-like 4-band 1 m scenes in UTM 19N and NLCD-like 30 m rasters in CONUS Albers that
     cover all but the ``unlabelled_cols`` rightmost tile columns of each scene. Land cover comes
@@ -254,6 +254,7 @@ def test_pipeline_end_to_end_is_idempotent(project_copy):
     report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
     candidates = pd.read_parquet(data / "02_intermediate" / "tile_candidates.parquet")
     assert report["tiles_seen"] == len(candidates) == sum(v["seen"] for v in report["per_scene"].values())
+    assert set(report["rejected"]) == set(nodes.REJECT_REASONS)
     assert report["tiles_seen"] == report["usable"] + sum(report["rejected"].values())
     assert report["kept_total"] == len(manifest) == report["usable"] - report["balanced_out"]
     assert report["kept"]["validation"] == manifest[manifest.split == "validation"].class_name.value_counts().reindex(CLASSES).to_dict()

@@ -42,8 +42,9 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation")
 BLOCK_TILES = 8
 """Tiles per block side read at once: 8 x 224 px = 1,792 px, about 3 MB per band."""
+PROGRESS_EVERY = 250
 
-IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
+REJECT_REASONS = IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
     "image_nodata", "outside_labels", "dropped_dominant", "impure")
 MANIFEST_COLUMNS = [
     "tile_id", "split", "region", "year", "class_name", "purity", "row_off", "col_off", "width",
@@ -109,7 +110,7 @@ def _nlcd_by_year(nlcd_rasters: Loaders) -> dict[int, WindowedRaster]:
     return labels
 
 
-def label_scene(key: str, scene: WindowedRaster, nlcd: WindowedRaster, lut: np.ndarray,
+def label_scene(key: str, scene: WindowedRaster, nlcd: WindowedRaster, lut: np.ndarray,  # noqa: PLR0917
                 classes: list[str], options: dict[str, Any]) -> pd.DataFrame:
     """One row per full tile of ``scene``: labels reprojected block by block onto its grid."""
     grid = tiling_grid(key, scene, options)
@@ -123,7 +124,7 @@ def label_scene(key: str, scene: WindowedRaster, nlcd: WindowedRaster, lut: np.n
                          f"{tiles.tile_size} px tile.")
     fill = label_fill(nlcd)
     blocks = [
-        _label_block(tiles, scene, nlcd, lut, fill, len(classes), *block)
+        _label_block(tiles, block, scene=scene, nlcd=nlcd, lut=lut, fill=fill, n_classes=len(classes))
         for block in tiles.blocks(BLOCK_TILES)
     ]
     frame = pd.concat(blocks, ignore_index=True).sort_values(["row", "col"], ignore_index=True)
@@ -148,9 +149,10 @@ def tiling_grid(key: str, scene: WindowedRaster, options: dict[str, Any]) -> Gri
         raise ValueError(f"Scene '{key}': {error}") from error
 
 
-def _label_block(tiles: TileGrid, scene: WindowedRaster, nlcd: WindowedRaster, lut: np.ndarray,
-                 fill: int, n_classes: int, row: int, col: int, n_rows: int, n_cols: int) -> pd.DataFrame:
+def _label_block(tiles: TileGrid, block: tuple[int, int, int, int], *, scene: WindowedRaster,
+                 nlcd: WindowedRaster, lut: np.ndarray, fill: int, n_classes: int) -> pd.DataFrame:
     grid, size = tiles.grid, tiles.tile_size
+    row, col, n_rows, n_cols = block
     window = tiles.window(row, col, n_rows, n_cols)
     codes = labels_on_grid(nlcd, grid.crs, window_transform(window, grid.transform),
                            int(window.height), int(window.width), fill=fill)
@@ -187,7 +189,7 @@ def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
         frame.dropped_pixels >= frame.purity * frame.width * frame.height,
         frame.purity < min_purity,
     ]
-    reasons = np.select(conditions, [IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE], "")
+    reasons = np.select(conditions, list(REJECT_REASONS), "")
     return np.where(reasons == "", None, reasons)
 
 
@@ -239,12 +241,20 @@ def export_tiles(tile_selection: pd.DataFrame, naip_scenes: Loaders,
     for key in sorted(tile_selection["scene"].unique()):
         scene = naip_scenes[key]()
         grids[key] = (scene, tiling_grid(key, scene, options))
-    logger.info("Writing %d tiles from %d scenes", len(tile_selection), len(grids))
+    total = len(tile_selection)
+    logger.info("Writing %d tiles from %d scenes", total, len(grids))
     return {
-        row.partition: partial(tile_image, *grids[row.scene],
+        row.partition: partial(_tile_with_progress, index, total, *grids[row.scene],
                                Window(row.col_off, row.row_off, row.width, row.height))
-        for row in tile_selection.itertuples()
+        for index, row in enumerate(tile_selection.sort_values("partition").itertuples(), start=1)
     }
+
+
+def _tile_with_progress(index: int, total: int, scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
+    """PartitionedDataset saves in key order, so ``index`` counts the tiles written so far."""
+    if index % PROGRESS_EVERY == 0 or index == total:
+        logger.info("Writing tile %d of %d", index, total)
+    return tile_image(scene, grid, window)
 
 
 def tile_image(scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
@@ -278,7 +288,7 @@ def summarise_preparation(tile_candidates: pd.DataFrame, tile_manifest: pd.DataF
         "tile_size": int(options["tile_size"]),
         "min_purity": float(options.get("min_purity", 0.9)),
         "tiles_seen": len(tile_candidates),
-        "rejected": {str(k): int(v) for k, v in tile_candidates["reject_reason"].value_counts().sort_index().items()},
+        "rejected": {reason: int((tile_candidates["reject_reason"] == reason).sum()) for reason in REJECT_REASONS},
         "usable": int(usable.sum()),
         "balanced_out": int(usable.sum()) - len(tile_manifest),
         "kept": {split: {name: int(kept.get((split, name), 0)) for name in classes} for split in SPLITS},
