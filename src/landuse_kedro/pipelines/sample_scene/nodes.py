@@ -271,7 +271,7 @@ def _parcel_params(rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         "u1": rng.uniform(size=n).astype(np.float32),
         "u2": rng.uniform(size=n).astype(np.float32),
         "u3": rng.uniform(size=n).astype(np.float32),
-        "colour": (rng.normal(0.0, 7.0, (n, 4)) * [1, 1, 1, 1.6]).astype(np.float32),
+        "colour": (rng.normal(0.0, 10.0, (n, 4)) * [1, 1, 1, 1.6]).astype(np.float32),
     }
 
 
@@ -282,8 +282,8 @@ def render_scene(region: RegionLandCover, year_key: str, seed: int) -> GeoRaster
     params = _parcel_params(_rng(seed, region.name, "parcels"), n)
     fields = textures.region_fields(_rng(seed, region.name, "fields"), (region.scene_size,) * 2)
     seasons = _rng(seed, region.name, "seasons")
-    green_older = seasons.uniform(0.55, 1.0)
-    green = {"older": green_older, "newer": float(np.clip(green_older - seasons.uniform(0.25, 0.5), 0, 1))}
+    green_older = seasons.uniform(0.4, 1.0)
+    green = {"older": green_older, "newer": float(np.clip(green_older - seasons.uniform(0.2, 0.5), 0, 1))}
     stages = seasons.uniform(size=(2, n)).astype(np.float32)  # crop stage per parcel and year
     params["stage"] = stages[0 if year_key == "older" else 1]
     year_rng = _rng(seed, region.name, year_key, "look")

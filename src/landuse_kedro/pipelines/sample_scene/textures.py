@@ -155,7 +155,7 @@ def render_grass(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     wet = (p.code == 95) & (p.fields["medium"] + 0.5 * p.fields["large"] > 0.9)
     colour[wet] = _mix(colour[wet], WATER[None, :], np.full(wet.sum(), 0.55))
     # a few lone shrubs and trees
-    lone = p.fields["blobs"] > 2.6 - 0.6 * p.params["u2"]
+    lone = p.fields["blobs"] + 0.3 * p.fields["medium"] > 2.8 - 1.5 * p.params["u2"]
     colour[lone] = _mix(colour[lone], SCRUB[None, :], np.full(lone.sum(), 0.8))
     return colour, np.where(lone, 2.0, 0.3).astype(np.float32)
 
@@ -168,8 +168,9 @@ def render_forest(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     needle = p.vegetation(NEEDLE, jitter=0.6)
     colour = np.where(evergreen[:, None], needle, leaf)
     colour = colour * (1.0 + 0.22 * crowns[:, None]) + 4.0 * p.fields["fine"][:, None]
-    gaps = crowns + 0.5 * p.fields["medium"] < -1.6 + 0.9 * p.params["u1"]
-    gap_colour = np.where((p.code == 90)[:, None], WATER[None, :] * 1.2, SHADOW[None, :] * 1.3)
+    gaps = crowns + 0.5 * p.fields["medium"] < -1.6 + 1.2 * p.params["u1"]
+    understory = np.where((p.params["u2"] < 0.5)[:, None], p.vegetation(DRY_GRASS, 0.5) * 0.8, SHADOW[None, :] * 1.3)
+    gap_colour = np.where((p.code == 90)[:, None], WATER[None, :] * 1.2, understory)
     colour = np.where(gaps[:, None], gap_colour + 0.3 * p.params["colour"], colour)
     height = np.where(gaps, 0.0, 14.0 + 3.0 * crowns).astype(np.float32)
     return colour, height
@@ -179,7 +180,7 @@ def render_shrub(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     soil = _mix(SOIL[None, :], DARK_SOIL[None, :], 0.5 + 0.3 * p.fields["large"] + p.params["u2"] - 0.5)
     soil = _mix(soil, p.vegetation(DRY_GRASS, jitter=0.5), 0.3 + 0.3 * p.fields["medium"])
     soil += p.params["colour"] * 0.6 + 7.0 * p.fields["fine"][:, None]
-    density = 0.2 + 0.35 * p.params["u1"]  # share of ground under scrub
+    density = 0.12 + 0.6 * p.params["u1"]  # share of ground under scrub
     shrubs = p.fields["blobs"] + 0.4 * p.fields["medium"] > _threshold_for_share(density)
     scrub = p.vegetation(SCRUB, jitter=0.5) * (1.0 + 0.15 * p.fields["blobs"][:, None])
     colour = np.where(shrubs[:, None], scrub, soil)
@@ -203,6 +204,8 @@ def render_barren(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     colour[benches] *= 0.65
     boulders = (kind >= 0.66) & (p.fields["blobs"] > 2.2)
     colour[boulders] *= 0.7
+    sparse = p.fields["blobs"] + 0.5 * p.fields["medium"] > _threshold_for_share(0.12 * p.params["u3"])
+    colour[sparse] = _mix(colour[sparse], p.vegetation(SCRUB, 0.5)[sparse], np.full(sparse.sum(), 0.7))
     return colour, np.zeros(p.x.shape, np.float32)
 
 
@@ -303,16 +306,18 @@ class Look:
     offset: tuple[float, float, float, float]
     ramp: float                        # brightness change across the scene
     noise: float                       # sensor noise (DN)
+    blur: float                        # optics / resampling softness (px)
     sun: tuple[int, int]
 
 
 def random_look(rng: np.random.Generator, green: float) -> Look:
     return Look(
         green=green,
-        gain=tuple(float(g) for g in 1.0 + rng.normal(0.0, 0.06, 4)),
-        offset=tuple(float(o) for o in rng.normal(0.0, 5.0, 4) + np.array([0, 2, 8, 0]) * rng.uniform()),
-        ramp=float(rng.uniform(-0.08, 0.08)),
-        noise=float(rng.uniform(2.5, 5.0)),
+        gain=tuple(float(g) for g in 1.0 + rng.normal(0.0, 0.09, 4)),
+        offset=tuple(float(o) for o in rng.normal(0.0, 7.0, 4) + np.array([0, 4, 16, 0]) * rng.uniform()),
+        ramp=float(rng.uniform(-0.12, 0.12)),
+        noise=float(rng.uniform(3.0, 7.0)),
+        blur=float(rng.uniform(0.4, 1.1)),
         sun=(int(rng.choice([-1, 1])), int(rng.choice([-1, 1]))),
     )
 
@@ -359,6 +364,7 @@ def render_scene(
         image[:, mask] = colour.T
         height[mask] = tall
     cast_shadows(image, height, look.sun, 0.6)
+    image = ndimage.gaussian_filter(image, (0, look.blur, look.blur))
     ramp = 1.0 + look.ramp * (xx / cols - 0.5)
     image *= np.asarray(look.gain, np.float32)[:, None, None] * ramp[None]
     image += np.asarray(look.offset, np.float32)[:, None, None]
