@@ -93,7 +93,8 @@ def main() -> None:
     print(f"tile truth: >= {args.min_changed:.0%} of the tile's pixels became developed")
     print(f"tiles that became developed: {int(tiles.became_developed.sum())}; candidates: {int(tiles.candidate.sum())}; "
           f"true positives: {true_positives}")
-    print(f"precision {precision:.3f}   recall {recall:.3f}")
+    print(f"precision {precision:.3f}   recall {recall:.3f}" if tiles.candidate.any()
+          else f"precision undefined (no candidate)   recall {recall:.3f}")
     print(f"partly changed tiles (0 < share < {args.min_changed:.0%}): {len(partial)}, "
           f"of which flagged: {int(partial.candidate.sum())}")
     if len(missed):
