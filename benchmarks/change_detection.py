@@ -1,6 +1,6 @@
 """Precision and recall of development_inference's change candidates against the sample scene's truth.
 
-    .venv/bin/python benchmarks/change_detection.py [--env local] [--min-changed 0.5] [--project DIR]
+    .venv/bin/python benchmarks/change_detection.py [--env local] [--min-changed 0.5] [--project DIR] [--sweep]
 
 Run after ``kedro run --pipeline development_inference`` on the sample scene (the generator knows
 where it developed land: ``sample_change_truth``, 1 = became developed, on the scene grid). Everything
@@ -15,6 +15,10 @@ so the threshold's effect can be judged.
 precision = candidates that became developed / candidates
 recall    = tiles that became developed and are candidates / tiles that became developed
 (the walkthrough's own candidates were about one third truly developed.)
+
+``--sweep`` also prints both figures for other candidate settings (threshold, older classes, raw or
+smoothed prediction, smoothing centre weight), recomputed from the saved per-tile classes with the
+pipeline's own functions: the trade-off behind the chosen parameters.
 """
 
 from __future__ import annotations
@@ -47,10 +51,43 @@ def changed_share(tiles: pd.DataFrame, truth) -> np.ndarray:
     return shares
 
 
+def precision_recall(candidates: set[str], became_developed: set[str]) -> tuple[float | None, float]:
+    hits = len(candidates & became_developed)
+    return (hits / len(candidates) if candidates else None), hits / max(len(became_developed), 1)
+
+
+def sweep(tiles: pd.DataFrame, became_developed: set[str], map_classes: list[str], to_class: str) -> None:
+    """P/R of other candidate settings, with the pipeline's own smoothing and selection."""
+    from landuse_kedro.pipelines.development_inference.analysis import (
+        change_candidates,
+        class_codes,
+        smooth_classes,
+        to_grid,
+    )
+
+    codes = class_codes(map_classes)
+    names = np.asarray([None, *map_classes], dtype=object)
+    raw = to_grid(tiles, "predicted_class", codes)
+    print("\nprediction   centre  older classes              threshold  candidates  precision  recall")
+    for prediction, weights in (("predicted", [None]), ("smoothed", [2, 3])):
+        for weight in weights:
+            column = tiles["predicted_class"] if weight is None else pd.Series(
+                names[smooth_classes(raw, len(map_classes), weight)[tiles["row"], tiles["col"]]], index=tiles.index)
+            variant = tiles.assign(variant=column)
+            for from_classes in (["Undeveloped"], ["Undeveloped", "Cultivated"]):
+                for threshold in (0.5, 0.7, 0.8, 0.9, 0.95):
+                    chosen = set(change_candidates(variant, from_classes, to_class, threshold, "variant")["tile_id"])
+                    precision, recall = precision_recall(chosen, became_developed)
+                    shown = "-" if precision is None else f"{precision:.3f}"
+                    print(f"{prediction:<12} {weight or '-':<7} {'+'.join(from_classes):<26} {threshold:<10} "
+                          f"{len(chosen):<11} {shown:<10} {recall:.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=PROJECT, help="Kedro project folder (default: this one)")
     parser.add_argument("--env", default=None, help="Kedro environment (default: the project's, local)")
+    parser.add_argument("--sweep", action="store_true", help="also print other candidate settings")
     parser.add_argument("--min-changed", type=float, default=0.5,
                         help="share of a tile's pixels that must have become developed (default 0.5)")
     args = parser.parse_args()
@@ -61,6 +98,7 @@ def main() -> None:
     with KedroSession.create(project_path=project, env=args.env) as session:
         context = session.load_context()
         catalog, options = context.catalog, context.params["development_inference"]
+        land_cover = context.params["land_cover"]
         region = options["region"]
         truth_rasters = catalog.load("sample_change_truth")
         if region not in truth_rasters:
@@ -87,6 +125,11 @@ def main() -> None:
     missed = tiles[tiles.became_developed & ~tiles.candidate]
 
     settings = options["candidates"]
+    if args.sweep:
+        from landuse_kedro.pipelines.development_inference.nodes import map_classes
+
+        sweep(tiles, set(tiles.loc[tiles.became_developed, "tile_id"]), map_classes(land_cover, options),
+              settings.get("to_class", "Developed"))
     print(f"region {region}: {len(tiles)} tiles, {int(tiles['error'].notna().sum())} failed to score")
     print(f"candidates: older {settings['from_classes']} -> {settings.get('to_class', 'Developed')} "
           f"({settings.get('prediction', 'predicted')} prediction), probability >= {settings['min_probability']}")
