@@ -82,23 +82,24 @@ def check_credentials(credentials: Mapping[str, Any], env: str) -> None:
 def check_container(data_root: str, credentials: Mapping[str, Any], env: str,
                     timeout_s: float = CHECK_TIMEOUT_S) -> None:
     """Fail fast when the endpoint cannot be reached or the container does not exist."""
-    from azure.core.exceptions import AzureError
+    from azure.core.exceptions import AzureError, HttpResponseError
 
     container = container_of(data_root)
+    endpoint = redact(_endpoint(credentials), credentials)
     try:
-        client = _container_client(container, credentials, timeout_s)
-        exists = client.exists()
+        exists = _container_client(container, credentials, timeout_s).exists()
     except (AzureError, ValueError, OSError) as error:
-        endpoint = redact(_endpoint(credentials), credentials)
-        reason = redact(f"{type(error).__name__}: {error}".splitlines()[0], credentials)
-        raise StorageConfigError(
-            f"Kedro environment '{env}': cannot reach Azure storage at {endpoint} to check "
-            f"container '{container}' within {timeout_s:g} s ({reason[:300]})."
-        ) from None  # the SDK's own exception may quote request URLs with SAS tokens
+        reason = redact(f"{type(error).__name__}: {error}".splitlines()[0], credentials)[:300]
+        problem = (f"Azure storage at {endpoint} refused the `storage` credentials for container "
+                   f"'{container}'" if isinstance(error, HttpResponseError) else
+                   f"cannot reach Azure storage at {endpoint} to check container '{container}' "
+                   f"(timeouts {timeout_s:g} s, one retry)")
+        # `from None`: the SDK's own exception may quote request URLs with SAS tokens.
+        raise StorageConfigError(f"Kedro environment '{env}': {problem} ({reason}).") from None
     if not exists:
         raise StorageConfigError(
             f"Kedro environment '{env}': container '{container}' does not exist at "
-            f"{redact(_endpoint(credentials), credentials)} (data_root {data_root}). "
+            f"{endpoint} (data_root {data_root}). "
             f"Create it, or fix conf/{env}/globals.yml."
         )
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from landuse_kedro.storage import StorageConfigError
-from tests.conftest import load_catalog
+from tests.conftest import PROJECT_ROOT, load_catalog
 
 ENV = "hdinsight"
 # conf/hdinsight/globals.yml: azure.container @ azure.account / azure.prefix
@@ -112,8 +112,9 @@ def _activate(credentials_file: Path, block_title: str) -> None:
 def test_documented_alternative_logins_work_and_name_their_variables(
         project_copy: Path, monkeypatch, block: str, variables: dict[str, str]) -> None:
     _activate(project_copy / "conf" / ENV / "credentials.yml", block)
-    for variable in variables:
-        monkeypatch.setenv(variable, f"placeholder-{variable.lower()}")
+    for variable in variables:  # ids must look like GUIDs: azure-identity validates them
+        monkeypatch.setenv(variable, "00000000-0000-0000-0000-000000000000"
+                           if variable.endswith("_ID") else f"placeholder-{variable.lower()}")
     catalog = load_catalog(project_copy, env=ENV)
     assert dataset_url(catalog.get("naip_scenes")).startswith(DATA_ROOT)
 
@@ -121,3 +122,23 @@ def test_documented_alternative_logins_work_and_name_their_variables(
     monkeypatch.delenv(last)
     with pytest.raises(StorageConfigError, match=rf"'{ENV}'.*{last}|{last}.*'{ENV}'"):
         load_catalog(project_copy, env=ENV)
+
+
+def test_the_wheel_leaves_the_clusters_spark_alone() -> None:
+    """A plain install of the wheel must not bring a pyspark that shadows the cluster's Spark
+    (HDInsight 5.1: Spark 3.3); a laptop's `local` extra still gets pyspark 4."""
+    import tomllib
+    from importlib.metadata import distributions
+
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
+    assert not [r for r in project["dependencies"] if Requirement(r).name == "pyspark"]
+    spark = {extra: Requirement(next(r for r in reqs if r.startswith("pyspark"))).specifier
+             for extra, reqs in project["optional-dependencies"].items()
+             if any(r.startswith("pyspark") for r in reqs)}
+    assert "3.3.1" in spark["cluster"] and "4.0.0" in spark["local"] and "3.3.1" not in spark["local"]
+    # Nor does anything installed here require pyspark outside an extra.
+    pulling = [d.metadata["Name"] for d in distributions() for r in d.requires or []
+               if Requirement(r).name == "pyspark" and Requirement(r).marker is None]
+    assert not pulling, pulling

@@ -1,0 +1,180 @@
+"""The chain on a real Azure Storage API: raw scenes read from, and outputs written to, an
+``abfss://`` container on Azurite through the `azurite` environment (configuration only), with the
+same results as the local run of the same tiny scene (`tiny_chain_project`, env `test`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import load_catalog, make_project_copy, run_pipeline
+from tests.environments.conftest import SESSION_KEY
+
+pytestmark = [pytest.mark.azurite, pytest.mark.slow, pytest.mark.spark]
+
+ENV = "azurite"
+CHAIN = ("data_preparation", "training", "spark_scoring", "development_inference")
+RAW = ("naip", "nlcd")
+# conf/azurite/globals.yml
+DATA_ROOT = "abfss://landuse@devstoreaccount1.dfs.core.windows.net/azurite"
+# Written by Spark through Hadoop, which has no Azure driver here (conf/azurite/catalog_spark_outputs.yml).
+SPARK_WRITTEN = {"scoring_predictions", "development_predictions"}
+# Not compared: wall-clock timings, and the ONNX file's size (tf2onnx names graph nodes after
+# counters that differ between two exports in one process; the predictions below are equal).
+NOT_COMPARED = re.compile(r"seconds|per_second|elapsed|duration|_time|^bytes$")
+
+
+def _test_parameters(project: Path) -> dict:
+    """The `test` environment's tiny sizes, passed as runtime parameters: one home for them."""
+    from kedro.config import OmegaConfigLoader
+
+    from landuse_kedro.settings import CONFIG_LOADER_ARGS
+
+    loader = OmegaConfigLoader(conf_source=str(project / "conf"), env="test",
+                               **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "custom_resolvers"})
+    return loader["parameters"]
+
+
+@pytest.fixture(scope="module")
+def azurite_chain(azurite, tiny_chain_project: Path, tmp_path_factory) -> dict:
+    """Upload the local run's raw scene to the container, then run the chain in env `azurite`."""
+    import adlfs
+
+    fs = adlfs.AzureBlobFileSystem(connection_string=azurite)
+    for folder in RAW:
+        fs.put(str(tiny_chain_project / "data" / "01_raw" / folder), f"{DATA_ROOT}/01_raw/",
+               recursive=True)
+    project = make_project_copy(tmp_path_factory.mktemp("azurite_chain") / "project")
+    params = _test_parameters(project)
+    logs = _LogCapture()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite)
+        logging.getLogger().addHandler(logs)
+        try:
+            for name in CHAIN:
+                run_pipeline(project, name, env=ENV, params=params)
+        finally:
+            logging.getLogger().removeHandler(logs)
+        remote = _outputs(project, ENV, params)
+    return {"project": project, "remote": remote, "local": _outputs(tiny_chain_project, "test"),
+            "fs": fs, "logs": logs.text}
+
+
+def _outputs(project: Path, env: str, params: dict | None = None) -> dict:
+    """What the comparisons need, loaded through the environment's catalog (local paths are
+    relative to the project, hence the chdir)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(project)
+        catalog = load_catalog(project, env=env, params=params)
+        tiles = catalog.load("model_input_tiles")
+        first = sorted(tiles)[0]
+        return {
+            "catalog": catalog,
+            "tile_manifest": catalog.load("tile_manifest"),
+            "tile_keys": sorted(tiles),
+            "first_tile": np.asarray(tiles[first]()),
+            "training_metrics": catalog.load("training_metrics"),
+            "scoring_metrics": catalog.load("scoring_metrics"),
+            "development_agreement": catalog.load("development_agreement"),
+            "development_summary": catalog.load("development_summary"),
+            "development_tile_classes": catalog.load("development_tile_classes"),
+            "predicted_class_raster": catalog.load("predicted_class_raster").read(),
+            **{name: _spark_parquet(catalog, name) for name in SPARK_WRITTEN},
+        }
+
+
+def _spark_parquet(catalog, name: str) -> pd.DataFrame:
+    """Spark's Parquet read without Spark (pyarrow skips _SUCCESS and .crc files)."""
+    path = str(catalog.get(name)._describe()["filepath"]).removeprefix("file://")
+    return pd.read_parquet(path)
+
+
+class _LogCapture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.records: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(self.format(record))
+
+    @property
+    def text(self) -> str:
+        return "\n".join(self.records)
+
+
+def test_every_fsspec_output_lives_in_the_container(azurite_chain: dict) -> None:
+    catalog, fs = azurite_chain["remote"]["catalog"], azurite_chain["fs"]
+    project = azurite_chain["project"]
+    stored = fs.find(DATA_ROOT)
+    layers = {path.split("/azurite/", 1)[1].split("/", 1)[0] for path in stored}
+    assert {"01_raw", "05_model_input", "06_models", "08_reporting"} <= layers, layers
+    for name in ("tile_manifest", "scoring_model", "training_metrics", "scoring_metrics"):
+        assert catalog.exists(name), name
+    # Nothing but Spark's own Parquet was written to the project's local data folder.
+    local_files = {p.relative_to(project / "data").parts[1].split(".")[0]
+                   for p in (project / "data").rglob("*") if p.is_file()}
+    assert local_files <= SPARK_WRITTEN, local_files
+
+
+def test_tiles_and_manifest_equal_the_local_run(azurite_chain: dict) -> None:
+    remote, local = azurite_chain["remote"], azurite_chain["local"]
+    pd.testing.assert_frame_equal(remote["tile_manifest"], local["tile_manifest"])
+    assert remote["tile_keys"] == local["tile_keys"] and local["tile_keys"]
+    np.testing.assert_array_equal(remote["first_tile"], local["first_tile"])
+
+
+def test_metrics_equal_the_local_run(azurite_chain: dict) -> None:
+    remote, local = azurite_chain["remote"], azurite_chain["local"]
+    for name in ("training_metrics", "scoring_metrics"):
+        _assert_close(remote[name], local[name], name)
+
+
+@pytest.mark.parametrize("name", sorted(SPARK_WRITTEN))
+def test_predictions_equal_the_local_run(azurite_chain: dict, name: str) -> None:
+    columns = ["image_id", "true_label", "predicted_label", "predicted_label_3", "error"]
+    remote_rows, local_rows = azurite_chain["remote"][name], azurite_chain["local"][name]
+    assert len(remote_rows) == len(local_rows) > 0
+    remote_rows = remote_rows.sort_values("image_id").reset_index(drop=True)
+    local_rows = local_rows.sort_values("image_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(remote_rows[columns], local_rows[columns])
+    probabilities = [c for c in local_rows.columns if c.startswith("prob_")]
+    np.testing.assert_allclose(remote_rows[probabilities], local_rows[probabilities], atol=1e-5)
+    # Spark read the images from the container, not from a local copy.
+    assert remote_rows["path"].str.startswith("abfs").all(), remote_rows["path"].head()
+
+
+def test_development_outputs_equal_the_local_run(azurite_chain: dict) -> None:
+    remote, local = azurite_chain["remote"], azurite_chain["local"]
+    np.testing.assert_array_equal(remote["predicted_class_raster"], local["predicted_class_raster"])
+    for name in ("development_summary", "development_tile_classes"):
+        pd.testing.assert_frame_equal(remote[name], local[name], check_exact=False, atol=1e-9)
+    _assert_close(remote["development_agreement"], local["development_agreement"], "agreement")
+
+
+def test_no_secret_in_the_run_logs(azurite_chain: dict) -> None:
+    assert azurite_chain["logs"], "the chain logged nothing"
+    assert SESSION_KEY not in azurite_chain["logs"]
+
+
+def _assert_close(remote, local, where: str) -> None:
+    """Same structure; numbers equal within 1e-6 (same inputs, same seeds, different storage),
+    except wall-clock timings."""
+    if isinstance(local, dict):
+        assert set(remote) == set(local), where
+        for key in local:
+            if not NOT_COMPARED.search(key):
+                _assert_close(remote[key], local[key], f"{where}.{key}")
+    elif isinstance(local, list):
+        assert len(remote) == len(local), where
+        for i, (r, l) in enumerate(zip(remote, local)):
+            _assert_close(r, l, f"{where}[{i}]")
+    elif isinstance(local, float):
+        assert remote == pytest.approx(local, abs=1e-6), where
+    else:
+        assert remote == local, f"{where}: {json.dumps(remote)[:200]} != {json.dumps(local)[:200]}"
