@@ -188,6 +188,11 @@ def classify_tiles(development_predictions, inference_tile_grid: pd.DataFrame, l
     duplicated = predictions["tile_id"].duplicated()
     if duplicated.any():
         raise ValueError(f"Tiles scored more than once: {predictions.loc[duplicated, 'tile_id'].head(3).tolist()}")
+    foreign = ~predictions["tile_id"].isin(inference_tile_grid["tile_id"])
+    if foreign.any():
+        raise ValueError(f"development_predictions holds {int(foreign.sum())} tiles that are not in "
+                         f"inference_tile_grid, e.g. {predictions.loc[foreign, 'tile_id'].head(3).tolist()}: "
+                         "they come from another run; rerun from score_region_tiles.")
     tiles = inference_tile_grid.merge(predictions, on="tile_id", how="left", validate="one_to_one")
     not_scored = tiles["predicted_label"].isna() & tiles["error"].isna()
     tiles.loc[not_scored, "error"] = "no prediction for this tile"
