@@ -59,6 +59,8 @@ def viz_project(tmp_path_factory) -> Path:
     # kedro-viz 12 prints "ERROR: Failed to build" and still exits 0, so check both.
     assert result.returncode == 0 and "Failed to build" not in output, output[-4000:]
     assert (project / "build" / "api" / "main").is_file(), output[-4000:]
+    # kedro-viz injects a third-party analytics script unless telemetry is disabled.
+    assert "heapanalytics" not in (project / "build" / "index.html").read_text()
     return project
 
 
