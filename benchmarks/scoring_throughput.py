@@ -51,7 +51,7 @@ def tiles_for(folder: Path | None, count: int, size: int, scratch: Path) -> File
     return FileIndexDataset(path=str(scratch), filename_suffix=".png").load()
 
 
-def in_process(index: FileIndex, model_format: str, payload: bytes, threads: int, batch: int,
+def in_process(index: FileIndex, model_format: str, payload: bytes, *, threads: int, batch: int,
                size: int) -> float:
     """images/s: read + decode + predict, batch after batch, in this process."""
     predict = load_predictor(model_format, payload, threads)
@@ -106,8 +106,8 @@ def main() -> None:
               f"batch {args.batch_size}, {os.cpu_count()} cores")
         rates = {}
         for name, artifact in artifacts.items():
-            rates[name] = in_process(index, artifact.format, artifact.payload, args.threads,
-                                     args.batch_size, args.size)
+            rates[name] = in_process(index, artifact.format, artifact.payload, threads=args.threads,
+                                     batch=args.batch_size, size=args.size)
             print(f"in-process {name:5s} ({args.threads} threads): {rates[name]:7.1f} images/s")
         scoring = {"backend": "onnx", "batch_size": args.batch_size, "threads_per_worker": 1,
                    "image_size": args.size, "prefetch": not args.no_prefetch}

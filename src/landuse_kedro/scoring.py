@@ -123,7 +123,11 @@ def model_key(model: ModelArtifact) -> str:
 
 @dataclass(frozen=True)
 class ScoringSettings:
-    """What a worker needs from ``params:land_cover`` and ``params:scoring``; small and picklable."""
+    """What a worker needs from ``params:land_cover`` and ``params:scoring``; small and picklable.
+
+    ``scoring.prefetch`` (optional, default true): read and decode the next batch while the model
+    predicts the current one.
+    """
 
     classes: tuple[str, ...]
     three_class: dict[str, str]
@@ -149,10 +153,6 @@ class ScoringSettings:
         return three_class_label(
             label, {"three_class": self.three_class, "three_class_other": self.three_class_other}
         )
-
-    @property
-    def columns(self) -> list[str]:
-        return output_columns(self.classes)
 
 
 def output_columns(classes: Iterable[str]) -> list[str]:
@@ -182,6 +182,8 @@ def score_batch(
     """Rows for one batch: ``images[i]`` is the decoded tile, or the reason it could not be read."""
     good = [i for i, image in enumerate(images) if isinstance(image, np.ndarray)]
     probabilities = np.full((len(paths), len(settings.classes)), np.nan)
+    probability = np.full(len(paths), np.nan)
+    predicted_label: list[str | None] = [None] * len(paths)
     if good:
         predicted = predictor(np.stack([images[i] for i in good]))
         if predicted.shape != (len(good), len(settings.classes)):
@@ -190,11 +192,8 @@ def score_batch(
                 f"{len(settings.classes)} classes (params:land_cover.classes)."
             )
         probabilities[good] = predicted
-    probability = np.full(len(paths), np.nan)
-    predicted_label: list[str | None] = [None] * len(paths)
-    if good:
-        best = probabilities[good].argmax(axis=1)
-        probability[good] = probabilities[good, best]
+        best = predicted.argmax(axis=1)
+        probability[good] = predicted[np.arange(len(good)), best]
         for row, index in zip(good, best, strict=True):
             predicted_label[row] = settings.classes[index]
     frame = pd.DataFrame({

@@ -172,3 +172,17 @@ def test_standalone_cluster_gives_the_local_results(scoring_project, local_run, 
     assert len(predictions) == len(local_predictions)  # a re-run replaced the table, no duplicates
     pd.testing.assert_frame_equal(predictions, local_predictions, check_exact=False, atol=1e-5)
     assert metrics == local_metrics
+
+
+def test_after_training_scoring_agrees_with_the_training_evaluation(tiny_chain_project):
+    """The whole chain (conftest): spark_scoring on the validation tiles gets the accuracy the
+    training pipeline measured for the same model."""
+    reports = tiny_chain_project / "data/08_reporting"
+    training = json.loads((reports / "training_metrics.json").read_text())
+    scoring = json.loads((reports / "scoring_metrics.json").read_text())
+
+    assert scoring["counts"] == {"input": training["validation_tiles"], "scored": training["validation_tiles"],
+                                 "failed": 0, "labelled": training["validation_tiles"]}
+    for view in ("six_class", "three_class"):
+        assert scoring[view]["accuracy"] == pytest.approx(training[view]["accuracy"])
+        assert scoring[view]["confusion_matrix"] == training[view]["confusion_matrix"]
