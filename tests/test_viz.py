@@ -104,7 +104,7 @@ def test_site_nodes_and_datasets_have_their_real_names(viz_project, registered):
     for name, pipeline in pipelines.items():
         site_nodes = [n for n in _site_data(viz_project, name)["nodes"] if name in n["pipelines"]]
         tasks = {n["full_name"]: n for n in site_nodes if n["type"] == "task"}
-        assert set(tasks) == {node.name for node in pipeline.nodes}, name
+        assert tasks and set(tasks) == {node.name for node in pipeline.nodes}, name
         for node in pipeline.nodes:
             shown = tasks[node.name]
             # Without name= Kedro falls back to "func([inputs]) -> [outputs]" and viz to the
