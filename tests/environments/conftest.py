@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from azure.storage.blob import BlobServiceClient
 
 from tests.conftest import PROJECT_ROOT
 
@@ -69,8 +70,6 @@ def azurite(tmp_path_factory) -> Iterator[str]:
         )
     try:
         _wait_until_answering(process, port, log)
-        from azure.storage.blob import BlobServiceClient
-
         conn = connection_string(port)
         BlobServiceClient.from_connection_string(conn).create_container(CONTAINER)
         yield conn

@@ -9,10 +9,13 @@ import logging
 import re
 from pathlib import Path
 
+import adlfs
 import numpy as np
 import pandas as pd
 import pytest
+from kedro.config import OmegaConfigLoader
 
+from landuse_kedro.settings import CONFIG_LOADER_ARGS
 from tests.conftest import load_catalog, make_project_copy, run_pipeline
 from tests.environments.conftest import SESSION_KEY
 
@@ -32,10 +35,6 @@ NOT_COMPARED = re.compile(r"seconds|per_second|elapsed|duration|_time|^bytes$")
 
 def _test_parameters(project: Path) -> dict:
     """The `test` environment's tiny sizes, passed as runtime parameters: one home for them."""
-    from kedro.config import OmegaConfigLoader
-
-    from landuse_kedro.settings import CONFIG_LOADER_ARGS
-
     loader = OmegaConfigLoader(conf_source=str(project / "conf"), env="test",
                                **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "custom_resolvers"})
     return loader["parameters"]
@@ -44,8 +43,6 @@ def _test_parameters(project: Path) -> dict:
 @pytest.fixture(scope="module")
 def azurite_chain(azurite, tiny_chain_project: Path, tmp_path_factory) -> dict:
     """Upload the local run's raw scene to the container, then run the chain in env `azurite`."""
-    import adlfs
-
     fs = adlfs.AzureBlobFileSystem(connection_string=azurite)
     for folder in RAW:
         fs.put(str(tiny_chain_project / "data" / "01_raw" / folder), f"{DATA_ROOT}/01_raw/",
@@ -172,8 +169,8 @@ def _assert_close(remote, local, where: str) -> None:
                 _assert_close(remote[key], local[key], f"{where}.{key}")
     elif isinstance(local, list):
         assert len(remote) == len(local), where
-        for i, (r, l) in enumerate(zip(remote, local)):
-            _assert_close(r, l, f"{where}[{i}]")
+        for i, (remote_item, local_item) in enumerate(zip(remote, local, strict=True)):
+            _assert_close(remote_item, local_item, f"{where}[{i}]")
     elif isinstance(local, float):
         assert remote == pytest.approx(local, abs=1e-6), where
     else:

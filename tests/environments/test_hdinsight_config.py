@@ -4,13 +4,23 @@ without credentials, naming what is missing."""
 from __future__ import annotations
 
 import re
+from importlib.metadata import distributions
 from pathlib import Path
 from typing import Any
 
 import pytest
+from kedro.framework.project import find_pipelines
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+from packaging.requirements import Requirement
 
 from landuse_kedro.storage import StorageConfigError
 from tests.conftest import PROJECT_ROOT, load_catalog
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: kedro depends on tomli there
+    import tomli as tomllib
 
 ENV = "hdinsight"
 # conf/hdinsight/globals.yml: azure.container @ azure.account / azure.prefix. Datasets that let
@@ -40,8 +50,6 @@ def in_data_root(url: str) -> bool:
 
 
 def pipeline_datasets() -> set[str]:
-    from kedro.framework.project import find_pipelines
-
     # Every pipeline module (the registry's own test fails on a broken one).
     return {name for pipe in find_pipelines(raise_errors=False).values() for name in pipe.datasets()
             if name != "parameters" and not name.startswith("params:")}
@@ -74,9 +82,6 @@ def test_every_dataset_resolves_to_the_adls_gen2_container(project_copy: Path,
 
 def test_storage_credentials_come_from_the_environment(project_copy: Path,
                                                        placeholder_credentials: str) -> None:
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy, env=ENV) as session:
         loader = session.load_context().config_loader
@@ -133,11 +138,6 @@ def test_documented_alternative_logins_work_and_name_their_variables(
 def test_the_wheel_leaves_the_clusters_spark_alone() -> None:
     """A plain install of the wheel must not bring a pyspark that shadows the cluster's Spark
     (HDInsight 5.1: Spark 3.3); a laptop's `local` extra still gets pyspark 4."""
-    import tomllib
-    from importlib.metadata import distributions
-
-    from packaging.requirements import Requirement
-
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
     assert not [r for r in project["dependencies"] if Requirement(r).name == "pyspark"]
     spark = {extra: Requirement(next(r for r in reqs if r.startswith("pyspark"))).specifier
