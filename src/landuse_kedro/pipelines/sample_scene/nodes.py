@@ -100,10 +100,10 @@ def _block_map(size: int, margin: int, spacing: int) -> np.ndarray:
 def _parcel_map(rng: np.random.Generator, size: int, spacing: float) -> np.ndarray:
     """Irregular parcels: a weighted Voronoi diagram of jittered grid seeds on warped coordinates."""
     n = int(np.ceil(size / PARCEL_STEP))
-    warp = 0.08 * spacing / PARCEL_STEP
+    warp = 0.06 * spacing / PARCEL_STEP
     yy, xx = np.indices((n, n), dtype=np.float32)
-    xx += warp * textures.smooth_noise(rng, (n, n), 30.0 / PARCEL_STEP)
-    yy += warp * textures.smooth_noise(rng, (n, n), 30.0 / PARCEL_STEP)
+    xx += warp * textures.smooth_noise(rng, (n, n), 60.0 / PARCEL_STEP)
+    yy += warp * textures.smooth_noise(rng, (n, n), 60.0 / PARCEL_STEP)
     step = spacing / PARCEL_STEP
     centres = np.arange(-0.5, n / step + 1.0) * step
     sy, sx = (c.ravel() + rng.uniform(-0.4, 0.4, c.size) * step for c in np.meshgrid(centres, centres))
@@ -144,6 +144,32 @@ def _draw_code(rng: np.random.Generator, weights: dict) -> int:
     return int(rng.choice(codes, p=p / p.sum()))
 
 
+def _developed_parcels(rng: np.random.Generator, parcels: np.ndarray, area: np.ndarray,
+                       changeable: np.ndarray, target: float) -> list[int]:
+    """Parcels that get developed: grown as a cluster of neighbours (as subdivisions spread), large
+    parcels first, so most changed tiles are wholly changed rather than cut by a border."""
+    n = np.int64(parcels.max()) + 1
+    keys = []
+    for first, second in ((parcels[:, :-1], parcels[:, 1:]), (parcels[:-1, :], parcels[1:, :])):
+        border = first != second
+        keys.append(first[border].astype(np.int64) * n + second[border])
+    neighbours: dict[int, set[int]] = {}
+    for a, b in zip(*np.divmod(np.unique(np.concatenate(keys)), n)):
+        a, b = int(a), int(b)
+        neighbours.setdefault(a, set()).add(b)
+        neighbours.setdefault(b, set()).add(a)
+    chosen: list[int] = []
+    remaining = set(np.flatnonzero(changeable).tolist())
+    while remaining and area[chosen].sum() < target:
+        frontier = sorted(set().union(*(neighbours.get(c, set()) for c in chosen)) & remaining)
+        pool = np.array(frontier or sorted(remaining))
+        weight = area[pool] ** 2
+        pick = int(rng.choice(pool, p=weight / weight.sum()))
+        chosen.append(pick)
+        remaining.discard(pick)
+    return chosen
+
+
 def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]) -> RegionLandCover:
     seed, scene, margin = int(params["seed"]), int(params["scene_size"]), int(params["margin"])
     size = scene + 2 * margin
@@ -177,16 +203,11 @@ def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]
     inside = patches > np.quantile(patches, 1.0 - share) if share > 0 else np.zeros_like(interior)
     older = np.where(inside, inclusion_code[parcels], older)
 
-    # new development: whole parcels (large ones more likely), until the wanted share of the scene
+    # new development: whole parcels, until the wanted share of the scene
     newer = older.copy()
     changeable = np.array([c in params["developable"] for c in classes]) & (area > 0)
-    target = float(region.get("newly_developed", 0.0)) * scene * scene
-    candidates = np.flatnonzero(changeable)
-    if target > 0 and candidates.size:
-        p = area[candidates] ** 2
-        order = rng.choice(candidates, size=candidates.size, replace=False, p=p / p.sum())
-        developed = np.cumsum(area[order])
-        chosen = order[: int(np.searchsorted(developed, target)) + 1]
+    chosen = _developed_parcels(rng, parcels, area, changeable, float(region.get("newly_developed", 0.0)) * scene**2)
+    if chosen:
         new_code = np.array([_draw_code(rng, params["new_development_codes"]) for _ in chosen], np.uint8)
         lookup = np.zeros(n_parcels, np.uint8)
         lookup[chosen] = new_code
