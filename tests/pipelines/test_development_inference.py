@@ -396,3 +396,19 @@ def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
         assert -72 < lon < -70 and 42 < lat < 43.5
     table = _load(region_run, "change_candidates_table")
     assert table["rank"].tolist() == [1, 2]
+
+
+def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(region_run, monkeypatch):
+    from landuse_kedro.pipelines.development_inference.nodes import neighbourhood_rgb, newer_scene
+
+    scenes = _load(region_run, "naip_scenes")
+    monkeypatch.chdir(region_run)  # the scenes' paths are relative to the project
+    _, scene, grid = newer_scene(scenes, RUN_PARAMS["development_inference"] | {"newer_year": 2016},
+                                 {"tile_size": TILE, "resolution": 1.0})
+    crop = neighbourhood_rgb(scene, grid, 0, 3, TILE)  # top-right tile: no row above, no column right
+    assert crop.shape == (3 * TILE, 3 * TILE, 3)
+    assert not crop[:TILE].any() and not crop[:, 2 * TILE:].any()
+    centre = crop[TILE:2 * TILE, TILE:2 * TILE].reshape(-1, 3).mean(axis=0)
+    assert centre == pytest.approx(COLOURS["D"], abs=2)  # tile (0, 3) is developed red
+    below_left = crop[2 * TILE:, :TILE].reshape(-1, 3).mean(axis=0)
+    assert below_left == pytest.approx(COLOURS[NEWER[1][2]], abs=2)  # tile (1, 2)

@@ -306,9 +306,9 @@ def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_ti
     step = max(1, tile_size * 3 // int(options.get("gallery_pixels", 240)))
     items = []
     for tile in change_candidates_table.head(int(options.get("gallery_size", 12))).itertuples():
-        newer = _neighbourhood(scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
+        newer = neighbourhood_rgb(scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
         if older_scene is not None:
-            older = _neighbourhood(older_scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
+            older = neighbourhood_rgb(older_scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
         else:
             older = np.kron(palette[_padded(older_grid, tile.row, tile.col)],
                             np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8))
@@ -317,7 +317,7 @@ def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_ti
     return candidate_gallery(items, older_title, f"NAIP {options['newer_year']}")
 
 
-def _neighbourhood(scene: WindowedRaster, grid: Grid, row: int, col: int, tile_size: int) -> np.ndarray:
+def neighbourhood_rgb(scene: WindowedRaster, grid: Grid, row: int, col: int, tile_size: int) -> np.ndarray:
     """RGB (3 tiles x 3 tiles) around tile (row, col) on ``grid``; black beyond the grid's edge."""
     out = np.zeros((3 * tile_size, 3 * tile_size, 3), dtype=np.uint8)
     row0, col0 = max(row - 1, 0), max(col - 1, 0)
