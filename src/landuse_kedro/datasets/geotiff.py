@@ -108,6 +108,7 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        self._filepath = filepath  # as configured, e.g. with the account in an abfss:// URL
         self._protocol, self._path = get_protocol_and_path(filepath)
         self._storage_options = {**deepcopy(credentials or {}), **deepcopy(fs_args or {})}
         self._fs = fsspec.filesystem(self._protocol, **self._storage_options)
@@ -169,7 +170,7 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
         return self._fs.exists(self._path)
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._path, "protocol": self._protocol, "save_args": self._save_args}
+        return {"filepath": self._filepath, "protocol": self._protocol, "save_args": self._save_args}
 
 
 def _open(path: str, protocol: str, storage_options: dict[str, Any], **open_args: Any):
