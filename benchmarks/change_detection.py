@@ -36,6 +36,14 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 from kedro.framework.session import KedroSession  # noqa: E402
 from kedro.framework.startup import bootstrap_project  # noqa: E402
 
+from landuse_kedro.pipelines.development_inference.analysis import (  # noqa: E402
+    change_candidates,
+    class_codes,
+    smooth_classes,
+    to_grid,
+)
+from landuse_kedro.pipelines.development_inference.nodes import map_classes  # noqa: E402
+
 PROJECT = Path(__file__).resolve().parents[1]
 
 
@@ -58,13 +66,6 @@ def precision_recall(candidates: set[str], became_developed: set[str]) -> tuple[
 
 def sweep(tiles: pd.DataFrame, became_developed: set[str], map_classes: list[str], to_class: str) -> None:
     """P/R of other candidate settings, with the pipeline's own smoothing and selection."""
-    from landuse_kedro.pipelines.development_inference.analysis import (
-        change_candidates,
-        class_codes,
-        smooth_classes,
-        to_grid,
-    )
-
     codes = class_codes(map_classes)
     names = np.asarray([None, *map_classes], dtype=object)
     raw = to_grid(tiles, "predicted_class", codes)
@@ -126,8 +127,6 @@ def main() -> None:
 
     settings = options["candidates"]
     if args.sweep:
-        from landuse_kedro.pipelines.development_inference.nodes import map_classes
-
         sweep(tiles, set(tiles.loc[tiles.became_developed, "tile_id"]), map_classes(land_cover, options),
               settings.get("to_class", "Developed"))
     print(f"region {region}: {len(tiles)} tiles, {int(tiles['error'].notna().sum())} failed to score")

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
 from affine import Affine
+from onnx import TensorProto, helper
+from rasterio.crs import CRS
+from rasterio.warp import transform as warp
 
+from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
     agreement,
@@ -24,6 +29,14 @@ from landuse_kedro.pipelines.development_inference.geo import (
     colour_table,
     tile_grid_transform,
 )
+from landuse_kedro.pipelines.development_inference.nodes import (
+    map_classes,
+    neighbourhood_rgb,
+    newer_scene,
+    older_label_lookup,
+)
+from landuse_kedro.raster import DROPPED, GeoRaster
+from tests.conftest import load_catalog, make_project_copy, run_pipeline
 
 CLASSES = ["Developed", "Cultivated", "Undeveloped"]
 D, C, U = 1, 2, 3
@@ -149,8 +162,6 @@ def test_colour_table_has_transparent_nodata_and_needs_every_colour():
 
 
 def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
-    from rasterio.warp import transform as warp
-
     candidates = pd.DataFrame({
         "tile_id": ["a"], "rank": [1], "change_probability": [0.93], "older_class": ["Undeveloped"],
         "predicted_class": ["Developed"], "row": [4], "col": [7],
@@ -171,33 +182,22 @@ def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
 # --- bad inputs --------------------------------------------------------------------------------
 
 def _fake_scene(crs: str):
-    from types import SimpleNamespace
-
-    from rasterio.crs import CRS
-
     return lambda: SimpleNamespace(crs=CRS.from_user_input(crs))
 
 
 def test_region_without_newer_scene_names_what_exists():
-    from landuse_kedro.pipelines.development_inference.nodes import newer_scene
-
     scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match=r"middlesex_2016.*essex_2016.*middlesex_2012"):
         newer_scene(scenes, {"region": "middlesex", "newer_year": 2016}, {"tile_size": 224})
 
 
 def test_region_with_scenes_in_different_crss_is_refused():
-    from landuse_kedro.pipelines.development_inference.nodes import newer_scene
-
     scenes = {"worcester_2012": _fake_scene("EPSG:26918"), "worcester_2016": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match="different CRSs"):
         newer_scene(scenes, {"region": "worcester", "newer_year": 2016}, {"tile_size": 224})
 
 
 def test_older_label_lookup_regroups_nlcd_codes():
-    from landuse_kedro.pipelines.development_inference.nodes import older_label_lookup
-    from landuse_kedro.raster import DROPPED
-
     land_cover = {"classes": ["Developed", "Cultivated", "Forest"],
                   "nlcd_to_class": {"Developed": [21, 22], "Cultivated": [82], "Forest": [41]},
                   "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
@@ -210,8 +210,6 @@ def test_older_label_lookup_regroups_nlcd_codes():
 
 
 def test_unknown_water_mode_is_refused():
-    from landuse_kedro.pipelines.development_inference.nodes import map_classes
-
     land_cover = {"classes": ["Developed", "Forest"], "three_class": {"Developed": "Developed"},
                   "three_class_other": "Undeveloped"}
     assert map_classes(land_cover, {"water": "keep"})[-1] == "Water"
@@ -240,8 +238,6 @@ EXPECTED_CANDIDATES = ["testville_2016_r0000_c0002", "testville_2016_r0001_c0001
 
 
 def _scene(layout: list[str]):
-    from landuse_kedro.raster import GeoRaster
-
     height, width = len(layout) * TILE + 7, len(layout[0]) * TILE + 10  # partial tiles at the edges
     pixels = np.zeros((4, height, width), dtype=np.uint8)
     rng = np.random.default_rng(0)
@@ -254,8 +250,6 @@ def _scene(layout: list[str]):
 
 
 def _nlcd():
-    from landuse_kedro.raster import GeoRaster
-
     size, margin = 4, 16  # 4 m pixels aligned with the tiles, 16 m beyond the scene
     codes = np.full((40, 50), 41, dtype=np.uint8)
     for r in range(codes.shape[0]):
@@ -273,11 +267,6 @@ def colour_rule_model():
     """An ONNX model with the scorer's contract (uint8 RGB in, 6 probabilities out): mean colour,
     Developed when red dominates green, Forest when green dominates red. Built with onnx.helper,
     no TensorFlow, so the test is fast and its predictions are known."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from landuse_kedro.datasets.model_file import ModelArtifact
-
     weights = np.zeros((3, 6), dtype=np.float32)
     weights[:, 0] = [0.1, -0.1, 0]  # Developed: R - G
     weights[:, 2] = [-0.1, 0.1, 0]  # Forest: G - R
@@ -310,8 +299,6 @@ RUN_PARAMS = {
 
 @pytest.fixture(scope="module")
 def region_run(tmp_path_factory):
-    from tests.conftest import load_catalog, make_project_copy, run_pipeline
-
     project = make_project_copy(tmp_path_factory.mktemp("development") / "project")
     catalog = load_catalog(project, params=RUN_PARAMS)
     cwd = Path.cwd()
@@ -331,8 +318,6 @@ def region_run(tmp_path_factory):
 
 
 def _load(project, name):
-    from tests.conftest import load_catalog
-
     cwd = Path.cwd()
     os.chdir(project)
     try:
@@ -399,8 +384,6 @@ def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
 
 
 def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(region_run, monkeypatch):
-    from landuse_kedro.pipelines.development_inference.nodes import neighbourhood_rgb, newer_scene
-
     scenes = _load(region_run, "naip_scenes")
     monkeypatch.chdir(region_run)  # the scenes' paths are relative to the project
     _, scene, grid = newer_scene(scenes, RUN_PARAMS["development_inference"] | {"newer_year": 2016},

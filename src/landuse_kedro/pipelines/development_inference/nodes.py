@@ -34,7 +34,11 @@ from landuse_kedro.pipelines.development_inference.analysis import (
     smooth_classes,
     to_grid,
 )
-from landuse_kedro.pipelines.development_inference.figures import GalleryItem, candidate_gallery, class_maps
+from landuse_kedro.pipelines.development_inference.figures import (
+    GalleryItem,
+    candidate_gallery,
+    class_maps,
+)
 from landuse_kedro.pipelines.development_inference.geo import (
     candidates_geojson,
     class_raster,
@@ -287,7 +291,7 @@ def plot_class_maps(development_tile_classes: pd.DataFrame, land_cover: dict[str
     return class_maps(panels, names, options["colours"], f"Land use, {options['region']}")
 
 
-def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_tile_classes: pd.DataFrame,
+def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_tile_classes: pd.DataFrame,  # noqa: PLR0917
                            naip_scenes: Loaders, land_cover: dict[str, Any], options: dict[str, Any],
                            data_preparation: dict[str, Any]) -> Figure:
     """The top candidates, each with its 3x3 tile neighbourhood in the older NAIP year (or the older
