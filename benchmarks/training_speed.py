@@ -5,7 +5,8 @@ tf.data input and augmentation.
     .venv/bin/python benchmarks/training_speed.py [--tiles 512] [--validation 256] [--epochs 2]
 
 Speed does not depend on pixel content, so synthetic tiles stand in for real ones. The first
-epoch of each phase includes tracing; the figures are the later epochs.
+epoch of each phase includes tracing; the figures are the later epochs. The machine may be
+shared, so CPU seconds (all threads of this process) are printed beside wall-clock seconds.
 """
 
 from __future__ import annotations
@@ -54,21 +55,22 @@ def main() -> None:
     keras.utils.set_random_seed(0)
     model = build_classifier(args.backbone, args.weights, classes, size, params["dropout"])
 
-    def epoch_seconds(learning_rate: float) -> list[float]:
+    def epoch_seconds(learning_rate: float) -> list[tuple[float, float]]:
+        """(wall, CPU) seconds of each epoch."""
         model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
                       metrics=["accuracy"])
         seconds = []
         for _ in range(args.epochs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             model.fit(train_data, epochs=1, verbose=0)
-            seconds.append(time.perf_counter() - start)
+            seconds.append((time.perf_counter() - start, time.process_time() - cpu))
         return seconds
 
     head = epoch_seconds(params["learning_rate"])
     model.predict(validation.images[: args.batch_size], batch_size=args.batch_size, verbose=0)  # trace
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.predict(validation.images, batch_size=args.batch_size, verbose=0)
-    predict_rate = len(validation) / (time.perf_counter() - start)
+    predict_wall, predict_cpu = time.perf_counter() - start, time.process_time() - cpu
     unfreeze_top(model, args.fine_tune_blocks)
     tuned = epoch_seconds(params["fine_tune_learning_rate"])
 
@@ -76,10 +78,13 @@ def main() -> None:
           f"{len(train)} training tiles {size}x{size}, {os.cpu_count()} CPUs")
     for name, seconds in (("head only (backbone frozen)", head),
                           (f"fine-tuning top {args.fine_tune_blocks} blocks", tuned)):
-        steady = seconds[1:] or seconds
-        print(f"  {name}: {np.mean(steady):.1f} s/epoch = {len(train) / np.mean(steady):.0f} training images/s "
-              f"(first epoch, with tracing: {seconds[0]:.1f} s)")
-    print(f"  validation (model.predict): {predict_rate:.0f} images/s on {len(validation)} tiles")
+        wall, cpu = np.mean(seconds[1:] or seconds, axis=0)
+        print(f"  {name}: {wall:.1f} s/epoch = {len(train) / wall:.0f} training images/s; "
+              f"{cpu:.1f} CPU s/epoch = {1000 * cpu / len(train):.0f} CPU ms/image "
+              f"(first epoch, with tracing: {seconds[0][0]:.1f} s)")
+    print(f"  validation (model.predict): {len(validation) / predict_wall:.0f} images/s on {len(validation)} tiles; "
+          f"{1000 * predict_cpu / len(validation):.1f} CPU ms/image")
+    print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
 
 
 if __name__ == "__main__":

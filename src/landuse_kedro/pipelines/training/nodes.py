@@ -8,6 +8,7 @@ reports live.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -157,7 +158,7 @@ def evaluate_classifier(
     validation = tile_set["validation"]
     probabilities = landuse_classifier.predict(validation.images, batch_size=training["batch_size"], verbose=0)
     predicted = probabilities.argmax(axis=1)
-    exported = load_predictor(scoring_model.format, scoring_model.payload, threads=2)
+    exported = load_predictor(scoring_model.format, scoring_model.payload, threads=os.cpu_count() or 1)
     exported_predicted = np.concatenate([
         exported(validation.images[i:i + scoring["batch_size"]]).argmax(axis=1)
         for i in range(0, len(validation), scoring["batch_size"])
