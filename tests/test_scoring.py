@@ -213,6 +213,12 @@ def test_binary_input_must_have_the_binary_file_columns(spark, artifacts):
         score_images(frame, artifacts["onnx"], LAND_COVER, SCORING)
 
 
+def test_a_model_of_the_other_backend_is_refused(spark, tiles, artifacts):
+    index = FileIndexDataset(path=str(tiles[0]), filename_suffix=".png").load()
+    with pytest.raises(ValueError, match="backend is 'onnx' but the scoring model is keras"):
+        score_images(index, artifacts["keras"], LAND_COVER, SCORING)
+
+
 def test_without_a_session_the_error_says_how_to_get_one(monkeypatch):
     from pyspark.sql import SparkSession
 
