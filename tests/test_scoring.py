@@ -12,6 +12,7 @@ from PIL import Image
 from landuse_kedro.datasets.file_index import FileIndexDataset
 from landuse_kedro.scoring import (
     ImageError,
+    _partitions,
     active_spark_session,
     decode_image,
     load_predictor,
@@ -159,11 +160,18 @@ def test_three_class_regrouping():
 
 # --- on Spark ---------------------------------------------------------------------------------
 
+def test_partitions_follow_cores_and_bound_task_size():
+    assert _partitions(20, cores=2, per_core=2, batch_size=4) == 4
+    assert _partitions(3, cores=8, per_core=2, batch_size=64) == 1  # never less than a batch a task
+    assert _partitions(11_760, cores=2, per_core=2, batch_size=64) == 12  # <= 16 batches a task
+
+
 def _score(spark, images, artifact, **scoring):
     frame = score_images(images, artifact, LAND_COVER, {**SCORING, **scoring}).toPandas()
     return frame.sort_values("path").reset_index(drop=True)
 
 
+@pytest.mark.spark
 def test_every_file_becomes_one_row_with_labels_and_reasons(spark, tiles, artifacts):
     folder, counts = tiles
     index = FileIndexDataset(path=str(folder), filename_suffix=".png").load()
@@ -189,6 +197,7 @@ def test_every_file_becomes_one_row_with_labels_and_reasons(spark, tiles, artifa
     assert (frame["image_id"] == frame["path"].map(lambda p: Path(p).stem)).all()
 
 
+@pytest.mark.spark
 def test_keras_backend_and_binary_file_input_agree_with_onnx(spark, tiles, artifacts):
     folder, _ = tiles
     index = FileIndexDataset(path=str(folder), filename_suffix=".png").load()
@@ -207,12 +216,14 @@ def test_keras_backend_and_binary_file_input_agree_with_onnx(spark, tiles, artif
     assert list(binary_rows["image_id"]) == list(onnx_rows["image_id"])
 
 
+@pytest.mark.spark
 def test_binary_input_must_have_the_binary_file_columns(spark, artifacts):
     frame = spark.createDataFrame([("a.png",)], "path string")
     with pytest.raises(ValueError, match="content"):
         score_images(frame, artifacts["onnx"], LAND_COVER, SCORING)
 
 
+@pytest.mark.spark
 def test_a_model_of_the_other_backend_is_refused(spark, tiles, artifacts):
     index = FileIndexDataset(path=str(tiles[0]), filename_suffix=".png").load()
     with pytest.raises(ValueError, match="backend is 'onnx' but the scoring model is keras"):

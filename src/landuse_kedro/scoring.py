@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 Predictor = Callable[[np.ndarray], np.ndarray]
 """(N, H, W, 3) uint8 RGB -> (N, classes) probabilities."""
 
+MAX_BATCHES_PER_TASK = 16  # bounds a task's size (and so a retry's cost and a straggler's tail)
 READ_THREADS = 8  # object stores answer in tens of ms per file: read a batch's files concurrently
 
 
@@ -375,5 +376,8 @@ def _with_skipped_empty_files(images: DataFrame) -> DataFrame:
 
 
 def _partitions(files: int, cores: int, per_core: int, batch_size: int) -> int:
-    """A few tasks per core evens out stragglers; no task smaller than one batch."""
-    return max(1, min(cores * per_core, -(-files // batch_size)))
+    """A few tasks per core evens out stragglers; no task smaller than one batch, and none longer
+    than ``MAX_BATCHES_PER_TASK`` batches: right after a session starts, executors may not have
+    registered yet, so ``cores`` can undercount a real cluster."""
+    batches = -(-files // batch_size)
+    return max(1, min(batches, max(cores * per_core, -(-batches // MAX_BATCHES_PER_TASK))))
