@@ -14,6 +14,7 @@ from landuse_kedro.scoring import (
     ImageError,
     _partitions,
     active_spark_session,
+    cached_predictor,
     decode_image,
     load_predictor,
     score_images,
@@ -150,6 +151,20 @@ def test_onnx_export_and_keras_give_the_same_classes(artifacts, keras_model):
         np.testing.assert_allclose(probabilities, expected, atol=1e-4)
         assert (probabilities.argmax(axis=1) == expected.argmax(axis=1)).all()
     assert len(set(expected.argmax(axis=1))) > 1, "the test model should not predict one class only"
+
+
+def test_a_worker_loads_a_model_once(artifacts):
+    fetched = []
+
+    def payload() -> bytes:
+        fetched.append(1)
+        return artifacts["onnx"].payload
+
+    first = cached_predictor("model-a", "onnx", payload, threads=1)
+    assert cached_predictor("model-a", "onnx", payload, threads=1) is first
+    assert len(fetched) == 1
+    cached_predictor("model-b", "onnx", payload, threads=1)
+    assert len(fetched) == 2
 
 
 def test_three_class_regrouping():

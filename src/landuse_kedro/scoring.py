@@ -112,8 +112,9 @@ def cached_predictor(
 ) -> Predictor:
     """One predictor per Python worker process and model: Spark reuses workers across tasks, so a
     model is deserialized once, not once per partition. ``payload`` is only called on a miss (it
-    fetches the broadcast)."""
+    fetches the broadcast). A worker keeps one model at a time: executors' memory is small."""
     if (key, threads) not in _PREDICTORS:
+        _PREDICTORS.clear()
         _PREDICTORS[(key, threads)] = load_predictor(model_format, payload(), threads)
     return _PREDICTORS[(key, threads)]
 
