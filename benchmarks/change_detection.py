@@ -16,8 +16,8 @@ precision = candidates that became developed / candidates
 recall    = tiles that became developed and are candidates / tiles that became developed
 (the walkthrough's own candidates were about one third truly developed.)
 
-``--sweep`` also prints both figures for other candidate settings (threshold, older classes, raw or
-smoothed prediction, smoothing centre weight), recomputed from the saved per-tile classes with the
+``--sweep`` also prints both figures for other candidate settings (threshold, older classes and
+their minimum share of the tile, raw or smoothed prediction, smoothing centre weight), recomputed from the saved per-tile classes with the
 pipeline's own functions: the trade-off behind the chosen parameters.
 """
 
@@ -69,19 +69,20 @@ def sweep(tiles: pd.DataFrame, became_developed: set[str], map_classes: list[str
     codes = class_codes(map_classes)
     names = np.asarray([None, *map_classes], dtype=object)
     raw = to_grid(tiles, "predicted_class", codes)
-    print("\nprediction   centre  older classes              threshold  candidates  precision  recall")
-    for prediction, weights in (("predicted", [None]), ("smoothed", [2, 3])):
-        for weight in weights:
-            column = tiles["predicted_class"] if weight is None else pd.Series(
-                names[smooth_classes(raw, len(map_classes), weight)[tiles["row"], tiles["col"]]], index=tiles.index)
-            variant = tiles.assign(variant=column)
-            for from_classes in (["Undeveloped"], ["Undeveloped", "Cultivated"]):
-                for threshold in (0.5, 0.7, 0.8, 0.9, 0.95):
-                    chosen = set(change_candidates(variant, from_classes, to_class, threshold, "variant")["tile_id"])
+    print("\nprediction  centre  older classes            min share  threshold  candidates  precision  recall")
+    for prediction, weight in (("predicted", None), ("smoothed", 2)):
+        column = tiles["predicted_class"] if weight is None else pd.Series(
+            names[smooth_classes(raw, len(map_classes), weight)[tiles["row"], tiles["col"]]], index=tiles.index)
+        variant = tiles.assign(variant=column)
+        for from_classes in (["Undeveloped"], ["Undeveloped", "Cultivated"]):
+            for share in (0.0, 0.5, 0.6, 0.7):
+                for threshold in (0.5, 0.8, 0.95):
+                    chosen = set(change_candidates(variant, from_classes, to_class, threshold,
+                                                   prediction="variant", min_older_share=share)["tile_id"])
                     precision, recall = precision_recall(chosen, became_developed)
                     shown = "-" if precision is None else f"{precision:.3f}"
-                    print(f"{prediction:<12} {weight or '-':<7} {'+'.join(from_classes):<26} {threshold:<10} "
-                          f"{len(chosen):<11} {shown:<10} {recall:.3f}")
+                    print(f"{prediction:<11} {weight or '-':<7} {'+'.join(from_classes):<24} {share:<10} "
+                          f"{threshold:<10} {len(chosen):<11} {shown:<10} {recall:.3f}")
 
 
 def main() -> None:
@@ -130,7 +131,8 @@ def main() -> None:
         sweep(tiles, set(tiles.loc[tiles.became_developed, "tile_id"]), map_classes(land_cover, options),
               settings.get("to_class", "Developed"))
     print(f"region {region}: {len(tiles)} tiles, {int(tiles['error'].notna().sum())} failed to score")
-    print(f"candidates: older {settings['from_classes']} -> {settings.get('to_class', 'Developed')} "
+    print(f"candidates: older {settings['from_classes']} (>= {settings.get('min_older_share', 0.0)} of the tile) "
+          f"-> {settings.get('to_class', 'Developed')} "
           f"({settings.get('prediction', 'predicted')} prediction), probability >= {settings['min_probability']}")
     print(f"tile truth: >= {args.min_changed:.0%} of the tile's pixels became developed")
     print(f"tiles that became developed: {int(tiles.became_developed.sum())}; candidates: {int(tiles.candidate.sum())}; "

@@ -94,6 +94,7 @@ def _tiles() -> pd.DataFrame:
         "older_class": ["Undeveloped", "Undeveloped", "Cultivated", "Developed", "Undeveloped", None],
         "predicted_class": ["Developed", "Developed", "Developed", "Developed", "Undeveloped", "Developed"],
         "prob_Developed": [0.95, 0.7, 0.99, 0.9, 0.1, 0.99],
+        "older_share": [0.55, 1.0, 0.9, 1.0, 1.0, 0.0],
     })
 
 
@@ -110,6 +111,8 @@ def test_candidates_are_older_undeveloped_newer_developed_above_threshold_ranked
     assert change_candidates(_tiles(), ["Undeveloped"], "Developed", 0.8)["tile_id"].tolist() == ["t0"]
     both = change_candidates(_tiles(), ["Undeveloped", "Cultivated"], "Developed", 0.6)
     assert both["tile_id"].tolist() == ["t2", "t0", "t1"]
+    clear = change_candidates(_tiles(), ["Undeveloped", "Cultivated"], "Developed", 0.6, min_older_share=0.6)
+    assert clear["tile_id"].tolist() == ["t2", "t1"]  # t0 was Undeveloped on only 55% of the tile
 
 
 def test_no_candidate_gives_an_empty_table():
@@ -234,7 +237,8 @@ NLCD = ["4 mix 4 21", "4 4 4 11", "82 4 4 4"]  # 4 -> 41 deciduous forest
 MIX = [21, 21, 21, 41, 41, 52, 52, 71]
 COLOURS = {"F": (40, 150, 40), "D": (200, 60, 60), "W": (30, 60, 150), "C": (220, 200, 120)}
 CORRUPTED = (2, 3)
-EXPECTED_CANDIDATES = ["testville_2016_r0000_c0002", "testville_2016_r0001_c0001"]
+# (2, 0): older Cultivated, and the colour rule calls the tan tile Developed (red beats green).
+EXPECTED_CANDIDATES = ["testville_2016_r0000_c0002", "testville_2016_r0001_c0001", "testville_2016_r0002_c0000"]
 
 
 def _scene(layout: list[str]):
@@ -293,7 +297,11 @@ def colour_rule_model():
 RUN_PARAMS = {
     "data_preparation": {"tile_size": TILE},
     "scoring": {"image_size": TILE, "batch_size": 4},
-    "development_inference": {"region": "testville", "older_naip_year": 2012, "gallery_size": 2},
+    "development_inference": {
+        "region": "testville", "older_naip_year": 2012, "gallery_size": 2,
+        "candidates": {"from_classes": ["Undeveloped", "Cultivated"], "min_older_share": 0.6,
+                       "min_probability": 0.8, "prediction": "predicted"},
+    },
 }
 
 
@@ -374,13 +382,15 @@ def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
     ids = [feature["properties"]["id"] for feature in geojson["features"]]
     assert sorted(ids) == EXPECTED_CANDIDATES
     for feature in geojson["features"]:
-        assert feature["properties"]["older_class"] == "Undeveloped"
+        assert feature["properties"]["older_class"] == ("Cultivated" if feature["id"].endswith("r0002_c0000")
+                                                        else "Undeveloped")
         assert feature["properties"]["newer_class"] == "Developed"
         assert feature["properties"]["probability"] >= 0.8
         lon, lat = np.array(feature["geometry"]["coordinates"][0]).mean(axis=0)
         assert -72 < lon < -70 and 42 < lat < 43.5
     table = _load(region_run, "change_candidates_table")
-    assert table["rank"].tolist() == [1, 2]
+    assert table["rank"].tolist() == [1, 2, 3]
+    assert table["change_probability"].is_monotonic_decreasing
 
 
 def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(region_run, monkeypatch):

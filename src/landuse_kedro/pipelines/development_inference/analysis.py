@@ -79,13 +79,21 @@ def agreement(tiles: pd.DataFrame, map_classes: Sequence[str], older: str = "old
 
 
 def change_candidates(tiles: pd.DataFrame, from_classes: Sequence[str], to_class: str,
-                      min_probability: float, prediction: str = "predicted_class") -> pd.DataFrame:
-    """Tiles whose older label is one of ``from_classes`` and whose newer prediction is ``to_class``
-    with probability ``prob_<to_class>`` at least ``min_probability``, as ``change_probability``;
-    ranked by it (ties by tile id, so the order is stable), rank 1 the most confident."""
+                      min_probability: float, *, prediction: str = "predicted_class",
+                      min_older_share: float = 0.0) -> pd.DataFrame:
+    """Tiles whose older label is one of ``from_classes``, covering at least ``min_older_share`` of
+    the tile (``older_share``), and whose newer prediction is ``to_class`` with probability
+    ``prob_<to_class>`` at least ``min_probability``, as ``change_probability``; ranked by it (ties by
+    tile id, so the order is stable), rank 1 the most confident.
+
+    Why the share: a tile half developed already is labelled Undeveloped by a hair, and the model
+    rightly sees buildings in it; that is an edge, not a change.
+    """
     probability = tiles[f"prob_{to_class}"]
     chosen = (tiles["older_class"].isin(list(from_classes)) & (tiles[prediction] == to_class)
               & (probability >= min_probability))
+    if min_older_share > 0:
+        chosen &= tiles["older_share"] >= min_older_share
     selected = tiles[chosen].assign(change_probability=probability[chosen])
     ranked = selected.sort_values(["change_probability", "tile_id"], ascending=[False, True])
     return ranked.reset_index(drop=True).assign(rank=np.arange(1, len(ranked) + 1))

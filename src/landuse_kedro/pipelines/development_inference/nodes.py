@@ -244,11 +244,13 @@ def select_change_candidates(development_tile_classes: pd.DataFrame, land_cover:
     to_class = settings.get("to_class", "Developed")
     prediction = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[settings.get("prediction", "predicted")]
     candidates = change_candidates(development_tile_classes, settings["from_classes"], to_class,
-                                   float(settings["min_probability"]), prediction)
-    logger.info("%d change candidates (older %s -> %s by the %s prediction, probability >= %s)",
-                len(candidates), settings["from_classes"], to_class, settings.get("prediction", "predicted"),
+                                   float(settings["min_probability"]), prediction=prediction,
+                                   min_older_share=float(settings.get("min_older_share", 0.0)))
+    logger.info("%d change candidates (older %s covering >= %s of the tile -> %s by the %s prediction, "
+                "probability >= %s)", len(candidates), settings["from_classes"],
+                settings.get("min_older_share", 0.0), to_class, settings.get("prediction", "predicted"),
                 settings["min_probability"])
-    columns = ["rank", "tile_id", "row", "col", "change_probability", "older_class", "predicted_class",
+    columns = ["rank", "tile_id", "row", "col", "change_probability", "older_class", "older_share", "predicted_class",
                "smoothed_class", "minx", "miny", "maxx", "maxy", "crs"]
     return candidates[columns], candidates_geojson(candidates, newer_column=prediction)
 
