@@ -62,7 +62,7 @@ def candidate_gallery(items: Sequence[GalleryItem], older_title: str, newer_titl
         ax.text(0.5, 0.5, "No change candidates above the probability threshold.", ha="center", va="center")
         ax.axis("off")
         return fig
-    fig, axes = plt.subplots(len(items), 2, figsize=(6.4, 3.2 * len(items)), squeeze=False,
+    fig, axes = plt.subplots(len(items), 2, figsize=(5.4, 2.8 * len(items)), squeeze=False,
                              constrained_layout=True)
     for (ax_old, ax_new), item in zip(axes, items):
         for ax, crop, year_title in ((ax_old, item.older, older_title), (ax_new, item.newer, newer_title)):
@@ -70,7 +70,7 @@ def candidate_gallery(items: Sequence[GalleryItem], older_title: str, newer_titl
             height, width = crop.shape[:2]
             ax.add_patch(Rectangle((width / 3 - 0.5, height / 3 - 0.5), width / 3, height / 3,
                                    fill=False, edgecolor="yellow", linewidth=1.5))
-            ax.set_title(f"{item.title}: {year_title}", fontsize=8)
+            ax.set_title(f"{item.title}: {year_title}", fontsize=7)
             ax.set_xticks([])
             ax.set_yticks([])
     return fig

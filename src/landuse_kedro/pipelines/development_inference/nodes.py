@@ -318,7 +318,7 @@ def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_ti
         else:
             older = np.kron(palette[_padded(older_grid, tile.row, tile.col)],
                             np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8))
-        items.append(GalleryItem(f"#{tile.rank} {tile.tile_id} p={tile.change_probability:.2f}", older, newer))
+        items.append(GalleryItem(f"#{tile.rank} r{tile.row} c{tile.col} p={tile.change_probability:.2f}", older, newer))
     older_title = f"NAIP {older_year}" if older_scene is not None else f"NLCD {options['older_year']}"
     return candidate_gallery(items, older_title, f"NAIP {options['newer_year']}")
 
