@@ -228,6 +228,19 @@ def test_class_missing_from_validation_is_named() -> None:
         assemble_small({"train": every_class(2), "validation": validation})
 
 
+def test_class_missing_from_training_is_named() -> None:
+    train = {name: 2 for name in CLASSES if name != "Shrub"}
+    with pytest.raises(ValueError, match=r"Classes \['Shrub'\] have validation tiles but none for training"):
+        assemble_small({"train": train, "validation": every_class(1)})
+
+
+def test_class_without_any_tile_is_only_a_warning(caplog) -> None:
+    present = {name: 2 for name in CLASSES if name != "Barren"}
+    tile_set = assemble_small({"train": present, "validation": present})
+    assert CLASSES.index("Barren") not in tile_set["train"].labels
+    assert "['Barren'] have no tiles at all" in caplog.text
+
+
 def test_manifest_tile_without_a_file_is_named() -> None:
     partitions, manifest = tiny_tile_set({"train": every_class(1), "validation": every_class(1)}, size=SMALL)
     del partitions["train/Shrub/t3_000"]

@@ -6,12 +6,15 @@ into memory is cheaper than re-reading PNGs every epoch.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -63,18 +66,27 @@ def check_splits(train: TileArrays, validation: TileArrays, classes: list[str]) 
     """Refuse sets that would train or score meaninglessly, naming what is wrong."""
     if len(train) == 0:
         raise ValueError("The training split is empty: data_preparation produced no training tiles.")
-    train_classes = set(train.labels.tolist())
-    if len(train_classes) < 2:
-        only = [classes[i] for i in train_classes]
-        raise ValueError(f"The training split has a single class {only}: a classifier needs at least two.")
+    in_train = set(train.labels.tolist())
+    if len(in_train) < 2:
+        raise ValueError(
+            f"The training split has a single class {[classes[i] for i in in_train]}: "
+            "a classifier needs at least two."
+        )
     if len(validation) == 0:
         raise ValueError("The validation split is empty: nothing to stop early on or to evaluate.")
-    absent_val = [c for i, c in enumerate(classes) if i in train_classes and i not in set(validation.labels.tolist())]
-    if absent_val:
+    in_validation = set(validation.labels.tolist())
+    if absent := [c for i, c in enumerate(classes) if i in in_train and i not in in_validation]:
         raise ValueError(
-            f"Classes {absent_val} have training tiles but none in validation: their accuracy "
+            f"Classes {absent} have training tiles but none in validation: their accuracy "
             "could not be measured. Add validation tiles or drop the classes from land_cover.classes."
         )
+    if absent := [c for i, c in enumerate(classes) if i in in_validation and i not in in_train]:
+        raise ValueError(
+            f"Classes {absent} have validation tiles but none for training: the model could "
+            "never predict them. Add training tiles or drop the classes from land_cover.classes."
+        )
+    if unused := [c for i, c in enumerate(classes) if i not in in_train]:
+        logger.warning("Classes %s have no tiles at all: the model keeps an output it never learns.", unused)
 
 
 def augment(images, seeds, augmentation: Mapping[str, float]):
