@@ -117,6 +117,19 @@ def test_development_grows_exactly_where_the_truth_says(generated):
     assert (grown & mask).sum() / mask.sum() > 0.9
 
 
+def test_label_noise_changes_only_the_look_of_undeveloped_parcels(generated):
+    config = {**copy.deepcopy(generated[1]["sample_scene"]), "label_noise": {
+        "share": 1.0, "looks_like": {"Shrub": "Herbaceous", "Barren": "Cultivated"}}}
+    for region in nodes.generate_land_cover(config).values():
+        for year in ("older", "newer"):
+            labels, drawn = region.codes[year], region.appearance(year)
+            differs = labels != drawn
+            assert differs.any()
+            assert set(np.unique(labels[differs]).tolist()) <= {31, 51, 52}
+            assert set(np.unique(drawn[differs]).tolist()) <= {71, 72, 73, 74, 95, 81, 82}
+            np.testing.assert_array_equal(np.isin(drawn, nodes.DEVELOPED), np.isin(labels, nodes.DEVELOPED))
+
+
 def test_every_class_has_pure_tiles_in_every_older_scene_at_test_size(generated):
     """What the tiny test layout guarantees: tile-sized block parcels, so each region's older scene
     has a >= 90% pure tile of every class after the 30 m Albers round trip."""

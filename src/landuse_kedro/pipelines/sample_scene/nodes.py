@@ -52,6 +52,14 @@ class RegionLandCover:
     scene_size: int
     parcels: np.ndarray        # (rows, cols) parcel index
     codes: dict[str, np.ndarray]  # "older" / "newer" -> (rows, cols) NLCD codes
+    parcel_code: np.ndarray       # (parcels,) NLCD code of each parcel in the older year
+    looks_like: np.ndarray        # (parcels,) code the imagery shows instead (0: as labelled)
+
+    def appearance(self, year_key: str) -> np.ndarray:
+        """The codes the imagery is drawn from: the labels, except where NLCD is wrong."""
+        codes = self.codes[year_key]
+        wrong = (self.looks_like[self.parcels] > 0) & (codes == self.parcel_code[self.parcels])
+        return np.where(wrong, self.looks_like[self.parcels], codes)
 
     @property
     def scene_transform(self) -> Affine:
@@ -192,6 +200,13 @@ def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]
     classes = _assign_classes(rng, area, params["class_area"])
     parcel_code = np.array([_draw_code(rng, params["nlcd_codes"][c]) for c in classes], np.uint8)
     older = parcel_code[parcels]
+    # NLCD is a 30 m classification with errors: some parcels look like a neighbouring class
+    noise = params["label_noise"]
+    looks_like = np.array(
+        [_draw_code(rng, params["nlcd_codes"][noise["looks_like"][c]]) if c in noise["looks_like"]
+         and rng.uniform() < float(noise["share"]) else 0 for c in classes],
+        np.uint8,
+    )
 
     # small inclusions of another class (clearings, woodlots, ponds): NLCD is never pure
     inclusion_code = np.array(
@@ -214,7 +229,7 @@ def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]
         newer = np.where(lookup[parcels] > 0, lookup[parcels], older)
     return RegionLandCover(
         name=name, crs=crs, transform=grid, margin=margin, scene_size=scene, parcels=parcels,
-        codes={"older": older, "newer": newer},
+        codes={"older": older, "newer": newer}, parcel_code=parcel_code, looks_like=looks_like,
     )
 
 
@@ -310,7 +325,7 @@ def render_scene(region: RegionLandCover, year_key: str, seed: int) -> GeoRaster
     year_rng = _rng(seed, region.name, year_key, "look")
     look = textures.random_look(year_rng, green[year_key])
     image = textures.render_scene(
-        region.scene(region.codes[year_key]), region.scene(region.parcels), params, fields, look, year_rng,
+        region.scene(region.appearance(year_key)), region.scene(region.parcels), params, fields, look, year_rng,
     )
     logger.info("Rendered %s %s scene (%d x %d px, %s) in %.1f s", region.name, year_key,
                 region.scene_size, region.scene_size, region.crs.to_string(), time.perf_counter() - start)

@@ -155,7 +155,7 @@ def render_grass(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     wet = (p.code == 95) & (p.fields["medium"] + 0.5 * p.fields["large"] > 0.9)
     colour[wet] = _mix(colour[wet], WATER[None, :], np.full(wet.sum(), 0.55))
     # a few lone shrubs and trees
-    lone = p.fields["blobs"] + 0.3 * p.fields["medium"] > 2.8 - 1.5 * p.params["u2"]
+    lone = p.fields["blobs"] + 0.3 * p.fields["medium"] > 2.8 - 1.7 * p.params["u2"]
     colour[lone] = _mix(colour[lone], SCRUB[None, :], np.full(lone.sum(), 0.8))
     return colour, np.where(lone, 2.0, 0.3).astype(np.float32)
 
@@ -168,7 +168,7 @@ def render_forest(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     needle = p.vegetation(NEEDLE, jitter=0.6)
     colour = np.where(evergreen[:, None], needle, leaf)
     colour = colour * (1.0 + 0.22 * crowns[:, None]) + 4.0 * p.fields["fine"][:, None]
-    gaps = crowns + 0.5 * p.fields["medium"] < -1.6 + 1.2 * p.params["u1"]
+    gaps = crowns + 0.5 * p.fields["medium"] < -1.6 + 1.5 * p.params["u1"]
     understory = np.where((p.params["u2"] < 0.5)[:, None], p.vegetation(DRY_GRASS, 0.5) * 0.8, SHADOW[None, :] * 1.3)
     gap_colour = np.where((p.code == 90)[:, None], WATER[None, :] * 1.2, understory)
     colour = np.where(gaps[:, None], gap_colour + 0.3 * p.params["colour"], colour)
@@ -180,7 +180,7 @@ def render_shrub(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     soil = _mix(SOIL[None, :], DARK_SOIL[None, :], 0.5 + 0.3 * p.fields["large"] + p.params["u2"] - 0.5)
     soil = _mix(soil, p.vegetation(DRY_GRASS, jitter=0.5), 0.3 + 0.3 * p.fields["medium"])
     soil += p.params["colour"] * 0.6 + 7.0 * p.fields["fine"][:, None]
-    density = 0.12 + 0.6 * p.params["u1"]  # share of ground under scrub
+    density = 0.08 + 0.62 * p.params["u1"]  # overlaps grass with lone shrubs and open woodland  # share of ground under scrub
     shrubs = p.fields["blobs"] + 0.4 * p.fields["medium"] > _threshold_for_share(density)
     scrub = p.vegetation(SCRUB, jitter=0.5) * (1.0 + 0.15 * p.fields["blobs"][:, None])
     colour = np.where(shrubs[:, None], scrub, soil)
