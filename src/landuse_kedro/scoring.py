@@ -74,6 +74,9 @@ def _onnx_predictor(payload: bytes, threads: int) -> Predictor:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    # Idle pool threads otherwise spin for work, burning cores that other workers need: with 2
+    # threads on a busy 2-core machine, EfficientNet-Lite0 ran at 120 images/s without, 85-94 with.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
     model_input = session.get_inputs()[0]
     dtype = np.uint8 if model_input.type == "tensor(uint8)" else np.float32
