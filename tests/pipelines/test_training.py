@@ -260,3 +260,44 @@ def test_class_outside_land_cover_classes_is_named() -> None:
     manifest.loc[0, "class_name"] = "Water"
     with pytest.raises(ValueError, match=r"classes \['Water'\]"):
         nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch):
+    """A mean-colour 'backbone' in place of the real one, so phase logic runs in a second."""
+    import keras
+
+    import landuse_kedro.models as models
+
+    def build(backbone, weights, num_classes, image_size, dropout):
+        inputs = keras.Input((image_size, image_size, 3), dtype="uint8")
+        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
+        x = keras.layers.Dense(8, activation="relu")(x)
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+
+    monkeypatch.setattr(models, "build_classifier", build)
+    monkeypatch.setattr(models, "unfreeze_top", lambda model, blocks: [])
+
+
+def phase_params(**overrides) -> dict:
+    params = {**TRAINING, "backbone": "tiny", "weights": "none", "dropout": 0.0, "batch_size": 8,
+              "seed": 3, "epochs": 3, "learning_rate": 0.01, "fine_tune_epochs": 3, "fine_tune_blocks": 1,
+              "fine_tune_learning_rate": 0.01, "patience": 2, "augmentation": {"flip": True}}
+    return {**params, **overrides}
+
+
+@pytest.mark.parametrize(("fine_tune_learning_rate", "kept"), [(0.01, "fine_tune"), (1000.0, "head")])
+def test_fine_tuning_is_kept_only_when_it_lowers_the_validation_loss(
+    tiny_backbone, fine_tune_learning_rate: float, kept: str
+) -> None:
+    tile_set = assemble_small({"train": every_class(4), "validation": every_class(2)})
+    params = phase_params(fine_tune_learning_rate=fine_tune_learning_rate)
+    model, history = nodes.train_classifier(tile_set, LAND_COVER, params, SMALL_SCORING)
+    assert [e["phase"] for e in history["epochs"]][:3] == ["head"] * 3
+    assert history["kept_phase"] == kept
+    best_of = {phase: min(e["val_loss"] for e in history["epochs"] if e["phase"] == phase)
+               for phase in ("head", "fine_tune")}
+    assert history["best_val_loss"] == min(best_of.values()) == best_of[kept]
+    validation = tile_set["validation"]
+    loss = model.evaluate(validation.images, validation.labels, batch_size=8, verbose=0, return_dict=True)["loss"]
+    assert loss == pytest.approx(history["best_val_loss"], rel=1e-4)  # the returned weights are the kept ones
