@@ -23,7 +23,13 @@ from kedro.framework.startup import bootstrap_project  # noqa: E402
 
 from landuse_kedro.datasets import GeoTiffDataset  # noqa: E402
 from landuse_kedro.pipelines.sample_scene import nodes  # noqa: E402
-from landuse_kedro.raster import class_lookup, labels_on_grid, plurality, tile_value_counts, to_classes  # noqa: E402
+from landuse_kedro.raster import (  # noqa: E402
+    class_lookup,
+    labels_on_grid,
+    plurality,
+    tile_value_counts,
+    to_classes,
+)
 
 PROJECT = Path(__file__).resolve().parents[1]
 TILE, PURITY, CHANGE_REGION = 224, 0.9, "middlesex"

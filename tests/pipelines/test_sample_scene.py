@@ -10,8 +10,15 @@ from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
 from landuse_kedro.datasets import GeoTiffDataset
+from landuse_kedro.pipeline_registry import register_pipelines
 from landuse_kedro.pipelines.sample_scene import nodes
-from landuse_kedro.raster import class_lookup, labels_on_grid, plurality, tile_value_counts, to_classes
+from landuse_kedro.raster import (
+    class_lookup,
+    labels_on_grid,
+    plurality,
+    tile_value_counts,
+    to_classes,
+)
 from tests.conftest import load_catalog, make_project_copy, run_pipeline
 
 ALLOWED_CODES = {11, 21, 22, 23, 24, 31, 41, 42, 43, 51, 52, 71, 72, 73, 74, 81, 82, 90, 95}
@@ -178,8 +185,6 @@ def test_bad_parameters_are_named(generated, change, message):
 
 
 def test_never_part_of_the_default_run():
-    from landuse_kedro.pipeline_registry import register_pipelines
-
     pipelines = register_pipelines()
     generated = {"naip_scenes", "nlcd_rasters", "sample_change_truth"}
     assert generated <= pipelines["sample_scene"].all_outputs()

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from affine import Affine
@@ -162,8 +163,7 @@ def _developed_parcels(rng: np.random.Generator, parcels: np.ndarray, area: np.n
         border = first != second
         keys.append(first[border].astype(np.int64) * n + second[border])
     neighbours: dict[int, set[int]] = {}
-    for a, b in zip(*np.divmod(np.unique(np.concatenate(keys)), n)):
-        a, b = int(a), int(b)
+    for a, b in zip(*(side.tolist() for side in np.divmod(np.unique(np.concatenate(keys)), n))):
         neighbours.setdefault(a, set()).add(b)
         neighbours.setdefault(b, set()).add(a)
     chosen: list[int] = []

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import ndtri
 
 # The generator's own table: which texture draws which NLCD code.
 KIND_OF_CODE: dict[int, str] = {
@@ -282,8 +283,6 @@ RENDERERS = {
 
 def _threshold_for_share(share: np.ndarray) -> np.ndarray:
     """Threshold on a ~N(0, 1.08) field that leaves about ``share`` of pixels above it."""
-    from scipy.special import ndtri
-
     return (-ndtri(np.clip(share, 0.01, 0.99)) * 1.08).astype(np.float32)
 
 
@@ -322,7 +321,7 @@ def random_look(rng: np.random.Generator, green: float) -> Look:
     )
 
 
-def render_scene(
+def render_scene(  # noqa: PLR0917
     codes: np.ndarray,
     parcels: np.ndarray,
     parcel_params: dict[str, np.ndarray],
