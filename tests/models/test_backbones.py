@@ -134,3 +134,10 @@ def test_bad_arguments_list_the_options(kwargs, message):
 def test_weights_none_is_accepted_as_null():
     model = build_classifier(weights=None, image_size=32, num_classes=2)
     assert model.output_shape == (None, 2)
+
+
+def test_weights_none_trains_the_whole_network_from_scratch():
+    from_scratch = build_classifier("efficientnet_lite0", weights="none", num_classes=3, image_size=64)
+    counts = num_parameters(from_scratch)
+    assert from_scratch.get_layer("backbone").trainable
+    assert counts["trainable"] > 0.9 * counts["total"]  # backbone included, not just the head

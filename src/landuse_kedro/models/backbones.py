@@ -74,11 +74,13 @@ def _backbone(backbone: str, image_size: int, weights: str) -> keras.Model:
 
 def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None = "imagenet", num_classes: int = 6,
                      image_size: int = 224, dropout: float = 0.2) -> keras.Model:
-    """uint8 ``(image_size, image_size, 3)`` RGB -> softmax over ``num_classes``, backbone frozen.
+    """uint8 ``(image_size, image_size, 3)`` RGB -> softmax over ``num_classes``.
 
-    Layers: ``image`` (input) -> ``preprocess`` -> ``backbone`` (nested model, frozen, called with
-    ``training=False`` so its BatchNorm statistics never move) -> ``pool`` -> ``dropout`` -> ``probabilities``.
-    Compile it yourself; see ``unfreeze_top`` for fine-tuning.
+    Layers: ``image`` (input) -> ``preprocess`` -> ``backbone`` (nested model) -> ``pool`` -> ``dropout`` ->
+    ``probabilities``. With pretrained weights the backbone is frozen and called with ``training=False``
+    so its BatchNorm statistics never move (transfer learning; see ``unfreeze_top`` for fine-tuning).
+    With ``weights: none`` there is nothing to transfer: the whole network trains from scratch, BatchNorm
+    included, which is the honest baseline for "does ImageNet help". Compile it yourself.
     """
     weights = "none" if weights is None else str(weights).lower()
     if backbone not in BACKBONES:
@@ -93,10 +95,11 @@ def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None =
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
     base = _backbone(backbone, image_size, weights)
-    base.trainable = False
+    from_scratch = weights == "none"
+    base.trainable = from_scratch
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = _preprocessing(backbone)(inputs)
-    x = base(x, training=False)
+    x = base(x) if from_scratch else base(x, training=False)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)

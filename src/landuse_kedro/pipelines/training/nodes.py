@@ -108,7 +108,10 @@ def train_classifier(
     best = _fit_phase(model, "head", training["learning_rate"], training["epochs"],
                       train, validation, training, records)
     kept = "head"
-    if training["fine_tune_epochs"] > 0 and training["fine_tune_blocks"] > 0:
+    from_scratch = str(training["weights"]).lower() in ("none", "null")
+    if from_scratch:
+        logger.info("weights: none trains the whole network from scratch: no fine-tuning phase.")
+    elif training["fine_tune_epochs"] > 0 and training["fine_tune_blocks"] > 0:
         head_weights = {v.path: v.numpy() for v in model.weights}
         unfrozen = unfreeze_top(model, training["fine_tune_blocks"])
         logger.info("Fine-tuning %d backbone layers (top %d blocks)", len(unfrozen), training["fine_tune_blocks"])
