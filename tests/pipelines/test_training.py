@@ -13,7 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from landuse_kedro.pipelines.training import evaluation, nodes
+from landuse_kedro import evaluation
+from landuse_kedro.pipelines.training import nodes
 from landuse_kedro.pipelines.training.inputs import TileArrays, make_dataset
 from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, run_pipeline
 
@@ -267,7 +268,7 @@ def tiny_backbone(monkeypatch):
     """A mean-colour 'backbone' in place of the real one, so phase logic runs in a second."""
     import keras
 
-    import landuse_kedro.models as models
+    from landuse_kedro import models
 
     def build(backbone, weights, num_classes, image_size, dropout):
         inputs = keras.Input((image_size, image_size, 3), dtype="uint8")

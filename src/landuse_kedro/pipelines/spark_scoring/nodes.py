@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landuse_kedro.datasets.file_index import FileIndex
-from landuse_kedro.pipelines.training.evaluation import (
+from landuse_kedro.evaluation import (
     classification_scores,
     confusion_figure,
     three_class_names,

@@ -16,9 +16,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from landuse_kedro import evaluation
 from landuse_kedro.datasets.model_file import ModelArtifact
-from landuse_kedro.pipelines.training import evaluation
-from landuse_kedro.pipelines.training.inputs import TileArrays, check_splits, decode_split, make_dataset
+from landuse_kedro.pipelines.training.inputs import (
+    TileArrays,
+    check_splits,
+    decode_split,
+    make_dataset,
+)
 
 logger = logging.getLogger(__name__)
 

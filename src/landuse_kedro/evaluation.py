@@ -1,4 +1,4 @@
-"""Honest evaluation: 6-class and 3-class scores on the validation split, and their figures."""
+"""Honest evaluation shared by training and spark_scoring: 6-class and 3-class scores and their figures."""
 
 from __future__ import annotations
 
