@@ -185,7 +185,20 @@ def test_bad_parameters_are_named(generated, change, message):
 
 
 def test_never_part_of_the_default_run():
+    from kedro.framework.project import configure_project
+
+    configure_project("landuse_kedro")
     pipelines = register_pipelines()
     generated = {"naip_scenes", "nlcd_rasters", "sample_change_truth"}
     assert generated <= pipelines["sample_scene"].all_outputs()
     assert not generated & pipelines["__default__"].all_outputs()
+
+
+def test_hdinsight_refuses_to_generate(project_copy, monkeypatch):
+    """The cluster environment holds real data: asking for the generator there is an error, not a write."""
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "placeholder")
+    catalog = load_catalog(project_copy, env="hdinsight")
+    parameters = catalog.load("params:sample_scene")
+    assert parameters["allowed"] is False
+    with pytest.raises(RuntimeError, match="switched off in this environment"):
+        nodes.generate_land_cover(parameters)

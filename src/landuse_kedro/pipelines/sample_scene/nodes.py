@@ -235,6 +235,11 @@ def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]
 
 def generate_land_cover(sample_scene: dict[str, Any]) -> dict[str, RegionLandCover]:
     """The 1 m truth of every region: parcels and NLCD codes in the older and newer year."""
+    if not sample_scene.get("allowed", True):
+        raise RuntimeError(
+            "sample_scene is switched off in this environment (sample_scene.allowed: false): it would write "
+            "generated rasters over the environment's raw data. Upload real NAIP/NLCD instead."
+        )
     _check_parameters(sample_scene)
     regions = {
         name: _region_land_cover(name, region, sample_scene)
