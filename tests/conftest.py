@@ -20,12 +20,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def make_project_copy(target: Path) -> Path:
     """conf/ + pyproject + empty data layers: enough for KedroSession, with its own data folder."""
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(PROJECT_ROOT / "conf", target / "conf", dirs_exist_ok=True,
-                    )
+    shutil.copytree(PROJECT_ROOT / "conf", target / "conf", dirs_exist_ok=True)
     local_creds = target / "conf" / "local" / "credentials.yml"
     if local_creds.exists():  # a developer's own secrets never reach tests
         local_creds.unlink()
-    shutil.copy(PROJECT_ROOT / "pyproject.toml", target / "pyproject.toml")
+    for name in ("pyproject.toml", ".telemetry"):  # .telemetry: consent false, never phone home
+        shutil.copy(PROJECT_ROOT / name, target / name)
     (target / "src").mkdir(exist_ok=True)  # bootstrap_project requires source_dir; code comes from the install
     for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
                   "06_models", "07_model_output", "08_reporting"):
