@@ -12,6 +12,7 @@ from rasterio.crs import CRS
 from rasterio.warp import transform as transform_points
 from rasterio.warp import transform_bounds
 
+from landuse_kedro import tiling
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.pipelines.data_preparation import nodes
 from landuse_kedro.raster import GeoRaster, class_lookup
@@ -97,8 +98,8 @@ def candidates_of(root: Path, **options) -> pd.DataFrame:
 @pytest.mark.parametrize(("year", "expected"), [(2012, 2011), (2016, 2016), (2013, 2011), (2014, 2016),
                                                 (2020, 2016), (2005, 2011)])
 def test_scene_gets_the_nlcd_of_the_nearest_year_ties_older(year, expected):
-    assert nodes.nearest_year(year, {2011: "a", 2016: "b"}) == expected
-    assert nodes.nearest_year(2012, {2010: "a", 2014: "b"}) == 2010
+    assert tiling.nearest_year(year, {2011: "a", 2016: "b"}) == expected
+    assert tiling.nearest_year(2012, {2010: "a", 2014: "b"}) == 2010
 
 
 def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root):
@@ -113,19 +114,19 @@ def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root):
         tile = scene.loc[3 * band + 1].iloc[0]
         assert tile["class_name"] == CLASSES[lut[code]] and tile["purity"] >= 0.9
         assert tile["reject_reason"] is None or band == 1  # tile 4: the nodata hole
-    assert scene.loc[4].iloc[0]["reject_reason"] == nodes.IMAGE_NODATA    # hole in row 0 only
+    assert scene.loc[4].iloc[0]["reject_reason"] == tiling.IMAGE_NODATA    # hole in row 0 only
     assert scene.loc[4].iloc[1]["reject_reason"] is None
-    assert set(scene.loc[[18, 19], "reject_reason"]) == {nodes.DROPPED_DOMINANT}  # water band
-    assert set(scene.loc[21, "reject_reason"]) == {nodes.OUTSIDE_LABELS}         # past NLCD coverage
+    assert set(scene.loc[[18, 19], "reject_reason"]) == {tiling.DROPPED_DOMINANT}  # water band
+    assert set(scene.loc[21, "reject_reason"]) == {tiling.OUTSIDE_LABELS}         # past NLCD coverage
     assert (candidates.loc[candidates.reject_reason.isna(), "purity"] >= 0.9).all()
-    assert (candidates.loc[candidates.reject_reason == nodes.IMPURE, "purity"] < 0.9).all()
+    assert (candidates.loc[candidates.reject_reason == tiling.IMPURE, "purity"] < 0.9).all()
 
 
 def test_min_purity_decides_impure_tiles(scene_root):
     # band-edge tiles hold a few pixels of the neighbouring band: impure at 1.0, usable at 0.5
     strict = candidates_of(scene_root, min_purity=1.0)
     relaxed = candidates_of(scene_root, min_purity=0.5)
-    assert (strict.reject_reason == nodes.IMPURE).sum() > (relaxed.reject_reason == nodes.IMPURE).sum()
+    assert (strict.reject_reason == tiling.IMPURE).sum() > (relaxed.reject_reason == tiling.IMPURE).sum()
     usable = strict[strict.reject_reason.isna()]
     assert (usable.purity == 1.0).all()
 
@@ -141,7 +142,7 @@ def hand_made_candidates() -> pd.DataFrame:
                 rows.append({"tile_id": f"{region}_2016_{name}_{i}", "scene": f"{region}_2016", "region": region,
                              "year": 2016, "nlcd_year": 2016, "class_name": name, "purity": 1.0,
                              "reject_reason": None})
-    rows.append({**rows[0], "tile_id": "rejected", "reject_reason": nodes.IMPURE})
+    rows.append({**rows[0], "tile_id": "rejected", "reject_reason": tiling.IMPURE})
     return pd.DataFrame(rows)
 
 
@@ -254,7 +255,7 @@ def test_pipeline_end_to_end_is_idempotent(project_copy):
     report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
     candidates = pd.read_parquet(data / "02_intermediate" / "tile_candidates.parquet")
     assert report["tiles_seen"] == len(candidates) == sum(v["seen"] for v in report["per_scene"].values())
-    assert set(report["rejected"]) == set(nodes.REJECT_REASONS)
+    assert set(report["rejected"]) == set(tiling.REJECT_REASONS)
     assert report["tiles_seen"] == report["usable"] + sum(report["rejected"].values())
     assert report["kept_total"] == len(manifest) == report["usable"] - report["balanced_out"]
     assert report["kept"]["validation"] == manifest[manifest.split == "validation"].class_name.value_counts().reindex(CLASSES).to_dict()

@@ -281,7 +281,9 @@ def tiny_backbone(monkeypatch):
 
 
 def phase_params(**overrides) -> dict:
-    params = {**TRAINING, "backbone": "tiny", "weights": "none", "dropout": 0.0, "batch_size": 8,
+    # "imagenet" so the fine-tune phase runs (weights: none trains from scratch, no second phase);
+    # the stand-in builder ignores it.
+    params = {**TRAINING, "backbone": "tiny", "weights": "imagenet", "dropout": 0.0, "batch_size": 8,
               "seed": 3, "epochs": 3, "learning_rate": 0.01, "fine_tune_epochs": 3, "fine_tune_blocks": 1,
               "fine_tune_learning_rate": 0.01, "patience": 2, "augmentation": {"flip": True}}
     return {**params, **overrides}

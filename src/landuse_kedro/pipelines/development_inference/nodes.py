@@ -19,12 +19,6 @@ from matplotlib.figure import Figure
 from PIL import Image
 from rasterio.windows import Window
 
-from landuse_kedro.pipelines.data_preparation.nodes import (
-    label_scene,
-    parse_scene_key,
-    tile_image,
-    tiling_grid,
-)
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
     agreement,
@@ -56,6 +50,12 @@ from landuse_kedro.raster import (
     regroup_lookup,
 )
 from landuse_kedro.scoring import active_spark_session, score_images
+from landuse_kedro.tiling import (
+    label_scene,
+    parse_scene_key,
+    tile_image,
+    tiling_grid,
+)
 
 logger = logging.getLogger(__name__)
 
