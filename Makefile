@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 KEDRO := $(BIN)/kedro
 export KEDRO_DISABLE_TELEMETRY := true
+export TF_CPP_MIN_LOG_LEVEL := 2
+export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
