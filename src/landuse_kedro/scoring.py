@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -29,6 +30,8 @@ from landuse_kedro.datasets.model_file import ModelArtifact, ModelFormat
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
+
+logger = logging.getLogger(__name__)
 
 Predictor = Callable[[np.ndarray], np.ndarray]
 """(N, H, W, 3) uint8 RGB -> (N, classes) probabilities."""
@@ -348,6 +351,9 @@ def score_images(
         rows = spark.sparkContext.parallelize([(url,) for url in images.urls], partitions)
         paths = spark.createDataFrame(rows, "path string")
         storage = (images.protocol, dict(images.storage_options))
+        logger.info("Scoring %d files with the %s model in %d Spark tasks of up to %d-image batches "
+                    "(Spark shows the stage's progress)", len(images), scoring_model.format, partitions,
+                    settings.batch_size)
     else:
         missing = {"path", "content"} - set(images.columns)
         if missing:

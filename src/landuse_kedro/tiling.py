@@ -3,6 +3,7 @@ and development_inference (every tile of a region), so both see the same grid, r
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -30,10 +31,13 @@ from landuse_kedro.raster import (
     valid_on_grid,
 )
 
+logger = logging.getLogger(__name__)
+
 BLOCK_TILES = 8
 """Tiles per block side read at once: 8 x 224 px = 1,792 px, about 3 MB per band."""
 REJECT_REASONS = IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
     "image_nodata", "outside_labels", "dropped_dominant", "impure")
+PROGRESS_EVERY = 250
 _SCENE_KEY = re.compile(r"^(?P<region>.+)_(?P<year>\d{4})$")
 
 
@@ -136,3 +140,11 @@ def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
 def tile_image(scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
     """Bands 1-3 (R, G, B) of one tile window as an RGB image."""
     return Image.fromarray(np.ascontiguousarray(read_on_grid(scene, grid, window).transpose(1, 2, 0)), "RGB")
+
+
+def tile_image_with_progress(index: int, total: int, scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
+    """``tile_image`` that logs every PROGRESS_EVERY tiles: PartitionedDataset saves in key order, so ``index``
+    counts the tiles written so far and a user sees a long write is alive."""
+    if index % PROGRESS_EVERY == 0 or index == total:
+        logger.info("Writing tile %d of %d", index, total)
+    return tile_image(scene, grid, window)

@@ -19,7 +19,6 @@ from PIL import Image
 from rasterio.windows import Window
 
 from landuse_kedro.raster import (
-    Grid,
     WindowedRaster,
     class_lookup,
 )
@@ -28,14 +27,13 @@ from landuse_kedro.tiling import (
     label_scene,
     nearest_year,
     parse_scene_key,
-    tile_image,
+    tile_image_with_progress,
     tiling_grid,
 )
 
 logger = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation")
-PROGRESS_EVERY = 250
 
 MANIFEST_COLUMNS = [
     "tile_id", "split", "region", "year", "class_name", "purity", "row_off", "col_off", "width",
@@ -150,18 +148,10 @@ def export_tiles(tile_selection: pd.DataFrame, naip_scenes: Loaders,
     total = len(tile_selection)
     logger.info("Writing %d tiles from %d scenes", total, len(grids))
     return {
-        row.partition: partial(_tile_with_progress, index, total, *grids[row.scene],
+        row.partition: partial(tile_image_with_progress, index, total, *grids[row.scene],
                                Window(row.col_off, row.row_off, row.width, row.height))
         for index, row in enumerate(tile_selection.sort_values("partition").itertuples(), start=1)
     }
-
-
-def _tile_with_progress(index: int, total: int, scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
-    """PartitionedDataset saves in key order, so ``index`` counts the tiles written so far."""
-    if index % PROGRESS_EVERY == 0 or index == total:
-        logger.info("Writing tile %d of %d", index, total)
-    return tile_image(scene, grid, window)
-
 
 
 

@@ -53,7 +53,7 @@ from landuse_kedro.scoring import active_spark_session, score_images
 from landuse_kedro.tiling import (
     label_scene,
     parse_scene_key,
-    tile_image,
+    tile_image_with_progress,
     tiling_grid,
 )
 
@@ -156,9 +156,11 @@ def tile_region(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[st
     logger.info("Region %s: %d tiles (%d x %d) from scene %s; older labels from %s, %d masked or "
                 "without label", options["region"], len(grid_table), grid_table["row"].max() + 1,
                 grid_table["col"].max() + 1, key, nlcd_key, int(grid_table["older_class"].isna().sum()))
+    total = len(grid_table)
     images = {
-        tile.tile_id: partial(tile_image, scene, grid, Window(tile.col_off, tile.row_off, tile.width, tile.height))
-        for tile in grid_table.itertuples()
+        tile.tile_id: partial(tile_image_with_progress, index, total, scene, grid,
+                              Window(tile.col_off, tile.row_off, tile.width, tile.height))
+        for index, tile in enumerate(grid_table.sort_values("tile_id").itertuples(), start=1)
     }
     return images, grid_table
 
