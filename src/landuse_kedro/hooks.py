@@ -39,6 +39,7 @@ class SparkHooks:
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
         if any(SPARK_TAG in node.tags for node in pipeline.nodes):
             self._session = start_spark(self._spark_conf)
+            register_python_data_sources(self._session)
 
     @hook_impl
     def after_pipeline_run(self) -> None:
@@ -85,6 +86,19 @@ class StorageHooks:
         if self._remote is not None:
             env, data_root, credentials = self._remote
             check_container(data_root, credentials, env)
+
+
+def register_python_data_sources(session) -> None:
+    """Add the ``fsspec_parquet`` format (Spark Parquet tables in storage Hadoop cannot reach).
+
+    Python data sources exist from Spark 4.0; older clusters (HDInsight's 3.3) write through
+    their own Hadoop Azure driver and do not need it.
+    """
+    if int(session.version.split(".")[0]) < 4:
+        return
+    from landuse_kedro import spark_fsspec
+
+    spark_fsspec.register(session)
 
 
 def start_spark(spark_conf: dict[str, Any]):
