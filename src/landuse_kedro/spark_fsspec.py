@@ -11,7 +11,8 @@ its own, e.g. adlfs reads ``AZURE_STORAGE_CONNECTION_STRING`` from the environme
 
 Writes are all-or-nothing: tasks write to ``_temporary/<job>/``; only the driver's ``commit``
 (after every task succeeded) replaces the table's part files (overwrite) or adds to them
-(append); ``abort`` removes the staged files.
+(append); ``abort`` removes the staged files. The commit itself is not atomic (blob storage has no
+atomic rename): a driver that dies between moving new parts in and deleting old ones leaves both.
 """
 
 from __future__ import annotations
