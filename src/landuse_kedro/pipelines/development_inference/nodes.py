@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from PIL import Image
 from rasterio.windows import Window
@@ -309,8 +308,9 @@ def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_ti
         logger.warning("No NAIP scene %s: the gallery shows the older labels instead.", older_key)
     names = map_classes(land_cover, options)
     older_grid = to_grid(development_tile_classes, "older_class", class_codes(names))
-    palette = np.asarray([(0, 0, 0)] + [tuple(round(255 * c) for c in to_rgb(options["colours"][n]))
-                                        for n in names], dtype=np.uint8)
+    # the GeoTIFFs' colour table as RGB, indexed by class code (nodata black)
+    palette = np.asarray([rgba[:3] for _, rgba in sorted(colour_table(names, options["colours"]).items())],
+                         dtype=np.uint8)
     step = max(1, tile_size * 3 // int(options.get("gallery_pixels", 240)))
     items = []
     for tile in change_candidates_table.head(int(options.get("gallery_size", 12))).itertuples():
