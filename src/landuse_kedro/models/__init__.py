@@ -21,7 +21,7 @@ _EXPORTS = {
     "num_parameters": "backbones",
 }
 
-__all__ = sorted(_EXPORTS)
+__all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
