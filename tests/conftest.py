@@ -59,6 +59,32 @@ def load_catalog(project: Path, env: str = "test", params: dict | None = None):
     return session.load_context().catalog
 
 
+def local_spark_session():
+    """A local[1] session for a test module that calls Spark nodes directly: starting one costs
+    seconds, and each extra core adds a Python worker that imports its backend again (the
+    pipeline tests use local[2] through SparkHooks)."""
+    from landuse_kedro.hooks import start_spark
+
+    session = start_spark({"spark.master": "local[1]", "spark.ui.enabled": "false",
+                           "spark.sql.shuffle.partitions": "2",
+                           "spark.sql.execution.arrow.pyspark.enabled": "true"})
+    yield session
+    session.stop()
+
+
+def corrupt_block(path: Path, x: int, y: int) -> None:
+    """Overwrite the compressed bytes of one internal block of a tiled GeoTIFF, as a bad disk or
+    an interrupted copy would: GDAL then fails to read any window touching that block."""
+    import rasterio
+
+    with rasterio.open(path) as dataset:
+        offset = int(dataset.get_tag_item(f"BLOCK_OFFSET_{x}_{y}", "TIFF", bidx=1))
+        size = int(dataset.get_tag_item(f"BLOCK_SIZE_{x}_{y}", "TIFF", bidx=1))
+    with path.open("r+b") as file:
+        file.seek(offset)
+        file.write(b"\xff" * size)
+
+
 @pytest.fixture
 def project_copy(tmp_path: Path) -> Path:
     return make_project_copy(tmp_path / "project")

@@ -12,7 +12,6 @@ from PIL import Image
 from landuse_kedro.datasets.file_index import FileIndexDataset
 from landuse_kedro.scoring import (
     ImageError,
-    _partitions,
     active_spark_session,
     cached_predictor,
     decode_image,
@@ -20,6 +19,8 @@ from landuse_kedro.scoring import (
     score_images,
     three_class_label,
 )
+from landuse_kedro.tiling import task_count
+from tests.conftest import local_spark_session
 
 CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
 LAND_COVER = {
@@ -104,15 +105,7 @@ def tiles(tmp_path_factory) -> tuple[Path, dict[str, int]]:
 
 @pytest.fixture(scope="module")
 def spark():
-    """One local[1] session for the module: starting one costs seconds, and each extra core adds
-    a Python worker that imports its backend again (the pipeline tests use local[2])."""
-    from landuse_kedro.hooks import start_spark
-
-    session = start_spark({"spark.master": "local[1]", "spark.ui.enabled": "false",
-                           "spark.sql.shuffle.partitions": "2",
-                           "spark.sql.execution.arrow.pyspark.enabled": "true"})
-    yield session
-    session.stop()
+    yield from local_spark_session()
 
 
 # --- decoding ---------------------------------------------------------------------------------
@@ -176,9 +169,9 @@ def test_three_class_regrouping():
 # --- on Spark ---------------------------------------------------------------------------------
 
 def test_partitions_follow_cores_and_bound_task_size():
-    assert _partitions(20, cores=2, per_core=2, batch_size=4) == 4
-    assert _partitions(3, cores=8, per_core=2, batch_size=64) == 1  # never less than a batch a task
-    assert _partitions(11_760, cores=2, per_core=2, batch_size=64) == 12  # <= 16 batches a task
+    assert task_count(5, cores=2, per_core=2, max_per_task=16) == 4
+    assert task_count(1, cores=8, per_core=2, max_per_task=16) == 1  # never an empty task
+    assert task_count(184, cores=2, per_core=2, max_per_task=16) == 12  # <= 16 batches a task
 
 
 def _score(spark, images, artifact, **scoring):

@@ -91,7 +91,7 @@ def require_metric(crs: CRS | None, what: str) -> None:
         units = crs.linear_units_factor[0] if crs.is_projected else "degrees"
         raise ValueError(
             f"{what} is in {crs.to_string()} ({units}), not a projected CRS in metres: set "
-            "`data_preparation.target_crs` (e.g. the scene's UTM zone) to reproject it."
+            "`tiling.target_crs` (e.g. the scene's UTM zone) to reproject it."
         )
 
 

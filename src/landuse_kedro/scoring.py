@@ -27,6 +27,15 @@ from PIL import Image, UnidentifiedImageError
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFormat
+from landuse_kedro.tiling import (
+    BLOCK_TILES,
+    Block,
+    OpenScene,
+    ScenePlan,
+    block_rows,
+    task_count,
+    tile_label,
+)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -185,9 +194,11 @@ def true_label(path: str, classes: Iterable[str]) -> str | None:
 
 
 def score_batch(
-    paths: list[str], images: list[np.ndarray | str], predictor: Predictor, settings: ScoringSettings
+    paths: list[str], images: list[np.ndarray | str], predictor: Predictor, settings: ScoringSettings,
+    ids: list[str] | None = None,
 ) -> pd.DataFrame:
-    """Rows for one batch: ``images[i]`` is the decoded tile, or the reason it could not be read."""
+    """Rows for one batch: ``images[i]`` is the decoded tile, or the reason it could not be read;
+    ``ids`` name the images (default: the files' stems)."""
     good = [i for i, image in enumerate(images) if isinstance(image, np.ndarray)]
     probabilities = np.full((len(paths), len(settings.classes)), np.nan)
     probability = np.full(len(paths), np.nan)
@@ -205,7 +216,7 @@ def score_batch(
         for row, index in zip(good, best, strict=True):
             predicted_label[row] = settings.classes[index]
     frame = pd.DataFrame({
-        "image_id": [PurePosixPath(p).stem for p in paths],
+        "image_id": ids if ids is not None else [PurePosixPath(p).stem for p in paths],
         "path": paths,
         "true_label": [true_label(p, settings.classes) for p in paths],
         "predicted_label": predicted_label,
@@ -335,19 +346,12 @@ def score_images(
     """
     spark = active_spark_session()
     settings = ScoringSettings.from_params(land_cover, scoring)
-    if scoring.get("backend", scoring_model.format) != scoring_model.format:
-        raise ValueError(
-            f"params:scoring.backend is '{scoring['backend']}' but the scoring model is "
-            f"{scoring_model.format}: re-export it (training pipeline) or change the backend."
-        )
-    model = _BroadcastModel(
-        model_key(scoring_model), scoring_model.format, spark.sparkContext.broadcast(scoring_model.payload)
-    )
+    model = _broadcast_model(spark, scoring_model, scoring)
     if isinstance(images, FileIndex):
         if not len(images):
             raise ValueError("No image files to score: the FileIndex is empty.")
-        partitions = _partitions(len(images), spark.sparkContext.defaultParallelism,
-                                 partitions_per_core, settings.batch_size)
+        partitions = task_count(-(-len(images) // settings.batch_size), spark.sparkContext.defaultParallelism,
+                                partitions_per_core, MAX_BATCHES_PER_TASK)
         rows = spark.sparkContext.parallelize([(url,) for url in images.urls], partitions)
         paths = spark.createDataFrame(rows, "path string")
         storage = (images.protocol, dict(images.storage_options))
@@ -368,6 +372,85 @@ def score_images(
     return paths.mapInPandas(score, spark_schema(settings.classes))
 
 
+def _broadcast_model(spark, scoring_model: ModelArtifact, scoring: dict[str, Any]) -> _BroadcastModel:
+    if scoring.get("backend", scoring_model.format) != scoring_model.format:
+        raise ValueError(
+            f"params:scoring.backend is '{scoring['backend']}' but the scoring model is "
+            f"{scoring_model.format}: re-export it (training pipeline) or change the backend."
+        )
+    return _BroadcastModel(
+        model_key(scoring_model), scoring_model.format, spark.sparkContext.broadcast(scoring_model.payload)
+    )
+
+
+WINDOW_COLUMNS = {
+    "scene": "string", "row": "bigint", "col": "bigint", "row_off": "bigint", "col_off": "bigint",
+    "width": "bigint", "height": "bigint", "minx": "double", "miny": "double", "maxx": "double",
+    "maxy": "double", "label_class": "string", "label_share": "double", "image_nodata_pixels": "bigint",
+}
+"""What :func:`score_windows` adds to the scorer's columns: the tile's place on the grid and its
+label from the plan's label raster (Spark DDL types)."""
+
+
+def score_windows(
+    plan: ScenePlan,
+    scoring_model: ModelArtifact,
+    land_cover: dict[str, Any],
+    scoring: dict[str, Any],
+    partitions_per_core: int = 2,
+) -> DataFrame:
+    """Score every tile window of ``plan``'s scene, with no tile files: each Spark task opens the
+    scene (or its warped view) and the label raster once, then for each block of windows reads
+    the pixels, labels the tiles and predicts them, reading the next block while the model runs.
+
+    One row per tile: the scorer's columns (``image_id`` = tile id, ``path`` = the scene) plus
+    ``WINDOW_COLUMNS``; a window that cannot be read is a row with ``error`` set. Lazy, like
+    :func:`score_images`.
+    """
+    spark = active_spark_session()
+    settings = ScoringSettings.from_params(land_cover, scoring)
+    if settings.image_size != plan.tile_size:
+        raise ValueError(f"params:scoring.image_size is {settings.image_size} but tiles are "
+                         f"{plan.tile_size} px (params:tiling.tile_size): the model expects one size.")
+    model = _broadcast_model(spark, scoring_model, scoring)
+    rows, n_blocks, tasks = block_rows(spark, [plan], partitions_per_core)
+    logger.info("Scoring %d tiles of %s with the %s model: %d blocks of up to %d tiles in %d Spark tasks "
+                "(Spark shows the stage's progress)", len(plan.tiles), plan.key, scoring_model.format,
+                n_blocks, BLOCK_TILES ** 2, tasks)
+
+    def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return _score_window_partition(frames, plan, settings, model)
+
+    schema = spark_schema(settings.classes)
+    for name, kind in WINDOW_COLUMNS.items():  # StructType.add takes JSON type names
+        schema = schema.add(name, {"int": "integer", "bigint": "long"}.get(kind, kind))
+    return rows.mapInPandas(score, schema)
+
+
+def _score_window_partition(frames: Iterator[pd.DataFrame], plan: ScenePlan, settings: ScoringSettings,
+                            model: _BroadcastModel) -> Iterator[pd.DataFrame]:
+    predictor = model.predictor(settings.threads)
+    with OpenScene(plan) as scene:
+        def blocks() -> Iterator[Block]:
+            for frame in frames:
+                yield from ((b.row, b.col, b.n_rows, b.n_cols) for b in frame.itertuples(index=False))
+
+        def prepare(block: Block) -> list[tuple[pd.DataFrame, np.ndarray | None]]:
+            return list(scene.blocks_or_tiles(block, with_pixels=True))
+
+        for parts in _prefetched(blocks(), prepare, settings.prefetch):
+            labels = pd.concat([part for part, _ in parts], ignore_index=True)
+            images: list[np.ndarray | str] = []
+            for part, pixels in parts:
+                images.extend(list(pixels) if pixels is not None else part["read_error"].tolist())
+            ids = [plan.tile_id(r, c) for r, c in zip(labels["row"], labels["col"])]
+            scored = score_batch([plan.url] * len(ids), images, predictor, settings, ids)
+            labels["label_class"] = tile_label(labels, plan.classes)
+            labels = labels.rename(columns={"purity": "label_share", "nodata_pixels": "image_nodata_pixels"})
+            labels["scene"] = plan.key
+            yield pd.concat([scored, labels[list(WINDOW_COLUMNS)]], axis=1)
+
+
 def _with_skipped_empty_files(images: DataFrame) -> DataFrame:
     """Spark's file sources silently skip zero-byte files; add them back (empty ``content``) so
     they get their row and error like any other bad file."""
@@ -383,11 +466,3 @@ def _with_skipped_empty_files(images: DataFrame) -> DataFrame:
         return images
     empty = images.sparkSession.createDataFrame([(path, b"") for path in skipped], images.schema)
     return images.unionByName(empty)
-
-
-def _partitions(files: int, cores: int, per_core: int, batch_size: int) -> int:
-    """A few tasks per core evens out stragglers; no task smaller than one batch, and none longer
-    than ``MAX_BATCHES_PER_TASK`` batches: right after a session starts, executors may not have
-    registered yet, so ``cores`` can undercount a real cluster."""
-    batches = -(-files // batch_size)
-    return max(1, min(batches, max(cores * per_core, -(-batches // MAX_BATCHES_PER_TASK))))

@@ -1,17 +1,25 @@
-"""Cutting a scene into labelled tiles: the one tiling used by data_preparation (training tiles)
-and development_inference (every tile of a region), so both see the same grid, reprojection and labels."""
+"""Cutting scenes into labelled tiles, window by window: the one tiling used by data_preparation
+(training tiles) and development_inference (every tile of a region), so both see the same grid,
+reprojection and labels.
+
+The unit of work is a *block* of tile windows of one scene. The driver only plans (scene headers,
+grids, blocks); a Spark task opens its scene (or its warped view) and the NLCD raster once, reads
+its blocks in row-major order (GDAL's block cache is reused), and returns per-tile rows. Pixels
+never travel through the driver or the JVM.
+"""
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from PIL import Image
-from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
 from landuse_kedro.raster import (
@@ -22,23 +30,34 @@ from landuse_kedro.raster import (
     WindowedRaster,
     label_fill,
     labels_on_grid,
+    open_on_grid,
     overlaps,
     plurality,
-    read_on_grid,
     scene_grid,
     tile_value_counts,
     to_classes,
-    valid_on_grid,
 )
 
 logger = logging.getLogger(__name__)
 
 BLOCK_TILES = 8
-"""Tiles per block side read at once: 8 x 224 px = 1,792 px, about 3 MB per band."""
-REJECT_REASONS = IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
-    "image_nodata", "outside_labels", "dropped_dominant", "impure")
-PROGRESS_EVERY = 250
+"""Tiles per block side read at once: 8 x 224 px = 1,792 px, about 10 MB of RGB."""
+MAX_BLOCKS_PER_TASK = 16
+"""Bounds a Spark task (and so a retry's cost and a straggler's tail)."""
+REJECT_REASONS = UNREADABLE, IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
+    "unreadable", "image_nodata", "outside_labels", "dropped_dominant", "impure")
 _SCENE_KEY = re.compile(r"^(?P<region>.+)_(?P<year>\d{4})$")
+
+Block = tuple[int, int, int, int]
+"""(tile row, tile col, tile rows, tile cols) of a scene's tile grid."""
+BLOCK_SCHEMA = "scene string, row bigint, col bigint, n_rows bigint, n_cols bigint"
+LABEL_COLUMNS = {
+    "row": "bigint", "col": "bigint", "class_index": "int", "class_pixels": "bigint", "purity": "double",
+    "dropped_pixels": "bigint", "unlabelled_pixels": "bigint", "nodata_pixels": "bigint",
+    "row_off": "bigint", "col_off": "bigint", "width": "bigint", "height": "bigint",
+    "minx": "double", "miny": "double", "maxx": "double", "maxy": "double", "read_error": "string",
+}
+"""What a task returns per tile from its labels (Spark DDL types)."""
 
 
 def parse_scene_key(key: str) -> tuple[str, int]:
@@ -54,70 +73,160 @@ def nearest_year(year: int, available: Mapping[int, Any]) -> int:
     return min(available, key=lambda candidate: (abs(candidate - year), candidate))
 
 
-def label_scene(key: str, scene: WindowedRaster, nlcd: WindowedRaster, lut: np.ndarray,  # noqa: PLR0917
-                classes: list[str], options: dict[str, Any]) -> pd.DataFrame:
-    """One row per full tile of ``scene``: labels reprojected block by block onto its grid."""
-    grid = tiling_grid(key, scene, options)
-    if not overlaps(scene, nlcd):
+# ------------------------------------------------------------------ the plan (driver, headers only)
+
+@dataclass(frozen=True)
+class ScenePlan:
+    """Everything a task needs to cut and label one scene, and no pixels: small and picklable.
+
+    ``lut`` maps label codes (NLCD) to indices of ``classes``; ``labels`` is the label raster
+    paired with the scene (its nearest NLCD edition).
+    """
+
+    key: str
+    scene: WindowedRaster
+    grid: Grid
+    tile_size: int
+    labels: WindowedRaster
+    lut: np.ndarray = field(repr=False)
+    classes: tuple[str, ...]
+    labels_key: str = ""
+
+    @property
+    def tiles(self) -> TileGrid:
+        return TileGrid(self.grid, self.tile_size)
+
+    @property
+    def url(self) -> str:
+        protocol, path = getattr(self.scene, "protocol", "file"), getattr(self.scene, "path", self.key)
+        return path if protocol == "file" else f"{protocol}://{path}"
+
+    def tile_id(self, row: int, col: int) -> str:
+        return f"{self.key}_r{row:04d}_c{col:04d}"
+
+    def blocks(self, block_tiles: int = BLOCK_TILES) -> list[Block]:
+        return list(self.tiles.blocks(block_tiles))
+
+
+def plan_scene(key: str, scene: WindowedRaster, labels: WindowedRaster, lut: np.ndarray,  # noqa: PLR0917
+               classes: Sequence[str], tiling: dict[str, Any], labels_key: str = "") -> ScenePlan:
+    """Check that ``scene`` can give labelled tiles and fix the grid they are cut on."""
+    grid = tiling_grid(key, scene, tiling)
+    if not overlaps(scene, labels):
         raise ValueError(f"Scene '{key}' (bounds {tuple(round(v) for v in scene.bounds)} in "
                          f"{scene.crs.to_string()}) does not overlap the NLCD raster it was paired with "
-                         f"(bounds {tuple(round(v) for v in nlcd.bounds)} in {nlcd.crs.to_string()}).")
-    tiles = TileGrid(grid, int(options["tile_size"]))
-    if len(tiles) == 0:
+                         f"(bounds {tuple(round(v) for v in labels.bounds)} in {labels.crs.to_string()}).")
+    plan = ScenePlan(key, scene, grid, int(tiling["tile_size"]), labels, lut, tuple(classes), labels_key)
+    if len(plan.tiles) == 0:
         raise ValueError(f"Scene '{key}' ({grid.width} x {grid.height} px) is smaller than one "
-                         f"{tiles.tile_size} px tile.")
-    fill = label_fill(nlcd)
-    blocks = [
-        _label_block(tiles, block, scene=scene, nlcd=nlcd, lut=lut, fill=fill, n_classes=len(classes))
-        for block in tiles.blocks(BLOCK_TILES)
-    ]
-    frame = pd.concat(blocks, ignore_index=True).sort_values(["row", "col"], ignore_index=True)
-    frame["class_name"] = np.where(frame.pop("class_pixels") > 0,
-                                   np.asarray(classes, dtype=object)[frame.pop("class_index")], None)
-    frame["reject_reason"] = _reject_reasons(frame, float(options.get("min_purity", 0.9)))
-    frame.insert(0, "tile_id", [f"{key}_r{r:04d}_c{c:04d}" for r, c in zip(frame.row, frame.col)])
-    frame.insert(1, "scene", key)
-    frame["crs"] = grid.crs.to_string()
-    return frame
+                         f"{plan.tile_size} px tile.")
+    return plan
 
 
-def tiling_grid(key: str, scene: WindowedRaster, options: dict[str, Any]) -> Grid:
+def tiling_grid(key: str, scene: WindowedRaster, tiling: dict[str, Any]) -> Grid:
     """The scene's grid in metres at ``resolution``, after checking the scene can give RGB tiles."""
     if scene.count < 3:
         raise ValueError(f"Scene '{key}' has {scene.count} band(s); tiles need at least 3 (R, G, B).")
     if scene.dtypes[0] != "uint8":
         raise ValueError(f"Scene '{key}' is {scene.dtypes[0]}; NAIP-like uint8 imagery is expected.")
     try:
-        return scene_grid(scene, options.get("target_crs"), options.get("resolution"))
+        return scene_grid(scene, tiling.get("target_crs"), tiling.get("resolution"))
     except ValueError as error:
         raise ValueError(f"Scene '{key}': {error}") from error
 
 
-def _label_block(tiles: TileGrid, block: tuple[int, int, int, int], *, scene: WindowedRaster,
-                 nlcd: WindowedRaster, lut: np.ndarray, fill: int, n_classes: int) -> pd.DataFrame:
-    grid, size = tiles.grid, tiles.tile_size
+# ------------------------------------------------------------------ a task's open scene
+
+class OpenScene:
+    """A scene (on its grid) and its label raster, opened once for all the blocks of a task."""
+
+    def __init__(self, plan: ScenePlan) -> None:
+        self.plan = plan
+        self._stack = ExitStack()
+        self.image = self._stack.enter_context(open_on_grid(plan.scene, plan.grid))
+        self.labels = self._stack.enter_context(plan.labels.open())
+        self._fill = label_fill(plan.labels)
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> OpenScene:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def label_block(self, block: Block) -> pd.DataFrame:
+        """One row per tile of ``block`` (``LABEL_COLUMNS``): class counts of its labels
+        reprojected onto the scene's grid and pixels without image data."""
+        tiles, size = self.plan.tiles, self.plan.tile_size
+        row, col, n_rows, n_cols = block
+        window = tiles.window(row, col, n_rows, n_cols)
+        codes = labels_on_grid(self.labels, self.plan.grid.crs, window_transform(window, self.plan.grid.transform),
+                               int(window.height), int(window.width), fill=self._fill)
+        counts = tile_value_counts(to_classes(codes, self.plan.lut, self._fill), size)
+        valid = self.image.dataset_mask(window=window) > 0
+        missing = np.zeros(counts.shape[:2] + (2,), np.int64) if valid.all() else tile_value_counts(~valid, size, 2)
+        winner, purity = plurality(counts, len(self.plan.classes))
+        frame = _grid_frame(self.plan, block)
+        frame["class_index"] = winner.ravel()
+        frame["class_pixels"] = np.take_along_axis(counts, winner[..., None], -1).ravel()
+        frame["purity"] = purity.ravel()
+        frame["dropped_pixels"] = counts[..., DROPPED].ravel()
+        frame["unlabelled_pixels"] = counts[..., NO_LABEL].ravel()
+        frame["nodata_pixels"] = missing[..., 1].ravel()
+        frame["read_error"] = None
+        return frame[list(LABEL_COLUMNS)]
+
+    def read_block(self, block: Block) -> np.ndarray:
+        """RGB of every tile of ``block``, row-major: (tiles, size, size, 3) uint8."""
+        row, col, n_rows, n_cols = block
+        size = self.plan.tile_size
+        pixels = self.image.read([1, 2, 3], window=self.plan.tiles.window(row, col, n_rows, n_cols))
+        return (pixels.reshape(3, n_rows, size, n_cols, size)
+                .transpose(1, 3, 2, 4, 0).reshape(n_rows * n_cols, size, size, 3))
+
+    def read_tile(self, row: int, col: int) -> np.ndarray:
+        return self.read_block((row, col, 1, 1))[0]
+
+    def blocks_or_tiles(self, block: Block, *, with_pixels: bool) -> Iterator[tuple[pd.DataFrame, np.ndarray | None]]:
+        """Labels (and pixels) of ``block``; when the block cannot be read (a corrupt GeoTIFF
+        block, a storage error), tile by tile, so only the unreadable tiles fail: they come back
+        as rows with ``read_error`` set, never skipped."""
+        try:
+            yield self.label_block(block), self.read_block(block) if with_pixels else None
+            return
+        except Exception:  # noqa: BLE001 - retried per tile below, which reports the reason
+            pass
+        row, col, n_rows, n_cols = block
+        for r in range(row, row + n_rows):
+            for c in range(col, col + n_cols):
+                one = (r, c, 1, 1)
+                try:
+                    yield self.label_block(one), self.read_block(one) if with_pixels else None
+                except Exception as error:  # noqa: BLE001 - a bad window is a row, not a failed job
+                    yield self.failed_tile(one, error), None
+
+    def failed_tile(self, block: Block, error: Exception) -> pd.DataFrame:
+        frame = _grid_frame(self.plan, block)
+        area = self.plan.tile_size ** 2
+        frame = frame.assign(class_index=0, class_pixels=0, purity=0.0, dropped_pixels=0,
+                             unlabelled_pixels=area, nodata_pixels=area)
+        window = self.plan.tiles.window(block[0], block[1])
+        frame["read_error"] = (f"cannot read window (col_off={window.col_off}, row_off={window.row_off}, "
+                               f"{window.width} x {window.height}) of {self.plan.url}: "
+                               f"{type(error).__name__}: {error}")
+        return frame[list(LABEL_COLUMNS)]
+
+
+def _grid_frame(plan: ScenePlan, block: Block) -> pd.DataFrame:
     row, col, n_rows, n_cols = block
-    window = tiles.window(row, col, n_rows, n_cols)
-    codes = labels_on_grid(nlcd, grid.crs, window_transform(window, grid.transform),
-                           int(window.height), int(window.width), fill=fill)
-    counts = tile_value_counts(to_classes(codes, lut, fill), size)
-    valid = valid_on_grid(scene, grid, window)
-    missing_image = np.zeros(counts.shape[:2] + (2,), np.int64) if valid.all() else tile_value_counts(~valid, size, 2)
-    winner, purity = plurality(counts, n_classes)
+    size = plan.tile_size
     rows, cols = np.meshgrid(np.arange(row, row + n_rows), np.arange(col, col + n_cols), indexing="ij")
-    frame = pd.DataFrame({
-        "row": rows.ravel(),
-        "col": cols.ravel(),
-        "class_index": winner.ravel(),
-        "class_pixels": np.take_along_axis(counts, winner[..., None], -1).ravel(),
-        "purity": purity.ravel(),
-        "dropped_pixels": counts[..., DROPPED].ravel(),
-        "unlabelled_pixels": counts[..., NO_LABEL].ravel(),
-        "nodata_pixels": missing_image[..., 1].ravel(),
-    })
-    frame["row_off"], frame["col_off"] = frame.row * size, frame.col * size
+    frame = pd.DataFrame({"row": rows.ravel().astype(np.int64), "col": cols.ravel().astype(np.int64)})
+    frame["row_off"], frame["col_off"] = frame.row.astype(np.int64) * size, frame.col.astype(np.int64) * size
     frame["width"] = frame["height"] = size
-    t = grid.transform
+    t = plan.grid.transform
     xs = (t.c + t.a * frame.col_off, t.c + t.a * (frame.col_off + size))
     ys = (t.f + t.e * frame.row_off, t.f + t.e * (frame.row_off + size))
     frame["minx"], frame["maxx"] = np.minimum(*xs), np.maximum(*xs)
@@ -125,9 +234,49 @@ def _label_block(tiles: TileGrid, block: tuple[int, int, int, int], *, scene: Wi
     return frame
 
 
+def open_scenes(plans: Mapping[str, ScenePlan]) -> Callable[[str], OpenScene]:
+    """A task's opener: the scene of the current rows stays open until the rows move on to
+    another scene (rows come grouped by scene), so each task opens each of its scenes once."""
+    current: dict[str, OpenScene] = {}
+
+    def opened(key: str) -> OpenScene:
+        if key not in current:
+            for scene in current.values():
+                scene.close()
+            current.clear()
+            current[key] = OpenScene(plans[key])
+        return current[key]
+
+    opened.close = lambda: [scene.close() for scene in current.values()]  # type: ignore[attr-defined]
+    return opened
+
+
+# ------------------------------------------------------------------ tile tables
+
+def tile_label(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+    """The plurality class of each tile, or None when it has no class pixel or when dropped
+    codes (water, NLCD's 0) outnumber it."""
+    names = np.asarray(classes, dtype=object)[frame["class_index"].to_numpy()]
+    labelled = (frame["class_pixels"] > 0) & (frame["dropped_pixels"] < frame["class_pixels"])
+    return np.where(labelled & frame["read_error"].isna(), names, None)
+
+
+def finish_candidates(frame: pd.DataFrame, plans: Mapping[str, ScenePlan], min_purity: float) -> pd.DataFrame:
+    """Task rows -> the candidate table: ids, class names, CRS and the reason a tile is unusable."""
+    frame = frame.sort_values(["scene", "row", "col"], ignore_index=True)
+    classes = next(iter(plans.values())).classes
+    frame["class_name"] = np.where(frame["class_pixels"] > 0,
+                                   np.asarray(classes, dtype=object)[frame["class_index"]], None)
+    frame["reject_reason"] = _reject_reasons(frame, min_purity)
+    frame.insert(0, "tile_id", [plans[s].tile_id(r, c) for s, r, c in zip(frame.scene, frame.row, frame.col)])
+    frame["crs"] = frame["scene"].map({key: plan.grid.crs.to_string() for key, plan in plans.items()})
+    return frame.drop(columns=["class_index", "class_pixels"])
+
+
 def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
     """First failed check per tile, in order of severity; None for a usable tile."""
     conditions = [
+        frame.read_error.notna(),
         frame.nodata_pixels > 0,
         frame.unlabelled_pixels > 0,
         frame.dropped_pixels >= frame.purity * frame.width * frame.height,
@@ -137,14 +286,62 @@ def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
     return np.where(reasons == "", None, reasons)
 
 
-def tile_image(scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
-    """Bands 1-3 (R, G, B) of one tile window as an RGB image."""
-    return Image.fromarray(np.ascontiguousarray(read_on_grid(scene, grid, window).transpose(1, 2, 0)), "RGB")
+# ------------------------------------------------------------------ on Spark
+
+def block_rows(spark, plans: Iterable[ScenePlan], per_core: int = 2):
+    """A DataFrame of (scene, block) rows, grouped by scene and row-major within it, in a few
+    tasks per core (none over ``MAX_BLOCKS_PER_TASK`` blocks), for ``mapInPandas``."""
+    rows = [(plan.key, *block) for plan in plans for block in plan.blocks()]
+    tasks = task_count(len(rows), spark.sparkContext.defaultParallelism, per_core, MAX_BLOCKS_PER_TASK)
+    return spark.createDataFrame(spark.sparkContext.parallelize(rows, tasks), BLOCK_SCHEMA), len(rows), tasks
 
 
-def tile_image_with_progress(index: int, total: int, scene: WindowedRaster, grid: Grid, window: Window) -> Image.Image:
-    """``tile_image`` that logs every PROGRESS_EVERY tiles: PartitionedDataset saves in key order, so ``index``
-    counts the tiles written so far and a user sees a long write is alive."""
-    if index % PROGRESS_EVERY == 0 or index == total:
-        logger.info("Writing tile %d of %d", index, total)
-    return tile_image(scene, grid, window)
+def task_count(items: int, cores: int, per_core: int, max_per_task: int) -> int:
+    """A few tasks per core evens out stragglers; no task is empty or longer than ``max_per_task``
+    items (right after a session starts, ``cores`` can undercount a real cluster)."""
+    return max(1, min(items, max(cores * per_core, -(-items // max_per_task))))
+
+
+def label_on_spark(spark, plans: Mapping[str, ScenePlan]) -> pd.DataFrame:
+    """Label rows of every tile of every planned scene, computed by Spark tasks."""
+    rows, n_blocks, tasks = block_rows(spark, plans.values())
+    logger.info("Labelling %d tiles of %d scenes: %d blocks of up to %d x %d tiles in %d Spark tasks",
+                sum(len(p.tiles) for p in plans.values()), len(plans), n_blocks, BLOCK_TILES, BLOCK_TILES, tasks)
+    schema = "scene string, " + ", ".join(f"{name} {kind}" for name, kind in LABEL_COLUMNS.items())
+    plans = dict(plans)
+
+    def label(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        opened = open_scenes(plans)
+        try:
+            for frame in frames:
+                for block in frame.itertuples(index=False):
+                    scene = opened(block.scene)
+                    key = (block.row, block.col, block.n_rows, block.n_cols)
+                    for labels, _ in scene.blocks_or_tiles(key, with_pixels=False):
+                        yield labels.assign(scene=block.scene)
+        finally:
+            opened.close()
+
+    return rows.mapInPandas(label, schema).toPandas()
+
+
+@dataclass(frozen=True)
+class TileWindow:
+    """A lazy tile image for ``PartitionedDataset``: reading it reuses the scene that the previous
+    tile of the same plan opened, so a task writing tiles in row order opens its scene once."""
+
+    plan: ScenePlan
+    row: int
+    col: int
+
+    def __call__(self) -> Image.Image:
+        if _LAST_OPENED.get("plan") is not self.plan:
+            if "scene" in _LAST_OPENED:
+                _LAST_OPENED["scene"].close()
+            _LAST_OPENED.clear()
+            _LAST_OPENED.update(plan=self.plan, scene=OpenScene(self.plan))
+        return Image.fromarray(_LAST_OPENED["scene"].read_tile(self.row, self.col), "RGB")
+
+
+_LAST_OPENED: dict[str, Any] = {}
+"""Per process (a Spark Python worker, or the driver): the scene the last TileWindow read."""

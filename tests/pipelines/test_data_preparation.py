@@ -16,7 +16,7 @@ from landuse_kedro import tiling
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.pipelines.data_preparation import nodes
 from landuse_kedro.raster import GeoRaster, class_lookup
-from tests.conftest import run_pipeline
+from tests.conftest import corrupt_block, local_spark_session, run_pipeline
 
 CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
 LAND_COVER = {
@@ -24,8 +24,8 @@ LAND_COVER = {
     "nlcd_to_class": {"Developed": [21, 22, 23, 24], "Cultivated": [81, 82], "Forest": [41, 42, 43, 90],
                       "Shrub": [51, 52], "Barren": [31], "Herbaceous": [71, 72, 73, 74, 95]},
 }
-OPTIONS = {"tile_size": 32, "resolution": 1.0, "target_crs": None, "min_purity": 0.9,
-           "validation_regions": ["middlesex"], "max_tiles_per_class": None, "seed": 42}
+TILING = {"tile_size": 32, "resolution": 1.0, "target_crs": None}
+OPTIONS = {"min_purity": 0.9, "validation_regions": ["middlesex"], "max_tiles_per_class": None, "seed": 42}
 UTM, ALBERS = CRS.from_epsg(32619), CRS.from_epsg(5070)
 # One band of three tiles per code, left to right, in UTM: 6 classes, then water (dropped).
 BAND_CODES = np.array([21, 81, 41, 52, 31, 71, 11], dtype=np.uint8)
@@ -88,9 +88,18 @@ def loaders(folder: Path) -> dict:
     return {p.stem: GeoTiffDataset(filepath=str(p)).load for p in sorted(folder.glob("*.tif"))}
 
 
+@pytest.fixture(scope="module")
+def spark():
+    yield from local_spark_session()
+
+
+def plans_of(root: Path, **tiling) -> dict:
+    return nodes.plan_scenes(loaders(root / "01_raw" / "naip"), loaders(root / "01_raw" / "nlcd"),
+                             LAND_COVER, {**TILING, **tiling})
+
+
 def candidates_of(root: Path, **options) -> pd.DataFrame:
-    return nodes.label_tiles(loaders(root / "01_raw" / "naip"), loaders(root / "01_raw" / "nlcd"),
-                             LAND_COVER, {**OPTIONS, **options})
+    return nodes.label_tiles(plans_of(root), {**OPTIONS, **options})
 
 
 # ------------------------------------------------------------------ pairing and labelling
@@ -102,7 +111,7 @@ def test_scene_gets_the_nlcd_of_the_nearest_year_ties_older(year, expected):
     assert tiling.nearest_year(2012, {2010: "a", 2014: "b"}) == 2010
 
 
-def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root):
+def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root, spark):
     candidates = candidates_of(scene_root)
     assert set(candidates["scene"]) == {"middlesex_2012", "middlesex_2016", "worcester_2012", "worcester_2016"}
     assert set(candidates.loc[candidates.scene == "middlesex_2012", "nlcd_year"]) == {2011}
@@ -122,13 +131,34 @@ def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root):
     assert (candidates.loc[candidates.reject_reason == tiling.IMPURE, "purity"] < 0.9).all()
 
 
-def test_min_purity_decides_impure_tiles(scene_root):
+def test_min_purity_decides_impure_tiles(scene_root, spark):
     # band-edge tiles hold a few pixels of the neighbouring band: impure at 1.0, usable at 0.5
     strict = candidates_of(scene_root, min_purity=1.0)
     relaxed = candidates_of(scene_root, min_purity=0.5)
     assert (strict.reject_reason == tiling.IMPURE).sum() > (relaxed.reject_reason == tiling.IMPURE).sum()
     usable = strict[strict.reject_reason.isna()]
     assert (usable.purity == 1.0).all()
+
+
+def test_unreadable_window_is_rejected_with_its_reason_not_skipped(scene_root, tmp_path, spark):
+    naip = tmp_path / "naip"
+    naip.mkdir()
+    source = GeoTiffDataset(filepath=str(scene_root / "01_raw" / "naip" / "middlesex_2016.tif")).load()
+    with source.open() as dataset:
+        raster = GeoRaster(dataset.read(), dataset.crs, dataset.transform, nodata=dataset.nodata)
+    GeoTiffDataset(filepath=str(naip / "middlesex_2016.tif"),
+                   save_args={"blockxsize": 32, "blockysize": 32}).save(raster)
+    corrupt_block(naip / "middlesex_2016.tif", x=4, y=1)  # the window of tile (row 1, col 4)
+    plans = nodes.plan_scenes(loaders(naip), loaders(scene_root / "01_raw" / "nlcd"), LAND_COVER, TILING)
+    candidates = nodes.label_tiles(plans, OPTIONS).set_index(["row", "col"])
+    clean = candidates_of(scene_root)
+    assert len(candidates) == len(clean[clean.scene == "middlesex_2016"])  # every tile has its row
+    assert candidates.loc[(1, 4), "reject_reason"] == tiling.UNREADABLE
+    assert "middlesex_2016.tif" in candidates.loc[(1, 4), "read_error"]
+    assert (candidates.reject_reason == tiling.UNREADABLE).sum() == 1  # its block's other tiles were labelled
+    others = candidates.drop(index=(1, 4))
+    expected = clean[clean.scene == "middlesex_2016"].set_index(["row", "col"]).drop(index=(1, 4))
+    pd.testing.assert_series_equal(others["reject_reason"], expected["reject_reason"])
 
 
 # ------------------------------------------------------------------ selection
@@ -200,24 +230,25 @@ def test_bad_inputs_get_clear_errors(scene_root, tmp_path):
     for key, (array, crs, transform, message) in cases.items():
         write(tmp_path / f"{key}.tif", array, crs, transform)
         with pytest.raises(ValueError, match=f"'{key}'.*{message}|{message}.*'{key}'"):
-            nodes.label_tiles({key: loaders(tmp_path)[key]}, nlcd, LAND_COVER, OPTIONS)
+            nodes.plan_scenes({key: loaders(tmp_path)[key]}, nlcd, LAND_COVER, TILING)
     with pytest.raises(ValueError, match="No NAIP scenes"):
-        nodes.label_tiles({}, nlcd, LAND_COVER, OPTIONS)
+        nodes.plan_scenes({}, nlcd, LAND_COVER, TILING)
     with pytest.raises(ValueError, match="No NLCD rasters"):
-        nodes.label_tiles(naip, {}, LAND_COVER, OPTIONS)
+        nodes.plan_scenes(naip, {}, LAND_COVER, TILING)
     with pytest.raises(ValueError, match="not named <region>_<year>"):
-        nodes.label_tiles({"middlesex": naip["middlesex_2012"]}, nlcd, LAND_COVER, OPTIONS)
+        nodes.plan_scenes({"middlesex": naip["middlesex_2012"]}, nlcd, LAND_COVER, TILING)
     with pytest.raises(ValueError, match="not named nlcd_<year>"):
-        nodes.label_tiles(naip, {"landcover": nlcd["nlcd_2011"]}, LAND_COVER, OPTIONS)
+        nodes.plan_scenes(naip, {"landcover": nlcd["nlcd_2011"]}, LAND_COVER, TILING)
 
 
-def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path):
+def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path, spark):
     x0, y0 = ORIGINS["middlesex"]
     lon, lat = transform_points(UTM, "EPSG:4326", [x0 + 100], [y0 - 20])
     write(tmp_path / "middlesex_2016.tif", np.full((3, 300, 800), 90, np.uint8), "EPSG:4326",
           Affine(1e-5, 0, lon[0], 0, -1e-5, lat[0]))
-    candidates = nodes.label_tiles(loaders(tmp_path), loaders(scene_root / "01_raw" / "nlcd"), LAND_COVER,
-                                   {**OPTIONS, "target_crs": "EPSG:32619"})
+    plans = nodes.plan_scenes(loaders(tmp_path), loaders(scene_root / "01_raw" / "nlcd"), LAND_COVER,
+                              {**TILING, "target_crs": "EPSG:32619"})
+    candidates = nodes.label_tiles(plans, OPTIONS)
     assert set(candidates.crs) == {"EPSG:32619"}
     assert (candidates.maxx - candidates.minx == 32).all()
     assert candidates.reject_reason.isna().any()

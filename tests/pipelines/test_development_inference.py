@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp
 
+from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
@@ -36,7 +37,8 @@ from landuse_kedro.pipelines.development_inference.nodes import (
     older_label_lookup,
 )
 from landuse_kedro.raster import DROPPED, GeoRaster
-from tests.conftest import load_catalog, make_project_copy, run_pipeline
+from landuse_kedro.tiling import tiling_grid
+from tests.conftest import corrupt_block, load_catalog, make_project_copy, run_pipeline
 
 CLASSES = ["Developed", "Cultivated", "Undeveloped"]
 D, C, U = 1, 2, 3
@@ -225,7 +227,7 @@ def test_unknown_water_mode_is_refused():
 # A 3 x 4 tile region (32 px tiles, plus partial edge tiles that must be left out), painted per
 # tile: F forest green, D developed red, W water blue, C cultivated tan. The older NLCD says forest
 # where 2016 shows red at (0, 2) and (1, 1): the two true changes. (2, 3) is also a change but its
-# tile file is corrupted before scoring, so it must come out as a failed, nodata tile.
+# block of the GeoTIFF is corrupted, so it must come out as a failed, nodata tile.
 
 TILE = 32
 ORIGIN = (300_000.0, 4_700_000.0)
@@ -295,7 +297,7 @@ def colour_rule_model():
 
 
 RUN_PARAMS = {
-    "data_preparation": {"tile_size": TILE},
+    "tiling": {"tile_size": TILE},
     "scoring": {"image_size": TILE, "batch_size": 4},
     "development_inference": {
         "region": "testville", "older_naip_year": 2012, "gallery_size": 2,
@@ -307,21 +309,22 @@ RUN_PARAMS = {
 
 @pytest.fixture(scope="module")
 def region_run(tmp_path_factory):
+    """The whole pipeline on the synthetic region, whose newer scene has one corrupt internal
+    block (the GeoTIFF is tiled in TILE x TILE blocks, so exactly tile CORRUPTED is unreadable)."""
     project = make_project_copy(tmp_path_factory.mktemp("development") / "project")
     catalog = load_catalog(project, params=RUN_PARAMS)
     cwd = Path.cwd()
     os.chdir(project)
     try:
-        catalog.save("naip_scenes", {"testville_2016": _scene(NEWER), "testville_2012": _scene(OLDER)})
+        catalog.save("naip_scenes", {"testville_2012": _scene(OLDER)})
         catalog.save("nlcd_rasters", {"nlcd_2011": _nlcd()})
         catalog.save("scoring_model", colour_rule_model())
     finally:
         os.chdir(cwd)
-    run_pipeline(project, "development_inference", params=RUN_PARAMS, to_nodes=["tile_region"])
-    corrupted = project / "data/04_feature/inference_tiles" / f"testville_2016_r{CORRUPTED[0]:04d}_c{CORRUPTED[1]:04d}.png"
-    assert corrupted.exists()
-    corrupted.write_bytes(b"not a png")
-    run_pipeline(project, "development_inference", params=RUN_PARAMS, from_nodes=["score_region_tiles"])
+    newer = project / "data/01_raw/naip/testville_2016.tif"
+    GeoTiffDataset(filepath=str(newer), save_args={"blockxsize": TILE, "blockysize": TILE}).save(_scene(NEWER))
+    corrupt_block(newer, x=CORRUPTED[1], y=CORRUPTED[0])
+    run_pipeline(project, "development_inference", params=RUN_PARAMS)
     return project
 
 
@@ -368,10 +371,14 @@ def test_predictions_and_older_labels_land_on_the_right_tiles(region_run):
     assert older[0, 1] == codes["Undeveloped"]  # the mixed tile: 5/8 undeveloped beats 3/8 developed
 
 
-def test_failed_tile_is_nodata_and_counted_not_dropped(region_run):
+def test_unreadable_window_is_a_failure_row_naming_scene_and_window(region_run):
     tiles = _load(region_run, "development_tile_classes").set_index(["row", "col"])
     failed = tiles.loc[CORRUPTED]
-    assert failed["error"] and pd.isna(failed["predicted_class"]) and pd.isna(failed["smoothed_class"])
+    assert "testville_2016.tif" in failed["error"] and f"col_off={CORRUPTED[1] * TILE}" in failed["error"]
+    assert pd.isna(failed["predicted_class"]) and pd.isna(failed["smoothed_class"])
+    assert tiles["error"].notna().sum() == 1  # its block's other tiles were read one by one and scored
+    predictions = pd.read_parquet(region_run / "data/07_model_output/development_predictions.parquet")
+    assert len(predictions) == 12 and predictions["error"].notna().sum() == 1
     assert _load(region_run, "development_agreement")["failed_tiles"] == 1
     summary = _load(region_run, "development_summary").set_index("class")
     assert summary.loc["nodata", "predicted_tiles"] == 1
@@ -396,8 +403,9 @@ def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
 def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(region_run, monkeypatch):
     scenes = _load(region_run, "naip_scenes")
     monkeypatch.chdir(region_run)  # the scenes' paths are relative to the project
-    _, scene, grid = newer_scene(scenes, RUN_PARAMS["development_inference"] | {"newer_year": 2016},
-                                 {"tile_size": TILE, "resolution": 1.0})
+    key, scene = newer_scene(scenes, RUN_PARAMS["development_inference"] | {"newer_year": 2016},
+                             {"tile_size": TILE, "resolution": 1.0})
+    grid = tiling_grid(key, scene, {"resolution": 1.0})
     crop = neighbourhood_rgb(scene, grid, 0, 3, TILE)  # top-right tile: no row above, no column right
     assert crop.shape == (3 * TILE, 3 * TILE, 3)
     assert not crop[:TILE].any() and not crop[:, 2 * TILE:].any()

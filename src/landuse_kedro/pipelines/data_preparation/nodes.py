@@ -1,7 +1,7 @@
 """data_preparation: NAIP scenes + NLCD land cover -> labelled, balanced, region-split PNG tiles.
 
-Scenes are read block by block (a few tiles at a time) and tiles are written lazily, one window
-each, so memory stays flat whatever the scene size.
+The driver only plans (scene headers, grids). Spark tasks label blocks of tile windows and, through
+the catalog's dataset, write the selected tiles' PNGs; the driver holds one small row per tile.
 """
 
 from __future__ import annotations
@@ -9,26 +9,23 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Mapping
-from functools import partial
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image
-from rasterio.windows import Window
 
-from landuse_kedro.raster import (
-    WindowedRaster,
-    class_lookup,
-)
+from landuse_kedro.raster import WindowedRaster, class_lookup
+from landuse_kedro.scoring import active_spark_session
 from landuse_kedro.tiling import (
     REJECT_REASONS,
-    label_scene,
+    ScenePlan,
+    TileWindow,
+    finish_candidates,
+    label_on_spark,
     nearest_year,
     parse_scene_key,
-    tile_image_with_progress,
-    tiling_grid,
+    plan_scene,
 )
 
 logger = logging.getLogger(__name__)
@@ -44,33 +41,41 @@ _NLCD_KEY = re.compile(r"^nlcd_(?P<year>\d{4})$")
 Loaders = Mapping[str, Callable[[], WindowedRaster]]
 
 
-# ------------------------------------------------------------------ labelling
+# ------------------------------------------------------------------ planning and labelling
 
-def label_tiles(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
-                options: dict[str, Any]) -> pd.DataFrame:
-    """Every full tile of every scene with its majority class, purity and, when it cannot be
-    used, the reason: the table the later steps (and the report) choose from."""
+def plan_scenes(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
+                tiling: dict[str, Any]) -> dict[str, ScenePlan]:
+    """Each scene's tiling grid, paired with the NLCD edition of the nearest year: headers only,
+    so the driver stays small whatever the scenes' size."""
     if not naip_scenes:
         raise ValueError("No NAIP scenes: put <region>_<year>.tif files in naip_scenes (01_raw/naip).")
     labels = _nlcd_by_year(nlcd_rasters)
     lut = class_lookup(land_cover["nlcd_to_class"], land_cover["classes"])
-    frames = []
+    plans = {}
     for key in sorted(naip_scenes):
-        region, year = parse_scene_key(key)
+        _, year = parse_scene_key(key)
         nlcd_year = nearest_year(year, labels)
-        frame = label_scene(key, naip_scenes[key](), labels[nlcd_year], lut, land_cover["classes"], options)
-        frame.insert(2, "region", region)
-        frame.insert(3, "year", year)
-        frame.insert(4, "nlcd_year", nlcd_year)
-        reasons = frame["reject_reason"].value_counts().to_dict()
-        logger.info("Scene %s (NLCD %d): %d tiles seen, %d usable; rejected %s", key, nlcd_year,
-                    len(frame), int(frame["reject_reason"].isna().sum()), reasons or "none")
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+        plans[key] = plan_scene(key, naip_scenes[key](), labels[nlcd_year], lut, land_cover["classes"], tiling,
+                                labels_key=f"nlcd_{nlcd_year}")
+    return plans
 
 
-
-
+def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> pd.DataFrame:
+    """Every full tile of every scene with its majority class, purity and, when it cannot be
+    used, the reason: the table the later steps (and the report) choose from. Spark tasks
+    label blocks of windows; the driver gets one small row per tile."""
+    frame = label_on_spark(active_spark_session(), scene_plans)
+    frame = finish_candidates(frame, scene_plans, float(options.get("min_purity", 0.9)))
+    keys = frame.pop("scene")
+    frame.insert(1, "scene", keys)
+    frame.insert(2, "region", keys.map(lambda key: parse_scene_key(key)[0]))
+    frame.insert(3, "year", keys.map(lambda key: parse_scene_key(key)[1]))
+    frame.insert(4, "nlcd_year", keys.map({k: int(p.labels_key.removeprefix("nlcd_")) for k, p in scene_plans.items()}))
+    for key, scene in frame.groupby("scene", sort=True):
+        reasons = scene["reject_reason"].value_counts().to_dict()
+        logger.info("Scene %s (NLCD %d): %d tiles seen, %d usable; rejected %s", key, scene["nlcd_year"].iloc[0],
+                    len(scene), int(scene["reject_reason"].isna().sum()), reasons or "none")
+    return frame
 
 
 def _nlcd_by_year(nlcd_rasters: Loaders) -> dict[int, WindowedRaster]:
@@ -87,14 +92,6 @@ def _nlcd_by_year(nlcd_rasters: Loaders) -> dict[int, WindowedRaster]:
                              f"{source.dtypes[0]} in {source.crs}.")
         labels[int(match["year"])] = source
     return labels
-
-
-
-
-
-
-
-
 
 
 # ------------------------------------------------------------------ selection
@@ -137,22 +134,13 @@ def select_tiles(tile_candidates: pd.DataFrame, land_cover: dict[str, Any],
 
 # ------------------------------------------------------------------ writing
 
-def export_tiles(tile_selection: pd.DataFrame, naip_scenes: Loaders,
-                 options: dict[str, Any]) -> dict[str, Callable[[], Image.Image]]:
-    """``<split>/<Class>/<tile_id>`` -> a function reading that tile's RGB window, so
-    PartitionedDataset writes tiles one by one and memory stays flat."""
-    grids = {}
-    for key in sorted(tile_selection["scene"].unique()):
-        scene = naip_scenes[key]()
-        grids[key] = (scene, tiling_grid(key, scene, options))
-    total = len(tile_selection)
-    logger.info("Writing %d tiles from %d scenes", total, len(grids))
-    return {
-        row.partition: partial(tile_image_with_progress, index, total, *grids[row.scene],
-                               Window(row.col_off, row.row_off, row.width, row.height))
-        for index, row in enumerate(tile_selection.sort_values("partition").itertuples(), start=1)
-    }
-
+def export_tiles(tile_selection: pd.DataFrame, scene_plans: dict[str, ScenePlan]) -> dict[str, TileWindow]:
+    """``<split>/<Class>/<tile_id>`` -> a lazy read of that tile's RGB window. The catalog's
+    dataset writes them (in parallel on Spark workers); they come grouped by scene in row order
+    so a task reads neighbouring windows from one open scene."""
+    ordered = tile_selection.sort_values(["scene", "row", "col"])
+    logger.info("Writing %d tiles from %d scenes", len(ordered), ordered["scene"].nunique())
+    return {tile.partition: TileWindow(scene_plans[tile.scene], tile.row, tile.col) for tile in ordered.itertuples()}
 
 
 def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str, Any]) -> pd.DataFrame:
@@ -169,7 +157,7 @@ def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str,
 # ------------------------------------------------------------------ report
 
 def summarise_preparation(tile_candidates: pd.DataFrame, tile_manifest: pd.DataFrame,
-                          land_cover: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+                          land_cover: dict[str, Any], tiling: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """What happened to every tile: seen, rejected (why), usable, kept per split and class."""
     classes = list(land_cover["classes"])
     usable = tile_candidates["reject_reason"].isna()
@@ -178,7 +166,7 @@ def summarise_preparation(tile_candidates: pd.DataFrame, tile_manifest: pd.DataF
         nlcd_year=("nlcd_year", "first"), seen=("tile_id", "size"), usable=("usable", "sum"))
     per_scene["kept"] = tile_manifest["scene"].value_counts().reindex(per_scene.index, fill_value=0)
     return {
-        "tile_size": int(options["tile_size"]),
+        "tile_size": int(tiling["tile_size"]),
         "min_purity": float(options.get("min_purity", 0.9)),
         "tiles_seen": len(tile_candidates),
         "rejected": {reason: int((tile_candidates["reject_reason"] == reason).sum()) for reason in REJECT_REASONS},

@@ -1,4 +1,5 @@
-"""data_preparation: label every tile, choose a balanced region-split set, write it, report."""
+"""data_preparation: plan the scenes, label every tile (Spark), choose a balanced region-split
+set, write it (Spark), report."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -9,11 +10,18 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                nodes.plan_scenes,
+                inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", "params:tiling"],
+                outputs="scene_plans",
+                name="plan_scenes",
+                tags=["data_preparation", "tiling"],
+            ),
+            Node(
                 nodes.label_tiles,
-                inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", "params:data_preparation"],
+                inputs=["scene_plans", "params:data_preparation"],
                 outputs="tile_candidates",
                 name="label_tiles",
-                tags=["data_preparation", "tiling"],
+                tags=["data_preparation", "tiling", "spark"],
             ),
             Node(
                 nodes.select_tiles,
@@ -24,10 +32,10 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.export_tiles,
-                inputs=["tile_selection", "naip_scenes", "params:data_preparation"],
+                inputs=["tile_selection", "scene_plans"],
                 outputs="model_input_tiles",
                 name="export_tiles",
-                tags=["data_preparation", "tiling"],
+                tags=["data_preparation", "tiling", "spark"],
             ),
             Node(
                 nodes.write_manifest,
@@ -38,7 +46,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.summarise_preparation,
-                inputs=["tile_candidates", "tile_manifest", "params:land_cover", "params:data_preparation"],
+                inputs=["tile_candidates", "tile_manifest", "params:land_cover", "params:tiling",
+                        "params:data_preparation"],
                 outputs="preparation_report",
                 name="summarise_preparation",
                 tags=["data_preparation", "reporting"],

@@ -1,21 +1,21 @@
 """development_inference: map a region's land use from its newer imagery and find newly developed land.
 
-The region's newer scene is cut into every full tile (the same grid, reprojection and tile images
-as data_preparation, by calling its functions), scored by the shared Spark scorer, and compared
-with the older NLCD labels tile by tile.
+A first node plans the region from the rasters' headers (the shared tiling grid of its newer
+scene). Spark tasks then read every tile window of that scene, label it from the older NLCD and
+score it in the same task (no tile files); the driver gets one small row per tile and makes the
+rasters, GeoJSON, maps and gallery from them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from functools import partial
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image
 from rasterio.windows import Window
 
 from landuse_kedro.pipelines.development_inference.analysis import (
@@ -42,19 +42,13 @@ from landuse_kedro.raster import (
     DROPPED,
     GeoRaster,
     Grid,
-    TileGrid,
     WindowedRaster,
     class_lookup,
     read_on_grid,
     regroup_lookup,
 )
-from landuse_kedro.scoring import active_spark_session, score_images
-from landuse_kedro.tiling import (
-    label_scene,
-    parse_scene_key,
-    tile_image_with_progress,
-    tiling_grid,
-)
+from landuse_kedro.scoring import WINDOW_COLUMNS, active_spark_session, score_windows
+from landuse_kedro.tiling import ScenePlan, parse_scene_key, plan_scene
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +85,24 @@ def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> n
     return lut
 
 
-# ------------------------------------------------------------------ 1. tiling the region
+# ------------------------------------------------------------------ 1. the region plan
+
+@dataclass(frozen=True)
+class RegionPlan:
+    """What every later node needs about the region, computed once from the rasters' headers:
+    the newer scene's tiling (grid, tile grid, older NLCD labels in the map classes), the older
+    scene shown in the gallery, the map classes and their palette. No pixels."""
+
+    region: str
+    newer: ScenePlan
+    older_scene: WindowedRaster | None
+    older_scene_key: str | None
+    palette: dict[int, tuple[int, int, int, int]]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.newer.classes)
+
 
 def _region_scenes(naip_scenes: Loaders, region: str) -> dict[int, str]:
     """year -> key of the region's NAIP scenes."""
@@ -103,10 +114,9 @@ def _region_scenes(naip_scenes: Loaders, region: str) -> dict[int, str]:
     return scenes
 
 
-def newer_scene(naip_scenes: Loaders, options: dict[str, Any],
-                data_preparation: dict[str, Any]) -> tuple[str, WindowedRaster, Grid]:
-    """The region's newer scene and the grid it is tiled on; refuses a missing scene and a region
-    whose scenes are in different CRSs (its years would not line up tile for tile)."""
+def newer_scene(naip_scenes: Loaders, options: dict[str, Any], tiling: dict[str, Any]) -> tuple[str, WindowedRaster]:
+    """The region's newer scene; refuses a missing scene and a region whose scenes are in
+    different CRSs (its years would not line up tile for tile)."""
     region, year = options["region"], int(options["newer_year"])
     scenes = _region_scenes(naip_scenes, region)
     if year not in scenes:
@@ -116,97 +126,76 @@ def newer_scene(naip_scenes: Loaders, options: dict[str, Any],
         )
     sources = {key: naip_scenes[key]() for key in scenes.values()}
     crss = {key: source.crs.to_string() for key, source in sources.items()}
-    if len(set(crss.values())) > 1 and not data_preparation.get("target_crs"):
+    if len(set(crss.values())) > 1 and not tiling.get("target_crs"):
         raise ValueError(
             f"The NAIP scenes of region {region!r} are in different CRSs {crss}: their tiles would not "
-            "line up across years. Reproject them to one CRS, or set data_preparation.target_crs."
+            "line up across years. Reproject them to one CRS, or set tiling.target_crs."
         )
     key = scenes[year]
-    return key, sources[key], tiling_grid(key, sources[key], data_preparation)
+    return key, sources[key]
 
 
-def tile_region(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
-                options: dict[str, Any], data_preparation: dict[str, Any],
-                ) -> tuple[dict[str, Callable[[], Image.Image]], pd.DataFrame]:
-    """Every full tile of the region's newer scene (no purity filter: the map covers everything)
-    as a lazy PNG writer, and the tile grid with each tile's older label: the plurality of its
-    NLCD pixels in the map classes, on data_preparation's grid and reprojection."""
-    key, scene, grid = newer_scene(naip_scenes, options, data_preparation)
+def plan_region(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
+                tiling: dict[str, Any], options: dict[str, Any]) -> RegionPlan:
+    """The region's plan, from headers only: every full tile of the newer scene on the shared
+    tiling grid, labelled (in the Spark tasks) with the older NLCD edition in the map classes."""
+    key, scene = newer_scene(naip_scenes, options, tiling)
     nlcd_key = f"nlcd_{int(options['older_year'])}"
     if nlcd_key not in nlcd_rasters:
         raise ValueError(f"No NLCD raster '{nlcd_key}' for the older labels (older_year="
                          f"{options['older_year']}). Available: {sorted(nlcd_rasters) or 'none'}.")
     names = map_classes(land_cover, options)
-    tiles = label_scene(key, scene, nlcd_rasters[nlcd_key](), older_label_lookup(land_cover, options),
-                        names, {**data_preparation, "min_purity": 0.0})
-    # masked: water (when masked) or NLCD code 0 outnumbers the plurality class, or no class pixel
-    masked = tiles["class_name"].isna() | (
-        tiles["dropped_pixels"] >= tiles["purity"] * tiles["width"] * tiles["height"])
-    grid_table = pd.DataFrame({
-        "tile_id": tiles["tile_id"],
-        "region": options["region"],
-        "scene": key,
-        **{column: tiles[column] for column in ("row", "col", "row_off", "col_off", "width", "height",
-                                                "minx", "miny", "maxx", "maxy", "crs")},
-        "older_class": tiles["class_name"].where(~masked, None),
-        "older_share": tiles["purity"],
-        "image_nodata_pixels": tiles["nodata_pixels"],
-    })
-    logger.info("Region %s: %d tiles (%d x %d) from scene %s; older labels from %s, %d masked or "
-                "without label", options["region"], len(grid_table), grid_table["row"].max() + 1,
-                grid_table["col"].max() + 1, key, nlcd_key, int(grid_table["older_class"].isna().sum()))
-    total = len(grid_table)
-    images = {
-        tile.tile_id: partial(tile_image_with_progress, index, total, scene, grid,
-                              Window(tile.col_off, tile.row_off, tile.width, tile.height))
-        for index, tile in enumerate(grid_table.sort_values("tile_id").itertuples(), start=1)
-    }
-    return images, grid_table
+    plan = plan_scene(key, scene, nlcd_rasters[nlcd_key](), older_label_lookup(land_cover, options), names, tiling)
+    older_year = options.get("older_naip_year")
+    older_key = f"{options['region']}_{older_year}" if older_year else None
+    older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
+    if older_year and older_scene is None:
+        logger.warning("No NAIP scene %s: the gallery shows the older labels instead.", older_key)
+    tiles = plan.tiles
+    logger.info("Region %s: %d tiles (%d x %d) of scene %s on %s; older labels from %s",
+                options["region"], len(tiles), tiles.n_rows, tiles.n_cols, key, plan.grid.crs.to_string(),
+                nlcd_key)
+    return RegionPlan(options["region"], plan, older_scene, older_key if older_scene is not None else None,
+                      colour_table(names, options["colours"]))
 
 
 # ------------------------------------------------------------------ 2. scoring
 
-def score_region(inference_tile_index, inference_tile_grid: pd.DataFrame, scoring_model,
-                 land_cover: dict[str, Any], scoring: dict[str, Any]):
-    """The shared Spark scorer on the region's tile files. Takes the grid only so Kedro runs it
-    after the tiles are written; files that are not tiles of the grid are refused (stale tiles)."""
-    stems = {url.rsplit("/", 1)[-1].removesuffix(".png") for url in getattr(inference_tile_index, "urls", ())}
-    unknown = stems - set(inference_tile_grid["tile_id"])
-    if unknown:  # (a binaryFile DataFrame instead of a FileIndex is scored as is)
-        raise ValueError(f"inference_tiles holds {len(unknown)} files that are not tiles of the region's "
-                         f"grid, e.g. {sorted(unknown)[:3]}: rerun the tiling node.")
-    return score_images(inference_tile_index, scoring_model, land_cover, scoring)
+def score_region(region_plan: RegionPlan, scoring_model, land_cover: dict[str, Any], scoring: dict[str, Any]):
+    """Every tile window of the newer scene, read, labelled and scored in Spark tasks (no tile
+    files): one row per tile, a failure row for a window that cannot be read."""
+    return score_windows(region_plan.newer, scoring_model, land_cover, scoring)
 
 
 # ------------------------------------------------------------------ 3. per-tile classes
 
-def classify_tiles(development_predictions, inference_tile_grid: pd.DataFrame, land_cover: dict[str, Any],
+def classify_tiles(development_predictions, region_plan: RegionPlan, land_cover: dict[str, Any],
                    options: dict[str, Any]) -> pd.DataFrame:
-    """Grid + predictions, one row per tile of the grid: a tile without a prediction, or whose
-    scoring failed, keeps its row with no predicted class and the reason in ``error``. Adds the
-    3x3 smoothed prediction."""
+    """One row per tile of the plan: grid, older label, prediction (none when scoring failed, the
+    reason in ``error``), probabilities, and the 3x3 smoothed prediction."""
     active_spark_session()
-    columns = ["image_id", "predicted_label", "predicted_label_3", "probability",
+    plan = region_plan.newer
+    columns = ["image_id", *WINDOW_COLUMNS, "predicted_label", "predicted_label_3", "probability",
                *(f"prob_{name}" for name in land_cover["classes"]), "error"]
-    predictions = development_predictions.select(*columns).toPandas().rename(
-        columns={"image_id": "tile_id", "predicted_label_3": "predicted_class"})
-    duplicated = predictions["tile_id"].duplicated()
+    tiles = development_predictions.select(*columns).toPandas().rename(columns={
+        "image_id": "tile_id", "predicted_label_3": "predicted_class", "label_class": "older_class",
+        "label_share": "older_share"})
+    duplicated = tiles["tile_id"].duplicated()
     if duplicated.any():
-        raise ValueError(f"Tiles scored more than once: {predictions.loc[duplicated, 'tile_id'].head(3).tolist()}")
-    foreign = ~predictions["tile_id"].isin(inference_tile_grid["tile_id"])
-    if foreign.any():
-        raise ValueError(f"development_predictions holds {int(foreign.sum())} tiles that are not in "
-                         f"inference_tile_grid, e.g. {predictions.loc[foreign, 'tile_id'].head(3).tolist()}: "
-                         "they come from another run; rerun from score_region_tiles.")
-    tiles = inference_tile_grid.merge(predictions, on="tile_id", how="left", validate="one_to_one")
-    not_scored = tiles["predicted_label"].isna() & tiles["error"].isna()
-    tiles.loc[not_scored, "error"] = "no prediction for this tile"
+        raise ValueError(f"Tiles scored more than once: {tiles.loc[duplicated, 'tile_id'].head(3).tolist()}")
+    expected = {plan.tile_id(tile.row, tile.col) for tile in plan.tiles}
+    if set(tiles["tile_id"]) != expected:
+        raise ValueError(f"development_predictions holds {len(set(tiles['tile_id']) - expected)} tiles that are "
+                         f"not in the region plan and lacks {len(expected - set(tiles['tile_id']))}: they come "
+                         "from another run; rerun from score_region.")
+    tiles.insert(1, "region", region_plan.region)
+    tiles["crs"] = plan.grid.crs.to_string()
     failed = tiles["error"].notna()
     tiles.loc[failed, "predicted_class"] = None
     if failed.any():
         logger.warning("%d of %d tiles have no prediction (kept as nodata), e.g. %s", int(failed.sum()),
                        len(tiles), tiles.loc[failed, ["tile_id", "error"]].head(3).to_dict("records"))
-    names = map_classes(land_cover, options)
+    names = region_plan.classes
     codes = class_codes(names)
     smoothing = options.get("smoothing") or {}
     smoothed = to_grid(tiles, "predicted_class", codes)
@@ -256,26 +245,23 @@ def select_change_candidates(development_tile_classes: pd.DataFrame, land_cover:
     return candidates[columns], candidates_geojson(candidates, newer_column=prediction)
 
 
-def class_rasters(development_tile_classes: pd.DataFrame, naip_scenes: Loaders, land_cover: dict[str, Any],
-                  options: dict[str, Any], data_preparation: dict[str, Any]) -> tuple[GeoRaster, GeoRaster, GeoRaster]:
+def class_rasters(development_tile_classes: pd.DataFrame, region_plan: RegionPlan,
+                  ) -> tuple[GeoRaster, GeoRaster, GeoRaster]:
     """Older labels, predictions and smoothed predictions as GeoTIFFs of one pixel per tile,
     aligned with the scene (the tile grid's transform and CRS) and coloured like the maps."""
-    _, _, grid = newer_scene(naip_scenes, options, data_preparation)
     tiles = development_tile_classes
-    names = map_classes(land_cover, options)
-    codes = class_codes(names)
-    palette = colour_table(names, options["colours"])
-    tile_grid = TileGrid(grid, int(data_preparation["tile_size"]))
+    codes = class_codes(region_plan.classes)
+    tile_grid = region_plan.newer.tiles
     n_rows, n_cols = tile_grid.n_rows, tile_grid.n_cols
     if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(tiles) != n_rows * n_cols:
         raise ValueError(f"The tile table has {len(tiles)} tiles, the scene's grid {n_rows} x {n_cols}: "
                          "rerun the whole development_inference pipeline.")
-    transform = tile_grid_transform(grid.transform, 0, 0, tile_grid.tile_size)
-    crs = grid.crs.to_string()
+    transform = tile_grid_transform(tile_grid.grid.transform, 0, 0, tile_grid.tile_size)
+    crs = tile_grid.grid.crs.to_string()
     nodata = {column: int((to_grid(tiles, column, codes) == NODATA).sum()) for column in SUMMARY_COLUMNS.values()}
     logger.info("Class rasters %d x %d tiles; nodata tiles: %s", n_rows, n_cols, nodata)
     return tuple(
-        class_raster(to_grid(tiles, column, codes), crs, transform, palette, f"{title} class")
+        class_raster(to_grid(tiles, column, codes), crs, transform, region_plan.palette, f"{title} class")
         for title, column in SUMMARY_COLUMNS.items()
     )
 
@@ -294,34 +280,27 @@ def plot_class_maps(development_tile_classes: pd.DataFrame, land_cover: dict[str
     return class_maps(panels, names, options["colours"], f"Land use, {options['region']}")
 
 
-def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_tile_classes: pd.DataFrame,  # noqa: PLR0917
-                           naip_scenes: Loaders, land_cover: dict[str, Any], options: dict[str, Any],
-                           data_preparation: dict[str, Any]) -> Figure:
+def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_tile_classes: pd.DataFrame,
+                           region_plan: RegionPlan, options: dict[str, Any]) -> Figure:
     """The top candidates, each with its 3x3 tile neighbourhood in the older NAIP year (or the older
-    labels when there is no older scene) and in the newer one."""
-    key, scene, grid = newer_scene(naip_scenes, options, data_preparation)
-    tile_size = int(data_preparation["tile_size"])
-    older_year = options.get("older_naip_year")
-    older_key = f"{options['region']}_{older_year}" if older_year else None
-    older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
-    if older_year and older_scene is None:
-        logger.warning("No NAIP scene %s: the gallery shows the older labels instead.", older_key)
-    names = map_classes(land_cover, options)
-    older_grid = to_grid(development_tile_classes, "older_class", class_codes(names))
+    labels when there is no older scene) and in the newer one: only those windows are read."""
+    plan = region_plan.newer
+    tile_size = plan.tile_size
+    older_grid = to_grid(development_tile_classes, "older_class", class_codes(region_plan.classes))
     # the GeoTIFFs' colour table as RGB, indexed by class code (nodata black)
-    palette = np.asarray([rgba[:3] for _, rgba in sorted(colour_table(names, options["colours"]).items())],
-                         dtype=np.uint8)
+    palette = np.asarray([rgba[:3] for _, rgba in sorted(region_plan.palette.items())], dtype=np.uint8)
     step = max(1, tile_size * 3 // int(options.get("gallery_pixels", 240)))
     items = []
     for tile in change_candidates_table.head(int(options.get("gallery_size", 12))).itertuples():
-        newer = neighbourhood_rgb(scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
-        if older_scene is not None:
-            older = neighbourhood_rgb(older_scene, grid, tile.row, tile.col, tile_size)[::step, ::step]
+        newer = neighbourhood_rgb(plan.scene, plan.grid, tile.row, tile.col, tile_size)[::step, ::step]
+        if region_plan.older_scene is not None:
+            older = neighbourhood_rgb(region_plan.older_scene, plan.grid, tile.row, tile.col, tile_size)[::step, ::step]
         else:
             older = np.kron(palette[_padded(older_grid, tile.row, tile.col)],
                             np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8))
         items.append(GalleryItem(f"#{tile.rank} r{tile.row} c{tile.col} p={tile.change_probability:.2f}", older, newer))
-    older_title = f"NAIP {older_year}" if older_scene is not None else f"NLCD {options['older_year']}"
+    older_year = options.get("older_naip_year")
+    older_title = f"NAIP {older_year}" if region_plan.older_scene is not None else f"NLCD {options['older_year']}"
     return candidate_gallery(items, older_title, f"NAIP {options['newer_year']}")
 
 

@@ -1,5 +1,5 @@
-"""development_inference: tile a region -> score on Spark -> per-tile classes -> rasters, GeoJSON,
-maps, gallery, summary."""
+"""development_inference: plan the region -> read, label and score its tile windows on Spark ->
+per-tile classes -> rasters, GeoJSON, maps, gallery, summary."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -12,23 +12,22 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                nodes.tile_region,
-                inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", OPTIONS, "params:data_preparation"],
-                outputs=["inference_tiles", "inference_tile_grid"],
-                name="tile_region",
+                nodes.plan_region,
+                inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", "params:tiling", OPTIONS],
+                outputs="region_plan",
+                name="plan_region",
                 tags=["development_inference", "tiling"],
             ),
             Node(
                 nodes.score_region,
-                inputs=["inference_tile_index", "inference_tile_grid", "scoring_model", "params:land_cover",
-                        "params:scoring"],
+                inputs=["region_plan", "scoring_model", "params:land_cover", "params:scoring"],
                 outputs="development_predictions",
-                name="score_region_tiles",
+                name="score_region",
                 tags=["development_inference", "spark", "scoring"],
             ),
             Node(
                 nodes.classify_tiles,
-                inputs=["development_predictions", "inference_tile_grid", "params:land_cover", OPTIONS],
+                inputs=["development_predictions", "region_plan", "params:land_cover", OPTIONS],
                 outputs="development_tile_classes",
                 name="classify_region_tiles",
                 tags=["development_inference", "spark"],
@@ -49,8 +48,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.class_rasters,
-                inputs=["development_tile_classes", "naip_scenes", "params:land_cover", OPTIONS,
-                        "params:data_preparation"],
+                inputs=["development_tile_classes", "region_plan"],
                 outputs=["older_class_raster", "predicted_class_raster", "smoothed_class_raster"],
                 name="write_class_rasters",
                 tags=["development_inference", "maps"],
@@ -64,8 +62,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.plot_candidate_gallery,
-                inputs=["change_candidates_table", "development_tile_classes", "naip_scenes", "params:land_cover",
-                        OPTIONS, "params:data_preparation"],
+                inputs=["change_candidates_table", "development_tile_classes", "region_plan", OPTIONS],
                 outputs="change_candidate_gallery",
                 name="plot_change_candidate_gallery",
                 tags=["development_inference", "reporting"],

@@ -1,0 +1,65 @@
+"""A PartitionedDataset whose partitions are saved by Spark workers, in parallel.
+
+kedro-datasets' PartitionedDataset saves every partition on the driver, one after the other: with
+lazy values (functions returning the data) the driver computes and writes each one. Here the same
+``{partition: value}`` dict is shipped to Spark tasks, which call each value and save it through
+the configured dataset type (``pillow.ImageDataset``, ...), so the work scales with the executors
+and nothing the partitions hold passes through the driver. Loading is PartitionedDataset's own.
+Without an active Spark session it saves like PartitionedDataset.
+"""
+
+from __future__ import annotations
+
+import logging
+from copy import deepcopy
+from typing import Any
+
+from kedro.io.core import DatasetError
+from kedro_datasets.partitions import PartitionedDataset
+
+logger = logging.getLogger(__name__)
+
+MAX_PARTITIONS_PER_TASK = 512
+"""Bounds a task, so a retry or a straggler costs little."""
+
+
+class SparkPartitionedDataset(PartitionedDataset):
+    """PartitionedDataset saved by Spark tasks. Partitions are split into tasks in the order of
+    the dict given (keep related partitions together, e.g. tiles of one scene in row order);
+    each task saves its share, and the save fails unless every partition was written."""
+
+    def save(self, data: dict[str, Any]) -> None:
+        spark = _active_session()
+        if spark is None or not data:
+            super().save(data)
+            return
+        if self._overwrite and self._filesystem.exists(self._normalized_path):
+            self._filesystem.rm(self._normalized_path, recursive=True)
+        items = [(self._join_protocol(self._partition_to_path(key)), value) for key, value in data.items()]
+        cores = spark.sparkContext.defaultParallelism
+        tasks = max(1, min(len(items), max(2 * cores, -(-len(items) // MAX_PARTITIONS_PER_TASK))))
+        dataset_type, config, filepath_arg = self._dataset_type, self._dataset_config, self._filepath_arg
+        lazily = self._save_lazily
+
+        def save_partitions(partitions):
+            written = 0
+            for filepath, value in partitions:
+                kwargs = deepcopy(config)
+                kwargs[filepath_arg] = filepath
+                dataset_type(**kwargs).save(value() if lazily and callable(value) else value)
+                written += 1
+            yield written
+
+        logger.info("Saving %d partitions of %s in %d Spark tasks", len(items), self._path, tasks)
+        written = sum(spark.sparkContext.parallelize(items, tasks).mapPartitions(save_partitions).collect())
+        self._invalidate_caches()
+        if written != len(items):
+            raise DatasetError(f"Spark tasks wrote {written} of {len(items)} partitions of '{self._path}'.")
+
+
+def _active_session():
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        return None
+    return SparkSession.getActiveSession()
