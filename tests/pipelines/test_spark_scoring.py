@@ -4,12 +4,6 @@ workers started from the pyspark package), with the same results."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -89,85 +83,17 @@ def test_accuracy_matches_the_model_scored_in_process(scoring_project, local_run
 
 # --- a real cluster -----------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _spark_class(spark_home: Path, log: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1"}
-    with log.open("wb") as out:
-        return subprocess.Popen([str(spark_home / "bin" / "spark-class"), *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-            process.wait(timeout=wait)
-            return
-        except ProcessLookupError:
-            return
-        except subprocess.TimeoutExpired:
-            continue
-
-
-@pytest.fixture(scope="module")
-def standalone_cluster(tmp_path_factory):
-    """A master and two 1-core workers on 127.0.0.1, started without waiting (they boot while the
-    local run works); ``wait()`` blocks until both workers registered. Every process is stopped
-    afterwards, whatever happened."""
-    import pyspark
-
-    spark_home = Path(pyspark.__file__).parent
-    folder = tmp_path_factory.mktemp("cluster")
-    port, ui_port = _free_port(), _free_port()
-    url = f"spark://127.0.0.1:{port}"
-    processes = [_spark_class(spark_home, folder / "master.log", "org.apache.spark.deploy.master.Master",
-                              "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port))]
-    try:
-        for i in range(2):
-            work = folder / f"worker{i}"
-            work.mkdir()
-            processes.append(_spark_class(
-                spark_home, folder / f"worker{i}.log", "org.apache.spark.deploy.worker.Worker",
-                "--host", "127.0.0.1", "--port", str(_free_port()), "--webui-port", str(_free_port()),
-                "--cores", "1", "--memory", "1g", "--work-dir", str(work), url))
-
-        def wait() -> str:
-            _wait_for_workers(ui_port, 2, folder)
-            return url
-
-        yield wait
-    finally:
-        for process in reversed(processes):
-            _stop(process)
-
-
-def _wait_for_workers(ui_port: int, expected: int, logs: Path, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=2) as answer:
-                if json.load(answer).get("aliveworkers", 0) >= expected:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"Spark standalone cluster not up after {timeout}s; logs in {logs}")
-
-
 def test_standalone_cluster_gives_the_local_results(scoring_project, local_run, standalone_cluster,
                                                     monkeypatch):
     project, _, _ = scoring_project
     local_predictions, local_metrics = local_run
-    monkeypatch.setenv("SPARK_MASTER_URL", standalone_cluster())
+    monkeypatch.setenv("SPARK_MASTER_URL", standalone_cluster.wait())
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
 
+    apps = standalone_cluster.applications()
     run_pipeline(project, "spark_scoring", env="standalone")  # overwrites the local run's outputs
     predictions, metrics = _outputs(project)
+    assert standalone_cluster.applications() == apps + 1  # the run was the cluster's, not a local fallback
 
     assert len(predictions) == len(local_predictions)  # a re-run replaced the table, no duplicates
     pd.testing.assert_frame_equal(predictions, local_predictions, check_exact=False, atol=1e-5)

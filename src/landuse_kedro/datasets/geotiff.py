@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from copy import deepcopy
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import fsspec
@@ -125,7 +125,8 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             raise DatasetError(f"Cannot read GeoTIFF '{self._path}': {error}") from error
         with dataset:
             return RasterSource(
-                path=self._path,
+                # absolute: Spark executors open it from their own working directories
+                path=str(Path(self._path).absolute()) if self._protocol == "file" else self._path,
                 protocol=self._protocol,
                 crs=dataset.crs,
                 transform=dataset.transform,

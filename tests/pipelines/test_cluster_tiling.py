@@ -1,0 +1,82 @@
+"""data_preparation and development_inference on a real standalone cluster (a master and two
+workers, from the pyspark package): executors open the scenes, read and label the tile windows,
+write the tile PNGs and score the windows themselves, and the outputs equal a local run's."""
+
+from __future__ import annotations
+
+import filecmp
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+
+from tests.conftest import make_project_copy, run_pipeline
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+
+OUTPUTS = "data/07_model_output"
+
+
+def _project(root: Path, chain: Path) -> Path:
+    """A project copy with the chain's raw rasters and trained scoring model, nothing else."""
+    project = make_project_copy(root)
+    for folder in ("01_raw", "06_models"):
+        shutil.copytree(chain / "data" / folder, project / "data" / folder, dirs_exist_ok=True)
+    return project
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_chain_project, standalone_cluster, tmp_path_factory, monkeypatch_module):
+    """The same two pipelines, same configuration (env `standalone`), once on local[2] and once on
+    the cluster; only SPARK_MASTER_URL differs."""
+    monkeypatch_module.setenv("SPARK_LOCAL_IP", "127.0.0.1")
+    projects, applications = {}, {}
+    for name in ("local", "cluster"):
+        project = _project(tmp_path_factory.mktemp(name) / "project", tiny_chain_project)
+        master = standalone_cluster.wait() if name == "cluster" else "local[2]"
+        monkeypatch_module.setenv("SPARK_MASTER_URL", master)
+        before = standalone_cluster.applications() if name == "cluster" else 0
+        for pipeline in ("data_preparation", "development_inference"):
+            run_pipeline(project, pipeline, env="standalone")
+        if name == "cluster":
+            applications[name] = standalone_cluster.applications() - before
+        projects[name] = project
+    return projects, applications
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+def test_both_pipelines_ran_on_the_cluster(runs):
+    _, applications = runs
+    assert applications["cluster"] == 2  # one Spark application per pipeline run, none local
+
+
+def test_cluster_tiles_and_manifest_equal_the_local_ones(runs):
+    projects, _ = runs
+    local, cluster = (projects[name] / "data/05_model_input" for name in ("local", "cluster"))
+    pd.testing.assert_frame_equal(pd.read_parquet(local / "tile_manifest.parquet"),
+                                  pd.read_parquet(cluster / "tile_manifest.parquet"))
+    pngs = sorted(p.relative_to(local) for p in local.rglob("*.png"))
+    assert pngs and pngs == sorted(p.relative_to(cluster) for p in cluster.rglob("*.png"))
+    assert all(filecmp.cmp(local / p, cluster / p, shallow=False) for p in pngs)
+
+
+def test_cluster_maps_equal_the_local_ones(runs):
+    projects, _ = runs
+    local, cluster = (projects[name] / OUTPUTS for name in ("local", "cluster"))
+    tiles = pd.read_parquet(local / "development_tile_classes.parquet")
+    assert len(tiles) > 0 and tiles["error"].isna().all()
+    pd.testing.assert_frame_equal(tiles, pd.read_parquet(cluster / "development_tile_classes.parquet"),
+                                  check_exact=False, atol=1e-5)
+    for name in ("older", "predicted", "smoothed"):
+        with rasterio.open(local / f"{name}_classes.tif") as a, rasterio.open(cluster / f"{name}_classes.tif") as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+            assert a.transform == b.transform and a.crs == b.crs
+    assert (local / "change_candidates.geojson").read_text() == (cluster / "change_candidates.geojson").read_text()
