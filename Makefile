@@ -39,4 +39,6 @@ viz: install
 	$(KEDRO) viz build
 
 benchmark: install
-	for script in benchmarks/*.py; do $(BIN)/python $$script || exit 1; done
+	for script in $(filter-out benchmarks/county_input.py,$(wildcard benchmarks/*.py)); do \
+		$(BIN)/python $$script || exit 1; \
+	done  # county_input.py is county_scale.py's input builder (its CLI needs a --raw and --out)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -234,21 +234,24 @@ def _grid_frame(plan: ScenePlan, block: Block) -> pd.DataFrame:
     return frame
 
 
-def open_scenes(plans: Mapping[str, ScenePlan]) -> Callable[[str], OpenScene]:
-    """A task's opener: the scene of the current rows stays open until the rows move on to
-    another scene (rows come grouped by scene), so each task opens each of its scenes once."""
-    current: dict[str, OpenScene] = {}
+class OpenScenes:
+    """A task's scenes by key: rows come grouped by scene, so the current one stays open until
+    the rows move on to another, and each task opens each of its scenes once."""
 
-    def opened(key: str) -> OpenScene:
-        if key not in current:
-            for scene in current.values():
-                scene.close()
-            current.clear()
-            current[key] = OpenScene(plans[key])
-        return current[key]
+    def __init__(self, plans: Mapping[str, ScenePlan]) -> None:
+        self._plans = plans
+        self._current: OpenScene | None = None
 
-    opened.close = lambda: [scene.close() for scene in current.values()]  # type: ignore[attr-defined]
-    return opened
+    def __call__(self, key: str) -> OpenScene:
+        if self._current is None or self._current.plan.key != key:
+            self.close()
+            self._current = OpenScene(self._plans[key])
+        return self._current
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
 
 
 # ------------------------------------------------------------------ tile tables
@@ -311,7 +314,7 @@ def label_on_spark(spark, plans: Mapping[str, ScenePlan]) -> pd.DataFrame:
     plans = dict(plans)
 
     def label(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        opened = open_scenes(plans)
+        opened = OpenScenes(plans)
         try:
             for frame in frames:
                 for block in frame.itertuples(index=False):
@@ -335,13 +338,12 @@ class TileWindow:
     col: int
 
     def __call__(self) -> Image.Image:
-        if _LAST_OPENED.get("plan") is not self.plan:
-            if "scene" in _LAST_OPENED:
-                _LAST_OPENED["scene"].close()
-            _LAST_OPENED.clear()
-            _LAST_OPENED.update(plan=self.plan, scene=OpenScene(self.plan))
-        return Image.fromarray(_LAST_OPENED["scene"].read_tile(self.row, self.col), "RGB")
+        if not _LAST_OPENED or _LAST_OPENED[0].plan is not self.plan:
+            for scene in _LAST_OPENED:
+                scene.close()
+            _LAST_OPENED[:] = [OpenScene(self.plan)]
+        return Image.fromarray(_LAST_OPENED[0].read_tile(self.row, self.col), "RGB")
 
 
-_LAST_OPENED: dict[str, Any] = {}
+_LAST_OPENED: list[OpenScene] = []
 """Per process (a Spark Python worker, or the driver): the scene the last TileWindow read."""
