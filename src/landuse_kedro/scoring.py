@@ -402,6 +402,7 @@ def score_windows(
     """Score every tile window of ``plan``'s scene, with no tile files: each Spark task opens the
     scene (or its warped view) and the label raster once, then for each block of windows reads
     the pixels, labels the tiles and predicts them, reading the next block while the model runs.
+    A block (up to 8 x 8 tiles) is one batch: ``scoring.batch_size`` applies to files only.
 
     One row per tile: the scorer's columns (``image_id`` = tile id, ``path`` = the scene) plus
     ``WINDOW_COLUMNS``; a window that cannot be read is a row with ``error`` set. Lazy, like
