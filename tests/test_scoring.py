@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import re
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +67,54 @@ BAD_FILES = {  # file name -> what its error must mention
     "corrupt.png": "undecodable",
     "truncated.png": "cannot decode",
     "wrong_size.png": "wrong size 20x16",
+    "bomb.png": "decompression bomb",
+    "gray.png": "unsupported image mode L",
+    "gray16.png": "unsupported image mode I",
+    "transparent.png": "transparent pixels (mode RGBA)",
+    "eps.png": "not PNG or JPEG",
+    "tiff.png": "not PNG or JPEG",
 }
 
 
+def header_only_png(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` RGB and holds no pixel data: a few dozen
+    bytes that a decoder without a size check would try to inflate into width * height * 3."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def encoded(image: Image.Image, image_format: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=image_format)
+    return buffer.getvalue()
+
+
+def odd_files(size: int = SIZE) -> dict[str, bytes]:
+    """The damaged and odd files of BAD_FILES beyond the first four, by name."""
+    rgba = np.dstack([random_tile(5, size), np.full((size, size), 255, np.uint8)])
+    rgba[0, 0, 3] = 0
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nnewpath 0 0 moveto showpage\n%%EOF\n"
+    return {
+        "bomb.png": header_only_png(20_000, 20_000),
+        "gray.png": encoded(Image.fromarray(random_tile(1, size)[..., 0]), "PNG"),
+        "gray16.png": encoded(Image.fromarray(random_tile(2, size)[..., 0].astype(np.uint16) * 257), "PNG"),
+        "transparent.png": encoded(Image.fromarray(rgba, "RGBA"), "PNG"),
+        "eps.png": eps,
+        "tiff.png": encoded(Image.fromarray(random_tile(3, size)), "TIFF"),
+    }
+
+
 def write_tiles(folder: Path, per_class: int = 5, size: int = SIZE) -> dict[str, int]:
-    """Labelled tiles under ``<Class>/``, one unlabelled folder and one broken file of each kind.
-    Returns how many files of each kind were written."""
+    """Labelled tiles under ``<Class>/`` (one with an upper-case suffix), one unlabelled folder and
+    one broken or odd file of each kind. Returns how many files of each kind were written."""
     for index, name in enumerate(CLASSES[:3]):
         (folder / name).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             (folder / name / f"{name}_{i}.png").write_bytes(png_bytes(random_tile(index * 100 + i, size)))
+    (folder / "Developed" / "UPPER.PNG").write_bytes(png_bytes(random_tile(77, size)))
     (folder / "unsorted").mkdir(parents=True, exist_ok=True)
     (folder / "unsorted" / "loose.png").write_bytes(png_bytes(random_tile(999, size)))
     good = png_bytes(random_tile(1000, size))
@@ -82,7 +123,14 @@ def write_tiles(folder: Path, per_class: int = 5, size: int = SIZE) -> dict[str,
     (bad / "corrupt.png").write_bytes(b"\x89PNG not really" + bytes(range(256)))
     (bad / "truncated.png").write_bytes(good[: len(good) // 2])
     (bad / "wrong_size.png").write_bytes(png_bytes(np.zeros((16, 20, 3), np.uint8)))
-    return {"labelled": 3 * per_class, "unlabelled": 1, "bad": len(BAD_FILES)}
+    for name, data in odd_files(size).items():
+        (bad / name).write_bytes(data)
+    return {"labelled": 3 * per_class + 1, "unlabelled": 1, "bad": len(BAD_FILES)}
+
+
+def image_files(folder: Path) -> list[str]:
+    """What the project's listing counts: .png/.jpg/.jpeg in any case."""
+    return sorted(str(p) for p in folder.rglob("*") if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +176,33 @@ def test_decode_converts_rgba_and_reads_jpeg():
 @pytest.mark.parametrize("name", sorted(BAD_FILES))
 def test_decode_names_the_problem(tmp_path, name):
     write_tiles(tmp_path, per_class=1)
-    with pytest.raises(ImageError, match=BAD_FILES[name]):
+    with pytest.raises(ImageError, match=re.escape(BAD_FILES[name])):
         decode_image((tmp_path / "Forest" / name).read_bytes(), SIZE)
+
+
+def test_palette_and_opaque_rgba_are_scored_as_their_rgb():
+    tile = random_tile(11)
+    palette = Image.fromarray(tile).quantize(16)
+    expected = np.asarray(palette.convert("RGB"))
+    np.testing.assert_array_equal(decode_image(encoded(palette, "PNG"), SIZE), expected)
+    opaque = np.dstack([tile, np.full((SIZE, SIZE), 255, np.uint8)])
+    np.testing.assert_array_equal(decode_image(encoded(Image.fromarray(opaque, "RGBA"), "PNG"), SIZE), tile)
+    jpeg = decode_image(encoded(Image.fromarray(tile), "JPEG"), SIZE)
+    assert jpeg.shape == (SIZE, SIZE, 3) and np.abs(jpeg.astype(int) - tile).mean() < 20
+
+
+def test_a_palette_with_transparency_is_refused_by_name():
+    palette = Image.fromarray(random_tile(12)).quantize(16)
+    palette.info["transparency"] = 0
+    with pytest.raises(ImageError, match="mode P with transparency"):
+        decode_image(encoded(palette, "PNG"), SIZE)
+
+
+def test_the_upper_case_suffix_is_listed(tmp_path):
+    write_tiles(tmp_path, per_class=1)
+    listed = FileIndexDataset(path=str(tmp_path), filename_suffix=[".png", ".jpg"]).load().urls
+    assert any(url.endswith("UPPER.PNG") for url in listed)
+    assert sorted(listed) == image_files(tmp_path)
 
 
 # --- backends ---------------------------------------------------------------------------------
@@ -211,7 +284,7 @@ def test_keras_backend_and_binary_file_input_agree_with_onnx(spark, tiles, artif
     index = FileIndexDataset(path=str(folder), filename_suffix=".png").load()
     onnx_rows = _score(spark, index, artifacts["onnx"], prefetch=False)
     keras_rows = _score(spark, index, artifacts["keras"], backend="keras")
-    binary = (spark.read.format("binaryFile").option("pathGlobFilter", "*.png")
+    binary = (spark.read.format("binaryFile").option("pathGlobFilter", "*.{png,PNG}")
               .option("recursiveFileLookup", "true").load(str(folder)))
     binary_rows = _score(spark, binary, artifacts["onnx"])
 

@@ -21,12 +21,14 @@ class SparkHooks:
     """Start one SparkSession for runs that contain Spark nodes, and stop it afterwards.
 
     Starting Spark costs seconds and a JVM, so pipelines without a node tagged ``spark``
-    (tiling, training) never pay for it.
+    (tiling, training) never pay for it. A session that was already running (a notebook's, a
+    test's) is reused and left running: stopping it would break its owner's later work.
     """
 
     def __init__(self) -> None:
         self._spark_conf: dict[str, Any] = {}
         self._session = None
+        self._owns_session = False
 
     @hook_impl
     def after_context_created(self, context) -> None:
@@ -38,6 +40,7 @@ class SparkHooks:
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
         if any(SPARK_TAG in node.tags for node in pipeline.nodes):
+            self._owns_session = not spark_is_running()
             self._session = start_spark(self._spark_conf)
             register_python_data_sources(self._session)
 
@@ -50,9 +53,14 @@ class SparkHooks:
         self._stop()
 
     def _stop(self) -> None:
-        if self._session is not None:
+        if self._session is None:
+            return
+        if self._owns_session:
             self._session.stop()
-            self._session = None
+        else:
+            logger.info("Leaving the Spark session that existed before the run running (the hook "
+                        "did not start it)")
+        self._session, self._owns_session = None, False
 
 
 class StorageHooks:
@@ -99,6 +107,18 @@ def register_python_data_sources(session) -> None:
     from landuse_kedro import spark_fsspec
 
     spark_fsspec.register(session)
+
+
+def spark_is_running() -> bool:
+    """Whether this process already has a SparkContext, which ``getOrCreate`` would reuse.
+
+    The context, not ``SparkSession.getActiveSession()``, is what ``stop()`` ends, and it is
+    process-wide, while the active session is per thread (a session built in another thread is
+    not "active" here but would still be reused and stopped).
+    """
+    from pyspark import SparkContext
+
+    return SparkContext._active_spark_context is not None
 
 
 def start_spark(spark_conf: dict[str, Any]):

@@ -53,21 +53,54 @@ class ImageError(ValueError):
     """An input file that cannot be scored; its message becomes the row's ``error``."""
 
 
+ACCEPTED_FORMATS = ("PNG", "JPEG")
+MAX_FILE_BYTES = 16 * 2**20
+"""A 224 x 224 RGB tile is 150 KB raw; anything over this is not a tile (and is not read whole)."""
+
+
 def decode_image(data: bytes, image_size: int) -> np.ndarray:
-    """PNG/JPEG bytes -> (image_size, image_size, 3) uint8 RGB, or :class:`ImageError` saying why."""
+    """PNG/JPEG bytes -> (image_size, image_size, 3) uint8 RGB, or :class:`ImageError` saying why.
+
+    The policy (docs/architecture.md): only PNG and JPEG are opened (never EPS, TIFF...); the size
+    is checked from the header before any pixel is decoded, so a decompression bomb is a wrong
+    size; 8-bit RGB is scored as is, fully opaque RGBA and palette images without transparency as
+    their RGB; every other mode (grayscale, 16-bit, CMYK, transparency...) is refused by name,
+    never converted silently.
+    """
     if not data:
         raise ImageError("empty file")
+    if len(data) > MAX_FILE_BYTES:
+        raise ImageError(f"file larger than {MAX_FILE_BYTES} bytes: not a {image_size} px tile")
     try:
-        with Image.open(io.BytesIO(data)) as image:
+        with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
+            if image.size != (image_size, image_size):  # from the header: nothing decoded yet
+                raise ImageError(f"wrong size {image.width}x{image.height}, expected {image_size}x{image_size}")
             image.load()  # decodes now, so truncated data fails here and not later
-            rgb = image.convert("RGB")
+            return _rgb(image)
+    except Image.DecompressionBombError as error:
+        raise ImageError(f"decompression bomb refused: {error}") from None
     except UnidentifiedImageError:
-        raise ImageError("not a readable image (undecodable bytes)") from None
+        raise ImageError(f"not a readable image (undecodable bytes, or not {' or '.join(ACCEPTED_FORMATS)})") from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports truncation as OSError
+        if isinstance(error, ImageError):
+            raise
         raise ImageError(f"cannot decode image: {error}") from None
-    if rgb.size != (image_size, image_size):
-        raise ImageError(f"wrong size {rgb.width}x{rgb.height}, expected {image_size}x{image_size}")
-    return np.asarray(rgb, dtype=np.uint8)
+
+
+def _rgb(image: Image.Image) -> np.ndarray:
+    """The mode rules of :func:`decode_image`."""
+    mode = image.mode
+    if mode == "RGB":
+        return np.asarray(image, dtype=np.uint8)
+    if mode == "RGBA":
+        pixels = np.asarray(image, dtype=np.uint8)
+        if pixels[..., 3].min() < 255:
+            raise ImageError("transparent pixels (mode RGBA): refusing to score them as opaque")
+        return np.ascontiguousarray(pixels[..., :3])
+    if mode == "P" and "transparency" not in image.info:
+        return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    detail = " with transparency" if mode == "P" else ""
+    raise ImageError(f"unsupported image mode {mode}{detail}: tiles must be 8-bit RGB")
 
 
 def load_predictor(model_format: ModelFormat, payload: bytes, threads: int) -> Predictor:
@@ -238,10 +271,19 @@ def _decode_or_reason(data: bytes | str, image_size: int) -> np.ndarray | str:
         return str(error)
 
 
+FAIL_FAST_ERRORS = {"ClientAuthenticationError", "ServiceRequestError", "ServiceRequestTimeoutError",
+                    "ConnectionError", "TimeoutError"}
+"""Errors that say the storage is unreachable or refuses us, not that one file is bad: they fail
+the task (and so the run) at once instead of becoming a row for every file."""
+
+
 def _read_or_reason(fs, path: str) -> bytes | str:
     try:
-        return fs.cat_file(path)
+        with fs.open(path, "rb") as handle:
+            return handle.read(MAX_FILE_BYTES + 1)  # decode_image refuses anything longer
     except Exception as error:  # noqa: BLE001 - a missing/unreadable file is a row, not a failed job
+        if FAIL_FAST_ERRORS & {kind.__name__ for kind in type(error).__mro__}:
+            raise
         return f"cannot read file: {type(error).__name__}: {error}"
 
 
@@ -364,12 +406,27 @@ def score_images(
             raise ValueError(
                 f"A DataFrame of images needs Spark's binaryFile columns; missing {sorted(missing)}."
             )
+        if not images.inputFiles():
+            raise ValueError("No image files to score: the binaryFile source found no file.")
         paths, storage = _with_skipped_empty_files(images.select("path", "content")), None
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return _score_partition(frames, settings, model, storage)
 
     return paths.mapInPandas(score, spark_schema(settings.classes))
+
+
+def check_failure_rate(total: int, errors: Iterable[str], max_failed_fraction: float, what: str) -> None:
+    """Fail when more than ``max_failed_fraction`` of ``total`` items failed: a wrong key, a wrong
+    ``image_size`` or throttled storage fails every file, and that must not pass as a run with
+    warnings. Called after the rows and metrics are saved, so they stay for the diagnosis."""
+    reasons = pd.Series([error.split(":")[0] for error in errors], dtype=object).value_counts()
+    failed = int(reasons.sum())
+    if total and failed / total > max_failed_fraction:
+        common = "; ".join(f"{count} x {reason}" for reason, count in reasons.head(3).items())
+        raise RuntimeError(f"{failed} of {total} {what} failed ({failed / total:.0%}, above "
+                           f"scoring.max_failed_fraction = {max_failed_fraction}); commonest reasons: {common}. "
+                           "The rows and metrics are saved.")
 
 
 def _broadcast_model(spark, scoring_model: ModelArtifact, scoring: dict[str, Any]) -> _BroadcastModel:

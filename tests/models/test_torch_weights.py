@@ -146,3 +146,40 @@ def test_truncated_file_is_a_clear_error(tmp_path, shipped):
     path.write_bytes(data + b"\x00")
     with pytest.raises(TorchWeightsError, match="unexpected bytes after the last storage"):
         read_torch_state_dict(path)
+
+
+@pytest.mark.parametrize("layout, message", [
+    (("0", 11, (3,), (-4,)), r"'bad': negative stride in \(-4,\)"),      # would read before the buffer
+    (("0", 0, (4, 3), (0, 1)), r"'bad': zero stride in \(0, 1\)"),       # a broadcast view
+    (("0", 0, (2**20, 2**20), (1, 1)), r"'bad': 1099511627776 elements exceed the cap of 100000000"),
+    (("0", 4, (3, 3), (3, 1)), r"'bad': offset 4 .* reaches element 12, past the end of its storage "
+                               r"of 12 elements"),
+    (("0", 12, (), ()), "past the end of its storage"),                  # a 0-d tensor after the end
+    (("0", -1, (2,), (1,)), "offset -1"),
+])
+def test_layouts_outside_the_storage_are_refused(tmp_path, monkeypatch, layout, message):
+    path = tmp_path / "crafted.pth"
+    good = ("0", 0, (3, 4), (4, 1))
+    write_legacy(path, {"good": good, "bad": layout}, {"0": np.arange(12, dtype=np.float32)}, monkeypatch)
+    with pytest.raises(TorchWeightsError, match=message):
+        read_torch_state_dict(path)
+
+
+def test_the_largest_layout_inside_the_storage_still_loads(tmp_path, monkeypatch):
+    path = tmp_path / "edge.pth"
+    write_legacy(path, {"last": ("0", 11, (), ()), "all": ("0", 3, (3, 3), (3, 1))},
+                 {"0": np.arange(12, dtype=np.float32)}, monkeypatch)
+    arrays = read_torch_state_dict(path)
+    assert arrays["last"] == 11
+    np.testing.assert_array_equal(arrays["all"], np.arange(3, 12, dtype=np.float32).reshape(3, 3))
+
+
+def test_storage_claiming_too_many_elements_is_refused_before_reading(tmp_path, monkeypatch):
+    path = tmp_path / "huge.pth"
+    write_legacy(path, {"w": ("0", 0, (2,), (1,))}, {"0": np.zeros(2, dtype=np.float32)}, monkeypatch)
+    data = bytearray(path.read_bytes())
+    count_at = len(data) - 8 - 2 * 4  # the int64 element count just before the storage bytes
+    data[count_at:count_at + 8] = np.int64(2**62).tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(TorchWeightsError, match=r"storage '0' claims 4611686018427387904 elements"):
+        read_torch_state_dict(path)

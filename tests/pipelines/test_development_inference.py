@@ -31,6 +31,7 @@ from landuse_kedro.pipelines.development_inference.geo import (
     tile_grid_transform,
 )
 from landuse_kedro.pipelines.development_inference.nodes import (
+    check_tile_failures,
     map_classes,
     neighbourhood_rgb,
     newer_scene,
@@ -222,6 +223,13 @@ def test_unknown_water_mode_is_refused():
         map_classes(land_cover, {"water": "drop"})
 
 
+def test_too_many_failed_tiles_fail_the_run_naming_the_reasons():
+    agreement = {"tiles": 100, "failure_reasons": {"cannot read window (x): IOError": 6, "other: y": 1}}
+    check_tile_failures(agreement, {"max_failed_fraction": 0.1})  # 7% is tolerated at 10%
+    with pytest.raises(RuntimeError, match=r"7 of 100 tiles failed.*6 x cannot read window \(x\)"):
+        check_tile_failures(agreement, {"max_failed_fraction": 0.05})
+
+
 # --- end to end on a synthetic region ----------------------------------------------------------
 #
 # A 3 x 4 tile region (32 px tiles, plus partial edge tiles that must be left out), painted per
@@ -239,11 +247,14 @@ NLCD = ["4 mix 4 21", "4 4 4 11", "82 4 4 4"]  # 4 -> 41 deciduous forest
 MIX = [21, 21, 21, 41, 41, 52, 52, 71]
 COLOURS = {"F": (40, 150, 40), "D": (200, 60, 60), "W": (30, 60, 150), "C": (220, 200, 120)}
 CORRUPTED = (2, 3)
+HOLE = (1, 0)  # a forest tile with 9 pixels of no image data: masked, never a prediction
 # (2, 0): older Cultivated, and the colour rule calls the tan tile Developed (red beats green).
 EXPECTED_CANDIDATES = ["testville_2016_r0000_c0002", "testville_2016_r0001_c0001", "testville_2016_r0002_c0000"]
 
 
-def _scene(layout: list[str]):
+def _scene(layout: list[str], hole: tuple[int, int] | None = None):
+    """4-band scene painted per tile; ``hole``: a tile with a few pixels of no image data (0 in
+    every band, the scene's nodata)."""
     height, width = len(layout) * TILE + 7, len(layout[0]) * TILE + 10  # partial tiles at the edges
     pixels = np.zeros((4, height, width), dtype=np.uint8)
     rng = np.random.default_rng(0)
@@ -251,8 +262,10 @@ def _scene(layout: list[str]):
         for col, key in enumerate(line):
             block = np.asarray(COLOURS[key] + (90,), dtype=np.int16)[:, None, None]
             noise = rng.integers(-5, 6, size=(4, TILE, TILE))
-            pixels[:, row * TILE:(row + 1) * TILE, col * TILE:(col + 1) * TILE] = np.clip(block + noise, 0, 255)
-    return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]))
+            pixels[:, row * TILE:(row + 1) * TILE, col * TILE:(col + 1) * TILE] = np.clip(block + noise, 1, 255)
+    if hole is not None:
+        pixels[:, hole[0] * TILE + 3:hole[0] * TILE + 6, hole[1] * TILE + 3:hole[1] * TILE + 6] = 0
+    return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]), nodata=0)
 
 
 def _nlcd():
@@ -298,7 +311,7 @@ def colour_rule_model():
 
 RUN_PARAMS = {
     "tiling": {"tile_size": TILE},
-    "scoring": {"image_size": TILE, "batch_size": 4},
+    "scoring": {"image_size": TILE, "batch_size": 4, "max_failed_fraction": 0.1},  # 1 of 12 tiles fails
     "development_inference": {
         "region": "testville", "older_naip_year": 2012, "gallery_size": 2,
         "candidates": {"from_classes": ["Undeveloped", "Cultivated"], "min_older_share": 0.6,
@@ -322,7 +335,8 @@ def region_run(tmp_path_factory):
     finally:
         os.chdir(cwd)
     newer = project / "data/01_raw/naip/testville_2016.tif"
-    GeoTiffDataset(filepath=str(newer), save_args={"blockxsize": TILE, "blockysize": TILE}).save(_scene(NEWER))
+    GeoTiffDataset(filepath=str(newer), save_args={"blockxsize": TILE, "blockysize": TILE}).save(
+        _scene(NEWER, hole=HOLE))
     corrupt_block(newer, x=CORRUPTED[1], y=CORRUPTED[0])
     run_pipeline(project, "development_inference", params=RUN_PARAMS)
     return project
@@ -365,6 +379,7 @@ def test_predictions_and_older_labels_land_on_the_right_tiles(region_run):
     expected_new = [[codes["Developed"] if key == "D" else codes["Undeveloped"] for key in line] for line in NEWER]
     expected_new[2][0] = codes["Developed"]  # the tan cultivated tile is redder than green: the rule says Developed
     expected_new[CORRUPTED[0]][CORRUPTED[1]] = NODATA
+    expected_new[HOLE[0]][HOLE[1]] = NODATA  # masked: part of it is outside the imagery
     np.testing.assert_array_equal(predicted, expected_new)
     assert older[1, 3] == NODATA  # water, masked by default
     assert older[2, 0] == codes["Cultivated"] and older[0, 3] == codes["Developed"] and older[0, 0] == codes["Undeveloped"]
@@ -379,9 +394,10 @@ def test_unreadable_window_is_a_failure_row_naming_scene_and_window(region_run):
     assert tiles["error"].notna().sum() == 1  # its block's other tiles were read one by one and scored
     predictions = pd.read_parquet(region_run / "data/07_model_output/development_predictions.parquet")
     assert len(predictions) == 12 and predictions["error"].notna().sum() == 1
-    assert _load(region_run, "development_agreement")["failed_tiles"] == 1
+    agreement = _load(region_run, "development_agreement")
+    assert agreement["failed_tiles"] == 1 and agreement["masked_tiles"] == 1  # the hole's tile
     summary = _load(region_run, "development_summary").set_index("class")
-    assert summary.loc["nodata", "predicted_tiles"] == 1
+    assert summary.loc["nodata", "predicted_tiles"] == 2  # the unreadable tile and the masked one
 
 
 def test_change_candidates_are_the_true_changes_in_wgs84(region_run):

@@ -14,12 +14,14 @@ from kedro.io.core import Version
 from landuse_kedro.datasets.model_file import ModelFileDataset
 from landuse_kedro.scoring import decode_image, load_predictor
 from tests.conftest import make_project_copy, run_pipeline
-from tests.test_scoring import BAD_FILES, CLASSES, tiny_model, write_tiles
+from tests.test_scoring import BAD_FILES, CLASSES, image_files, odd_files, tiny_model, write_tiles
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 
 SIZE = 224  # the project's tile size: the base and test environments score 224 x 224 tiles
 VALIDATION = Path("data/05_model_input/validation")
+# The fixture's folder is a third damaged files on purpose: every one must become its row.
+TOLERANT = {"scoring": {"max_failed_fraction": 1.0}}
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +44,17 @@ def _outputs(project: Path) -> tuple[pd.DataFrame, dict]:
 
 
 @pytest.fixture(scope="module")
-def local_run(scoring_project, standalone_cluster):
-    """The pipeline on local[2] (the cluster, unused here, boots meanwhile)."""
+def local_run(scoring_project):
+    """The pipeline on local[2]."""
     project, _, _ = scoring_project
-    run_pipeline(project, "spark_scoring")
+    run_pipeline(project, "spark_scoring", params=TOLERANT)
     return _outputs(project)
 
 
 def test_every_file_is_counted_and_each_failure_named(scoring_project, local_run):
     project, counts, _ = scoring_project
     predictions, metrics = local_run
-    files = sorted(str(p) for p in (project / VALIDATION).rglob("*.png"))
+    files = image_files(project / VALIDATION)
 
     assert sorted(predictions["path"]) == files
     assert metrics["counts"] == {"input": len(files), "scored": len(files) - counts["bad"],
@@ -69,7 +71,7 @@ def test_accuracy_matches_the_model_scored_in_process(scoring_project, local_run
     predict = load_predictor(artifact.format, artifact.payload, threads=1)
     truth, tiles = [], []
     for index, name in enumerate(CLASSES):
-        for path in sorted((project / VALIDATION / name).glob("*.png")):
+        for path in map(Path, image_files(project / VALIDATION / name)):
             if path.name not in BAD_FILES:
                 truth.append(index)
                 tiles.append(decode_image(path.read_bytes(), SIZE))
@@ -91,13 +93,29 @@ def test_standalone_cluster_gives_the_local_results(scoring_project, local_run, 
     monkeypatch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
 
     apps = standalone_cluster.applications()
-    run_pipeline(project, "spark_scoring", env="standalone")  # overwrites the local run's outputs
+    run_pipeline(project, "spark_scoring", env="standalone", params=TOLERANT)  # replaces the local outputs
     predictions, metrics = _outputs(project)
     assert standalone_cluster.applications() == apps + 1  # the run was the cluster's, not a local fallback
 
     assert len(predictions) == len(local_predictions)  # a re-run replaced the table, no duplicates
     pd.testing.assert_frame_equal(predictions, local_predictions, check_exact=False, atol=1e-5)
     assert metrics == local_metrics
+
+
+def test_a_run_where_every_file_fails_fails_after_writing_its_rows(tmp_path, scoring_project):
+    _, _, artifact = scoring_project
+    project = make_project_copy(tmp_path / "project")
+    folder = project / VALIDATION / "Forest"
+    folder.mkdir(parents=True)
+    for name, data in odd_files(SIZE).items():
+        (folder / name).write_bytes(data)
+    ModelFileDataset(filepath=str(project / "data/06_models/scoring_model"), version=Version(None, None)).save(artifact)
+
+    with pytest.raises(Exception, match=r"6 of 6 files failed .*commonest reasons: .*unsupported image mode"):
+        run_pipeline(project, "spark_scoring")
+    predictions, metrics = _outputs(project)  # written before the run failed
+    assert len(predictions) == 6 and predictions["error"].notna().all()
+    assert metrics["counts"]["failed"] == 6
 
 
 def test_after_training_scoring_agrees_with_the_training_evaluation(tiny_chain_project):

@@ -31,19 +31,21 @@ class FileIndex:
 
 
 class FileIndexDataset(AbstractDataset[None, FileIndex]):
-    """Read-only: lists files under ``path`` (recursively) whose names end with ``filename_suffix``."""
+    """Read-only: lists files under ``path`` (recursively) whose names end with ``filename_suffix``
+    (one suffix or a list, compared without case: ``x.PNG`` is a ``.png``)."""
 
     def __init__(
         self,
         *,
         path: str,
-        filename_suffix: str = "",
+        filename_suffix: str | list[str] = "",
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self._protocol, self._path = get_protocol_and_path(path)
-        self._suffix = filename_suffix
+        suffixes = [filename_suffix] if isinstance(filename_suffix, str) else list(filename_suffix)
+        self._suffixes = tuple(suffix.lower() for suffix in suffixes)
         self._storage_options = {**deepcopy(credentials or {}), **deepcopy(fs_args or {})}
         self.metadata = metadata
 
@@ -51,9 +53,9 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
         fs = fsspec.filesystem(self._protocol, **self._storage_options)
         if not fs.exists(self._path):
             raise DatasetError(f"No folder '{self._path}' to list files from.")
-        found = sorted(p for p in fs.find(self._path) if p.endswith(self._suffix))
+        found = sorted(p for p in fs.find(self._path) if p.lower().endswith(self._suffixes))
         if not found:
-            raise DatasetError(f"No '*{self._suffix}' files under '{self._path}'.")
+            raise DatasetError(f"No {' or '.join(f'*{s}' for s in self._suffixes)} files under '{self._path}'.")
         urls = tuple(_unstrip(fs, p, self._protocol) for p in found)
         return FileIndex(urls, self._protocol, self._storage_options)
 
@@ -61,7 +63,7 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
         raise DatasetError("FileIndexDataset is read-only: write the files with their own dataset.")
 
     def _describe(self) -> dict[str, Any]:
-        return {"path": self._path, "protocol": self._protocol, "filename_suffix": self._suffix}
+        return {"path": self._path, "protocol": self._protocol, "filename_suffix": list(self._suffixes)}
 
 
 def _unstrip(fs: fsspec.AbstractFileSystem, path: str, protocol: str) -> str:

@@ -11,6 +11,7 @@ such a file needs, so a foreign or malicious pickle is refused instead of execut
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
 from collections import OrderedDict
@@ -22,6 +23,10 @@ import numpy as np
 LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
 SUPPORTED_PROTOCOL = 1001
 _STORAGE_DTYPES = {"FloatStorage": np.dtype("<f4"), "LongStorage": np.dtype("<i8")}
+# Largest tensor or storage accepted, in elements. EfficientNet-Lite0's largest is _fc.weight,
+# 1.28 M; the cap keeps a crafted size from allocating gigabytes while leaving room for far larger
+# real checkpoints (100 M float32 elements = 400 MB).
+MAX_ELEMENTS = 100_000_000
 
 
 class TorchWeightsError(ValueError):
@@ -96,6 +101,9 @@ def _read_storage(f: io.BufferedIOBase, key: str, storage: _Storage) -> None:
     if len(header) != 8:
         raise TorchWeightsError(f"file ends before storage {key!r}")
     (count,) = struct.unpack("<q", header)
+    if not 0 <= count <= MAX_ELEMENTS:  # checked before read(), which allocates what it is asked
+        raise TorchWeightsError(f"storage {key!r} claims {count} elements; the reader accepts 0 to "
+                                f"{MAX_ELEMENTS} (MAX_ELEMENTS)")
     if count != storage.size:
         raise TorchWeightsError(f"storage {key!r} holds {count} elements, the pickle says {storage.size}")
     raw = f.read(count * storage.dtype.itemsize)
@@ -104,16 +112,46 @@ def _read_storage(f: io.BufferedIOBase, key: str, storage: _Storage) -> None:
     storage.data = np.frombuffer(raw, dtype=storage.dtype)
 
 
+def _check_layout(name: str, ref: _TensorRef, storage_size: int) -> None:
+    """Refuse any layout whose view could reach outside the storage or allocate without bound.
+
+    Why: ``as_strided`` trusts its arguments, so a crafted offset, size or stride would read memory
+    outside the file's buffer. Checkpoints hold only dense tensors with positive strides; zero
+    strides (torch's broadcast views) and negative ones never occur, so both are refused rather
+    than bounds-checked.
+    """
+    shape, stride = ref.shape, ref.stride
+    if not all(type(v) is int for v in (ref.offset, *shape, *stride)):
+        raise TorchWeightsError(f"tensor {name!r}: offset, size and stride must be integers "
+                                f"(offset {ref.offset!r}, size {shape!r}, stride {stride!r})")
+    if len(shape) != len(stride):
+        raise TorchWeightsError(f"tensor {name!r}: size {shape} and stride {stride} differ in length")
+    if any(n < 0 for n in shape):
+        raise TorchWeightsError(f"tensor {name!r}: negative dimension in size {shape}")
+    if any(s <= 0 for s in stride):
+        kind = "negative" if any(s < 0 for s in stride) else "zero"
+        raise TorchWeightsError(f"tensor {name!r}: {kind} stride in {stride}; only positive strides "
+                                "are accepted")
+    count = math.prod(shape)
+    if count > MAX_ELEMENTS:
+        raise TorchWeightsError(f"tensor {name!r}: {count} elements exceed the cap of {MAX_ELEMENTS} "
+                                "(MAX_ELEMENTS)")
+    if count == 0:
+        return
+    end = ref.offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) + 1
+    if ref.offset < 0 or end > storage_size:
+        raise TorchWeightsError(f"tensor {name!r}: offset {ref.offset} with size {shape} and stride "
+                                f"{stride} reaches element {end - 1}, past the end of its storage "
+                                f"of {storage_size} elements")
+
+
 def _materialise(name: str, ref: _TensorRef) -> np.ndarray:
     data = ref.storage.data
-    itemsize = data.itemsize
-    extent = ref.offset + sum((n - 1) * s for n, s in zip(ref.shape, ref.stride, strict=True)) + 1
+    _check_layout(name, ref, data.size)
     if any(n == 0 for n in ref.shape):
-        return np.zeros(ref.shape, dtype=data.dtype)
-    if ref.offset < 0 or extent > data.size:
-        raise TorchWeightsError(f"tensor {name!r} reaches past the end of its storage")
+        return np.zeros(ref.shape, dtype=data.dtype.newbyteorder("="))
     view = np.lib.stride_tricks.as_strided(
-        data[ref.offset:], shape=ref.shape, strides=[s * itemsize for s in ref.stride], writeable=False
+        data[ref.offset:], shape=ref.shape, strides=[s * data.itemsize for s in ref.stride], writeable=False
     )
     return np.array(view, dtype=data.dtype.newbyteorder("="))
 
@@ -123,7 +161,8 @@ def read_torch_state_dict(path: str | Path, skip_suffixes: tuple[str, ...] = ("n
     """Tensors of a legacy ``torch.save(state_dict)`` file as numpy arrays, in file order.
 
     ``num_batches_tracked`` counters are dropped by default: they are training bookkeeping, not weights.
-    Raises ``TorchWeightsError`` naming the problem for zip-format files, foreign pickles and truncation.
+    Raises ``TorchWeightsError`` naming the problem for zip-format files, foreign pickles, truncation
+    and tensor layouts that would reach outside their storage (see ``_check_layout``).
     """
     path = Path(path)
     with path.open("rb") as f:

@@ -47,7 +47,12 @@ from landuse_kedro.raster import (
     read_on_grid,
     regroup_lookup,
 )
-from landuse_kedro.scoring import WINDOW_COLUMNS, active_spark_session, score_windows
+from landuse_kedro.scoring import (
+    WINDOW_COLUMNS,
+    active_spark_session,
+    check_failure_rate,
+    score_windows,
+)
 from landuse_kedro.tiling import ScenePlan, parse_scene_key, plan_scene
 
 logger = logging.getLogger(__name__)
@@ -195,6 +200,12 @@ def classify_tiles(development_predictions, region_plan: RegionPlan, land_cover:
     if failed.any():
         logger.warning("%d of %d tiles have no prediction (kept as nodata), e.g. %s", int(failed.sum()),
                        len(tiles), tiles.loc[failed, ["tile_id", "error"]].head(3).to_dict("records"))
+    # a tile partly outside the imagery (a scene's edge, a warped margin) is no evidence of land use
+    masked = ~failed & (tiles["image_nodata_pixels"] > 0)
+    tiles.loc[masked, "predicted_class"] = None
+    if masked.any():
+        logger.info("%d tiles with pixels outside the imagery are masked (nodata), e.g. %s", int(masked.sum()),
+                    tiles.loc[masked, "tile_id"].head(3).tolist())
     names = region_plan.classes
     codes = class_codes(names)
     smoothing = options.get("smoothing") or {}
@@ -220,10 +231,18 @@ def measure_agreement(development_tile_classes: pd.DataFrame, land_cover: dict[s
         "newer_year": int(options["newer_year"]),
         "tiles": len(tiles),
         "failed_tiles": int(tiles["error"].notna().sum()),
+        "masked_tiles": int((tiles["error"].isna() & (tiles["image_nodata_pixels"] > 0)).sum()),
         "failure_reasons": {str(k): int(v) for k, v in tiles["error"].value_counts().items()},
         "predicted": agreement(tiles, names, "older_class", "predicted_class"),
         "smoothed": agreement(tiles, names, "older_class", "smoothed_class"),
     }
+
+
+def check_tile_failures(development_agreement: dict[str, Any], scoring: dict[str, Any]) -> None:
+    """Fail the run when too many tiles could not be read or scored (after the outputs are saved)."""
+    errors = [reason for reason, count in development_agreement["failure_reasons"].items() for _ in range(count)]
+    check_failure_rate(development_agreement["tiles"], errors, float(scoring.get("max_failed_fraction", 0.05)),
+                       "tiles")
 
 
 def select_change_candidates(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],

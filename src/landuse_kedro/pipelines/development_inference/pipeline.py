@@ -40,6 +40,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=["development_inference", "reporting"],
             ),
             Node(
+                nodes.check_tile_failures,
+                inputs=["development_agreement", "params:scoring"],
+                outputs=None,
+                name="check_tile_failures",
+                tags=["development_inference"],
+            ),
+            Node(
                 nodes.select_change_candidates,
                 inputs=["development_tile_classes", "params:land_cover", OPTIONS],
                 outputs=["change_candidates_table", "change_candidates"],

@@ -12,12 +12,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from landuse_kedro.datasets.file_index import FileIndex
+from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.evaluation import (
     classification_scores,
     confusion_figure,
     three_class_names,
     to_three_class,
 )
+from landuse_kedro.scoring import check_failure_rate, score_images
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -26,11 +28,19 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def score_image_files(images: FileIndex | DataFrame, scoring_model: ModelArtifact, land_cover: dict[str, Any],
+                      scoring: dict[str, Any], partitions_per_core: int) -> tuple[DataFrame, FileIndex | DataFrame]:
+    """The shared scorer's rows, and the listing it scored: the summary counts against that one
+    listing, not a second one that files added or removed during the run would change."""
+    return score_images(images, scoring_model, land_cover, scoring, partitions_per_core), images
+
+
 def summarise_scoring(
     predictions: DataFrame, images: FileIndex | DataFrame, land_cover: dict[str, Any]
 ) -> dict[str, Any]:
-    """Counts (input = scored + failed, checked), every failure with its path and reason, and
-    6-/3-class accuracy and confusion matrices over the scored files whose folder names a class."""
+    """Counts (input = scored + failed, checked against the scorer's listing), every failure with
+    its path and reason, and 6-/3-class accuracy and confusion matrices over the scored files whose
+    folder names a class."""
     from pyspark.sql import functions as F
 
     expected = len(images) if isinstance(images, FileIndex) else len(set(images.inputFiles()))
@@ -70,6 +80,12 @@ def summarise_scoring(
         logger.info("Scored %d files: accuracy %.1f%% (6 classes), %.1f%% (3 classes)", scored,
                     100 * metrics["six_class"]["accuracy"], 100 * metrics["three_class"]["accuracy"])
     return metrics
+
+
+def check_scoring_failures(scoring_metrics: dict[str, Any], scoring: dict[str, Any]) -> None:
+    """Fail the run when too many files failed (after the table and metrics are saved)."""
+    check_failure_rate(scoring_metrics["counts"]["input"], [f["error"] for f in scoring_metrics["failures"]],
+                       float(scoring.get("max_failed_fraction", 0.05)), "files")
 
 
 def plot_scoring_confusion_matrices(metrics: dict[str, Any]) -> Figure:

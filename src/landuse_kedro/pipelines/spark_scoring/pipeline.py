@@ -3,26 +3,32 @@
 from kedro.pipeline import Node, Pipeline
 
 from landuse_kedro.pipelines.spark_scoring import nodes
-from landuse_kedro.scoring import score_images
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                score_images,
+                nodes.score_image_files,
                 inputs=["scoring_images", "scoring_model", "params:land_cover", "params:scoring",
                         "params:spark_scoring.partitions_per_core"],
-                outputs="scoring_predictions",
-                name="score_images",
+                outputs=["scoring_predictions", "scored_image_list"],
+                name="score_image_files",
                 tags=["spark", "spark_scoring"],
             ),
             Node(
                 nodes.summarise_scoring,
-                inputs=["scoring_predictions", "scoring_images", "params:land_cover"],
+                inputs=["scoring_predictions", "scored_image_list", "params:land_cover"],
                 outputs="scoring_metrics",
                 name="summarise_scoring",
                 tags=["spark", "spark_scoring"],
+            ),
+            Node(
+                nodes.check_scoring_failures,
+                inputs=["scoring_metrics", "params:scoring"],
+                outputs=None,
+                name="check_scoring_failures",
+                tags=["spark_scoring"],
             ),
             Node(
                 nodes.plot_scoring_confusion_matrices,

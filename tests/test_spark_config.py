@@ -1,0 +1,122 @@
+"""Spark defaults are safe: local environments stay on loopback, the standalone configuration says
+how to authenticate, and SparkHooks stops only a session it started (issue 11, item 5)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+from kedro.pipeline import Node, Pipeline
+
+from landuse_kedro.hooks import SparkHooks, spark_is_running
+from tests.conftest import PROJECT_ROOT, local_spark_session
+
+CONF = PROJECT_ROOT / "conf"
+CLUSTER_ENVS = {"standalone", "hdinsight"}  # executors on other machines must reach the driver
+LOOPBACK = "127.0.0.1"
+
+
+def merged_spark_conf(env: str) -> dict:
+    """base then ``env``, as Kedro's config loader merges the flat ``spark*`` files."""
+    merged: dict = {}
+    for folder in ("base", env):
+        for path in sorted((CONF / folder).glob("spark*.yml")):
+            merged.update(yaml.safe_load(path.read_text()) or {})
+    return merged
+
+
+def environments() -> list[str]:
+    return sorted(p.name for p in CONF.iterdir() if p.is_dir() and p.name != "base")
+
+
+def test_every_environment_is_classified():
+    local = {env for env in environments() if str(merged_spark_conf(env).get("spark.master", ""))
+             .startswith("local")}
+    assert local == {"local", "test", "azurite"}
+    assert set(environments()) == local | CLUSTER_ENVS  # a new environment must be classified here
+
+
+@pytest.mark.parametrize("env", ["local", "test", "azurite"])
+def test_non_cluster_environments_bind_to_loopback(env):
+    conf = merged_spark_conf(env)
+    assert str(conf["spark.master"]).startswith("local")
+    assert conf.get("spark.driver.bindAddress") == LOOPBACK
+    assert conf.get("spark.driver.host") == LOOPBACK
+
+
+def test_standalone_documents_authentication_without_a_secret_in_the_file():
+    text = (CONF / "standalone" / "spark.yml").read_text()
+    assert "spark.authenticate: true" in text
+    assert "spark.authenticate.secret: ${env_required:" in text  # from the environment only
+    conf = merged_spark_conf("standalone")
+    assert "spark.authenticate" not in conf  # documented, not on: the test cluster has no secret
+    assert "spark.authenticate.secret" not in conf
+
+
+# ------------------------------------------------------------------------------------- the hook
+
+def _spark_pipeline() -> Pipeline:
+    return Pipeline([Node(lambda: 1, inputs=None, outputs="one", tags=["spark"])])
+
+
+def _hook(conf: dict[str, str] | None = None) -> SparkHooks:
+    hooks = SparkHooks()
+    hooks._spark_conf = conf or {}
+    return hooks
+
+
+class _Records(logging.Handler):
+    """Collects the hook module's records directly: Kedro's logging setup in other tests can
+    detach pytest's caplog handler, and a missing record must not pass as "no warning"."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@pytest.fixture
+def hook_records():
+    logger, handler = logging.getLogger("landuse_kedro.hooks"), _Records()
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    yield handler.messages
+    logger.removeHandler(handler)
+    logger.setLevel(level)
+
+
+@pytest.fixture
+def existing_session():
+    yield from local_spark_session()
+
+
+@pytest.mark.spark
+@pytest.mark.parametrize("end", ["after_pipeline_run", "on_pipeline_error"])
+def test_hook_leaves_a_session_it_did_not_start_running(existing_session, hook_records, end):
+    hooks = _hook({"spark.master": "local[1]"})
+    hooks.before_pipeline_run(run_params={}, pipeline=_spark_pipeline())
+    getattr(hooks, end)()
+    assert existing_session.range(3).count() == 3
+    assert any("did not start it" in message for message in hook_records), hook_records
+
+
+@pytest.mark.spark
+def test_hook_stops_the_session_it_started(tmp_path: Path):
+    from pyspark.sql import SparkSession
+
+    assert not spark_is_running(), "a session leaked from another test; this one would not start its own"
+    hooks = _hook({"spark.master": "local[1]", "spark.ui.enabled": "false",
+                   "spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK,
+                   "spark.sql.warehouse.dir": str(tmp_path / "warehouse")})
+    hooks.before_pipeline_run(run_params={}, pipeline=_spark_pipeline())
+    session = SparkSession.getActiveSession()
+    assert session is not None and session.range(2).count() == 2  # the hook did start one
+    hooks.after_pipeline_run()
+    assert not spark_is_running()
+    assert SparkSession.getActiveSession() is None
+    assert session.sparkContext._jsc is None  # stopped, not merely forgotten
