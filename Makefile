@@ -28,7 +28,7 @@ run: install
 	@if ls data/01_raw/naip/*.tif >/dev/null 2>&1; then \
 		echo "Using the rasters already in data/01_raw/naip (the sample scene is not generated)"; \
 	else \
-		$(KEDRO) run --pipeline sample_scene; \
+		$(KEDRO) run --pipelines sample_scene; \
 	fi
 	$(KEDRO) run
 

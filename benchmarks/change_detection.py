@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/change_detection.py [--env local] [--min-changed 0.5] [--project DIR] [--sweep]
 
-Run after ``kedro run --pipeline development_inference`` on the sample scene (the generator knows
+Run after ``kedro run --pipelines development_inference`` on the sample scene (the generator knows
 where it developed land: ``sample_change_truth``, 1 = became developed, on the scene grid). Everything
 is read through the Kedro catalog of this project (a KedroSession in the project folder).
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/prepare_tiles.py [--scene-size 3136] [--env local] [--raw data/01_raw]
 
-Generates the sample scene (``kedro run --pipeline sample_scene``, in a child process) in a
+Generates the sample scene (``kedro run --pipelines sample_scene``, in a child process) in a
 throw-away project copy, then runs data_preparation through a KedroSession and times its nodes from
 Kedro's own log lines: labelling (plan_scenes + label_tiles: reprojecting NLCD, counting classes for
 every tile of every scene, in Spark tasks) and writing (the kept tiles as PNG by Spark tasks, the

@@ -41,7 +41,7 @@ def test_pipelines_named_in_the_readme_are_registered():
     from kedro.framework.project import configure_project, pipelines
 
     configure_project("landuse_kedro")
-    named = _options("--pipeline")
+    named = _options("--pipelines")
     assert named, "the README shows how to run one pipeline"
     assert named <= set(pipelines), named - set(pipelines)
 
