@@ -193,8 +193,14 @@ def _fake_scene(crs: str):
 
 def test_region_without_newer_scene_names_what_exists():
     scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
-    with pytest.raises(ValueError, match=r"middlesex_2016.*essex_2016.*middlesex_2012"):
+    with pytest.raises(ValueError, match=r"middlesex_2016.*has the years \[2012\]"):
         newer_scene(scenes, {"region": "middlesex", "newer_year": 2016}, {"tile_size": 224})
+
+
+def test_a_mistyped_region_lists_the_region_names():
+    scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
+    with pytest.raises(ValueError, match=r"Unknown region 'esex'.*regions essex, middlesex\."):
+        newer_scene(scenes, {"region": "esex", "newer_year": 2016}, {"tile_size": 224})
 
 
 def test_region_with_scenes_in_different_crss_is_refused():

@@ -124,10 +124,14 @@ def newer_scene(naip_scenes: Loaders, options: dict[str, Any], tiling: dict[str,
     different CRSs (its years would not line up tile for tile)."""
     region, year = options["region"], int(options["newer_year"])
     scenes = _region_scenes(naip_scenes, region)
+    if not scenes:
+        regions = sorted({parse_scene_key(key)[0] for key in naip_scenes})
+        raise ValueError(f"Unknown region {region!r} (development_inference.region): the NAIP scenes are of "
+                         f"regions {', '.join(regions) or 'none'}.")
     if year not in scenes:
         raise ValueError(
             f"No NAIP scene '{region}_{year}' for development_inference (region={region!r}, "
-            f"newer_year={year}). Available scenes: {sorted(naip_scenes) or 'none'}."
+            f"newer_year={year}). Region {region!r} has the years {sorted(scenes)}."
         )
     sources = {key: naip_scenes[key]() for key in scenes.values()}
     crss = {key: source.crs.to_string() for key, source in sources.items()}
