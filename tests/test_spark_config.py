@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kedro.pipeline import Node, Pipeline
+from kedro.pipeline import Node
 
 from landuse_kedro.hooks import SparkHooks, spark_is_running
 from tests.conftest import PROJECT_ROOT, local_spark_session
@@ -57,8 +57,8 @@ def test_standalone_documents_authentication_without_a_secret_in_the_file():
 
 # ------------------------------------------------------------------------------------- the hook
 
-def _spark_pipeline() -> Pipeline:
-    return Pipeline([Node(lambda: 1, inputs=None, outputs="one", tags=["spark"])])
+def _spark_node() -> Node:
+    return Node(lambda: 1, inputs=None, outputs="one", name="spark_node", tags=["spark"])
 
 
 def _hook(conf: dict[str, str] | None = None) -> SparkHooks:
@@ -99,7 +99,7 @@ def existing_session():
 @pytest.mark.parametrize("end", ["after_pipeline_run", "on_pipeline_error"])
 def test_hook_leaves_a_session_it_did_not_start_running(existing_session, hook_records, end):
     hooks = _hook({"spark.master": "local[1]"})
-    hooks.before_pipeline_run(run_params={}, pipeline=_spark_pipeline())
+    hooks.before_node_run(node=_spark_node())
     getattr(hooks, end)()
     assert existing_session.range(3).count() == 3
     assert any("did not start it" in message for message in hook_records), hook_records
@@ -113,7 +113,9 @@ def test_hook_stops_the_session_it_started(tmp_path: Path):
     hooks = _hook({"spark.master": "local[1]", "spark.ui.enabled": "false",
                    "spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK,
                    "spark.sql.warehouse.dir": str(tmp_path / "warehouse")})
-    hooks.before_pipeline_run(run_params={}, pipeline=_spark_pipeline())
+    hooks.before_node_run(node=Node(lambda: 1, inputs=None, outputs="x", name="plain"))
+    assert not spark_is_running()  # a node without the spark tag starts nothing
+    hooks.before_dataset_loaded(dataset_name="table", node=_spark_node())
     session = SparkSession.getActiveSession()
     assert session is not None and session.range(2).count() == 2  # the hook did start one
     hooks.after_pipeline_run()

@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from kedro.framework.hooks import hook_impl
-from kedro.pipeline import Pipeline
+from kedro.pipeline import Node
 
 from landuse_kedro.storage import StorageConfigError, check_container, check_credentials, is_remote
 
@@ -18,11 +18,13 @@ SPARK_TAG = "spark"
 
 
 class SparkHooks:
-    """Start one SparkSession for runs that contain Spark nodes, and stop it afterwards.
+    """Start one SparkSession when the first node tagged ``spark`` is about to load its inputs or
+    run, and stop it after the run.
 
-    Starting Spark costs seconds and a JVM, so pipelines without a node tagged ``spark``
-    (tiling, training) never pay for it. A session that was already running (a notebook's, a
-    test's) is reused and left running: stopping it would break its owner's later work.
+    Starting Spark costs seconds and a JVM, so pipelines without a Spark node (training) never
+    pay for it, and the nodes before the first Spark node (plans that check their inputs) fail
+    fast, before any JVM starts. A session that was already running (a notebook's, a test's) is
+    reused and left running: stopping it would break its owner's later work.
     """
 
     def __init__(self) -> None:
@@ -38,8 +40,15 @@ class SparkHooks:
             self._spark_conf = {}
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline: Pipeline) -> None:
-        if any(SPARK_TAG in node.tags for node in pipeline.nodes):
+    def before_dataset_loaded(self, dataset_name: str, node: Node) -> None:
+        self._start_for(node)  # a Spark node's inputs may be Spark tables
+
+    @hook_impl
+    def before_node_run(self, node: Node) -> None:
+        self._start_for(node)
+
+    def _start_for(self, node: Node) -> None:
+        if self._session is None and SPARK_TAG in node.tags:
             self._owns_session = not spark_is_running()
             self._session = start_spark(self._spark_conf)
             register_python_data_sources(self._session)
@@ -61,6 +70,49 @@ class SparkHooks:
             logger.info("Leaving the Spark session that existed before the run running (the hook "
                         "did not start it)")
         self._session, self._owns_session = None, False
+
+
+class ParameterHooks:
+    """Refuse a runtime parameter (``--params``) that names no parameter of the project: a key
+    without its pipeline's prefix (``region=essex`` for ``development_inference.region``) would
+    otherwise be ignored, and the run would quietly use the default."""
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        loader = context.config_loader
+        runtime = dict(getattr(loader, "runtime_params", None) or {})
+        if not runtime:
+            return
+        from kedro.config import OmegaConfigLoader
+
+        files = OmegaConfigLoader(  # the same configuration without the runtime parameters
+            conf_source=loader.conf_source, env=loader.env, base_env=loader.base_env,
+            default_run_env=loader.default_run_env, config_patterns=loader.config_patterns,
+            merge_strategy=loader.merge_strategy)["parameters"]
+        known = set(_dotted(files))
+        unknown = [key for key in _dotted(runtime) if key not in known
+                   and not any(k.startswith(f"{key}.") for k in known)]
+        if unknown:
+            hints = []
+            for key in unknown:
+                leaf = key.rsplit(".", 1)[-1]
+                near = sorted(k for k in known if k == leaf or k.endswith(f".{leaf}"))
+                hints.append(f"'{key}'" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
+            raise ValueError(f"Unknown runtime parameter(s) {', '.join(hints)}: no parameter of "
+                             f"environment '{loader.env or loader.default_run_env}' has that name, so it "
+                             "would be ignored. Parameters are <pipeline>.<name>, e.g. "
+                             "development_inference.region=essex.")
+
+
+def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """Every key path of a nested mapping, leaves and branches: a.b.c -> a, a.b, a.b.c."""
+    keys = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        keys.append(path)
+        if isinstance(value, dict) and value:
+            keys.extend(_dotted(value, f"{path}."))
+    return keys
 
 
 class StorageHooks:

@@ -2,10 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
-from landuse_kedro.hooks import SparkHooks, StorageHooks
+from landuse_kedro.hooks import ParameterHooks, SparkHooks, StorageHooks
 from landuse_kedro.storage import env_required
 
-HOOKS = (SparkHooks(), StorageHooks())
+HOOKS = (ParameterHooks(), SparkHooks(), StorageHooks())
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
 CONFIG_LOADER_ARGS = {

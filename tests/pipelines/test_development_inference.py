@@ -435,3 +435,20 @@ def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(
     assert centre == pytest.approx(COLOURS["D"], abs=2)  # tile (0, 3) is developed red
     below_left = crop[2 * TILE:, :TILE].reshape(-1, 3).mean(axis=0)
     assert below_left == pytest.approx(COLOURS[NEWER[1][2]], abs=2)  # tile (1, 2)
+
+
+def test_a_mistyped_region_fails_before_spark_starts(region_run):
+    from landuse_kedro.hooks import spark_is_running
+
+    assert not spark_is_running(), "a session from another test is still up: this check would be void"
+    params = RUN_PARAMS | {"development_inference": RUN_PARAMS["development_inference"] | {"region": "testvile"}}
+    with pytest.raises(ValueError, match="Unknown region 'testvile'.*regions testville"):
+        run_pipeline(region_run, "development_inference", params=params)
+    assert not spark_is_running()  # plan_region refused it before the first Spark node
+
+
+def test_a_parameter_without_its_pipeline_prefix_is_refused(region_run):
+    with pytest.raises(ValueError, match=r"Unknown runtime parameter\(s\) 'region' \(did you mean "
+                                         r"development_inference.region\?\)"):
+        load_catalog(region_run, params={"region": "essex"})
+    assert load_catalog(region_run, params={"development_inference": {"region": "essex"}}) is not None
