@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFormat
+from landuse_kedro.storage import redact_environment_secrets, shippable
 from landuse_kedro.tiling import (
     BLOCK_TILES,
     Block,
@@ -284,7 +285,7 @@ def _read_or_reason(fs, path: str) -> bytes | str:
     except Exception as error:  # noqa: BLE001 - a missing/unreadable file is a row, not a failed job
         if FAIL_FAST_ERRORS & {kind.__name__ for kind in type(error).__mro__}:
             raise
-        return f"cannot read file: {type(error).__name__}: {error}"
+        return redact_environment_secrets(f"cannot read file: {type(error).__name__}: {error}")
 
 
 def _prefetched(items: Iterable[Any], prepare: Callable[[Any], Any], enabled: bool) -> Iterator[Any]:
@@ -396,7 +397,7 @@ def score_images(
                                 partitions_per_core, MAX_BATCHES_PER_TASK)
         rows = spark.sparkContext.parallelize([(url,) for url in images.urls], partitions)
         paths = spark.createDataFrame(rows, "path string")
-        storage = (images.protocol, dict(images.storage_options))
+        storage = (images.protocol, shippable(images.storage_options))  # executors: secrets from their env
         logger.info("Scoring %d files with the %s model in %d Spark tasks of up to %d-image batches "
                     "(Spark shows the stage's progress)", len(images), scoring_model.format, partitions,
                     settings.batch_size)
@@ -471,6 +472,7 @@ def score_windows(
         raise ValueError(f"params:scoring.image_size is {settings.image_size} but tiles are "
                          f"{plan.tile_size} px (params:tiling.tile_size): the model expects one size.")
     model = _broadcast_model(spark, scoring_model, scoring)
+    plan = plan.shippable()
     rows, n_blocks, tasks = block_rows(spark, [plan], partitions_per_core)
     logger.info("Scoring %d tiles of %s with the %s model: %d blocks of up to %d tiles in %d Spark tasks "
                 "(Spark shows the stage's progress)", len(plan.tiles), plan.key, scoring_model.format,

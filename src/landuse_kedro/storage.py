@@ -55,6 +55,28 @@ def redact(text: str, credentials: Mapping[str, Any]) -> str:
     return text
 
 
+# Where Spark executors find credentials: adlfs reads AZURE_STORAGE_*, azure-identity AZURE_CLIENT_*.
+SECRET_ENV = {"connection_string": "AZURE_STORAGE_CONNECTION_STRING", "account_key": "AZURE_STORAGE_ACCOUNT_KEY",
+              "sas_token": "AZURE_STORAGE_SAS_TOKEN", "client_secret": "AZURE_STORAGE_CLIENT_SECRET",
+              "credential": "AZURE_CLIENT_SECRET"}
+
+
+def shippable(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Storage options that may travel to Spark executors inside a task: all but the secrets.
+
+    Executors take their credentials from their own environment (the variables of ``SECRET_ENV``,
+    which adlfs and azure-identity read, or the cluster's managed identity), so a secret is never
+    pickled into a closure that Spark ships, logs or keeps with a failed task.
+    """
+    return {key: value for key, value in (options or {}).items() if key not in SECRET_KEYS}
+
+
+def redact_environment_secrets(text: str) -> str:
+    """``text`` without the secrets an executor holds in its environment: for error strings that
+    are stored (Parquet rows, metrics JSON) or logged."""
+    return redact(text, {key: os.environ.get(name) for key, name in SECRET_ENV.items()})
+
+
 def check_credentials(credentials: Mapping[str, Any], env: str) -> None:
     """One complete way to authenticate must be configured (no network)."""
     creds = credentials or {}

@@ -14,7 +14,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -37,6 +37,7 @@ from landuse_kedro.raster import (
     tile_value_counts,
     to_classes,
 )
+from landuse_kedro.storage import redact_environment_secrets, shippable
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,16 @@ class ScenePlan:
 
     def blocks(self, block_tiles: int = BLOCK_TILES) -> list[Block]:
         return list(self.tiles.blocks(block_tiles))
+
+    def shippable(self) -> ScenePlan:
+        """This plan for Spark tasks: its rasters without the storage secrets, which executors
+        take from their environment (``storage.shippable``)."""
+        return replace(self, scene=_without_secrets(self.scene), labels=_without_secrets(self.labels))
+
+
+def _without_secrets(source: WindowedRaster) -> WindowedRaster:
+    options = getattr(source, "storage_options", None)
+    return replace(source, storage_options=shippable(options)) if options else source
 
 
 def plan_scene(key: str, scene: WindowedRaster, labels: WindowedRaster, lut: np.ndarray,  # noqa: PLR0917
@@ -213,9 +224,9 @@ class OpenScene:
         frame = frame.assign(class_index=0, class_pixels=0, purity=0.0, dropped_pixels=0,
                              unlabelled_pixels=area, nodata_pixels=area)
         window = self.plan.tiles.window(block[0], block[1])
-        frame["read_error"] = (f"cannot read window (col_off={window.col_off}, row_off={window.row_off}, "
-                               f"{window.width} x {window.height}) of {self.plan.url}: "
-                               f"{type(error).__name__}: {error}")
+        frame["read_error"] = redact_environment_secrets(
+            f"cannot read window (col_off={window.col_off}, row_off={window.row_off}, "
+            f"{window.width} x {window.height}) of {self.plan.url}: {type(error).__name__}: {error}")
         return frame[list(LABEL_COLUMNS)]
 
 
@@ -311,7 +322,7 @@ def label_on_spark(spark, plans: Mapping[str, ScenePlan]) -> pd.DataFrame:
     logger.info("Labelling %d tiles of %d scenes: %d blocks of up to %d x %d tiles in %d Spark tasks",
                 sum(len(p.tiles) for p in plans.values()), len(plans), n_blocks, BLOCK_TILES, BLOCK_TILES, tasks)
     schema = "scene string, " + ", ".join(f"{name} {kind}" for name, kind in LABEL_COLUMNS.items())
-    plans = dict(plans)
+    plans = {key: plan.shippable() for key, plan in plans.items()}
 
     def label(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         opened = OpenScenes(plans)

@@ -17,6 +17,8 @@ from typing import Any
 from kedro.io.core import DatasetError
 from kedro_datasets.partitions import PartitionedDataset
 
+from landuse_kedro.storage import shippable
+
 logger = logging.getLogger(__name__)
 
 MAX_PARTITIONS_PER_TASK = 512
@@ -38,7 +40,10 @@ class SparkPartitionedDataset(PartitionedDataset):
         items = [(self._join_protocol(self._partition_to_path(key)), value) for key, value in data.items()]
         cores = spark.sparkContext.defaultParallelism
         tasks = max(1, min(len(items), max(2 * cores, -(-len(items) // MAX_PARTITIONS_PER_TASK))))
-        dataset_type, config, filepath_arg = self._dataset_type, self._dataset_config, self._filepath_arg
+        dataset_type, filepath_arg = self._dataset_type, self._filepath_arg
+        # executors take storage secrets from their environment, never from the shipped task
+        config = {**self._dataset_config, **({"credentials": shippable(self._dataset_config["credentials"])}
+                                             if self._dataset_config.get("credentials") else {})}
         lazily = self._save_lazily
 
         def save_partitions(partitions):

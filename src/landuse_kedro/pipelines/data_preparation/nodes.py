@@ -140,7 +140,8 @@ def export_tiles(tile_selection: pd.DataFrame, scene_plans: dict[str, ScenePlan]
     so a task reads neighbouring windows from one open scene."""
     ordered = tile_selection.sort_values(["scene", "row", "col"])
     logger.info("Writing %d tiles from %d scenes", len(ordered), ordered["scene"].nunique())
-    return {tile.partition: TileWindow(scene_plans[tile.scene], tile.row, tile.col) for tile in ordered.itertuples()}
+    shipped = {key: plan.shippable() for key, plan in scene_plans.items()}  # read by Spark tasks
+    return {tile.partition: TileWindow(shipped[tile.scene], tile.row, tile.col) for tile in ordered.itertuples()}
 
 
 def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str, Any]) -> pd.DataFrame:
