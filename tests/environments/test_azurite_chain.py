@@ -1,12 +1,25 @@
 """The chain on a real Azure Storage API: raw scenes read from, and outputs written to, an
 ``abfss://`` container on Azurite through the `azurite` environment (configuration only), with the
-same results as the local run of the same tiny scene (`tiny_chain_project`, env `test`)."""
+same results as the local run of the same tiny scene (`tiny_chain_project`, env `test`).
+
+Equal to the local run proves the storage layer changes nothing, not that either run is right.
+The local outputs are checked against known truth elsewhere: tiles and labels in
+tests/pipelines/test_data_preparation.py (NLCD bands of known codes at known map coordinates, PNG
+pixels equal to their scene window); training in tests/pipelines/test_training.py (accuracy above
+chance on tiles of learnable colours, images paired with their own labels); scoring in
+tests/pipelines/test_spark_scoring.py (labelled tiles and damaged files, accuracy equal to the
+model scored in process, and to the training evaluation on this same chain); development_inference
+in tests/pipelines/test_development_inference.py (predictions, older labels and change candidates of
+a synthetic region with a colour-rule model, so the truth of every tile is known)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import re
+import sys
 from pathlib import Path
 
 import adlfs
@@ -52,7 +65,8 @@ def azurite_chain(azurite, tiny_chain_project: Path, tmp_path_factory) -> dict:
     project = make_project_copy(tmp_path_factory.mktemp("azurite_chain") / "project")
     params = _test_parameters(project)
     logs = _LogCapture()
-    with pytest.MonkeyPatch.context() as patch:
+    spark_log = tmp_path_factory.mktemp("spark_logs") / "jvm_and_workers.log"
+    with pytest.MonkeyPatch.context() as patch, _process_output_to(spark_log):
         patch.setenv("AZURE_STORAGE_CONNECTION_STRING", azurite)
         _stop_spark_jvm()  # Spark's Python workers must see the variable above
         logging.getLogger().addHandler(logs)
@@ -64,7 +78,27 @@ def azurite_chain(azurite, tiny_chain_project: Path, tmp_path_factory) -> dict:
             _stop_spark_jvm()  # and no later test inherits it
         remote = _outputs(project, ENV, params)
     return {"project": project, "remote": remote, "local": _outputs(tiny_chain_project, "test"),
-            "fs": fs, "logs": logs.text}
+            "fs": fs, "logs": logs.text, "spark_log": spark_log}
+
+
+@contextlib.contextmanager
+def _process_output_to(path: Path):
+    """This process's stdout and stderr (file descriptors 1 and 2) go to ``path``: the Spark JVM
+    started meanwhile, and the Python workers it starts, inherit them and log there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with path.open("wb") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
 
 
 def _stop_spark_jvm() -> None:
@@ -185,6 +219,22 @@ def test_development_outputs_equal_the_local_run(azurite_chain: dict) -> None:
 def test_no_secret_in_the_run_logs(azurite_chain: dict) -> None:
     assert azurite_chain["logs"], "the chain logged nothing"
     assert SESSION_KEY not in azurite_chain["logs"]
+
+
+def test_no_secret_in_any_output_or_spark_log(azurite_chain: dict) -> None:
+    """The account key is in the environment of the driver, the JVM and the Python workers, never
+    in an output (in the container or the project folder) or the JVM's and workers' output."""
+    key = SESSION_KEY.encode()
+    spark_log = azurite_chain["spark_log"].read_bytes()
+    assert b"WARN" in spark_log or b"INFO" in spark_log, "the JVM's output was not captured"
+    fs = azurite_chain["fs"]
+    blobs = [path for path in fs.find(DATA_ROOT) if not path.endswith("/")]
+    local = [p for p in azurite_chain["project"].rglob("*") if p.is_file()]
+    assert len(blobs) > 50 and local, (len(blobs), len(local))  # outputs of four pipelines
+    contents = {**{blob: fs.cat_file(blob) for blob in blobs}, **{str(p): p.read_bytes() for p in local}}
+    assert sum(map(len, contents.values())) > 1_000_000  # pixels, models, tables: not empty
+    assert key not in spark_log
+    assert [name for name, data in contents.items() if key in data] == []
 
 
 def _assert_close(remote, local, where: str) -> None:
