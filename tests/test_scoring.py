@@ -317,3 +317,48 @@ def test_without_a_session_the_error_says_how_to_get_one(monkeypatch):
     monkeypatch.setattr(SparkSession, "getActiveSession", staticmethod(lambda: None))
     with pytest.raises(RuntimeError, match="spark"):
         active_spark_session()
+
+
+@pytest.mark.spark
+def test_binary_input_with_no_file_is_an_error(spark, tmp_path, artifacts):
+    (tmp_path / "empty").mkdir()
+    frame = spark.read.format("binaryFile").load(str(tmp_path / "empty"))
+    with pytest.raises(ValueError, match="found no file"):
+        score_images(frame, artifacts["onnx"], LAND_COVER, SCORING)
+
+
+class _Storage:
+    """An fsspec-like filesystem whose every open fails with ``error``."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def open(self, path, mode="rb"):
+        raise self.error
+
+
+def test_unreachable_or_refusing_storage_fails_the_task_one_bad_file_is_a_row():
+    from landuse_kedro.scoring import _read_or_reason
+
+    reason = _read_or_reason(_Storage(FileNotFoundError("no such blob")), "container/a.png")
+    assert reason.startswith("cannot read file: FileNotFoundError")  # one file: its row
+    for error in (ConnectionError("connection refused"), TimeoutError("timed out")):
+        with pytest.raises(type(error)):  # the storage itself: the run stops, not 10,000 rows
+            _read_or_reason(_Storage(error), "container/a.png")
+
+    class ClientAuthenticationError(Exception):  # azure.core's name, without importing azure
+        pass
+
+    with pytest.raises(ClientAuthenticationError):
+        _read_or_reason(_Storage(ClientAuthenticationError("Server failed to authenticate")), "c/a.png")
+
+
+def test_the_summary_counts_the_listing_the_scorer_saw():
+    """One listing: the summary takes the scorer's own `scored_image_list`, so files added or
+    removed during the run cannot make it disagree with the table."""
+    from landuse_kedro.pipelines.spark_scoring.pipeline import create_pipeline
+
+    nodes = {node.name: node for node in create_pipeline().nodes}
+    assert "scored_image_list" in nodes["score_image_files"].outputs
+    assert "scored_image_list" in nodes["summarise_scoring"].inputs
+    assert "scoring_images" not in nodes["summarise_scoring"].inputs
