@@ -4,6 +4,11 @@ workers started from the pyspark package), with the same results."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +135,54 @@ def test_after_training_scoring_agrees_with_the_training_evaluation(tiny_chain_p
     for view in ("six_class", "three_class"):
         assert scoring[view]["accuracy"] == pytest.approx(training[view]["accuracy"])
         assert scoring[view]["confusion_matrix"] == training[view]["confusion_matrix"]
+
+
+# --- a failed or killed re-run never destroys the last good table (issue 19) --------------------
+
+def test_a_failed_or_killed_rerun_keeps_the_last_scoring_table(scoring_project, tmp_path):
+    import shutil
+
+    from tests.datasets.test_commit import leftovers
+    from tests.test_scoring import tiny_model as make_model
+
+    source, _, _ = scoring_project
+    project = tmp_path / "project"
+    shutil.copytree(source, project)
+    table = project / "data/07_model_output/scoring_predictions.parquet"
+    run_pipeline(project, "spark_scoring", params=TOLERANT)
+    good = pd.read_parquet(table).sort_values("path", ignore_index=True)
+    assert len(good) > 0
+
+    # injected task failure: a model whose output has 5 classes, not 6, fails every task
+    import keras
+
+    from landuse_kedro.models.onnx_export import keras_to_onnx
+
+    base = make_model(SIZE)
+    five = keras.Model(base.input, keras.layers.Dense(5, activation="softmax")(base.layers[-2].output))
+    models = ModelFileDataset(filepath=str(project / "data/06_models/scoring_model"), version=Version(None, None))
+    models.save(keras_to_onnx(five))
+    with pytest.raises(Exception, match="does not match"):
+        run_pipeline(project, "spark_scoring", params=TOLERANT)
+    pd.testing.assert_frame_equal(pd.read_parquet(table).sort_values("path", ignore_index=True), good)
+
+    # killed driver: the whole process group (driver, JVM, Python workers) while Spark writes
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "spark_scoring", "--env", "test",
+               "--params", "scoring.max_failed_fraction=1.0"]
+    process = subprocess.Popen(command, cwd=project, start_new_session=True,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(table.parent.glob(f"{table.name}.staging-*")):
+        assert process.poll() is None, "the run ended before Spark started writing"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+    assert leftovers(table), "the killed run left no staging table: nothing was tested"
+    pd.testing.assert_frame_equal(pd.read_parquet(table).sort_values("path", ignore_index=True), good)
+
+    # the next successful run replaces the table and removes what the killed one left
+    ModelFileDataset(filepath=str(project / "data/06_models/scoring_model"),
+                     version=Version(None, None)).save(keras_to_onnx(base))
+    run_pipeline(project, "spark_scoring", params=TOLERANT)
+    assert leftovers(table) == [] and len(pd.read_parquet(table)) == len(good)

@@ -1,11 +1,12 @@
 """Project datasets, only for what kedro-datasets does not cover: GeoTIFF rasters, model files
-whose format (ONNX or Keras) is decided by configuration, listing image files for Spark, and
-saving a partitioned folder from Spark workers."""
+whose format (ONNX or Keras) is decided by configuration, listing image files for Spark,
+saving a partitioned folder from Spark workers, and Spark tables swapped in only once written."""
 
 from landuse_kedro.datasets.file_index import FileIndex, FileIndexDataset
 from landuse_kedro.datasets.geotiff import GeoTiffDataset, RasterSource
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFileDataset
 from landuse_kedro.datasets.spark_partitioned import SparkPartitionedDataset
+from landuse_kedro.datasets.staged_spark import StagedSparkDataset
 
 __all__ = [
     "FileIndex",
@@ -15,4 +16,5 @@ __all__ = [
     "ModelFileDataset",
     "RasterSource",
     "SparkPartitionedDataset",
+    "StagedSparkDataset",
 ]

@@ -8,6 +8,7 @@ has to fit in memory. Saving takes a :class:`landuse_kedro.raster.GeoRaster` and
 
 from __future__ import annotations
 
+import os
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -23,6 +24,7 @@ from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
+from landuse_kedro.datasets.commit import clean_leftovers, staging_path
 from landuse_kedro.raster import GeoRaster
 
 DEFAULT_SAVE_ARGS: dict[str, Any] = {
@@ -155,10 +157,18 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             **self._save_args,
         }
         self._fs.makedirs(str(PurePosixPath(self._path).parent), exist_ok=True)
-        if self._protocol == "file":
-            with rasterio.open(self._path, "w", **profile) as dataset:
-                _write(dataset, data)
+        if self._protocol == "file":  # written beside, then renamed over: never half a raster
+            clean_leftovers(self._fs, self._path)
+            staged = staging_path(self._path)
+            try:
+                with rasterio.open(staged, "w", **profile) as dataset:
+                    _write(dataset, data)
+                os.replace(staged, self._path)
+            finally:
+                if os.path.exists(staged):
+                    os.remove(staged)
         else:  # object stores cannot seek while writing: build the file in memory, upload once
+            # (one PUT: the blob is replaced whole or not at all)
             with MemoryFile() as memfile:
                 with memfile.open(**profile) as dataset:
                     _write(dataset, data)

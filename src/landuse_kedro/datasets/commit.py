@@ -1,0 +1,62 @@
+"""Write beside, then swap: a re-run that fails or is killed never destroys the last good output.
+
+An output is first written whole to a sibling staging path (``<path>.staging-<id>``); only when
+that write has succeeded is it renamed into place. The old output is renamed aside first
+(``<path>.previous-<id>``) and deleted last. On a local disk and on ADLS Gen2 with a hierarchical
+namespace each rename is one atomic operation, so a reader sees the old output or the new one,
+never a mix; between the two renames the path is briefly absent (never half written). On plain blob
+storage a folder "rename" is a copy and delete per blob: the staging still protects the old output
+from a failed write, but the swap itself is not atomic there.
+
+A killed run leaves at most a staging folder or a previous copy: the next write removes the staging
+leftovers and, when the output itself is missing, puts the previous copy back, and logs it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import PurePosixPath
+
+import fsspec
+
+logger = logging.getLogger(__name__)
+
+STAGING, PREVIOUS = ".staging-", ".previous-"
+
+
+def staging_path(path: str) -> str:
+    return f"{path}{STAGING}{uuid.uuid4().hex[:12]}"
+
+
+def clean_leftovers(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove what an interrupted write left beside ``path``; restore a previous copy if the
+    output itself was lost between the two renames of a swap."""
+    parent, name = str(PurePosixPath(path).parent), PurePosixPath(path).name
+    if not fs.exists(parent):
+        return
+    for entry in sorted(fs.ls(parent, detail=False)):
+        base = PurePosixPath(entry.rstrip("/")).name
+        if base.startswith(name + STAGING):
+            fs.rm(entry, recursive=True)
+            logger.warning("Removed %s, left by an interrupted run (it never became the output)", entry)
+        elif base.startswith(name + PREVIOUS):
+            if fs.exists(path):
+                fs.rm(entry, recursive=True)
+                logger.warning("Removed %s, the replaced output an interrupted swap left behind", entry)
+            else:
+                fs.mv(entry, path, recursive=True)
+                logger.warning("Restored %s from %s: a swap was interrupted before the new output arrived",
+                               path, entry)
+
+
+def swap_in(fs: fsspec.AbstractFileSystem, staged: str, path: str) -> None:
+    """Make the fully written ``staged`` output the current ``path``."""
+    previous = None
+    if fs.exists(path):
+        previous = f"{path}{PREVIOUS}{uuid.uuid4().hex[:12]}"
+        fs.mv(path, previous, recursive=True)
+    fs.mv(staged, path, recursive=True)
+    if previous is not None:
+        fs.rm(previous, recursive=True)
+    fs.invalidate_cache(str(PurePosixPath(path).parent))
