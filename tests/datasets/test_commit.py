@@ -94,6 +94,14 @@ dataset.save({f"train/{i:04d}": slow(99) for i in range(2000)})
 """
 
 
+def _start_writer(folder: Path, source: str, target: Path) -> subprocess.Popen:
+    """``source`` run as a script on ``target``, in its own process group (killed whole)."""
+    script = folder / "writer.py"
+    script.write_text(textwrap.dedent(source))
+    return subprocess.Popen([sys.executable, str(script), str(target)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def _kill_when(process: subprocess.Popen, ready, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
@@ -108,10 +116,7 @@ def test_a_killed_rewrite_of_the_tile_folder_keeps_the_last_complete_one(tmp_pat
     tiles = tmp_path / "tiles"
     folder_dataset(tiles).save({f"train/{i:03d}": Tile(10) for i in range(12)})  # no Spark: the driver writes
     good = snapshot(tiles)
-    script = tmp_path / "writer.py"
-    script.write_text(textwrap.dedent(KILLED_WRITER))
-    process = subprocess.Popen([sys.executable, str(script), str(tiles)], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = _start_writer(tmp_path, KILLED_WRITER, tiles)
 
     def half_written() -> bool:
         staged = [p for p in tmp_path.iterdir() if p.name.startswith(f"tiles{STAGING}")]
@@ -166,10 +171,7 @@ def test_a_killed_rewrite_of_a_raster_keeps_the_last_good_one(tmp_path):
     path = tmp_path / "predicted_classes.tif"
     GeoTiffDataset(filepath=str(path)).save(raster(1))
     good = path.read_bytes()
-    script = tmp_path / "writer.py"
-    script.write_text(textwrap.dedent(KILLED_RASTER))
-    process = subprocess.Popen([sys.executable, str(script), str(path)], start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = _start_writer(tmp_path, KILLED_RASTER, path)
 
     def writing() -> bool:
         staged = [p for p in tmp_path.iterdir() if p.name.startswith(f"{path.name}{STAGING}")]
