@@ -19,6 +19,7 @@ import uuid
 from pathlib import PurePosixPath
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +46,29 @@ def clean_leftovers(fs: fsspec.AbstractFileSystem, path: str) -> None:
                 fs.rm(entry, recursive=True)
                 logger.warning("Removed %s, the replaced output an interrupted swap left behind", entry)
             else:
-                fs.mv(entry, path, recursive=True)
+                _move(fs, entry, path)
                 logger.warning("Restored %s from %s: a swap was interrupted before the new output arrived",
                                path, entry)
 
 
 def swap_in(fs: fsspec.AbstractFileSystem, staged: str, path: str) -> None:
     """Make the fully written ``staged`` output the current ``path``."""
+    fs.invalidate_cache()  # Spark tasks wrote ``staged``: listings cached before know nothing of it
     previous = None
     if fs.exists(path):
         previous = f"{path}{PREVIOUS}{uuid.uuid4().hex[:12]}"
-        fs.mv(path, previous, recursive=True)
-    fs.mv(staged, path, recursive=True)
+        _move(fs, path, previous)
+    _move(fs, staged, path)
     if previous is not None:
         fs.rm(previous, recursive=True)
     fs.invalidate_cache(str(PurePosixPath(path).parent))
+
+
+def _move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """A rename where the filesystem has one (local disk: a single ``os.rename``); on object
+    stores, whose folders are only name prefixes, each file is moved (copied, then deleted)."""
+    if isinstance(fs, LocalFileSystem) or fs.isfile(source):
+        fs.mv(source, target)
+        return
+    for name in fs.find(source):
+        fs.mv(name, target + name[len(source.rstrip("/")):])
