@@ -173,7 +173,14 @@ def test_geographic_crs_is_refused_unless_a_target_crs_is_given():
 
 
 def test_native_grid_is_kept_and_resampling_warps_with_a_mask():
-    image = np.random.default_rng(1).integers(1, 255, (3, 64, 64), dtype=np.uint8)
+    """Each band is a different linear ramp (band 1 grows east, band 2 south, band 3 both), so a
+    flip, shift or transpose of the warp changes the values found at known map coordinates."""
+    rows, cols = np.mgrid[0:64, 0:64]
+
+    def ramps(r, c):
+        return np.stack([10 + 2 * c, 20 + 3 * r, 30 + c + 2 * r])
+
+    image = ramps(rows, cols).astype(np.uint8)
     scene = saved(GeoRaster(image, UTM, Affine(0.5, 0, 300_000, 0, -0.5, 4_700_000)))
     native = scene_grid(scene, resolution=0.5)
     np.testing.assert_array_equal(read_on_grid(scene, native, Window(3, 5, 10, 10)), image[:, 5:15, 3:13])
@@ -181,4 +188,12 @@ def test_native_grid_is_kept_and_resampling_warps_with_a_mask():
     assert (coarse.width, coarse.height, coarse.transform.a) == (32, 32, 1.0)
     assert valid_on_grid(scene, coarse, Window(0, 0, 32, 32)).all()
     pixels = read_on_grid(scene, coarse, Window(0, 0, 32, 32)).astype(float)
-    assert abs(pixels.mean() - image.mean()) < 5
+    # each 1 m pixel centre, placed on the map, then in the 0.5 m scene's (fractional) pixels:
+    # bilinear resampling of a ramp gives the ramp's value there
+    r, c = np.mgrid[0:32, 0:32]
+    xs, ys = coarse.transform @ (c + 0.5, r + 0.5)
+    scene_cols, scene_rows = ~scene.transform @ (xs, ys)
+    np.testing.assert_allclose(pixels, ramps(scene_rows - 0.5, scene_cols - 0.5), atol=1)
+    # e.g. the pixel 10.5 m east and 3.5 m south of the scene's corner: scene pixel (6.5, 20.5)
+    assert coarse.transform @ (10.5, 3.5) == (300_010.5, 4_699_996.5)
+    np.testing.assert_allclose(pixels[:, 3, 10], [51, 39.5, 63.5], atol=1)

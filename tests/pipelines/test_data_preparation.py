@@ -242,6 +242,8 @@ def test_bad_inputs_get_clear_errors(scene_root, tmp_path):
 
 
 def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path, spark):
+    """A scene in EPSG:4326 over middlesex, tiled on a 1 m UTM grid: the tiles sit where the scene
+    is on the map, and each carries the land cover of the NLCD bands (``band_code``) under it."""
     x0, y0 = ORIGINS["middlesex"]
     lon, lat = transform_points(UTM, "EPSG:4326", [x0 + 100], [y0 - 20])
     write(tmp_path / "middlesex_2016.tif", np.full((3, 300, 800), 90, np.uint8), "EPSG:4326",
@@ -250,8 +252,50 @@ def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path
                               {**TILING, "target_crs": "EPSG:32619"})
     candidates = nodes.label_tiles(plans, OPTIONS)
     assert set(candidates.crs) == {"EPSG:32619"}
-    assert (candidates.maxx - candidates.minx == 32).all()
-    assert candidates.reject_reason.isna().any()
+
+    # Where: a grid of 32 m tiles from the top-left corner of the scene's footprint in UTM.
+    left, _, right, top = transform_bounds("EPSG:4326", UTM, lon[0], lat[0] - 300e-5, lon[0] + 800e-5, lat[0],
+                                           densify_pts=21)
+    assert candidates.minx.min() == pytest.approx(left, abs=1) and candidates.maxy.max() == pytest.approx(top, abs=1)
+    assert len(candidates) == int((right - left) // 32) * len(set(candidates.row)) > 100
+    np.testing.assert_allclose(candidates.minx, candidates.minx.min() + 32 * candidates.col)
+    np.testing.assert_allclose(candidates.maxy, candidates.maxy.max() - 32 * candidates.row)
+    assert (candidates.maxx - candidates.minx == 32).all() and (candidates.maxy - candidates.miny == 32).all()
+
+    # What: bands of 3 x 32 m from x0, in BAND_CODES order, then no NLCD from x0 + 672 m. A pixel
+    # gets the code of the 30 m Albers cell around it, whose centre (which set the code) may be up
+    # to 21.2 m away: so a class's share of a tile lies between the tile's share of its band shrunk
+    # and grown by that much. A tile shifted by a tile width breaks these bounds.
+    lut = class_lookup(LAND_COVER["nlcd_to_class"], CLASSES)
+    band_of_class = {CLASSES[lut[code]]: band for band, code in enumerate(BAND_CODES[:6])}
+    slack = 30 / np.sqrt(2) + 0.5
+
+    def share(tile, start: float, end: float) -> float:
+        return max(0.0, min(tile.maxx, end) - max(tile.minx, start)) / 32
+
+    def band_share(tile, band: int, grow: float) -> float:
+        start = x0 + band * 3 * 32
+        return share(tile, start - grow, start + 3 * 32 + grow)
+
+    sure = {name: 0 for name in CLASSES}
+    for tile in candidates.itertuples():
+        if tile.class_name is not None:  # its purity within its band's bounds
+            band = band_of_class[tile.class_name]
+            assert band_share(tile, band, -slack) - 1 / 32 <= tile.purity <= band_share(tile, band, slack) + 1 / 32, tile
+        for name, band in band_of_class.items():  # most of the tile surely in one band: its class
+            if band_share(tile, band, -slack) > 0.5:
+                assert tile.class_name == name, tile
+                sure[name] += 1
+                if tile.nodata_pixels == 0:
+                    assert tile.reject_reason is None and tile.purity == 1.0, tile
+        if tile.nodata_pixels == 0 and band_share(tile, 6, -slack) == 1:
+            assert tile.reject_reason == tiling.DROPPED_DOMINANT, tile  # the water band
+        if tile.nodata_pixels == 0 and tile.minx >= x0 + 7 * 3 * 32 + slack:
+            assert tile.reject_reason == tiling.OUTSIDE_LABELS, tile
+    # bands 1-6 lie under the scene (band 0 ends 5 m east of the grid's west edge): each class on every row
+    n_rows = candidates.row.nunique()
+    assert sure == {"Developed": 0, **{name: n_rows for name in CLASSES[1:]}}, sure
+    assert set(candidates.loc[candidates.reject_reason.isna(), "class_name"]) == set(CLASSES[1:])
 
 
 # ------------------------------------------------------------------ end to end
