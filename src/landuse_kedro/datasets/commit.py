@@ -2,11 +2,12 @@
 
 An output is first written whole to a sibling staging path (``<path>.staging-<id>``); only when
 that write has succeeded is it renamed into place. The old output is renamed aside first
-(``<path>.previous-<id>``) and deleted last. On a local disk and on ADLS Gen2 with a hierarchical
-namespace each rename is one atomic operation, so a reader sees the old output or the new one,
-never a mix; between the two renames the path is briefly absent (never half written). On plain blob
-storage a folder "rename" is a copy and delete per blob: the staging still protects the old output
-from a failed write, but the swap itself is not atomic there.
+(``<path>.previous-<id>``) and deleted last. On a local disk each rename is one atomic
+``os.rename``, so a reader sees the old output or the new one, never a mix; between the two renames
+the path is briefly absent (never half written). On Azure storage adlfs moves a folder blob by
+blob (it speaks the Blob API, not ADLS Gen2's atomic directory rename): the staging still protects
+the old output from a failed or killed job, but the swap itself takes one copy per file and is
+not atomic there. A single GeoTIFF on Azure is one PUT, which is.
 
 A killed run leaves at most a staging folder or a previous copy: the next write removes the staging
 leftovers and, when the output itself is missing, puts the previous copy back, and logs it.
