@@ -7,9 +7,10 @@ from both pipelines.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact
@@ -21,9 +22,10 @@ from landuse_kedro.evaluation import (
 )
 from landuse_kedro.scoring import check_failure_rate, score_images
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+try:  # Kedro resolves node type hints at run time, so the names must exist then
     from pyspark.sql import DataFrame
+except ImportError:  # an install without Spark (a cluster brings its own) still lists the pipeline
+    DataFrame = Any
 
 logger = logging.getLogger(__name__)
 
@@ -93,8 +95,6 @@ def plot_scoring_confusion_matrices(metrics: dict[str, Any]) -> Figure:
     labelled (images outside class folders), rather than no file at all."""
     if metrics["six_class"] is not None:
         return confusion_figure(metrics)
-    from matplotlib.figure import Figure
-
     figure = Figure(figsize=(6, 2))
     figure.text(0.5, 0.5, f"No labelled images among {metrics['counts']['input']} scored files:\n"
                 "no confusion matrix.", ha="center", va="center")
