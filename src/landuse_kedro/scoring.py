@@ -27,7 +27,7 @@ from PIL import Image, UnidentifiedImageError
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFormat
-from landuse_kedro.storage import redact_environment_secrets, shippable
+from landuse_kedro.storage import is_unreachable, redact_environment_secrets, shippable
 from landuse_kedro.tiling import (
     BLOCK_TILES,
     Block,
@@ -272,18 +272,12 @@ def _decode_or_reason(data: bytes | str, image_size: int) -> np.ndarray | str:
         return str(error)
 
 
-FAIL_FAST_ERRORS = {"ClientAuthenticationError", "ServiceRequestError", "ServiceRequestTimeoutError",
-                    "ConnectionError", "TimeoutError"}
-"""Errors that say the storage is unreachable or refuses us, not that one file is bad: they fail
-the task (and so the run) at once instead of becoming a row for every file."""
-
-
 def _read_or_reason(fs, path: str) -> bytes | str:
     try:
         with fs.open(path, "rb") as handle:
             return handle.read(MAX_FILE_BYTES + 1)  # decode_image refuses anything longer
     except Exception as error:  # noqa: BLE001 - a missing/unreadable file is a row, not a failed job
-        if FAIL_FAST_ERRORS & {kind.__name__ for kind in type(error).__mro__}:
+        if is_unreachable(error):  # the storage, not the file: fail the task (and the run) now
             raise
         return redact_environment_secrets(f"cannot read file: {type(error).__name__}: {error}")
 

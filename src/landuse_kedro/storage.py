@@ -61,6 +61,17 @@ SECRET_ENV = {"connection_string": "AZURE_STORAGE_CONNECTION_STRING", "account_k
               "credential": "AZURE_CLIENT_SECRET"}
 
 
+UNREACHABLE_ERRORS = frozenset({"ClientAuthenticationError", "ServiceRequestError", "ServiceRequestTimeoutError",
+                                "ConnectionError", "TimeoutError"})
+"""Errors that say the storage is unreachable or refuses us, not that one file is bad."""
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` (or its type's ancestors) is one of ``UNREACHABLE_ERRORS``: such a run
+    must stop at once instead of recording the same failure for every file or tile."""
+    return bool(UNREACHABLE_ERRORS & {kind.__name__ for kind in type(error).__mro__})
+
+
 def shippable(options: Mapping[str, Any] | None) -> dict[str, Any]:
     """Storage options that may travel to Spark executors inside a task: all but the secrets.
 

@@ -37,7 +37,7 @@ from landuse_kedro.raster import (
     tile_value_counts,
     to_classes,
 )
-from landuse_kedro.storage import redact_environment_secrets, shippable
+from landuse_kedro.storage import is_unreachable, redact_environment_secrets, shippable
 
 logger = logging.getLogger(__name__)
 
@@ -207,8 +207,9 @@ class OpenScene:
         try:
             yield self.label_block(block), self.read_block(block) if with_pixels else None
             return
-        except Exception:  # noqa: BLE001 - retried per tile below, which reports the reason
-            pass
+        except Exception as error:  # noqa: BLE001 - retried per tile below, which reports the reason
+            if is_unreachable(error):  # the storage, not the window: fail the task (and the run) now
+                raise
         row, col, n_rows, n_cols = block
         for r in range(row, row + n_rows):
             for c in range(col, col + n_cols):
@@ -216,6 +217,8 @@ class OpenScene:
                 try:
                     yield self.label_block(one), self.read_block(one) if with_pixels else None
                 except Exception as error:  # noqa: BLE001 - a bad window is a row, not a failed job
+                    if is_unreachable(error):
+                        raise
                     yield self.failed_tile(one, error), None
 
     def failed_tile(self, block: Block, error: Exception) -> pd.DataFrame:
