@@ -31,7 +31,8 @@ DROPPED = 254
 @dataclass(frozen=True)
 class GeoRaster:
     """An in-memory raster to save: ``array`` is (bands, rows, cols); ``colormap`` applies to band 1
-    (GeoTIFF palettes exist only there), as ``{value: (r, g, b[, a])}``."""
+    (GeoTIFF palettes exist only there), as ``{value: (r, g, b[, a])}``; ``categories`` names band
+    1's values 0, 1, ... (saved beside the GeoTIFF for GDAL and QGIS)."""
 
     array: np.ndarray
     crs: Any
@@ -39,6 +40,7 @@ class GeoRaster:
     nodata: float | int | None = None
     colormap: dict[int, tuple[int, ...]] | None = None
     descriptions: tuple[str | None, ...] | None = None
+    categories: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:

@@ -5,6 +5,7 @@ import uuid
 
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from kedro.io.core import DatasetError
 
@@ -103,3 +104,25 @@ def test_round_trip_on_azure_blob_storage(azurite, scene):  # noqa: F811 - the f
         np.testing.assert_array_equal(source.read(window=((0, 64), (100, 164)), indexes=[1, 2, 3]),
                                       scene.array[:3, 0:64, 100:164])
     assert "AccountKey" not in repr(source)
+
+
+def test_class_names_are_saved_for_gdal_and_qgis(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    path = tmp_path / "predicted_classes.tif"
+    raster = GeoRaster(np.array([[[0, 1], [2, 3]]], np.uint8), "EPSG:26919", Affine(224, 0, 3e5, 0, -224, 4.7e6),
+                       nodata=0, colormap={0: (0, 0, 0, 0), 1: (228, 26, 28, 255), 2: (255, 255, 255, 255),
+                                           3: (26, 150, 65, 255)},
+                       categories=("nodata", "Developed", "Cultivated", "Undeveloped"))
+    GeoTiffDataset(filepath=str(path)).save(raster)
+    with rasterio.open(path) as dataset:
+        assert str(path) + ".aux.xml" in dataset.files  # GDAL found and read its PAM sidecar
+    pam = ET.parse(str(path) + ".aux.xml")
+    assert [c.text for c in pam.iter("Category")] == ["nodata", "Developed", "Cultivated", "Undeveloped"]
+    style = ET.parse(tmp_path / "predicted_classes.qml")
+    entries = [(e.get("value"), e.get("label"), e.get("color")) for e in style.iter("paletteEntry")]
+    assert entries == [("1", "Developed", "#e41a1c"), ("2", "Cultivated", "#ffffff"), ("3", "Undeveloped", "#1a9641")]
+    GeoTiffDataset(filepath=str(tmp_path / "plain.tif")).save(GeoRaster(np.ones((1, 2, 2), np.uint8), "EPSG:26919",
+                                                                        Affine(1, 0, 3e5, 0, -1, 4.7e6)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif", "predicted_classes.qml",
+                                                          "predicted_classes.tif", "predicted_classes.tif.aux.xml"]

@@ -376,6 +376,9 @@ def test_class_rasters_are_aligned_with_the_tiles(region_run):
         assert raster.transform @ (tile.col, tile.row) == pytest.approx((tile.minx, tile.maxy))
         assert raster.transform @ (tile.col + 1, tile.row + 1) == pytest.approx((tile.maxx, tile.miny))
     assert raster.colormap(1)[1][:3] == (0xE4, 0x1A, 0x1C)  # Developed, the walkthrough's red
+    pam = (region_run / "data/07_model_output/predicted_classes.tif.aux.xml").read_text()
+    assert "<Category>nodata</Category><Category>Developed</Category><Category>Cultivated</Category>" in pam
+    assert 'label="Undeveloped"' in (region_run / "data/07_model_output/predicted_classes.qml").read_text()
 
 
 def test_predictions_and_older_labels_land_on_the_right_tiles(region_run):

@@ -13,6 +13,7 @@ from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
+from xml.sax.saxutils import escape
 
 import fsspec
 import numpy as np
@@ -173,6 +174,8 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
                 with memfile.open(**profile) as dataset:
                     _write(dataset, data)
                 self._fs.pipe_file(self._path, memfile.read())
+        for sidecar, content in _legend_files(self._path, data).items():
+            self._fs.pipe_file(sidecar, content)
         # adlfs caches folder listings, which rasterio's opener consults: forget the new file's folder
         self._fs.invalidate_cache(str(PurePosixPath(self._path).parent))
         self._fs.invalidate_cache(self._path)
@@ -188,6 +191,27 @@ def _open(path: str, protocol: str, storage_options: dict[str, Any], **open_args
     if protocol == "file":
         return rasterio.open(path, **open_args)
     return rasterio.open(path, opener=fsspec.filesystem(protocol, **storage_options), **open_args)
+
+
+def _legend_files(path: str, data: GeoRaster) -> dict[str, bytes]:
+    """Class names beside the GeoTIFF, for a raster with ``categories``: GDAL's PAM sidecar
+    (``<file>.aux.xml``: ``gdalinfo`` lists the categories) and a QGIS default style
+    (``<name>.qml``: QGIS shows the legend with names and the palette's colours on opening)."""
+    if not data.categories:
+        return {}
+    names = "".join(f"<Category>{escape(name)}</Category>" for name in data.categories)
+    pam = f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{names}</CategoryNames></PAMRasterBand></PAMDataset>\n'
+    entries = "".join(
+        f'<paletteEntry value="{value}" color="#{r:02x}{g:02x}{b:02x}" alpha="{rgba[3] if len(rgba) > 3 else 255}" '
+        f'label="{escape(data.categories[value], {chr(34): "&quot;"})}"/>'
+        for value, rgba in sorted((data.colormap or {}).items()) if 0 < value < len(data.categories)
+        for r, g, b in [rgba[:3]])
+    qml = ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+           '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
+           '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
+           f"<colorPalette>{entries}</colorPalette></rasterrenderer></pipe></qgis>\n")
+    stem = str(PurePosixPath(path).with_suffix(""))
+    return {f"{path}.aux.xml": pam.encode(), f"{stem}.qml": qml.encode()}
 
 
 def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster) -> None:

@@ -36,9 +36,10 @@ def colour_table(map_classes: Sequence[str], colours: Mapping[str, str]) -> dict
     return table
 
 
-def class_raster(grid: np.ndarray, crs: str, transform: Affine, palette: Mapping[int, tuple[int, ...]],
-                 description: str) -> GeoRaster:
-    """A uint8 one-band GeoRaster of class codes with nodata 0 and the map's colour table."""
+def class_raster(grid: np.ndarray, crs: str, transform: Affine, palette: Mapping[int, tuple[int, ...]],  # noqa: PLR0917
+                 description: str, map_classes: Sequence[str]) -> GeoRaster:
+    """A uint8 one-band GeoRaster of class codes with nodata 0, the map's colour table and the
+    class names (code i is ``map_classes[i - 1]``), so a GIS shows a legend, not numbers."""
     return GeoRaster(
         array=np.asarray(grid, dtype=np.uint8)[None],
         crs=crs,
@@ -46,6 +47,7 @@ def class_raster(grid: np.ndarray, crs: str, transform: Affine, palette: Mapping
         nodata=NODATA,
         colormap=dict(palette),
         descriptions=(description,),
+        categories=("nodata", *map_classes),
     )
 
 

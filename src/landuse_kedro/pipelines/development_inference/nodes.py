@@ -284,7 +284,8 @@ def class_rasters(development_tile_classes: pd.DataFrame, region_plan: RegionPla
     nodata = {column: int((to_grid(tiles, column, codes) == NODATA).sum()) for column in SUMMARY_COLUMNS.values()}
     logger.info("Class rasters %d x %d tiles; nodata tiles: %s", n_rows, n_cols, nodata)
     return tuple(
-        class_raster(to_grid(tiles, column, codes), crs, transform, region_plan.palette, f"{title} class")
+        class_raster(to_grid(tiles, column, codes), crs, transform, region_plan.palette, f"{title} class",
+                     region_plan.classes)
         for title, column in SUMMARY_COLUMNS.items()
     )
 
