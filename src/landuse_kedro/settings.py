@@ -1,13 +1,12 @@
 """Project settings: hooks and where configuration comes from."""
 
-from kedro.config import OmegaConfigLoader
-
+from landuse_kedro.config import ProjectConfigLoader
 from landuse_kedro.hooks import ParameterHooks, SparkHooks, StorageHooks
 from landuse_kedro.storage import env_required
 
 HOOKS = (ParameterHooks(), SparkHooks(), StorageHooks())
 
-CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
     "base_env": "base",
     "default_run_env": "local",
