@@ -12,7 +12,9 @@ is staged and swapped in whole.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable, Iterator
 from copy import deepcopy
+from functools import partial
 from typing import Any
 
 from kedro.io.core import DatasetError
@@ -20,6 +22,7 @@ from kedro_datasets.partitions import PartitionedDataset
 
 from landuse_kedro.datasets.commit import clean_leftovers, staging_path, swap_in
 from landuse_kedro.storage import shippable
+from landuse_kedro.tiling import task_count
 
 logger = logging.getLogger(__name__)
 
@@ -49,36 +52,36 @@ class SparkPartitionedDataset(PartitionedDataset):
         self._invalidate_caches()
 
     def _save_partitions(self, data: dict[str, Any], root: str) -> None:
-        """Each partition saved under ``root`` at the path it has under the dataset's folder."""
+        """Each partition saved under ``root`` at the path it has under the dataset's folder: by
+        Spark tasks when a session is active, else by the driver; the same per-partition save."""
         folder = len(self._partition_to_path("")) - len(self._filename_suffix)
         items = [(self._join_protocol(root + self._sep + self._partition_to_path(key)[folder:]), value)
                  for key, value in data.items()]
-        dataset_type, filepath_arg, lazily = self._dataset_type, self._filepath_arg, self._save_lazily
         spark = _active_session()
+        config = self._dataset_config
+        if spark is not None and config.get("credentials"):
+            # executors take storage secrets from their environment, never from the shipped task
+            config = {**config, "credentials": shippable(config["credentials"])}
+        save = partial(_save_each, self._dataset_type, config, self._filepath_arg, self._save_lazily)
         if spark is None:
-            for filepath, value in items:
-                kwargs = {**deepcopy(self._dataset_config), filepath_arg: filepath}
-                dataset_type(**kwargs).save(value() if lazily and callable(value) else value)
-            return
-        cores = spark.sparkContext.defaultParallelism
-        tasks = max(1, min(len(items), max(2 * cores, -(-len(items) // MAX_PARTITIONS_PER_TASK))))
-        # executors take storage secrets from their environment, never from the shipped task
-        config = {**self._dataset_config, **({"credentials": shippable(self._dataset_config["credentials"])}
-                                             if self._dataset_config.get("credentials") else {})}
-
-        def save_partitions(partitions):
-            written = 0
-            for filepath, value in partitions:
-                kwargs = deepcopy(config)
-                kwargs[filepath_arg] = filepath
-                dataset_type(**kwargs).save(value() if lazily and callable(value) else value)
-                written += 1
-            yield written
-
-        logger.info("Saving %d partitions of %s in %d Spark tasks", len(items), self._path, tasks)
-        written = sum(spark.sparkContext.parallelize(items, tasks).mapPartitions(save_partitions).collect())
+            written = sum(save(items))
+        else:
+            tasks = task_count(len(items), spark.sparkContext.defaultParallelism, 2, MAX_PARTITIONS_PER_TASK)
+            logger.info("Saving %d partitions of %s in %d Spark tasks", len(items), self._path, tasks)
+            written = sum(spark.sparkContext.parallelize(items, tasks).mapPartitions(save).collect())
         if written != len(items):
             raise DatasetError(f"Spark tasks wrote {written} of {len(items)} partitions of '{self._path}'.")
+
+
+def _save_each(dataset_type: type, config: dict[str, Any], filepath_arg: str, lazily: bool,
+               partitions: Iterable[tuple[str, Any]]) -> Iterator[int]:
+    """Save ``(filepath, value)`` pairs through ``dataset_type``; yields how many were saved."""
+    written = 0
+    for filepath, value in partitions:
+        kwargs = {**deepcopy(config), filepath_arg: filepath}
+        dataset_type(**kwargs).save(value() if lazily and callable(value) else value)
+        written += 1
+    yield written
 
 
 def _active_session():
