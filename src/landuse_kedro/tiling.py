@@ -238,7 +238,7 @@ def _grid_frame(plan: ScenePlan, block: Block) -> pd.DataFrame:
     size = plan.tile_size
     rows, cols = np.meshgrid(np.arange(row, row + n_rows), np.arange(col, col + n_cols), indexing="ij")
     frame = pd.DataFrame({"row": rows.ravel().astype(np.int64), "col": cols.ravel().astype(np.int64)})
-    frame["row_off"], frame["col_off"] = frame.row.astype(np.int64) * size, frame.col.astype(np.int64) * size
+    frame["row_off"], frame["col_off"] = frame.row * size, frame.col * size
     frame["width"] = frame["height"] = size
     t = plan.grid.transform
     xs = (t.c + t.a * frame.col_off, t.c + t.a * (frame.col_off + size))

@@ -68,8 +68,9 @@ def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> p
     frame = finish_candidates(frame, scene_plans, float(options.get("min_purity", 0.9)))
     keys = frame.pop("scene")
     frame.insert(1, "scene", keys)
-    frame.insert(2, "region", keys.map(lambda key: parse_scene_key(key)[0]))
-    frame.insert(3, "year", keys.map(lambda key: parse_scene_key(key)[1]))
+    region_year = {key: parse_scene_key(key) for key in scene_plans}  # once per scene, not per tile
+    frame.insert(2, "region", keys.map({key: region for key, (region, _) in region_year.items()}))
+    frame.insert(3, "year", keys.map({key: year for key, (_, year) in region_year.items()}))
     frame.insert(4, "nlcd_year", keys.map({k: int(p.labels_key.removeprefix("nlcd_")) for k, p in scene_plans.items()}))
     for key, scene in frame.groupby("scene", sort=True):
         reasons = scene["reject_reason"].value_counts().to_dict()
