@@ -249,17 +249,16 @@ def _grid_frame(plan: ScenePlan, block: Block) -> pd.DataFrame:
 
 
 class OpenScenes:
-    """A task's scenes by key: rows come grouped by scene, so the current one stays open until
-    the rows move on to another, and each task opens each of its scenes once."""
+    """The scene a task (or a process) is reading: it stays open while consecutive calls name the
+    same plan (rows come grouped by scene, tiles in row order), so each scene opens once."""
 
-    def __init__(self, plans: Mapping[str, ScenePlan]) -> None:
-        self._plans = plans
+    def __init__(self) -> None:
         self._current: OpenScene | None = None
 
-    def __call__(self, key: str) -> OpenScene:
-        if self._current is None or self._current.plan.key != key:
+    def __call__(self, plan: ScenePlan) -> OpenScene:
+        if self._current is None or self._current.plan is not plan:
             self.close()
-            self._current = OpenScene(self._plans[key])
+            self._current = OpenScene(plan)
         return self._current
 
     def close(self) -> None:
@@ -328,11 +327,11 @@ def label_on_spark(spark, plans: Mapping[str, ScenePlan]) -> pd.DataFrame:
     plans = {key: plan.shippable() for key, plan in plans.items()}
 
     def label(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        opened = OpenScenes(plans)
+        opened = OpenScenes()
         try:
             for frame in frames:
                 for block in frame.itertuples(index=False):
-                    scene = opened(block.scene)
+                    scene = opened(plans[block.scene])
                     key = (block.row, block.col, block.n_rows, block.n_cols)
                     for labels, _ in scene.blocks_or_tiles(key, with_pixels=False):
                         yield labels.assign(scene=block.scene)
@@ -352,12 +351,8 @@ class TileWindow:
     col: int
 
     def __call__(self) -> Image.Image:
-        if not _LAST_OPENED or _LAST_OPENED[0].plan is not self.plan:
-            for scene in _LAST_OPENED:
-                scene.close()
-            _LAST_OPENED[:] = [OpenScene(self.plan)]
-        return Image.fromarray(_LAST_OPENED[0].read_tile(self.row, self.col), "RGB")
+        return Image.fromarray(_LAST_OPENED(self.plan).read_tile(self.row, self.col), "RGB")
 
 
-_LAST_OPENED: list[OpenScene] = []
+_LAST_OPENED = OpenScenes()
 """Per process (a Spark Python worker, or the driver): the scene the last TileWindow read."""
