@@ -74,7 +74,7 @@ class SparkHooks:
 
 class ParameterHooks:
     """Refuse a runtime parameter (``--params``) that names no parameter of the project: a key
-    without its pipeline's prefix (``region=essex`` for ``development_inference.region``) would
+    without its pipeline's prefix (``regions=[essex]`` for ``development_inference.regions``) would
     otherwise be ignored, and the run would quietly use the default."""
 
     @hook_impl
@@ -101,7 +101,7 @@ class ParameterHooks:
             raise ValueError(f"Unknown runtime parameter(s) {', '.join(hints)}: no parameter of "
                              f"environment '{loader.env or loader.default_run_env}' has that name, so it "
                              "would be ignored. Parameters are <pipeline>.<name>, e.g. "
-                             "development_inference.region=essex.")
+                             "development_inference.regions=[essex].")
 
 
 def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:

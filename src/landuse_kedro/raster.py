@@ -32,7 +32,7 @@ DROPPED = 254
 class GeoRaster:
     """An in-memory raster to save: ``array`` is (bands, rows, cols); ``colormap`` applies to band 1
     (GeoTIFF palettes exist only there), as ``{value: (r, g, b[, a])}``; ``categories`` names band
-    1's values 0, 1, ... (saved beside the GeoTIFF for GDAL and QGIS)."""
+    1's values 0, 1, ... (saved beside the GeoTIFF for GDAL and QGIS); ``tags`` are dataset metadata."""
 
     array: np.ndarray
     crs: Any
@@ -41,6 +41,7 @@ class GeoRaster:
     colormap: dict[int, tuple[int, ...]] | None = None
     descriptions: tuple[str | None, ...] | None = None
     categories: tuple[str, ...] | None = None
+    tags: dict[str, str] | None = None  # GeoTIFF metadata (``gdalinfo`` lists it)
 
     def __post_init__(self) -> None:
         if self.array.ndim != 3:

@@ -31,7 +31,7 @@ from landuse_kedro.storage import is_unreachable, redact_environment_secrets, sh
 from landuse_kedro.tiling import (
     BLOCK_TILES,
     Block,
-    OpenScene,
+    OpenScenes,
     ScenePlan,
     block_rows,
     task_count,
@@ -282,21 +282,31 @@ def _read_or_reason(fs, path: str) -> bytes | str:
         return redact_environment_secrets(f"cannot read file: {type(error).__name__}: {error}")
 
 
-def _prefetched(items: Iterable[Any], prepare: Callable[[Any], Any], enabled: bool) -> Iterator[Any]:
+def _prefetched(items: Iterable[Any], prepare: Callable[[Any], Any], enabled: bool,
+                finish: Callable[[], None] | None = None) -> Iterator[Any]:
     """``prepare`` the next item in a background thread while the caller works on the current one
-    (PIL decoding and file reads release the GIL, so this overlaps with inference)."""
+    (PIL decoding and file reads release the GIL, so this overlaps with inference); ``finish``
+    runs last in the thread that prepared (GDAL environments must close where they opened)."""
     if not enabled:
-        yield from map(prepare, items)
+        try:
+            yield from map(prepare, items)
+        finally:
+            if finish is not None:
+                finish()
         return
     with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = None
-        for item in items:
-            future = pool.submit(prepare, item)
+        try:
+            pending = None
+            for item in items:
+                future = pool.submit(prepare, item)
+                if pending is not None:
+                    yield pending.result()
+                pending = future
             if pending is not None:
                 yield pending.result()
-            pending = future
-        if pending is not None:
-            yield pending.result()
+        finally:
+            if finish is not None:
+                pool.submit(finish).result()
 
 
 @dataclass(frozen=True)
@@ -445,16 +455,17 @@ label from the plan's label raster (Spark DDL types)."""
 
 
 def score_windows(
-    plan: ScenePlan,
+    plans: Iterable[ScenePlan],
     scoring_model: ModelArtifact,
     land_cover: dict[str, Any],
     scoring: dict[str, Any],
     partitions_per_core: int = 2,
 ) -> DataFrame:
-    """Score every tile window of ``plan``'s scene, with no tile files: each Spark task opens the
-    scene (or its warped view) and the label raster once, then for each block of windows reads
-    the pixels, labels the tiles and predicts them, reading the next block while the model runs.
-    A block (up to 8 x 8 tiles) is one batch: ``scoring.batch_size`` applies to files only.
+    """Score every tile window of the ``plans``' scenes in one Spark job, with no tile files: a
+    task opens each scene it meets (or its warped view) and the label raster once, then for each
+    block of windows reads the pixels, labels the tiles and predicts them, reading the next block
+    while the model runs. A block (up to 8 x 8 tiles) is one batch: ``scoring.batch_size``
+    applies to files only.
 
     One row per tile: the scorer's columns (``image_id`` = tile id, ``path`` = the scene) plus
     ``WINDOW_COLUMNS``; a window that cannot be read is a row with ``error`` set. Lazy, like
@@ -462,18 +473,19 @@ def score_windows(
     """
     spark = active_spark_session()
     settings = ScoringSettings.from_params(land_cover, scoring)
-    if settings.image_size != plan.tile_size:
-        raise ValueError(f"params:scoring.image_size is {settings.image_size} but tiles are "
-                         f"{plan.tile_size} px (params:tiling.tile_size): the model expects one size.")
+    plans = {plan.key: plan.shippable() for plan in plans}
+    for plan in plans.values():
+        if settings.image_size != plan.tile_size:
+            raise ValueError(f"params:scoring.image_size is {settings.image_size} but tiles are "
+                             f"{plan.tile_size} px (params:tiling.tile_size): the model expects one size.")
     model = _broadcast_model(spark, scoring_model, scoring)
-    plan = plan.shippable()
-    rows, n_blocks, tasks = block_rows(spark, [plan], partitions_per_core)
+    rows, n_blocks, tasks = block_rows(spark, plans.values(), partitions_per_core)
     logger.info("Scoring %d tiles of %s with the %s model: %d blocks of up to %d tiles in %d Spark tasks "
-                "(Spark shows the stage's progress)", len(plan.tiles), plan.key, scoring_model.format,
-                n_blocks, BLOCK_TILES ** 2, tasks)
+                "(Spark shows the stage's progress)", sum(len(plan.tiles) for plan in plans.values()),
+                ", ".join(plans), scoring_model.format, n_blocks, BLOCK_TILES ** 2, tasks)
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        return _score_window_partition(frames, plan, settings, model)
+        return _score_window_partition(frames, plans, settings, model)
 
     schema = spark_schema(settings.classes)
     for name, kind in WINDOW_COLUMNS.items():  # StructType.add takes JSON type names
@@ -481,28 +493,31 @@ def score_windows(
     return rows.mapInPandas(score, schema)
 
 
-def _score_window_partition(frames: Iterator[pd.DataFrame], plan: ScenePlan, settings: ScoringSettings,
-                            model: _BroadcastModel) -> Iterator[pd.DataFrame]:
+def _score_window_partition(frames: Iterator[pd.DataFrame], plans: dict[str, ScenePlan],
+                            settings: ScoringSettings, model: _BroadcastModel) -> Iterator[pd.DataFrame]:
     predictor = model.predictor(settings.threads)
-    with OpenScene(plan) as scene:
-        def blocks() -> Iterator[Block]:
-            for frame in frames:
-                yield from ((b.row, b.col, b.n_rows, b.n_cols) for b in frame.itertuples(index=False))
+    opened = OpenScenes()  # rows come grouped by scene: each scene opens once per task
 
-        def prepare(block: Block) -> list[tuple[pd.DataFrame, np.ndarray | None]]:
-            return list(scene.blocks_or_tiles(block, with_pixels=True))
+    def blocks() -> Iterator[tuple[ScenePlan, Block]]:
+        for frame in frames:
+            for b in frame.itertuples(index=False):
+                yield plans[b.scene], (b.row, b.col, b.n_rows, b.n_cols)
 
-        for parts in _prefetched(blocks(), prepare, settings.prefetch):
-            labels = pd.concat([part for part, _ in parts], ignore_index=True)
-            images: list[np.ndarray | str] = []
-            for part, pixels in parts:
-                images.extend(list(pixels) if pixels is not None else part["read_error"].tolist())
-            ids = [plan.tile_id(r, c) for r, c in zip(labels["row"], labels["col"])]
-            scored = score_batch([plan.url] * len(ids), images, predictor, settings, ids)
-            labels["label_class"] = tile_label(labels, plan.classes)
-            labels = labels.rename(columns={"purity": "label_share", "nodata_pixels": "image_nodata_pixels"})
-            labels["scene"] = plan.key
-            yield pd.concat([scored, labels[list(WINDOW_COLUMNS)]], axis=1)
+    def prepare(item: tuple[ScenePlan, Block]) -> tuple[ScenePlan, list[tuple[pd.DataFrame, np.ndarray | None]]]:
+        plan, block = item  # one thread prepares: scenes open, switch and close there (GDAL envs are per thread)
+        return plan, list(opened(plan).blocks_or_tiles(block, with_pixels=True))
+
+    for plan, parts in _prefetched(blocks(), prepare, settings.prefetch, finish=opened.close):
+        labels = pd.concat([part for part, _ in parts], ignore_index=True)
+        images: list[np.ndarray | str] = []
+        for part, pixels in parts:
+            images.extend(list(pixels) if pixels is not None else part["read_error"].tolist())
+        ids = [plan.tile_id(r, c) for r, c in zip(labels["row"], labels["col"])]
+        scored = score_batch([plan.url] * len(ids), images, predictor, settings, ids)
+        labels["label_class"] = tile_label(labels, plan.classes)
+        labels = labels.rename(columns={"purity": "label_share", "nodata_pixels": "image_nodata_pixels"})
+        labels["scene"] = plan.key
+        yield pd.concat([scored, labels[list(WINDOW_COLUMNS)]], axis=1)
 
 
 def _with_skipped_empty_files(images: DataFrame) -> DataFrame:

@@ -1,5 +1,5 @@
 """development_inference: the map rules on small grids, the georeferencing of its outputs, bad
-inputs, and one end-to-end run on a tiny synthetic region."""
+inputs, and end-to-end runs on two tiny synthetic regions (together, then one alone)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import rasterio
 from affine import Affine
 from onnx import TensorProto, helper
 from rasterio.crs import CRS
@@ -31,11 +32,13 @@ from landuse_kedro.pipelines.development_inference.geo import (
     tile_grid_transform,
 )
 from landuse_kedro.pipelines.development_inference.nodes import (
+    CANDIDATE_PROPERTIES,
     check_tile_failures,
     map_classes,
     neighbourhood_rgb,
     newer_scene,
     older_label_lookup,
+    region_names,
 )
 from landuse_kedro.raster import DROPPED, GeoRaster
 from landuse_kedro.tiling import tiling_grid
@@ -169,15 +172,19 @@ def test_colour_table_has_transparent_nodata_and_needs_every_colour():
 
 def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
     candidates = pd.DataFrame({
-        "tile_id": ["a"], "rank": [1], "change_probability": [0.93], "older_class": ["Undeveloped"],
-        "predicted_class": ["Developed"], "row": [4], "col": [7],
+        "region": ["essex"], "rank": [1], "tile_id": ["a"], "row": [np.int64(4)], "col": [7],
+        "change_probability": [0.93], "older_class": ["Undeveloped"], "older_share": [0.8],
+        "predicted_class": ["Developed"], "smoothed_class": [None],
         "minx": [330_000.0], "miny": [4_690_000.0], "maxx": [330_134.4], "maxy": [4_690_134.4],
         "crs": ["EPSG:26919"],
     })
-    collection = candidates_geojson(candidates)
+    collection = candidates_geojson(candidates, CANDIDATE_PROPERTIES)
     feature = collection["features"][0]
-    assert feature["properties"] == {"id": "a", "rank": 1, "probability": 0.93, "older_class": "Undeveloped",
-                                     "newer_class": "Developed", "row": 4, "col": 7}
+    assert feature["id"] == "a"
+    assert feature["properties"] == {"region": "essex", "rank": 1, "tile_id": "a", "row": 4, "col": 7,
+                                     "change_probability": 0.93, "older_class": "Undeveloped", "older_share": 0.8,
+                                     "predicted_class": "Developed", "smoothed_class": None}
+    assert type(feature["properties"]["row"]) is int  # numpy scalars would not serialise
     ring = np.array(feature["geometry"]["coordinates"][0])
     lons, lats = warp("EPSG:26919", "EPSG:4326", [330_000.0, 330_134.4], [4_690_000.0, 4_690_134.4])
     assert ring[:, 0].min() == pytest.approx(min(lons)) and ring[:, 0].max() == pytest.approx(max(lons))
@@ -194,19 +201,19 @@ def _fake_scene(crs: str):
 def test_region_without_newer_scene_names_what_exists():
     scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match=r"middlesex_2016.*has the years \[2012\]"):
-        newer_scene(scenes, {"region": "middlesex", "newer_year": 2016}, {"tile_size": 224})
+        newer_scene(scenes, "middlesex", {"newer_year": 2016}, {"tile_size": 224})
 
 
 def test_a_mistyped_region_lists_the_region_names():
     scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match=r"Unknown region 'esex'.*regions essex, middlesex\."):
-        newer_scene(scenes, {"region": "esex", "newer_year": 2016}, {"tile_size": 224})
+        newer_scene(scenes, "esex", {"newer_year": 2016}, {"tile_size": 224})
 
 
 def test_region_with_scenes_in_different_crss_is_refused():
     scenes = {"worcester_2012": _fake_scene("EPSG:26918"), "worcester_2016": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match="different CRSs"):
-        newer_scene(scenes, {"region": "worcester", "newer_year": 2016}, {"tile_size": 224})
+        newer_scene(scenes, "worcester", {"newer_year": 2016}, {"tile_size": 224})
 
 
 def test_older_label_lookup_regroups_nlcd_codes():
@@ -230,10 +237,24 @@ def test_unknown_water_mode_is_refused():
 
 
 def test_too_many_failed_tiles_fail_the_run_naming_the_reasons():
-    agreement = {"tiles": 100, "failure_reasons": {"cannot read window (x): IOError": 6, "other: y": 1}}
-    check_tile_failures(agreement, {"max_failed_fraction": 0.1})  # 7% is tolerated at 10%
+    reports = {"a": lambda: {"tiles": 60, "failure_reasons": {"cannot read window (x): IOError": 6}},
+               "b": lambda: {"tiles": 40, "failure_reasons": {"other: y": 1}},
+               "earlier": lambda: {"tiles": 1, "failure_reasons": {"stale": 1}}}  # not this run's region
+    options = {"regions": ["a", "b"]}
+    check_tile_failures(reports, {"max_failed_fraction": 0.1}, options)  # 7% is tolerated at 10%
     with pytest.raises(RuntimeError, match=r"7 of 100 tiles failed.*6 x cannot read window \(x\)"):
-        check_tile_failures(agreement, {"max_failed_fraction": 0.05})
+        check_tile_failures(reports, {"max_failed_fraction": 0.05}, options)
+    with pytest.raises(ValueError, match=r"No saved outputs for region\(s\) \['c'\]"):
+        check_tile_failures(reports, {"max_failed_fraction": 0.1}, {"regions": ["a", "c"]})
+
+
+def test_regions_are_a_list_or_names_separated_by_spaces():
+    assert region_names({"regions": ["essex", "norfolk"]}) == ["essex", "norfolk"]
+    assert region_names({"regions": "essex  norfolk"}) == ["essex", "norfolk"]  # --params regions="essex norfolk"
+    assert region_names({"regions": "essex"}) == ["essex"]
+    for wrong in ([], ["essex", "essex"], ""):
+        with pytest.raises(ValueError, match="distinct regions"):
+            region_names({"regions": wrong})
 
 
 # --- end to end on a synthetic region ----------------------------------------------------------
@@ -256,11 +277,16 @@ CORRUPTED = (2, 3)
 HOLE = (1, 0)  # a forest tile with 9 pixels of no image data: masked, never a prediction
 # (2, 0): older Cultivated, and the colour rule calls the tan tile Developed (red beats green).
 EXPECTED_CANDIDATES = ["testville_2016_r0000_c0002", "testville_2016_r0001_c0001", "testville_2016_r0002_c0000"]
+# otherville: the same 2016 scene 700 m east, all forest in the NLCD and no 2012 scene (its gallery
+# shows the older labels): every red or tan tile is a candidate.
+OTHERVILLE_OFFSET = 700
+OTHERVILLE_CANDIDATES = ["otherville_2016_r0000_c0002", "otherville_2016_r0000_c0003", "otherville_2016_r0001_c0001",
+                         "otherville_2016_r0002_c0000", "otherville_2016_r0002_c0003"]
 
 
-def _scene(layout: list[str], hole: tuple[int, int] | None = None):
+def _scene(layout: list[str], hole: tuple[int, int] | None = None, east: float = 0.0):
     """4-band scene painted per tile; ``hole``: a tile with a few pixels of no image data (0 in
-    every band, the scene's nodata)."""
+    every band, the scene's nodata); ``east``: metres east of testville."""
     height, width = len(layout) * TILE + 7, len(layout[0]) * TILE + 10  # partial tiles at the edges
     pixels = np.zeros((4, height, width), dtype=np.uint8)
     rng = np.random.default_rng(0)
@@ -271,12 +297,13 @@ def _scene(layout: list[str], hole: tuple[int, int] | None = None):
             pixels[:, row * TILE:(row + 1) * TILE, col * TILE:(col + 1) * TILE] = np.clip(block + noise, 1, 255)
     if hole is not None:
         pixels[:, hole[0] * TILE + 3:hole[0] * TILE + 6, hole[1] * TILE + 3:hole[1] * TILE + 6] = 0
-    return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0], 0, -1, ORIGIN[1]), nodata=0)
+    return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0] + east, 0, -1, ORIGIN[1]), nodata=0)
 
 
 def _nlcd():
-    size, margin = 4, 16  # 4 m pixels aligned with the tiles, 16 m beyond the scene
-    codes = np.full((40, 50), 41, dtype=np.uint8)
+    """NLCD over both regions: testville painted per tile as NLCD says, forest elsewhere."""
+    size, margin = 4, 16  # 4 m pixels aligned with the tiles, 16 m beyond the scenes
+    codes = np.full((40, (OTHERVILLE_OFFSET + 200) // size), 41, dtype=np.uint8)
     for r in range(codes.shape[0]):
         for c in range(codes.shape[1]):
             row, col = (r * size - margin) // TILE, (c * size - margin) // TILE
@@ -317,25 +344,35 @@ def colour_rule_model():
 
 RUN_PARAMS = {
     "tiling": {"tile_size": TILE},
-    "scoring": {"image_size": TILE, "batch_size": 4, "max_failed_fraction": 0.1},  # 1 of 12 tiles fails
+    "scoring": {"image_size": TILE, "batch_size": 4, "max_failed_fraction": 0.1},  # 1 of 24 tiles fails
     "development_inference": {
-        "region": "testville", "older_naip_year": 2012, "gallery_size": 2,
+        "regions": "testville otherville",  # as --params gives it: names separated by spaces
+        "older_naip_year": 2012, "gallery_size": 2,
         "candidates": {"from_classes": ["Undeveloped", "Cultivated"], "min_older_share": 0.6,
                        "min_probability": 0.8, "prediction": "predicted"},
     },
 }
+OTHERVILLE_ALONE = RUN_PARAMS | {"development_inference": RUN_PARAMS["development_inference"]
+                                 | {"regions": ["otherville"], "gallery_size": 1}}
+REGION_FILES = ["07_model_output/regions/{}/" + name for name in (
+    "older_classes.tif", "predicted_classes.tif", "smoothed_classes.tif", "predicted_classes.tif.aux.xml",
+    "predicted_classes.qml", "change_candidates.csv", "change_candidates.geojson")] + [
+    "08_reporting/regions/{}/" + name for name in (
+    "development_agreement.json", "development_maps.png", "change_candidate_gallery.png", "development_summary.csv")]
 
 
 @pytest.fixture(scope="module")
 def region_run(tmp_path_factory):
-    """The whole pipeline on the synthetic region, whose newer scene has one corrupt internal
-    block (the GeoTIFF is tiled in TILE x TILE blocks, so exactly tile CORRUPTED is unreadable)."""
+    """The whole pipeline on two synthetic regions at once; testville's newer scene has one corrupt
+    internal block (the GeoTIFF is tiled in TILE x TILE blocks, so exactly tile CORRUPTED is
+    unreadable)."""
     project = make_project_copy(tmp_path_factory.mktemp("development") / "project")
     catalog = load_catalog(project, params=RUN_PARAMS)
     cwd = Path.cwd()
     os.chdir(project)
     try:
-        catalog.save("naip_scenes", {"testville_2012": _scene(OLDER)})
+        catalog.save("naip_scenes", {"testville_2012": _scene(OLDER),
+                                     "otherville_2016": _scene(NEWER, east=OTHERVILLE_OFFSET)})
         catalog.save("nlcd_rasters", {"nlcd_2011": _nlcd()})
         catalog.save("scoring_model", colour_rule_model())
     finally:
@@ -348,45 +385,71 @@ def region_run(tmp_path_factory):
     return project
 
 
-def _load(project, name):
+def _load(project, name, partition=None):
+    """A dataset of the run, or one partition of a partitioned one, loaded."""
     cwd = Path.cwd()
     os.chdir(project)
     try:
-        return load_catalog(project, params=RUN_PARAMS).load(name)
+        data = load_catalog(project, params=RUN_PARAMS).load(name)
+        return data if partition is None else data[partition]()
     finally:
         os.chdir(cwd)
 
 
-def test_every_full_tile_of_the_region_is_in_every_output(region_run):
+def test_every_full_tile_of_each_region_is_in_every_output(region_run):
     tiles = _load(region_run, "development_tile_classes")
-    assert sorted(zip(tiles["row"], tiles["col"])) == [(r, c) for r in range(3) for c in range(4)]
-    summary = _load(region_run, "development_summary")
-    for title in ("older", "predicted", "smoothed"):
-        assert summary[f"{title}_tiles"].sum() == 12
-    for name in ("older_class_raster", "predicted_class_raster", "smoothed_class_raster"):
-        assert _load(region_run, name).read(indexes=1).shape == (3, 4)
-    assert _load(region_run, "development_agreement")["tiles"] == 12
+    for region in ("testville", "otherville"):
+        region_tiles = tiles[tiles["region"] == region]
+        assert sorted(zip(region_tiles["row"], region_tiles["col"])) == [(r, c) for r in range(3) for c in range(4)]
+        summary = _load(region_run, "development_summary", region)
+        assert set(summary["region"]) == {region}
+        for title in ("older", "predicted", "smoothed"):
+            assert summary[f"{title}_tiles"].sum() == 12
+        rasters = _load(region_run, "region_class_rasters")
+        for kind in ("older", "predicted", "smoothed"):
+            assert rasters[f"{region}/{kind}"]().read(indexes=1).shape == (3, 4)
+        assert _load(region_run, "development_agreement", region)["tiles"] == 12
+        for path in REGION_FILES:
+            assert (region_run / "data" / path.format(region)).is_file(), path.format(region)
+
+
+def test_every_output_names_its_region(region_run):
+    with rasterio.open(region_run / "data/07_model_output/regions/otherville/smoothed_classes.tif") as raster:
+        assert raster.tags()["region"] == "otherville" and raster.tags()["classes"] == "smoothed"
+        assert raster.tags()["newer_naip_year"] == "2016"
+        assert raster.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
+    table = _load(region_run, "change_candidates_table", "otherville")
+    geojson = _load(region_run, "change_candidates", "otherville")
+    assert set(table["region"]) == {"otherville"}
+    assert {feature["properties"]["region"] for feature in geojson["features"]} == {"otherville"}
+    assert _load(region_run, "development_agreement", "otherville")["region"] == "otherville"
+    # the CSV's columns are the GeoJSON's properties plus the footprint in the scene's CRS
+    assert list(table.columns) == [*geojson["features"][0]["properties"], "minx", "miny", "maxx", "maxy", "crs"]
 
 
 def test_class_rasters_are_aligned_with_the_tiles(region_run):
     tiles = _load(region_run, "development_tile_classes")
-    raster = _load(region_run, "predicted_class_raster")
+    tiles = tiles[tiles["region"] == "testville"]
+    raster = _load(region_run, "region_class_rasters", "testville/predicted")
     assert raster.crs.to_string() == "EPSG:26919" == tiles["crs"].iloc[0]
     for tile in tiles.itertuples():
         assert raster.transform @ (tile.col, tile.row) == pytest.approx((tile.minx, tile.maxy))
         assert raster.transform @ (tile.col + 1, tile.row + 1) == pytest.approx((tile.maxx, tile.miny))
     assert raster.colormap(1)[1][:3] == (0xE4, 0x1A, 0x1C)  # Developed, the walkthrough's red
-    pam = (region_run / "data/07_model_output/predicted_classes.tif.aux.xml").read_text()
+    folder = region_run / "data/07_model_output/regions/testville"
+    pam = (folder / "predicted_classes.tif.aux.xml").read_text()
     assert "<Category>nodata</Category><Category>Developed</Category><Category>Cultivated</Category>" in pam
-    assert 'label="Undeveloped"' in (region_run / "data/07_model_output/predicted_classes.qml").read_text()
+    assert 'label="Undeveloped"' in (folder / "predicted_classes.qml").read_text()
 
 
 def test_predictions_and_older_labels_land_on_the_right_tiles(region_run):
     codes = {"Developed": 1, "Cultivated": 2, "Undeveloped": 3}
-    predicted = _load(region_run, "predicted_class_raster").read(indexes=1)
-    older = _load(region_run, "older_class_raster").read(indexes=1)
+    predicted = _load(region_run, "region_class_rasters", "testville/predicted").read(indexes=1)
+    older = _load(region_run, "region_class_rasters", "testville/older").read(indexes=1)
     expected_new = [[codes["Developed"] if key == "D" else codes["Undeveloped"] for key in line] for line in NEWER]
     expected_new[2][0] = codes["Developed"]  # the tan cultivated tile is redder than green: the rule says Developed
+    otherville = _load(region_run, "region_class_rasters", "otherville/predicted").read(indexes=1)
+    np.testing.assert_array_equal(otherville, expected_new)  # the same scene, nothing corrupt or masked
     expected_new[CORRUPTED[0]][CORRUPTED[1]] = NODATA
     expected_new[HOLE[0]][HOLE[1]] = NODATA  # masked: part of it is outside the imagery
     np.testing.assert_array_equal(predicted, expected_new)
@@ -395,41 +458,65 @@ def test_predictions_and_older_labels_land_on_the_right_tiles(region_run):
     assert older[0, 1] == codes["Undeveloped"]  # the mixed tile: 5/8 undeveloped beats 3/8 developed
 
 
+def test_the_mosaic_holds_each_region_where_it_lies(region_run):
+    regions = {region: rasterio.open(region_run / f"data/07_model_output/regions/{region}/smoothed_classes.tif")
+               for region in ("testville", "otherville")}
+    seen = dict.fromkeys(regions, 0)
+    with rasterio.open(region_run / "data/07_model_output/county/smoothed_classes.tif") as mosaic:
+        assert mosaic.crs.to_epsg() == 5070 and mosaic.tags()["regions"] == "testville otherville"
+        assert mosaic.colormap(1)[1][:3] == (0xE4, 0x1A, 0x1C)
+        codes = mosaic.read(1)
+        rows, cols = np.nonzero(codes != NODATA)
+        xs, ys = rasterio.transform.xy(mosaic.transform, rows, cols)
+        xs, ys = warp("EPSG:5070", "EPSG:26919", xs, ys)
+        for x, y, code in zip(xs, ys, codes[rows, cols]):
+            inside = [(name, source) for name, source in regions.items()
+                      if source.bounds.left <= x < source.bounds.right and source.bounds.bottom < y <= source.bounds.top]
+            assert len(inside) == 1, (x, y)  # every mapped cell lies in exactly one region
+            name, source = inside[0]
+            assert source.read(1)[source.index(x, y)] == code  # nearest neighbour: the region's own class
+            seen[name] += 1
+    assert min(seen.values()) >= 6, seen  # both regions are in the mosaic
+    assert (region_run / "data/07_model_output/county/predicted_classes.tif.aux.xml").is_file()
+
+
 def test_unreadable_window_is_a_failure_row_naming_scene_and_window(region_run):
-    tiles = _load(region_run, "development_tile_classes").set_index(["row", "col"])
+    tiles = _load(region_run, "development_tile_classes")
+    tiles = tiles[tiles["region"] == "testville"].set_index(["row", "col"])
     failed = tiles.loc[CORRUPTED]
     assert "testville_2016.tif" in failed["error"] and f"col_off={CORRUPTED[1] * TILE}" in failed["error"]
     assert pd.isna(failed["predicted_class"]) and pd.isna(failed["smoothed_class"])
     assert tiles["error"].notna().sum() == 1  # its block's other tiles were read one by one and scored
     predictions = pd.read_parquet(region_run / "data/07_model_output/development_predictions.parquet")
-    assert len(predictions) == 12 and predictions["error"].notna().sum() == 1
-    agreement = _load(region_run, "development_agreement")
+    assert len(predictions) == 24 and predictions["error"].notna().sum() == 1
+    agreement = _load(region_run, "development_agreement", "testville")
     assert agreement["failed_tiles"] == 1 and agreement["masked_tiles"] == 1  # the hole's tile
-    summary = _load(region_run, "development_summary").set_index("class")
+    summary = _load(region_run, "development_summary", "testville").set_index("class")
     assert summary.loc["nodata", "predicted_tiles"] == 2  # the unreadable tile and the masked one
 
 
 def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
-    geojson = _load(region_run, "change_candidates")
-    ids = [feature["properties"]["id"] for feature in geojson["features"]]
-    assert sorted(ids) == EXPECTED_CANDIDATES
-    for feature in geojson["features"]:
-        assert feature["properties"]["older_class"] == ("Cultivated" if feature["id"].endswith("r0002_c0000")
-                                                        else "Undeveloped")
-        assert feature["properties"]["newer_class"] == "Developed"
-        assert feature["properties"]["probability"] >= 0.8
-        lon, lat = np.array(feature["geometry"]["coordinates"][0]).mean(axis=0)
-        assert -72 < lon < -70 and 42 < lat < 43.5
-    table = _load(region_run, "change_candidates_table")
-    assert table["rank"].tolist() == [1, 2, 3]
-    assert table["change_probability"].is_monotonic_decreasing
+    for region, expected in (("testville", EXPECTED_CANDIDATES), ("otherville", OTHERVILLE_CANDIDATES)):
+        geojson = _load(region_run, "change_candidates", region)
+        assert sorted(feature["id"] for feature in geojson["features"]) == expected
+        for feature in geojson["features"]:
+            properties = feature["properties"]
+            assert properties["tile_id"] == feature["id"]
+            assert properties["older_class"] == ("Cultivated" if feature["id"] == "testville_2016_r0002_c0000"
+                                                 else "Undeveloped")
+            assert properties["predicted_class"] == "Developed" and properties["change_probability"] >= 0.8
+            assert properties["older_share"] >= 0.6
+            lon, lat = np.array(feature["geometry"]["coordinates"][0]).mean(axis=0)
+            assert -72 < lon < -70 and 42 < lat < 43.5
+        table = _load(region_run, "change_candidates_table", region)
+        assert table["rank"].tolist() == list(range(1, len(expected) + 1))
+        assert table["change_probability"].is_monotonic_decreasing
 
 
 def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(region_run, monkeypatch):
     scenes = _load(region_run, "naip_scenes")
     monkeypatch.chdir(region_run)  # the scenes' paths are relative to the project
-    key, scene = newer_scene(scenes, RUN_PARAMS["development_inference"] | {"newer_year": 2016},
-                             {"tile_size": TILE, "resolution": 1.0})
+    key, scene = newer_scene(scenes, "testville", {"newer_year": 2016}, {"tile_size": TILE, "resolution": 1.0})
     grid = tiling_grid(key, scene, {"resolution": 1.0})
     crop = neighbourhood_rgb(scene, grid, 0, 3, TILE)  # top-right tile: no row above, no column right
     assert crop.shape == (3 * TILE, 3 * TILE, 3)
@@ -440,18 +527,36 @@ def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(
     assert below_left == pytest.approx(COLOURS[NEWER[1][2]], abs=2)  # tile (1, 2)
 
 
+def test_mapping_another_region_later_keeps_the_first(region_run, tmp_path):
+    """Run again for otherville alone: testville's files are untouched, otherville's rewritten,
+    and the mosaic is of this run's region."""
+    data = region_run / "data"
+    testville = {path: (data / path.format("testville")).read_bytes() for path in REGION_FILES}
+    gallery = data / REGION_FILES[-2].format("otherville")
+    before = gallery.stat().st_mtime_ns
+    run_pipeline(region_run, "development_inference", params=OTHERVILLE_ALONE)
+    assert gallery.stat().st_mtime_ns > before  # this run did write otherville's outputs
+    for path, content in testville.items():
+        assert (data / path.format("testville")).read_bytes() == content, path
+    with rasterio.open(data / "07_model_output/county/smoothed_classes.tif") as mosaic:
+        assert mosaic.tags()["regions"] == "otherville"
+    tiles = pd.read_parquet(data / "07_model_output/development_tile_classes.parquet")
+    assert set(tiles["region"]) == {"otherville"}  # the working table holds the last run's regions
+
+
 def test_a_mistyped_region_fails_before_spark_starts(region_run):
     from landuse_kedro.hooks import spark_is_running
 
     assert not spark_is_running(), "a session from another test is still up: this check would be void"
-    params = RUN_PARAMS | {"development_inference": RUN_PARAMS["development_inference"] | {"region": "testvile"}}
-    with pytest.raises(ValueError, match="Unknown region 'testvile'.*regions testville"):
+    params = RUN_PARAMS | {"development_inference": RUN_PARAMS["development_inference"]
+                           | {"regions": ["testville", "testvile"]}}
+    with pytest.raises(ValueError, match=r"Unknown region\(s\) 'testvile'.*regions otherville, testville\."):
         run_pipeline(region_run, "development_inference", params=params)
-    assert not spark_is_running()  # plan_region refused it before the first Spark node
+    assert not spark_is_running()  # plan_regions refused it before the first Spark node
 
 
 def test_a_parameter_without_its_pipeline_prefix_is_refused(region_run):
-    with pytest.raises(ValueError, match=r"Unknown runtime parameter\(s\) 'region' \(did you mean "
-                                         r"development_inference.region\?\)"):
-        load_catalog(region_run, params={"region": "essex"})
-    assert load_catalog(region_run, params={"development_inference": {"region": "essex"}}) is not None
+    with pytest.raises(ValueError, match=r"Unknown runtime parameter\(s\) 'regions' \(did you mean "
+                                         r"development_inference.regions or sample_scene.regions\?\)"):
+        load_catalog(region_run, params={"regions": "essex"})
+    assert load_catalog(region_run, params={"development_inference": {"regions": "essex"}}) is not None

@@ -36,6 +36,7 @@ DEFAULT_SAVE_ARGS: dict[str, Any] = {
     # GDAL would mark a 4th uint8 band as alpha (RGBA); NAIP's 4th band is near infrared.
     "alpha": "unspecified",
 }
+GTIFF_ONLY = ("tiled", "blockxsize", "blockysize", "alpha")  # the COG driver tiles its own way (BLOCKSIZE)
 
 WindowLike = Window | tuple[tuple[int, int], tuple[int, int]]
 
@@ -98,7 +99,8 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
     """Load a GeoTIFF as a lazy :class:`RasterSource`; save a :class:`GeoRaster` as a GeoTIFF.
 
     ``load_args`` go to ``rasterio.open`` on every read; ``save_args`` are creation options over
-    the defaults (tiled 256 x 256, DEFLATE), e.g. ``{"predictor": 2}`` or ``{"compress": "lzw"}``.
+    the defaults (tiled 256 x 256, DEFLATE), e.g. ``{"predictor": 2}`` or ``{"compress": "lzw"}``;
+    ``{"driver": "COG"}`` writes a Cloud Optimized GeoTIFF (DEFLATE, with overviews).
     """
 
     def __init__(
@@ -118,7 +120,11 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
         if self._protocol != "file":  # e.g. abfss://container@account.dfs.../path -> container/path
             self._path = self._fs._strip_protocol(filepath)
         self._load_args = deepcopy(load_args or {})
-        self._save_args = {**DEFAULT_SAVE_ARGS, **deepcopy(save_args or {})}
+        save_args = deepcopy(save_args or {})
+        defaults = DEFAULT_SAVE_ARGS
+        if str(save_args.get("driver", "GTiff")).upper() == "COG":
+            defaults = {key: value for key, value in defaults.items() if key not in GTIFF_ONLY}
+        self._save_args = {**defaults, **save_args}
         self.metadata = metadata
 
     def load(self) -> RasterSource:
@@ -218,6 +224,8 @@ def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster) -> None:
     """Palette first: once pixels are written GDAL can no longer change the photometric tag."""
     if data.colormap:
         dataset.write_colormap(1, data.colormap)
+    if data.tags:
+        dataset.update_tags(**data.tags)
     for band, description in enumerate(data.descriptions or (), start=1):
         if description:
             dataset.set_band_description(band, description)

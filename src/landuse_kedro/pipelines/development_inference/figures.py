@@ -54,23 +54,32 @@ class GalleryItem:
     newer: np.ndarray
 
 
-def candidate_gallery(items: Sequence[GalleryItem], older_title: str, newer_title: str) -> Figure:
-    """One row per candidate, older and newer neighbourhood side by side, the candidate tile (the
-    centre third) outlined; a figure that says so when there is no candidate."""
+def candidate_gallery(items: Sequence[GalleryItem], older_title: str, newer_title: str, title: str,
+                      pairs_per_row: int = 2) -> Figure:
+    """A grid of candidates, ``pairs_per_row`` per row, each as its older and newer neighbourhood
+    side by side with the candidate tile (the centre third) outlined; a figure that says so when
+    there is no candidate."""
     if not items:
         fig, ax = plt.subplots(figsize=(6, 1.5))
         ax.text(0.5, 0.5, "No change candidates above the probability threshold.", ha="center", va="center")
+        ax.set_title(title, fontsize=9)
         ax.axis("off")
         return fig
-    fig, axes = plt.subplots(len(items), 2, figsize=(5.4, 2.8 * len(items)), squeeze=False,
-                             constrained_layout=True)
-    for (ax_old, ax_new), item in zip(axes, items):
-        for ax, crop, year_title in ((ax_old, item.older, older_title), (ax_new, item.newer, newer_title)):
+    n_rows = -(-len(items) // pairs_per_row)
+    fig = plt.figure(figsize=(5.0 * pairs_per_row, 3.0 * n_rows + 0.4), constrained_layout=True)
+    cells = fig.subfigures(n_rows, pairs_per_row, squeeze=False, wspace=0.04, hspace=0.02)
+    for cell in cells.flat[len(items):]:
+        cell.set_visible(False)
+    for cell, item in zip(cells.flat, items):
+        axes = cell.subplots(1, 2)
+        for ax, crop, year_title in ((axes[0], item.older, older_title), (axes[1], item.newer, newer_title)):
             ax.imshow(crop, interpolation="nearest")
             height, width = crop.shape[:2]
             ax.add_patch(Rectangle((width / 3 - 0.5, height / 3 - 0.5), width / 3, height / 3,
                                    fill=False, edgecolor="yellow", linewidth=1.5))
-            ax.set_title(f"{item.title}: {year_title}", fontsize=7)
+            ax.set_title(year_title, fontsize=8)
             ax.set_xticks([])
             ax.set_yticks([])
+        cell.suptitle(item.title, fontsize=8)
+    fig.suptitle(title, fontsize=10)
     return fig

@@ -1,5 +1,5 @@
-"""Georeferenced outputs of the development maps: one-pixel-per-tile class rasters and the change
-candidates as GeoJSON, so both open in a GIS aligned with the imagery."""
+"""Georeferenced outputs of the development maps: one-pixel-per-tile class rasters, their mosaic
+and the change candidates as GeoJSON, so all open in a GIS aligned with the imagery."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import numpy as np
 import pandas as pd
 from affine import Affine
 from matplotlib.colors import to_rgb
-from rasterio.warp import transform_geom
+from rasterio.enums import Resampling
+from rasterio.transform import array_bounds
+from rasterio.warp import calculate_default_transform, reproject, transform_geom
 
 from landuse_kedro.pipelines.development_inference.analysis import NODATA
-from landuse_kedro.raster import GeoRaster
+from landuse_kedro.raster import GeoRaster, WindowedRaster
 
 GEOJSON_CRS = "EPSG:4326"
 
@@ -37,9 +39,10 @@ def colour_table(map_classes: Sequence[str], colours: Mapping[str, str]) -> dict
 
 
 def class_raster(grid: np.ndarray, crs: str, transform: Affine, palette: Mapping[int, tuple[int, ...]],  # noqa: PLR0917
-                 description: str, map_classes: Sequence[str]) -> GeoRaster:
+                 description: str, map_classes: Sequence[str], tags: Mapping[str, str]) -> GeoRaster:
     """A uint8 one-band GeoRaster of class codes with nodata 0, the map's colour table and the
-    class names (code i is ``map_classes[i - 1]``), so a GIS shows a legend, not numbers."""
+    class names (code i is ``map_classes[i - 1]``), so a GIS shows a legend, not numbers; ``tags``
+    (region, years) say what it maps when the file is found alone."""
     return GeoRaster(
         array=np.asarray(grid, dtype=np.uint8)[None],
         crs=crs,
@@ -48,34 +51,62 @@ def class_raster(grid: np.ndarray, crs: str, transform: Affine, palette: Mapping
         colormap=dict(palette),
         descriptions=(description,),
         categories=("nodata", *map_classes),
+        tags=dict(tags),
     )
 
 
-def candidates_geojson(candidates: pd.DataFrame, older_column: str = "older_class",
-                       newer_column: str = "predicted_class") -> dict:
+def candidates_geojson(candidates: pd.DataFrame, properties: Sequence[str]) -> dict:
     """Candidate tiles as a GeoJSON FeatureCollection of their footprints in EPSG:4326 (the only CRS
-    RFC 7946 allows), most confident first."""
+    RFC 7946 allows), most confident first; ``properties`` are table columns, named as in the CSV."""
     features = []
-    for tile in candidates.itertuples(index=False):
+    for tile in candidates.to_dict("records"):
         footprint = {
             "type": "Polygon",
             "coordinates": [[
-                (tile.minx, tile.miny), (tile.maxx, tile.miny), (tile.maxx, tile.maxy),
-                (tile.minx, tile.maxy), (tile.minx, tile.miny),
+                (tile["minx"], tile["miny"]), (tile["maxx"], tile["miny"]), (tile["maxx"], tile["maxy"]),
+                (tile["minx"], tile["maxy"]), (tile["minx"], tile["miny"]),
             ]],
         }
         features.append({
             "type": "Feature",
-            "id": tile.tile_id,
-            "geometry": transform_geom(tile.crs, GEOJSON_CRS, footprint),
-            "properties": {
-                "id": tile.tile_id,
-                "rank": int(tile.rank),
-                "probability": float(tile.change_probability),
-                "older_class": getattr(tile, older_column),
-                "newer_class": getattr(tile, newer_column),
-                "row": int(tile.row),
-                "col": int(tile.col),
-            },
+            "id": tile["tile_id"],
+            "geometry": transform_geom(tile["crs"], GEOJSON_CRS, footprint),
+            "properties": {name: _json_value(tile[name]) for name in properties},
         })
     return {"type": "FeatureCollection", "features": features}
+
+
+def _json_value(value):
+    """numpy scalars -> Python, missing -> null (JSON has no NaN)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def mosaic(sources: Sequence[WindowedRaster], crs: str, nodata: int) -> tuple[np.ndarray, Affine]:
+    """One-band class rasters merged onto one north-up grid in ``crs``, at the finest of their
+    resolutions there, by nearest neighbour (codes stay codes). Earlier sources win overlaps;
+    cells no source covers are ``nodata``."""
+    if not sources:
+        raise ValueError("No raster to mosaic.")
+    footprints, sizes = [], []
+    for source in sources:
+        transform, width, height = calculate_default_transform(
+            source.crs, crs, source.width, source.height, *array_bounds(source.height, source.width, source.transform))
+        footprints.append(array_bounds(height, width, transform))
+        sizes.append(min(abs(transform.a), abs(transform.e)))
+    size = min(sizes)
+    west, south = min(b[0] for b in footprints), min(b[1] for b in footprints)
+    east, north = max(b[2] for b in footprints), max(b[3] for b in footprints)
+    # whole cells of the common size, snapped to multiples of it (mosaics of a county line up)
+    west, south = np.floor(west / size) * size, np.floor(south / size) * size
+    east, north = np.ceil(east / size) * size, np.ceil(north / size) * size
+    transform = Affine(size, 0, west, 0, -size, north)
+    merged = np.full((round((north - south) / size), round((east - west) / size)), nodata, dtype=np.uint8)
+    for source in sources:
+        warped = np.full_like(merged, nodata)
+        reproject(source.read(indexes=1), warped, src_transform=source.transform, src_crs=source.crs, src_nodata=nodata,
+                  dst_transform=transform, dst_crs=crs, dst_nodata=nodata, resampling=Resampling.nearest)
+        empty = merged == nodata
+        merged[empty] = warped[empty]
+    return merged, transform

@@ -1,9 +1,10 @@
-"""development_inference: map a region's land use from its newer imagery and find newly developed land.
+"""development_inference: map regions' land use from their newer imagery and find newly developed land.
 
-A first node plans the region from the rasters' headers (the shared tiling grid of its newer
-scene). Spark tasks then read every tile window of that scene, label it from the older NLCD and
-score it in the same task (no tile files); the driver gets one small row per tile and makes the
-rasters, GeoJSON, maps and gallery from them.
+A first node plans each region from the rasters' headers (the shared tiling grid of its newer
+scene). Spark tasks then read every tile window of those scenes, label it from the older NLCD and
+score it in the same task (no tile files); the driver gets one small row per tile and makes each
+region's rasters, GeoJSON, maps and gallery (partitions keyed by region, so regions never
+overwrite each other) and a mosaic of the regions' class rasters.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from landuse_kedro.pipelines.development_inference.geo import (
     candidates_geojson,
     class_raster,
     colour_table,
+    mosaic,
     tile_grid_transform,
 )
 from landuse_kedro.raster import (
@@ -90,11 +92,21 @@ def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> n
     return lut
 
 
-# ------------------------------------------------------------------ 1. the region plan
+# ------------------------------------------------------------------ 1. the region plans
+
+def region_names(options: dict[str, Any]) -> list[str]:
+    """``development_inference.regions`` as a list. YAML gives a list; on the command line, where
+    Kedro splits ``--params`` at commas, ``regions=[essex]`` or ``regions="essex norfolk"``."""
+    regions = options["regions"]
+    names = regions.split() if isinstance(regions, str) else [str(name) for name in regions]
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"development_inference.regions must name distinct regions, got {regions!r}.")
+    return names
+
 
 @dataclass(frozen=True)
 class RegionPlan:
-    """What every later node needs about the region, computed once from the rasters' headers:
+    """What every later node needs about a region, computed once from the rasters' headers:
     the newer scene's tiling (grid, tile grid, older NLCD labels in the map classes), the older
     scene shown in the gallery, the map classes and their palette. No pixels."""
 
@@ -119,18 +131,19 @@ def _region_scenes(naip_scenes: Loaders, region: str) -> dict[int, str]:
     return scenes
 
 
-def newer_scene(naip_scenes: Loaders, options: dict[str, Any], tiling: dict[str, Any]) -> tuple[str, WindowedRaster]:
+def newer_scene(naip_scenes: Loaders, region: str, options: dict[str, Any],
+                tiling: dict[str, Any]) -> tuple[str, WindowedRaster]:
     """The region's newer scene; refuses a missing scene and a region whose scenes are in
     different CRSs (its years would not line up tile for tile)."""
-    region, year = options["region"], int(options["newer_year"])
+    year = int(options["newer_year"])
     scenes = _region_scenes(naip_scenes, region)
     if not scenes:
         regions = sorted({parse_scene_key(key)[0] for key in naip_scenes})
-        raise ValueError(f"Unknown region {region!r} (development_inference.region): the NAIP scenes are of "
+        raise ValueError(f"Unknown region {region!r} (development_inference.regions): the NAIP scenes are of "
                          f"regions {', '.join(regions) or 'none'}.")
     if year not in scenes:
         raise ValueError(
-            f"No NAIP scene '{region}_{year}' for development_inference (region={region!r}, "
+            f"No NAIP scene '{region}_{year}' for development_inference (region {region!r}, "
             f"newer_year={year}). Region {region!r} has the years {sorted(scenes)}."
         )
     sources = {key: naip_scenes[key]() for key in scenes.values()}
@@ -144,46 +157,59 @@ def newer_scene(naip_scenes: Loaders, options: dict[str, Any], tiling: dict[str,
     return key, sources[key]
 
 
-def plan_region(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
-                tiling: dict[str, Any], options: dict[str, Any]) -> RegionPlan:
-    """The region's plan, from headers only: every full tile of the newer scene on the shared
-    tiling grid, labelled (in the Spark tasks) with the older NLCD edition in the map classes."""
-    key, scene = newer_scene(naip_scenes, options, tiling)
+def plan_regions(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
+                 tiling: dict[str, Any], options: dict[str, Any]) -> dict[str, RegionPlan]:
+    """Each region's plan, from headers only: every full tile of its newer scene on the shared
+    tiling grid, labelled (in the Spark tasks) with the older NLCD edition in the map classes.
+    Every region is checked before any is planned, so a typo fails at once."""
+    regions = region_names(options)
+    known = sorted({parse_scene_key(key)[0] for key in naip_scenes})
+    unknown = [region for region in regions if region not in known]
+    if unknown:
+        raise ValueError(f"Unknown region(s) {', '.join(map(repr, unknown))} (development_inference.regions): "
+                         f"the NAIP scenes are of regions {', '.join(known) or 'none'}.")
     nlcd_key = f"nlcd_{int(options['older_year'])}"
     if nlcd_key not in nlcd_rasters:
         raise ValueError(f"No NLCD raster '{nlcd_key}' for the older labels (older_year="
                          f"{options['older_year']}). Available: {sorted(nlcd_rasters) or 'none'}.")
+    scenes = {region: newer_scene(naip_scenes, region, options, tiling) for region in regions}
     names = map_classes(land_cover, options)
-    plan = plan_scene(key, scene, nlcd_rasters[nlcd_key](), older_label_lookup(land_cover, options), names, tiling)
+    lookup, nlcd = older_label_lookup(land_cover, options), nlcd_rasters[nlcd_key]()
+    return {region: _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options)
+            for region, (key, scene) in scenes.items()}
+
+
+def _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options) -> RegionPlan:  # noqa: PLR0913, PLR0917
+    plan = plan_scene(key, scene, nlcd, lookup, names, tiling)
     older_year = options.get("older_naip_year")
-    older_key = f"{options['region']}_{older_year}" if older_year else None
+    older_key = f"{region}_{older_year}" if older_year else None
     older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
     if older_year and older_scene is None:
-        logger.warning("No NAIP scene %s: the gallery shows the older labels instead.", older_key)
+        logger.warning("No NAIP scene %s: the gallery of %s shows the older labels instead.", older_key, region)
     tiles = plan.tiles
-    logger.info("Region %s: %d tiles (%d x %d) of scene %s on %s; older labels from %s",
-                options["region"], len(tiles), tiles.n_rows, tiles.n_cols, key, plan.grid.crs.to_string(),
-                nlcd_key)
-    return RegionPlan(options["region"], plan, older_scene, older_key if older_scene is not None else None,
+    logger.info("Region %s: %d tiles (%d x %d) of scene %s on %s; older labels from nlcd_%s",
+                region, len(tiles), tiles.n_rows, tiles.n_cols, key, plan.grid.crs.to_string(),
+                options["older_year"])
+    return RegionPlan(region, plan, older_scene, older_key if older_scene is not None else None,
                       colour_table(names, options["colours"]))
 
 
 # ------------------------------------------------------------------ 2. scoring
 
-def score_region(region_plan: RegionPlan, scoring_model, land_cover: dict[str, Any], scoring: dict[str, Any]):
-    """Every tile window of the newer scene, read, labelled and scored in Spark tasks (no tile
-    files): one row per tile, a failure row for a window that cannot be read."""
-    return score_windows(region_plan.newer, scoring_model, land_cover, scoring)
+def score_regions(region_plans: dict[str, RegionPlan], scoring_model, land_cover: dict[str, Any],
+                  scoring: dict[str, Any]):
+    """Every tile window of the regions' newer scenes, read, labelled and scored in one Spark job
+    (no tile files): one row per tile, a failure row for a window that cannot be read."""
+    return score_windows([plan.newer for plan in region_plans.values()], scoring_model, land_cover, scoring)
 
 
 # ------------------------------------------------------------------ 3. per-tile classes
 
-def classify_tiles(development_predictions, region_plan: RegionPlan, land_cover: dict[str, Any],
+def classify_tiles(development_predictions, region_plans: dict[str, RegionPlan], land_cover: dict[str, Any],
                    options: dict[str, Any]) -> pd.DataFrame:
-    """One row per tile of the plan: grid, older label, prediction (none when scoring failed, the
-    reason in ``error``), probabilities, and the 3x3 smoothed prediction."""
+    """One row per tile of the plans: region, grid, older label, prediction (none when scoring
+    failed, the reason in ``error``), probabilities, and the 3x3 smoothed prediction."""
     active_spark_session()
-    plan = region_plan.newer
     columns = ["image_id", *WINDOW_COLUMNS, "predicted_label", "predicted_label_3", "probability",
                *(f"prob_{name}" for name in land_cover["classes"]), "error"]
     tiles = development_predictions.select(*columns).toPandas().rename(columns={
@@ -192,13 +218,14 @@ def classify_tiles(development_predictions, region_plan: RegionPlan, land_cover:
     duplicated = tiles["tile_id"].duplicated()
     if duplicated.any():
         raise ValueError(f"Tiles scored more than once: {tiles.loc[duplicated, 'tile_id'].head(3).tolist()}")
-    expected = {plan.tile_id(tile.row, tile.col) for tile in plan.tiles}
+    expected = {plan.newer.tile_id(tile.row, tile.col) for plan in region_plans.values() for tile in plan.newer.tiles}
     if set(tiles["tile_id"]) != expected:
         raise ValueError(f"development_predictions holds {len(set(tiles['tile_id']) - expected)} tiles that are "
-                         f"not in the region plan and lacks {len(expected - set(tiles['tile_id']))}: they come "
-                         "from another run; rerun from score_region.")
-    tiles.insert(1, "region", region_plan.region)
-    tiles["crs"] = plan.grid.crs.to_string()
+                         f"not in the region plans and lacks {len(expected - set(tiles['tile_id']))}: they come "
+                         "from another run; rerun from score_regions.")
+    tiles.insert(1, "region", tiles["scene"].map({plan.newer.key: region for region, plan in region_plans.items()}))
+    tiles["crs"] = tiles["region"].map({region: plan.newer.grid.crs.to_string()
+                                        for region, plan in region_plans.items()})
     failed = tiles["error"].notna()
     tiles.loc[failed, "predicted_class"] = None
     if failed.any():
@@ -210,27 +237,44 @@ def classify_tiles(development_predictions, region_plan: RegionPlan, land_cover:
     if masked.any():
         logger.info("%d tiles with pixels outside the imagery are masked (nodata), e.g. %s", int(masked.sum()),
                     tiles.loc[masked, "tile_id"].head(3).tolist())
-    names = region_plan.classes
-    codes = class_codes(names)
+    names = map_classes(land_cover, options)
+    codes, lookup = class_codes(names), np.asarray([None, *names], dtype=object)
     smoothing = options.get("smoothing") or {}
-    smoothed = to_grid(tiles, "predicted_class", codes)
-    if smoothing.get("enabled", True):
-        smoothed = smooth_classes(smoothed, len(names), float(smoothing.get("centre_weight", 2)))
-    lookup = np.asarray([None, *names], dtype=object)
-    tiles["smoothed_class"] = lookup[smoothed[tiles["row"], tiles["col"]]]
-    return tiles.sort_values(["row", "col"], ignore_index=True)
+    tiles["smoothed_class"] = None
+    for index in tiles.groupby("region").groups.values():  # smoothing never crosses regions
+        region_tiles = tiles.loc[index]
+        smoothed = to_grid(region_tiles, "predicted_class", codes)
+        if smoothing.get("enabled", True):
+            smoothed = smooth_classes(smoothed, len(names), float(smoothing.get("centre_weight", 2)))
+        tiles.loc[index, "smoothed_class"] = lookup[smoothed[region_tiles["row"], region_tiles["col"]]]
+    order = {region: position for position, region in enumerate(region_plans)}
+    return tiles.sort_values(["region", "row", "col"], key=lambda c: c.map(order) if c.name == "region" else c,
+                             ignore_index=True)
 
 
-# ------------------------------------------------------------------ 4. analysis and outputs
+# ------------------------------------------------------------------ 4. outputs per region
+
+def _per_region(tiles: pd.DataFrame, options: dict[str, Any]):
+    """(region, its tiles) in the order of ``development_inference.regions``."""
+    for region in region_names(options):
+        yield region, tiles[tiles["region"] == region]
+
+
+def _this_run(partitions: Mapping[str, Callable[[], Any]], options: dict[str, Any]) -> dict[str, Any]:
+    """The partitions of this run's regions, loaded (the folder may hold regions mapped earlier)."""
+    missing = [region for region in region_names(options) if region not in partitions]
+    if missing:
+        raise ValueError(f"No saved outputs for region(s) {missing}: rerun the development_inference pipeline.")
+    return {region: partitions[region]() for region in region_names(options)}
+
 
 def measure_agreement(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                      options: dict[str, Any]) -> dict[str, Any]:
-    """How often the newer predictions (raw and smoothed) agree with the older labels, and how many
-    tiles failed to score; disagreement is change plus model error."""
+                      options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Per region: how often the newer predictions (raw and smoothed) agree with the older labels,
+    and how many tiles failed to score; disagreement is change plus model error."""
     names = map_classes(land_cover, options)
-    tiles = development_tile_classes
-    return {
-        "region": options["region"],
+    return {region: {
+        "region": region,
         "older_year": int(options["older_year"]),
         "newer_year": int(options["newer_year"]),
         "tiles": len(tiles),
@@ -239,93 +283,148 @@ def measure_agreement(development_tile_classes: pd.DataFrame, land_cover: dict[s
         "failure_reasons": {str(k): int(v) for k, v in tiles["error"].value_counts().items()},
         "predicted": agreement(tiles, names, "older_class", "predicted_class"),
         "smoothed": agreement(tiles, names, "older_class", "smoothed_class"),
-    }
+    } for region, tiles in _per_region(development_tile_classes, options)}
 
 
-def check_tile_failures(development_agreement: dict[str, Any], scoring: dict[str, Any]) -> None:
-    """Fail the run when too many tiles could not be read or scored (after the outputs are saved)."""
-    errors = [reason for reason, count in development_agreement["failure_reasons"].items() for _ in range(count)]
-    check_failure_rate(development_agreement["tiles"], errors, float(scoring.get("max_failed_fraction", 0.05)),
-                       "tiles")
+def check_tile_failures(development_agreement: Mapping[str, Callable[[], dict]], scoring: dict[str, Any],
+                        options: dict[str, Any]) -> None:
+    """Fail the run when too many tiles could not be read or scored (after the agreements are saved)."""
+    reports = _this_run(development_agreement, options).values()
+    errors = [reason for report in reports for reason, count in report["failure_reasons"].items()
+              for _ in range(count)]
+    check_failure_rate(sum(report["tiles"] for report in reports), errors,
+                       float(scoring.get("max_failed_fraction", 0.05)), "tiles")
+
+
+CANDIDATE_PROPERTIES = ["region", "rank", "tile_id", "row", "col", "change_probability", "older_class",
+                        "older_share", "predicted_class", "smoothed_class"]
+"""Each candidate's fields, named alike in the CSV and the GeoJSON; the CSV adds the footprint in
+the scene's CRS (minx, miny, maxx, maxy, crs), the GeoJSON has it as geometry in EPSG:4326."""
 
 
 def select_change_candidates(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                             options: dict[str, Any]) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Change candidates (ranked table and GeoJSON): older label in ``candidates.from_classes``,
-    newer prediction (raw or smoothed, a parameter) Developed with probability >= threshold."""
+                             options: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Per region, change candidates (ranked table and GeoJSON): older label in
+    ``candidates.from_classes``, newer prediction (raw or smoothed, a parameter) Developed with
+    probability >= threshold."""
     settings = options["candidates"]
     to_class = settings.get("to_class", "Developed")
     prediction = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[settings.get("prediction", "predicted")]
-    candidates = change_candidates(development_tile_classes, settings["from_classes"], to_class,
-                                   float(settings["min_probability"]), prediction=prediction,
-                                   min_older_share=float(settings.get("min_older_share", 0.0)))
-    logger.info("%d change candidates (older %s covering >= %s of the tile -> %s by the %s prediction, "
-                "probability >= %s)", len(candidates), settings["from_classes"],
-                settings.get("min_older_share", 0.0), to_class, settings.get("prediction", "predicted"),
-                settings["min_probability"])
-    columns = ["rank", "tile_id", "row", "col", "change_probability", "older_class", "older_share", "predicted_class",
-               "smoothed_class", "minx", "miny", "maxx", "maxy", "crs"]
-    return candidates[columns], candidates_geojson(candidates, newer_column=prediction)
+    tables, geojson = {}, {}
+    for region, tiles in _per_region(development_tile_classes, options):
+        candidates = change_candidates(tiles, settings["from_classes"], to_class, float(settings["min_probability"]),
+                                       prediction=prediction, min_older_share=float(settings.get("min_older_share", 0.0)))
+        logger.info("%s: %d change candidates (older %s covering >= %s of the tile -> %s by the %s prediction, "
+                    "probability >= %s)", region, len(candidates), settings["from_classes"],
+                    settings.get("min_older_share", 0.0), to_class, settings.get("prediction", "predicted"),
+                    settings["min_probability"])
+        tables[region] = candidates[[*CANDIDATE_PROPERTIES, "minx", "miny", "maxx", "maxy", "crs"]]
+        geojson[region] = candidates_geojson(candidates, CANDIDATE_PROPERTIES)
+    return tables, geojson
 
 
-def class_rasters(development_tile_classes: pd.DataFrame, region_plan: RegionPlan,
-                  ) -> tuple[GeoRaster, GeoRaster, GeoRaster]:
-    """Older labels, predictions and smoothed predictions as GeoTIFFs of one pixel per tile,
-    aligned with the scene (the tile grid's transform and CRS) and coloured like the maps."""
-    tiles = development_tile_classes
-    codes = class_codes(region_plan.classes)
-    tile_grid = region_plan.newer.tiles
-    n_rows, n_cols = tile_grid.n_rows, tile_grid.n_cols
-    if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(tiles) != n_rows * n_cols:
-        raise ValueError(f"The tile table has {len(tiles)} tiles, the scene's grid {n_rows} x {n_cols}: "
-                         "rerun the whole development_inference pipeline.")
-    transform = tile_grid_transform(tile_grid.grid.transform, 0, 0, tile_grid.tile_size)
-    crs = tile_grid.grid.crs.to_string()
-    nodata = {column: int((to_grid(tiles, column, codes) == NODATA).sum()) for column in SUMMARY_COLUMNS.values()}
-    logger.info("Class rasters %d x %d tiles; nodata tiles: %s", n_rows, n_cols, nodata)
-    return tuple(
-        class_raster(to_grid(tiles, column, codes), crs, transform, region_plan.palette, f"{title} class",
-                     region_plan.classes)
-        for title, column in SUMMARY_COLUMNS.items()
-    )
+def class_rasters(development_tile_classes: pd.DataFrame, region_plans: dict[str, RegionPlan],
+                  options: dict[str, Any]) -> dict[str, GeoRaster]:
+    """Per region, older labels, predictions and smoothed predictions as GeoTIFFs of one pixel per
+    tile (keys ``<region>/<older|predicted|smoothed>``), aligned with the scene (the tile grid's
+    transform and CRS), coloured like the maps and tagged with region and years."""
+    rasters = {}
+    for region, tiles in _per_region(development_tile_classes, options):
+        plan = region_plans[region]
+        codes = class_codes(plan.classes)
+        tile_grid = plan.newer.tiles
+        n_rows, n_cols = tile_grid.n_rows, tile_grid.n_cols
+        if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(tiles) != n_rows * n_cols:
+            raise ValueError(f"The tile table has {len(tiles)} tiles of {region}, the scene's grid {n_rows} x "
+                             f"{n_cols}: rerun the whole development_inference pipeline.")
+        transform = tile_grid_transform(tile_grid.grid.transform, 0, 0, tile_grid.tile_size)
+        crs = tile_grid.grid.crs.to_string()
+        nodata = {column: int((to_grid(tiles, column, codes) == NODATA).sum()) for column in SUMMARY_COLUMNS.values()}
+        logger.info("Class rasters of %s: %d x %d tiles; nodata tiles: %s", region, n_rows, n_cols, nodata)
+        for kind, column in SUMMARY_COLUMNS.items():
+            tags = {"region": region, "classes": kind, "scene": plan.newer.key,
+                    "older_nlcd_year": str(options["older_year"]), "newer_naip_year": str(options["newer_year"])}
+            rasters[f"{region}/{kind}"] = class_raster(to_grid(tiles, column, codes), crs, transform, plan.palette,
+                                                       f"{kind} class, {region}", plan.classes, tags)
+    return rasters
+
+
+def mosaic_class_rasters(region_class_rasters: Mapping[str, Callable[[], WindowedRaster]],
+                         land_cover: dict[str, Any], options: dict[str, Any]) -> dict[str, GeoRaster]:
+    """The regions' class rasters (this run's regions) merged on one grid in ``mosaic_crs``, one
+    mosaic per kind (older, predicted, smoothed): the county map. Nearest neighbour, so codes
+    stay codes; where regions overlap, the one listed first wins."""
+    names = map_classes(land_cover, options)
+    palette, crs = colour_table(names, options["colours"]), options.get("mosaic_crs", "EPSG:5070")
+    mosaics = {}
+    for kind in SUMMARY_COLUMNS:
+        sources = _this_run({key.split("/")[0]: loader for key, loader in region_class_rasters.items()
+                             if key.endswith(f"/{kind}")}, options)
+        grid, transform = mosaic(list(sources.values()), crs, NODATA)
+        tags = {"regions": " ".join(sources), "classes": kind,
+                "older_nlcd_year": str(options["older_year"]), "newer_naip_year": str(options["newer_year"])}
+        mosaics[kind] = class_raster(grid, crs, transform, palette, f"{kind} class, {' '.join(sources)}", names, tags)
+    logger.info("Mosaics of %s on %s: %d x %d tiles", ", ".join(region_names(options)), crs,
+                *mosaics["smoothed"].array.shape[1:])
+    return mosaics
 
 
 def plot_class_maps(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                    options: dict[str, Any]) -> Figure:
-    """Older labels, newer predictions and smoothed predictions side by side."""
+                    options: dict[str, Any]) -> dict[str, Figure]:
+    """Per region, older labels, newer predictions and smoothed predictions side by side."""
     names = map_classes(land_cover, options)
     codes = class_codes(names)
-    tiles = development_tile_classes
-    panels = {
-        f"NLCD {options['older_year']} (older labels)": to_grid(tiles, "older_class", codes),
-        f"NAIP {options['newer_year']} predictions": to_grid(tiles, "predicted_class", codes),
-        f"NAIP {options['newer_year']} smoothed": to_grid(tiles, "smoothed_class", codes),
-    }
-    return class_maps(panels, names, options["colours"], f"Land use, {options['region']}")
+    figures = {}
+    for region, tiles in _per_region(development_tile_classes, options):
+        panels = {
+            f"NLCD {options['older_year']} (older labels)": to_grid(tiles, "older_class", codes),
+            f"NAIP {options['newer_year']} predictions": to_grid(tiles, "predicted_class", codes),
+            f"NAIP {options['newer_year']} smoothed": to_grid(tiles, "smoothed_class", codes),
+        }
+        figures[region] = class_maps(panels, names, options["colours"],
+                                     f"Land use, {region} ({len(tiles)} tiles, {tiles['crs'].iloc[0]})")
+    return figures
 
 
-def plot_candidate_gallery(change_candidates_table: pd.DataFrame, development_tile_classes: pd.DataFrame,
-                           region_plan: RegionPlan, options: dict[str, Any]) -> Figure:
-    """The top candidates, each with its 3x3 tile neighbourhood in the older NAIP year (or the older
-    labels when there is no older scene) and in the newer one: only those windows are read."""
+def plot_candidate_gallery(change_candidates_table: Mapping[str, Callable[[], pd.DataFrame]],
+                           development_tile_classes: pd.DataFrame, region_plans: dict[str, RegionPlan],
+                           options: dict[str, Any]) -> dict[str, Figure]:
+    """Per region, the top candidates, each with its 3x3 tile neighbourhood in the older NAIP year
+    (or the older labels when there is no older scene) and in the newer one: only those windows
+    are read."""
+    tables = _this_run(change_candidates_table, options)
+    return {region: _gallery(tables[region], tiles, region_plans[region], options)
+            for region, tiles in _per_region(development_tile_classes, options)}
+
+
+def _gallery(candidates: pd.DataFrame, tiles: pd.DataFrame, region_plan: RegionPlan,
+             options: dict[str, Any]) -> Figure:
     plan = region_plan.newer
     tile_size = plan.tile_size
-    older_grid = to_grid(development_tile_classes, "older_class", class_codes(region_plan.classes))
+    older_grid = to_grid(tiles, "older_class", class_codes(region_plan.classes))
     # the GeoTIFFs' colour table as RGB, indexed by class code (nodata black)
     palette = np.asarray([rgba[:3] for _, rgba in sorted(region_plan.palette.items())], dtype=np.uint8)
     step = max(1, tile_size * 3 // int(options.get("gallery_pixels", 240)))
+    newer_column = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
+        options["candidates"].get("prediction", "predicted")]
     items = []
-    for tile in change_candidates_table.head(int(options.get("gallery_size", 12))).itertuples():
+    for tile in candidates.head(int(options.get("gallery_size", 12))).itertuples():
         newer = neighbourhood_rgb(plan.scene, plan.grid, tile.row, tile.col, tile_size)[::step, ::step]
         if region_plan.older_scene is not None:
             older = neighbourhood_rgb(region_plan.older_scene, plan.grid, tile.row, tile.col, tile_size)[::step, ::step]
         else:
             older = np.kron(palette[_padded(older_grid, tile.row, tile.col)],
                             np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8))
-        items.append(GalleryItem(f"#{tile.rank} r{tile.row} c{tile.col} p={tile.change_probability:.2f}", older, newer))
+        centre_x, centre_y = (tile.minx + tile.maxx) / 2, (tile.miny + tile.maxy) / 2
+        items.append(GalleryItem(
+            f"#{tile.rank} {tile.older_class} \N{RIGHTWARDS ARROW} {getattr(tile, newer_column)}, "
+            f"p={tile.change_probability:.3f}\nrow {tile.row} col {tile.col}, centre {centre_x:.0f} E {centre_y:.0f} N",
+            older, newer))
     older_year = options.get("older_naip_year")
     older_title = f"NAIP {older_year}" if region_plan.older_scene is not None else f"NLCD {options['older_year']}"
-    return candidate_gallery(items, older_title, f"NAIP {options['newer_year']}")
+    title = (f"Change candidates, {region_plan.region} (top {len(items)} of {len(candidates)}; "
+             f"coordinates in {plan.grid.crs.to_string()})")
+    return candidate_gallery(items, older_title, f"NAIP {options['newer_year']}", title)
 
 
 def neighbourhood_rgb(scene: WindowedRaster, grid: Grid, row: int, col: int, tile_size: int) -> np.ndarray:
@@ -348,10 +447,13 @@ def _padded(grid: np.ndarray, row: int, col: int) -> np.ndarray:
 
 
 def summarise_classes(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                      options: dict[str, Any]) -> pd.DataFrame:
-    """Tiles and percent per class for older labels, predictions and smoothed predictions (the
-    walkthrough's table), logged as well as saved."""
-    table = class_summary(development_tile_classes, map_classes(land_cover, options), SUMMARY_COLUMNS)
-    logger.info("Land use of %s, %d tiles:\n%s", options["region"], len(development_tile_classes),
-                table.to_string(index=False))
-    return table
+                      options: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    """Per region, tiles and percent per class for older labels, predictions and smoothed
+    predictions (the walkthrough's table), logged as well as saved."""
+    names = map_classes(land_cover, options)
+    tables = {}
+    for region, tiles in _per_region(development_tile_classes, options):
+        table = class_summary(tiles, names, SUMMARY_COLUMNS)
+        logger.info("Land use of %s, %d tiles:\n%s", region, len(tiles), table.to_string(index=False))
+        tables[region] = table.assign(region=region)[["region", *table.columns]]
+    return tables

@@ -1,5 +1,5 @@
-"""development_inference: plan the region -> read, label and score its tile windows on Spark ->
-per-tile classes -> rasters, GeoJSON, maps, gallery, summary."""
+"""development_inference: plan the regions -> read, label and score their tile windows on Spark ->
+per-tile classes -> per region: rasters, GeoJSON, maps, gallery, summary; a mosaic of the regions."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -12,22 +12,22 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                nodes.plan_region,
+                nodes.plan_regions,
                 inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", "params:tiling", OPTIONS],
-                outputs="region_plan",
-                name="plan_region",
+                outputs="region_plans",
+                name="plan_regions",
                 tags=["development_inference", "tiling"],
             ),
             Node(
-                nodes.score_region,
-                inputs=["region_plan", "scoring_model", "params:land_cover", "params:scoring"],
+                nodes.score_regions,
+                inputs=["region_plans", "scoring_model", "params:land_cover", "params:scoring"],
                 outputs="development_predictions",
-                name="score_region",
+                name="score_regions",
                 tags=["development_inference", "spark", "scoring"],
             ),
             Node(
                 nodes.classify_tiles,
-                inputs=["development_predictions", "region_plan", "params:land_cover", OPTIONS],
+                inputs=["development_predictions", "region_plans", "params:land_cover", OPTIONS],
                 outputs="development_tile_classes",
                 name="classify_region_tiles",
                 tags=["development_inference", "spark"],
@@ -41,7 +41,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.check_tile_failures,
-                inputs=["development_agreement", "params:scoring"],
+                inputs=["development_agreement", "params:scoring", OPTIONS],
                 outputs=None,
                 name="check_tile_failures",
                 tags=["development_inference"],
@@ -55,9 +55,16 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.class_rasters,
-                inputs=["development_tile_classes", "region_plan"],
-                outputs=["older_class_raster", "predicted_class_raster", "smoothed_class_raster"],
+                inputs=["development_tile_classes", "region_plans", OPTIONS],
+                outputs="region_class_rasters",
                 name="write_class_rasters",
+                tags=["development_inference", "maps"],
+            ),
+            Node(
+                nodes.mosaic_class_rasters,
+                inputs=["region_class_rasters", "params:land_cover", OPTIONS],
+                outputs="class_raster_mosaics",
+                name="mosaic_class_rasters",
                 tags=["development_inference", "maps"],
             ),
             Node(
@@ -69,7 +76,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.plot_candidate_gallery,
-                inputs=["change_candidates_table", "development_tile_classes", "region_plan", OPTIONS],
+                inputs=["change_candidates_table", "development_tile_classes", "region_plans", OPTIONS],
                 outputs="change_candidate_gallery",
                 name="plot_change_candidate_gallery",
                 tags=["development_inference", "reporting"],
