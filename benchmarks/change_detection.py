@@ -42,7 +42,7 @@ from landuse_kedro.pipelines.development_inference.analysis import (  # noqa: E4
     smooth_classes,
     to_grid,
 )
-from landuse_kedro.pipelines.development_inference.nodes import map_classes  # noqa: E402
+from landuse_kedro.pipelines.development_inference.nodes import map_classes, region_names  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -101,19 +101,20 @@ def main() -> None:
         context = session.load_context()
         catalog, options = context.catalog, context.params["development_inference"]
         land_cover = context.params["land_cover"]
-        region = options["region"]
+        region = region_names(options)[0]
         truth_rasters = catalog.load("sample_change_truth")
         if region not in truth_rasters:
             raise SystemExit(f"No sample_change_truth for region {region!r} (have {sorted(truth_rasters)}): "
                              "this check needs the generated sample scene.")
         truth = truth_rasters[region]()
         tiles = catalog.load("development_tile_classes")
-        geojson = catalog.load("change_candidates")
+        tiles = tiles[tiles["region"] == region]
+        geojson = catalog.load("change_candidates")[region]()
 
     if tiles["crs"].iloc[0] != truth.crs.to_string():
         raise SystemExit(f"Tiles are in {tiles['crs'].iloc[0]}, the truth in {truth.crs}: cannot compare.")
     tiles = tiles.assign(changed=changed_share(tiles, truth))
-    candidates = {feature["properties"]["id"] for feature in geojson["features"]}
+    candidates = {feature["properties"]["tile_id"] for feature in geojson["features"]}
     unknown = candidates - set(tiles["tile_id"])
     if unknown:
         raise SystemExit(f"{len(unknown)} candidates are not tiles of the region, e.g. {sorted(unknown)[:3]}.")

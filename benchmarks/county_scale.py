@@ -21,7 +21,7 @@ is built once here and saved into every copy. Each pipeline runs through a real 
 
 Figures (wall clock; another busy process on the 2 cores lowers them: see the load average):
 - DI tiles/s: county tiles / seconds of the whole development_inference run (``session.run``,
-  Spark start included); score node: the same tiles / seconds from ``score_region`` starting to
+  Spark start included); score node: the same tiles / seconds from ``score_regions`` starting to
   ``development_predictions`` saved (the Spark job that reads, labels and scores every window).
 - scoring-only images/s: ``score_images`` (the spark_scoring node) on local[2] with the same model
   and Spark settings, second (warm) job, on ``--score-tiles`` PNGs that data_preparation wrote at
@@ -231,7 +231,7 @@ def county_conf(project: Path, county: Path) -> None:
         catalog[name] = {**base[name], "path": str(county / folder), "filename_suffix": suffix}
     spark = yaml.safe_load((conf / "local" / "spark.yml").read_text()) or {}
     spark.update({"spark.master": "local[2]", "spark.ui.showConsoleProgress": False})
-    params = {"development_inference": {"region": "county", "newer_year": 2016, "older_year": 2011,
+    params = {"development_inference": {"regions": ["county"], "newer_year": 2016, "older_year": 2011,
                                         "older_naip_year": 2012},
               "data_preparation": {"validation_regions": ["holdout"]}}
     (conf / ENV).mkdir(exist_ok=True)
@@ -356,7 +356,7 @@ def report(runs: list[dict[str, Any]], scoring: dict[str, Any], info: dict[str, 
     rows = []
     for run in runs:
         di, dp = run["development_inference"], run["data_preparation"]
-        node = di["nodes"]["score_region"]
+        node = di["nodes"]["score_regions"]
         rss = {p: (run[p]["python_hwm_mb"], run[p]["jvm_hwm_mb"]) for p in PIPELINES}
         rows.append({
             "size": run["size"], "tiles": run["tiles"], "di_seconds": di["seconds"],

@@ -3,10 +3,15 @@ and files. (`make run` / `make test` themselves are run by CI; the README is wha
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import rasterio
 
 from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy
 
@@ -70,3 +75,66 @@ def test_parameters_overridden_in_the_readme_exist(tmp_path: Path):
                                         | set(re.findall(r"`(benchmarks/\w+\.py)`", README))))
 def test_files_the_readme_points_to_exist(path: str):
     assert (PROJECT_ROOT / path).exists(), path
+
+
+# ------------------------------------------------------------------ "Mapping other regions", verbatim
+
+def _section_commands(title: str) -> list[str]:
+    section = README.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    return [line for line in block.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def mapped_regions(tiny_chain_project, tmp_path_factory):
+    """The section's commands run as written (through a shell, in a copy of a project that has a
+    trained model), in the tests' environment (``KEDRO_ENV=test``, the tiny scenes)."""
+    project = tmp_path_factory.mktemp("readme_regions") / "project"
+    shutil.copytree(tiny_chain_project, project, ignore=shutil.ignore_patterns("notebooks"))
+    env = {**os.environ, "KEDRO_ENV": "test", "COLUMNS": "200",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    before = {path: path.read_bytes() for path in (project / "data/07_model_output/regions/middlesex").iterdir()}
+    outputs = []
+    for command in _section_commands("Mapping other regions"):
+        done = subprocess.run(command, shell=True, cwd=project, env=env, capture_output=True, text=True,
+                              timeout=600, check=False)
+        assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+        outputs.append(done.stdout + done.stderr)
+    return project, outputs, before
+
+
+def test_mapping_other_regions_as_the_readme_says(mapped_regions):
+    project, (run_log, catalog_listing), before = mapped_regions
+    regions = project / "data/07_model_output/regions"
+    for region in ("essex", "norfolk"):
+        assert f"Region {region}:" in run_log
+        for name in ("smoothed_classes.tif", "change_candidates.geojson", "change_candidates.csv"):
+            assert (regions / region / name).is_file(), (region, name)
+        assert (project / f"data/08_reporting/regions/{region}/development_maps.png").is_file()
+    for path, content in before.items():  # the chain's own region, mapped earlier, is untouched
+        assert path.read_bytes() == content, path
+    with rasterio.open(project / "data/07_model_output/county/smoothed_classes.tif") as mosaic:
+        assert mosaic.tags()["regions"] == "essex norfolk"
+    # the listing shows where the per-region outputs go
+    assert "change_candidates:" in catalog_listing and str(regions) in catalog_listing
+
+
+def test_a_run_logs_no_warning_the_project_causes(mapped_regions):
+    _, (run_log, catalog_listing), _ = mapped_regions
+    assert "Region essex:" in run_log and "change_candidates:" in catalog_listing  # both logs are captured
+    for log in (run_log, catalog_listing):
+        for noise in ("Could not extract type hints", "cuInit", "Could not find cuda drivers", "oneDNN"):
+            assert noise not in log, noise
+        warnings = [line for line in log.splitlines() if re.search(r"\bWARNING\b|Warning:", line)]
+        unexplained = [line for line in warnings if not any(known in line for known in KNOWN_WARNINGS)]
+        assert not unexplained, unexplained
+
+
+KNOWN_WARNINGS = ("register_new_resolver() is deprecated", "Using incubator modules: jdk.incubator.vector")
+"""Warnings the project cannot avoid, each named in the README's "What the logs show"."""
+
+
+def test_the_readme_names_each_warning_a_run_still_shows():
+    section = README.split("## What the logs show\n", 1)[1].split("\n## ", 1)[0]
+    for warning in KNOWN_WARNINGS:
+        assert warning in section, warning

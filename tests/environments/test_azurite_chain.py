@@ -124,6 +124,7 @@ def _outputs(project: Path, env: str, params: dict | None = None) -> dict:
         catalog = load_catalog(project, env=env, params=params)
         tiles = catalog.load("model_input_tiles")
         first = sorted(tiles)[0]
+        region = catalog.load("params:development_inference")["regions"][0]
         return {
             "catalog": catalog,
             "tile_manifest": catalog.load("tile_manifest"),
@@ -131,10 +132,10 @@ def _outputs(project: Path, env: str, params: dict | None = None) -> dict:
             "first_tile": np.asarray(tiles[first]()),
             "training_metrics": catalog.load("training_metrics"),
             "scoring_metrics": catalog.load("scoring_metrics"),
-            "development_agreement": catalog.load("development_agreement"),
-            "development_summary": catalog.load("development_summary"),
+            **{name: catalog.load(name)[region]() for name in ("development_agreement", "development_summary")},
             "development_tile_classes": catalog.load("development_tile_classes"),
-            "predicted_class_raster": catalog.load("predicted_class_raster").read(),
+            "predicted_class_raster": catalog.load("region_class_rasters")[f"{region}/predicted"]().read(),
+            "class_raster_mosaic": catalog.load("class_raster_mosaics")["smoothed"]().read(),
             **{name: _spark_parquet(catalog, name) for name in SPARK_WRITTEN},
         }
 
@@ -210,7 +211,8 @@ def test_predictions_equal_the_local_run(azurite_chain: dict, name: str) -> None
 
 def test_development_outputs_equal_the_local_run(azurite_chain: dict) -> None:
     remote, local = azurite_chain["remote"], azurite_chain["local"]
-    np.testing.assert_array_equal(remote["predicted_class_raster"], local["predicted_class_raster"])
+    for name in ("predicted_class_raster", "class_raster_mosaic"):
+        np.testing.assert_array_equal(remote[name], local[name])
     for name in ("development_summary", "development_tile_classes"):
         pd.testing.assert_frame_equal(remote[name], local[name], check_exact=False, atol=1e-9)
     _assert_close(remote["development_agreement"], local["development_agreement"], "agreement")

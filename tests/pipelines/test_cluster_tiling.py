@@ -75,8 +75,10 @@ def test_cluster_maps_equal_the_local_ones(runs):
     assert len(tiles) > 0 and tiles["error"].isna().all()
     pd.testing.assert_frame_equal(tiles, pd.read_parquet(cluster / "development_tile_classes.parquet"),
                                   check_exact=False, atol=1e-5)
-    for name in ("older", "predicted", "smoothed"):
-        with rasterio.open(local / f"{name}_classes.tif") as a, rasterio.open(cluster / f"{name}_classes.tif") as b:
+    for name in [f"regions/middlesex/{kind}_classes.tif" for kind in ("older", "predicted", "smoothed")] + [
+            "county/smoothed_classes.tif"]:
+        with rasterio.open(local / name) as a, rasterio.open(cluster / name) as b:
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.transform == b.transform and a.crs == b.crs
-    assert (local / "change_candidates.geojson").read_text() == (cluster / "change_candidates.geojson").read_text()
+    candidates = "regions/middlesex/change_candidates.geojson"
+    assert (local / candidates).read_text() == (cluster / candidates).read_text()
