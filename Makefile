@@ -1,6 +1,6 @@
 # Two commands on a fresh machine (Python 3.11, Java 17, Node.js):
 #   make run    install into .venv, generate the sample scene if data/01_raw/naip is empty, kedro run
-#   make test   install into .venv (+ Azurite from npm), run the test suite
+#   make test   install into .venv (+ Azurite from npm, + Debian's chromium when missing and root), run the test suite
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install run test viz benchmark clean-data
+.PHONY: install run test viz benchmark bench chromium clean-data
 
 install: $(VENV)/.installed
 
@@ -32,11 +32,37 @@ run: install
 	fi
 	$(KEDRO) run
 
-test: install .tools/node_modules/.bin/azurite-blob
+# The lineage page's render test (tests/test_viz.py) drives a headless Chromium: $CHROMIUM, or the
+# first of these names on PATH. When none is there, root with apt-get installs Debian's `chromium`;
+# anyone else gets a how-to and a failure, never a skipped test.
+CHROMIUM_NAMES := chromium chromium-browser google-chrome google-chrome-stable
+chromium:
+	@if [ -n "$$CHROMIUM" ]; then \
+		[ -x "$$CHROMIUM" ] || { echo "CHROMIUM=$$CHROMIUM is not an executable" >&2; exit 1; }; exit 0; \
+	fi; \
+	for name in $(CHROMIUM_NAMES); do command -v $$name >/dev/null 2>&1 && exit 0; done; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "Installing Debian's chromium with apt-get (headless browser for tests/test_viz.py)"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq --no-install-recommends chromium >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium >/dev/null; } \
+		|| { echo "apt-get could not install chromium; install it by hand (see README, Set-up)" >&2; exit 1; }; \
+	else \
+		echo "make test needs a headless Chromium for the lineage page test (tests/test_viz.py), and found none" >&2; \
+		echo "(looked for \$$CHROMIUM, then $(CHROMIUM_NAMES) on PATH). Install one, then run make test again:" >&2; \
+		echo "  Debian:  sudo apt-get install chromium        (make test does this itself when run as root)" >&2; \
+		echo "  Ubuntu:  sudo apt-get install chromium-browser, or Google Chrome" >&2; \
+		echo "  any OS:  a Chrome/Chromium binary, then: make test CHROMIUM=/path/to/chrome" >&2; \
+		exit 1; \
+	fi
+
+test: install .tools/node_modules/.bin/azurite-blob chromium
 	$(BIN)/python -m pytest
 
 viz: install
 	$(KEDRO) viz build
+
+bench: benchmark  # the README's benchmark figures, reproduced
 
 benchmark: install
 	for script in $(filter-out benchmarks/county_input.py,$(wildcard benchmarks/*.py)); do \

@@ -1,4 +1,6 @@
-"""`kedro viz build` writes a lineage site whose data matches the registered pipelines and the catalog.
+"""`kedro viz build` writes a lineage site whose data matches the registered pipelines and the catalog,
+and which a real (headless) Chromium draws: every pipeline picked in the page's selector, its nodes
+in the drawn graph.
 
 The expected side is computed from Kedro itself (registered pipelines, catalog configuration), never
 hard-coded, so the test stays right as pipelines change; only the pipeline names and the layers the
@@ -7,11 +9,11 @@ issue asks for are spelled out.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_project_copy
+from tests.devtools import HOW_TO_INSTALL, Chromium, find_chromium
 
 REQUIRED_PIPELINES = {
     "sample_scene", "data_preparation", "training", "spark_scoring", "development_inference",
@@ -29,7 +32,6 @@ ALLOWED_LAYERS = {
 }
 # The layers the default pipeline must show, so the viz groups the run from raw data to reports.
 REQUIRED_LAYERS = {"raw", "intermediate", "model_input", "models", "model_output", "reporting"}
-CHROMIUM = Path("/usr/bin/chromium")
 MEMORY_DATASET = "io.memory_dataset.MemoryDataset"
 
 
@@ -150,31 +152,111 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
         pass
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(),
-                    reason="Debian's chromium is not installed (/usr/bin/chromium); the built "
-                           "site's data is still checked by the other tests")
-def test_built_page_renders_the_default_pipeline(viz_project, registered, tmp_path):
-    pipelines, _ = registered
-    handler = functools.partial(_QuietHandler, directory=str(viz_project / "build"))
+@contextlib.contextmanager
+def _served(folder: Path):
+    """The built site over HTTP on 127.0.0.1 (opened from disk it draws nothing)."""
+    handler = functools.partial(_QuietHandler, directory=str(folder))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        result = subprocess.run(
-            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-             "--no-first-run", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", f"--user-data-dir={tmp_path / 'chromium'}",
-             "--virtual-time-budget=20000", "--dump-dom",
-             f"http://127.0.0.1:{server.server_address[1]}/"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
     finally:
         server.shutdown()
-        shutil.rmtree(tmp_path / "chromium", ignore_errors=True)
-    dom = result.stdout
-    assert 'class="pipeline-node__text"' in dom, result.stderr[-2000:]
-    for node in pipelines["__default__"].nodes:
-        label = node.name.rsplit(".", 1)[-1]
-        assert f">{label}</text>" in dom, f"node {node.name!r} not drawn"
-    for layer in REQUIRED_LAYERS:
-        assert f'data-id="layer-label--{layer}"' in dom, f"layer {layer!r} not drawn"
+        server.server_close()
+
+
+# What the page shows right now, read from the drawn SVG and the pipeline selector.
+_PAGE_STATE = """(() => {
+  const label = document.querySelector('.pipeline-list .dropdown__label');
+  const nodes = Array.from(document.querySelectorAll('.pipeline-node'));
+  return {
+    selected: label ? label.textContent : null,
+    pid: new URLSearchParams(location.search).get('pid'),
+    tasks: Array.from(document.querySelectorAll('.pipeline-node--task .pipeline-node__text'),
+                      e => e.textContent).sort(),
+    edges: document.querySelectorAll('.pipeline-edge').length,
+    faded_in: nodes.length > 0 && nodes.every(e => (e.getAttribute('opacity') ?? '1') === '1'),
+  };
+})()"""
+
+
+def _visible_point(element_js: str) -> str:
+    """JS: the centre of an element if a click there lands on it (it is open, scrolled into its list
+    and not covered), else null."""
+    return f"""(() => {{
+  const e = {element_js};
+  if (!e) return null;
+  e.scrollIntoView({{block: 'nearest'}});
+  const r = e.getBoundingClientRect(), x = r.x + r.width / 2, y = r.y + r.height / 2;
+  return r.width > 0 && e.contains(document.elementFromPoint(x, y)) ? [x, y] : null;
+}})()"""
+
+
+def _label(node_name: str) -> str:
+    return node_name.rsplit(".", 1)[-1]
+
+
+def _wait_until_drawn(page, name: str, expected_tasks: list[str]) -> dict:
+    def drawn(state: dict) -> bool:
+        return (state["selected"] == name and state["pid"] == name
+                and sorted(state["tasks"]) == expected_tasks and state["edges"] > 0
+                and state["faded_in"])
+
+    return page.wait_for(_PAGE_STATE, drawn, f"pipeline {name!r} drawn with its nodes")
+
+
+def _select_pipeline(page, name: str) -> None:
+    """As a person does it: click the selector, then the pipeline's entry in the list it opens."""
+    selector = page.wait_for(_visible_point("document.querySelector('.pipeline-list .dropdown__label')"),
+                             bool, "pipeline selector clickable")
+    page.click(*selector)
+    option = (f"Array.from(document.querySelectorAll('.pipeline-list .menu-option'))"
+              f".find(e => e.textContent === {json.dumps(name)})")
+    page.click(*page.wait_for(_visible_point(option), bool, f"{name!r} clickable in the opened list"))
+    page.move_mouse(page.width - 40, 8)  # onto the version label: no hover highlight in screenshots
+
+
+def test_built_page_draws_every_pipeline_in_chromium(viz_project, registered, tmp_path):
+    """The built site in a real browser: each registered pipeline picked in the selector is drawn
+    with its nodes, and `__default__` with its layers; screenshots land in tmp_path."""
+    browser = find_chromium()
+    if browser is None:
+        if os.environ.get("CI", "").lower() not in ("", "0", "false", "no"):
+            pytest.fail(HOW_TO_INSTALL)  # CI never skips the one check of what a person sees
+        pytest.skip(HOW_TO_INSTALL)
+    pipelines, _ = registered
+    expected = {name: sorted(_label(n.name) for n in p.nodes) for name, p in pipelines.items()}
+    assert expected["__default__"], "the default pipeline has no nodes to look for"
+
+    with _served(viz_project / "build") as url, Chromium(browser, tmp_path / "chromium") as page:
+        # kedro-viz opens a feature tour on a first visit, over the graph; this is a returning
+        # visitor who has closed it (kedro-viz keeps that in localStorage "KedroViz").
+        page.call("Page.addScriptToEvaluateOnNewDocument", source=(
+            "if (!localStorage.getItem('KedroViz'))"
+            " localStorage.setItem('KedroViz', JSON.stringify({showFeatureHints: false}));"))
+        page.navigate(url)
+        _wait_until_drawn(page, "__default__", expected["__default__"])
+        offered = page.evaluate("Array.from(document.querySelectorAll('.pipeline-list .menu-option'),"
+                                " e => e.textContent)")
+        assert sorted(offered) == sorted(pipelines), "the selector offers other pipelines"
+
+        # Every other pipeline, then back to __default__: each selection must redraw the graph.
+        for name in [*(n for n in offered if n != "__default__"), "__default__"]:
+            _select_pipeline(page, name)
+            _wait_until_drawn(page, name, expected[name])
+            page.screenshot(tmp_path / f"lineage-{name}.png")
+
+        layers = page.evaluate("Array.from(document.querySelectorAll('[data-id^=\"layer-label--\"]'),"
+                               " e => e.dataset.id.slice('layer-label--'.length))")
+        assert REQUIRED_LAYERS <= set(layers), f"layers drawn: {sorted(layers)}"
+        # (Console errors are expected: Google Fonts is unreachable offline, and the static build
+        # has no api/metadata; the graph draws without them.)
+        assert not page.exceptions, f"the page threw: {page.exceptions}"
+
+    from PIL import Image
+
+    with Image.open(tmp_path / "lineage-__default__.png") as shot:
+        assert shot.size == (page.width, page.height)
+        low, high = shot.convert("L").getextrema()
+        assert high - low > 100, "the screenshot is blank"
