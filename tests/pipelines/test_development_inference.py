@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import rasterio
+import yaml
 from affine import Affine
 from onnx import TensorProto, helper
 from rasterio.crs import CRS
@@ -42,7 +43,13 @@ from landuse_kedro.pipelines.development_inference.nodes import (
 )
 from landuse_kedro.raster import DROPPED, GeoRaster
 from landuse_kedro.tiling import tiling_grid
-from tests.conftest import corrupt_block, load_catalog, make_project_copy, run_pipeline
+from tests.conftest import (
+    PROJECT_ROOT,
+    corrupt_block,
+    load_catalog,
+    make_project_copy,
+    run_pipeline,
+)
 
 CLASSES = ["Developed", "Cultivated", "Undeveloped"]
 D, C, U = 1, 2, 3
@@ -168,6 +175,22 @@ def test_colour_table_has_transparent_nodata_and_needs_every_colour():
     assert table[1] == (255, 0, 0, 255) and table[2] == (255, 255, 255, 255)
     with pytest.raises(ValueError, match="Undeveloped"):
         colour_table(CLASSES, {"Developed": "red", "Cultivated": "white"})
+
+
+def test_every_default_map_colour_stands_out_on_white():
+    """QGIS's canvas and the README are white: a class drawn in white (the walkthrough's
+    Cultivated) would vanish. WCAG contrast ratio against white of at least 1.5 for each class."""
+    options = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_development_inference.yml").read_text())
+    colours = options["development_inference"]["colours"]
+
+    def luminance(rgb):
+        linear = [c / 255 / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
+        return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+    table = colour_table(list(colours), colours)
+    assert luminance((255, 255, 255)) == pytest.approx(1.0)
+    for code, name in enumerate(colours, start=1):
+        assert 1.05 / (luminance(table[code][:3]) + 0.05) >= 1.5, name
 
 
 def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():

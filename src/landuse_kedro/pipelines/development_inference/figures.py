@@ -1,5 +1,6 @@
 """Matplotlib figures of the development maps, in the walkthrough's colours (developed red,
-cultivated white, undeveloped green, water blue). Figures only: the catalog saves them."""
+undeveloped green, water blue) but cultivated straw, as its white vanishes on a white page.
+Figures only: the catalog saves them."""
 
 from __future__ import annotations
 
