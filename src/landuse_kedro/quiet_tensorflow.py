@@ -34,8 +34,14 @@ def stderr_silenced() -> Iterator[None]:
 
 
 class _QuietLoader(importlib.abc.Loader):
+    """TensorFlow's own loader, with ``exec_module`` silenced; everything else is delegated
+    (``importlib.resources``, ``lazy_loader`` and friends ask loaders for more than that)."""
+
     def __init__(self, loader: importlib.abc.Loader) -> None:
         self._loader = loader
+
+    def __getattr__(self, name: str):
+        return getattr(self._loader, name)
 
     def create_module(self, spec):
         return self._loader.create_module(spec)
