@@ -1,20 +1,16 @@
 """Matplotlib figures of the development maps, in the walkthrough's colours (developed red,
 undeveloped green, water blue) but cultivated straw, as its white vanishes on a white page.
-Figures only: the catalog saves them."""
+Figures only (``Figure`` objects, no pyplot state): the catalog saves them."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import matplotlib
-
-matplotlib.use("Agg")  # nodes run headless (CI, Spark drivers)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import BoundaryNorm, ListedColormap  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.patches import Patch, Rectangle  # noqa: E402
+import numpy as np
+from matplotlib.colors import BoundaryNorm, ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
 
 NODATA_COLOUR = "#000000"
 
@@ -32,8 +28,8 @@ def class_maps(panels: Mapping[str, np.ndarray], map_classes: Sequence[str],
     cmap, norm = _class_colormap(map_classes, colours)
     first = next(iter(panels.values()))
     aspect = first.shape[1] / max(first.shape[0], 1)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels) * max(aspect, 0.5), 5.2),
-                             squeeze=False, constrained_layout=True)
+    fig = Figure(figsize=(4.5 * len(panels) * max(aspect, 0.5), 5.2), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (panel_title, grid) in zip(axes[0], panels.items()):
         ax.imshow(grid, cmap=cmap, norm=norm, interpolation="nearest")
         ax.set_title(panel_title)
@@ -61,13 +57,14 @@ def candidate_gallery(items: Sequence[GalleryItem], older_title: str, newer_titl
     side by side with the candidate tile (the centre third) outlined; a figure that says so when
     there is no candidate."""
     if not items:
-        fig, ax = plt.subplots(figsize=(6, 1.5))
+        fig = Figure(figsize=(6, 1.5))
+        ax = fig.subplots()
         ax.text(0.5, 0.5, "No change candidates above the probability threshold.", ha="center", va="center")
         ax.set_title(title, fontsize=9)
         ax.axis("off")
         return fig
     n_rows = -(-len(items) // pairs_per_row)
-    fig = plt.figure(figsize=(5.0 * pairs_per_row, 3.0 * n_rows + 0.4), constrained_layout=True)
+    fig = Figure(figsize=(5.0 * pairs_per_row, 3.0 * n_rows + 0.4), layout="constrained")
     cells = fig.subfigures(n_rows, pairs_per_row, squeeze=False, wspace=0.04, hspace=0.02)
     for cell in cells.flat[len(items):]:
         cell.set_visible(False)
