@@ -90,8 +90,10 @@ class ParameterHooks:
             default_run_env=loader.default_run_env, config_patterns=loader.config_patterns,
             merge_strategy=loader.merge_strategy)["parameters"]
         known = set(_dotted(files))
+        open_maps = _open_mappings(files)  # `{}` in the files: the user names the keys (acquire.regions)
         unknown = [key for key in _dotted(runtime) if key not in known
-                   and not any(k.startswith(f"{key}.") for k in known)]
+                   and not any(k.startswith(f"{key}.") for k in known)
+                   and not any(key.startswith(f"{m}.") for m in open_maps)]
         if unknown:
             hints = []
             for key in unknown:
@@ -113,6 +115,15 @@ def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
         if isinstance(value, dict) and value:
             keys.extend(_dotted(value, f"{path}."))
     return keys
+
+
+def _open_mappings(tree: dict[str, Any], prefix: str = "") -> list[str]:
+    """Key paths whose configured value is an empty mapping: any key below them is the user's."""
+    found = []
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            found.extend(_open_mappings(value, f"{prefix}{key}.") if value else [f"{prefix}{key}"])
+    return found
 
 
 class StorageHooks:

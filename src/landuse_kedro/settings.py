@@ -3,8 +3,9 @@
 from landuse_kedro.config import ProjectConfigLoader
 from landuse_kedro.hooks import ParameterHooks, SparkHooks, StorageHooks
 from landuse_kedro.storage import env_required
+from landuse_kedro.tracking import MlflowHooks
 
-HOOKS = (ParameterHooks(), SparkHooks(), StorageHooks())
+HOOKS = (ParameterHooks(), SparkHooks(), StorageHooks(), MlflowHooks())
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
@@ -16,5 +17,6 @@ CONFIG_LOADER_ARGS = {
     "config_patterns": {
         "spark": ["spark*", "spark*/**"],
         "globals": ["globals*", "globals*/**"],
+        "tracking": ["tracking*", "tracking*/**"],  # MLflow (src/landuse_kedro/tracking.py)
     },
 }

@@ -32,7 +32,9 @@ class FileIndex:
 
 class FileIndexDataset(AbstractDataset[None, FileIndex]):
     """Read-only: lists files under ``path`` (recursively) whose names end with ``filename_suffix``
-    (one suffix or a list, compared without case: ``x.PNG`` is a ``.png``)."""
+    (one suffix or a list, compared without case: ``x.PNG`` is a ``.png``). ``allow_empty``: a
+    missing or empty folder gives an empty index instead of an error (the acquire pipeline asks
+    what is already there, and "nothing yet" is an answer)."""
 
     def __init__(
         self,
@@ -42,7 +44,9 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        allow_empty: bool = False,
     ) -> None:
+        self._allow_empty = allow_empty
         self._protocol, self._path = get_protocol_and_path(path)
         suffixes = [filename_suffix] if isinstance(filename_suffix, str) else list(filename_suffix)
         self._suffixes = tuple(suffix.lower() for suffix in suffixes)
@@ -52,9 +56,11 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
     def load(self) -> FileIndex:
         fs = fsspec.filesystem(self._protocol, **self._storage_options)
         if not fs.exists(self._path):
+            if self._allow_empty:
+                return FileIndex((), self._protocol, self._storage_options)
             raise DatasetError(f"No folder '{self._path}' to list files from.")
         found = sorted(p for p in fs.find(self._path) if p.lower().endswith(self._suffixes))
-        if not found:
+        if not found and not self._allow_empty:
             raise DatasetError(f"No {' or '.join(f'*{s}' for s in self._suffixes)} files under '{self._path}'.")
         urls = tuple(_unstrip(fs, p, self._protocol) for p in found)
         return FileIndex(urls, self._protocol, self._storage_options)

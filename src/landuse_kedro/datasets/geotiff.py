@@ -9,10 +9,11 @@ has to fit in memory. Saving takes a :class:`landuse_kedro.raster.GeoRaster` and
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 from xml.sax.saxutils import escape
 
 import fsspec
@@ -101,6 +102,9 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
     ``load_args`` go to ``rasterio.open`` on every read; ``save_args`` are creation options over
     the defaults (tiled 256 x 256, DEFLATE), e.g. ``{"predictor": 2}`` or ``{"compress": "lzw"}``;
     ``{"driver": "COG"}`` writes a Cloud Optimized GeoTIFF (DEFLATE, with overviews).
+
+    Besides a :class:`GeoRaster`, ``save`` takes a :class:`StreamedRaster` (its pixels come
+    window by window, e.g. a mosaic of remote scenes larger than memory), written block by block.
     """
 
     def __init__(
@@ -149,15 +153,18 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
                 open_args=self._load_args,
             )
 
-    def save(self, data: GeoRaster) -> None:
-        if not isinstance(data, GeoRaster):
-            raise DatasetError(f"GeoTiffDataset saves a GeoRaster, got {type(data).__name__}.")
+    def save(self, data: GeoRaster | StreamedRaster) -> None:
+        if not isinstance(data, GeoRaster | StreamedRaster):
+            raise DatasetError(f"GeoTiffDataset saves a GeoRaster or a StreamedRaster, got {type(data).__name__}.")
+        if isinstance(data, StreamedRaster) and str(self._save_args.get("driver", "")).upper() == "COG":
+            raise DatasetError("The COG driver cannot write window by window: save a GeoRaster, "
+                               "or write a GTiff (the default driver).")
         profile = {
             "driver": "GTiff",
             "width": data.width,
             "height": data.height,
             "count": data.count,
-            "dtype": data.array.dtype.name,
+            "dtype": np.dtype(data.dtype).name if isinstance(data, StreamedRaster) else data.array.dtype.name,
             "crs": data.crs,
             "transform": data.transform,
             "nodata": data.nodata,
@@ -220,7 +227,27 @@ def _legend_files(path: str, data: GeoRaster) -> dict[str, bytes]:
     return {f"{path}.aux.xml": pam.encode(), f"{stem}.qml": qml.encode()}
 
 
-def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster) -> None:
+@runtime_checkable
+class StreamedRaster(Protocol):
+    """A raster whose pixels arrive window by window: ``blocks()`` yields (window, array) pairs
+    that cover the grid; ``colormap``, ``categories`` and ``tags`` as in :class:`GeoRaster`."""
+
+    crs: Any
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+    descriptions: tuple[str | None, ...] | None
+    colormap: dict[int, tuple[int, ...]] | None
+    categories: tuple[str, ...] | None
+    tags: dict[str, str] | None
+
+    def blocks(self) -> Iterator[tuple[Window, np.ndarray]]: ...
+
+
+def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster | StreamedRaster) -> None:
     """Palette first: once pixels are written GDAL can no longer change the photometric tag."""
     if data.colormap:
         dataset.write_colormap(1, data.colormap)
@@ -229,4 +256,8 @@ def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster) -> None:
     for band, description in enumerate(data.descriptions or (), start=1):
         if description:
             dataset.set_band_description(band, description)
-    dataset.write(data.array)
+    if isinstance(data, GeoRaster):
+        dataset.write(data.array)
+        return
+    for window, block in data.blocks():
+        dataset.write(block, window=window)

@@ -1,0 +1,389 @@
+"""acquire: NAIP scenes and NLCD windows from a STAC API and cloud-optimised GeoTIFFs.
+
+Nodes take parameters and return rasters; the catalog decides where they are written
+(``naip_scenes``, ``nlcd_rasters``). Pixels are read over HTTP range requests: a NAIP year is a
+mosaic of its quarter quads, copied window by window through warped VRTs onto one grid
+(:class:`NaipMosaic`), and NLCD is read only in windows around the regions, never whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window, from_bounds
+
+from landuse_kedro.datasets.file_index import FileIndex
+from landuse_kedro.raster import GeoRaster, window_bounds
+
+logger = logging.getLogger(__name__)
+
+LONLAT = CRS.from_epsg(4326)
+# GDAL over HTTP: no directory listing next to each file, retries, and a block cache for the
+# windows of one mosaic (quarter quads overlap, so neighbouring windows share blocks).
+GDAL_HTTP_ENV = {
+    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
+    "GDAL_HTTP_MAX_RETRY": "3",
+    "GDAL_HTTP_RETRY_DELAY": "1",
+    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
+    "VSI_CACHE": "TRUE",
+}
+
+
+# ------------------------------------------------------------------ href signing
+
+def href_signer(sign: str | None) -> Callable[[str], str]:
+    """``planetary_computer``: SAS-signed URLs (the package is the optional ``acquire-pc`` extra);
+    None: hrefs as they are. Signing happens just before each read, so tokens never expire mid-run
+    and never reach the catalog, the report or the logs."""
+    if not sign:
+        return lambda href: href
+    if sign != "planetary_computer":
+        raise ValueError(f"acquire.sign must be null or 'planetary_computer', got {sign!r}.")
+    try:
+        import planetary_computer
+    except ImportError as error:
+        raise ImportError("acquire.sign is 'planetary_computer' but the package is not installed: "
+                          "pip install 'landuse_kedro[acquire-pc]' (or set acquire.sign: null).") from error
+    return planetary_computer.sign
+
+
+def public_href(href: str) -> str:
+    """The href without its query string (a SAS token there is a secret)."""
+    parts = urlsplit(href)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def open_signed(href: str, signer: Callable[[str], str], what: str) -> Any:
+    """``rasterio.open`` on the signed href; a failure names the href without its token."""
+    signed = signer(href)
+    try:
+        return rasterio.open(signed)
+    except rasterio.errors.RasterioIOError as error:
+        message = str(error).replace(signed, public_href(signed))
+        raise ConnectionError(f"Cannot read {what} {public_href(href)}: {message}") from None
+
+
+# ------------------------------------------------------------------ STAC search
+
+def _open_client(url: str, timeout_s: float):
+    from pystac_client import Client
+    from pystac_client.exceptions import APIError
+
+    try:
+        return Client.open(url, timeout=timeout_s)
+    except (APIError, OSError) as error:  # requests' ConnectionError/Timeout are OSErrors
+        raise ConnectionError(f"The STAC API at {url} is unreachable or answered an error: "
+                              f"{type(error).__name__}: {error}. Check acquire.stac_url and the network.") from error
+
+
+def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, list[dict[str, Any]]]:
+    """``<region>_<year>`` -> the STAC items (as dicts) of that year over the region's box, for every
+    region-year whose GeoTIFF is not already in ``naip_scenes`` (present files are never fetched
+    again). Fails, naming the box and year, when the API finds nothing."""
+    from pystac_client.exceptions import APIError
+
+    regions, years = acquire.get("regions") or {}, _years(acquire.get("years"))
+    if not regions or not years:
+        raise ValueError("acquire needs regions and years: kedro run --pipelines acquire --params "
+                         "\"acquire.regions.<name>=<min_lon> <min_lat> <max_lon> <max_lat>,acquire.years=2016 2018\"")
+    present = {_stem(url) for url in naip_present.urls}
+    wanted = [(region, year) for region in sorted(regions) for year in years]
+    missing = [(region, year) for region, year in wanted if f"{region}_{year}" not in present]
+    for region, year in wanted:
+        if (region, year) not in missing:
+            logger.info("NAIP %s_%d is already in naip_scenes: not fetched again", region, year)
+    if not missing:
+        return {}
+    url, collection = acquire["stac_url"], acquire["collection"]
+    client = _open_client(url, acquire.get("timeout_s", 30))
+    found = {}
+    for region, year in missing:
+        bbox = _bbox(regions[region], region)
+        try:
+            items = list(client.search(collections=[collection], bbox=bbox,
+                                       datetime=f"{year}-01-01/{year}-12-31").items())
+        except (APIError, OSError) as error:
+            raise ConnectionError(f"STAC search at {url} failed for {region} {year}: "
+                                  f"{type(error).__name__}: {error}") from error
+        items = [item for item in items if acquire["asset"] in item.assets]
+        if not items:
+            raise LookupError(
+                f"The STAC API at {url} has no '{collection}' item with an '{acquire['asset']}' asset over "
+                f"{region}'s box {bbox} (lon/lat) in {year}. NAIP covers each state every 2-3 years: "
+                "check acquire.years and the box.")
+        logger.info("NAIP %s_%d: %d item(s) from %s", region, year, len(items), url)
+        found[f"{region}_{year}"] = [
+            {"id": item.id, "href": item.assets[acquire["asset"]].href,  # shown only as public_href
+             "datetime": item.datetime.isoformat() if item.datetime else None, "bbox": list(item.bbox or [])}
+            for item in sorted(items, key=lambda it: it.id)]
+    return found
+
+
+def _years(years: Any) -> list[int]:
+    """A list, one year, or years separated by spaces ("2016 2018", as ``--params`` gives them)."""
+    if years is None:
+        return []
+    if isinstance(years, str):
+        years = years.replace(",", " ").split()
+    elif isinstance(years, int):
+        years = [years]
+    return sorted({int(year) for year in years})
+
+
+def _stem(url: str) -> str:
+    name = url.rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0]
+
+
+def _bbox(box: Any, region: str) -> list[float]:
+    """[min_lon, min_lat, max_lon, max_lat], from a list or "min_lon min_lat max_lon max_lat"
+    (``--params`` splits on commas, so the command line gives numbers separated by spaces)."""
+    box = box.get("bbox", box) if isinstance(box, Mapping) else box
+    try:
+        box = [float(v) for v in (box.replace(",", " ").split() if isinstance(box, str) else box)]
+    except (TypeError, ValueError):
+        box = [box]
+    if len(box) != 4 or not (-180 <= box[0] < box[2] <= 180 and -90 <= box[1] < box[3] <= 90):
+        raise ValueError(f"acquire.regions.{region} must be [min_lon, min_lat, max_lon, max_lat], got {box}.")
+    return [float(v) for v in box]
+
+
+# ------------------------------------------------------------------ NAIP: one grid per region-year
+
+@dataclass(frozen=True)
+class NaipMosaic:
+    """Quarter quads warped onto one grid and copied window by window (GeoTiffDataset saves it as
+    a :class:`~landuse_kedro.datasets.geotiff.StreamedRaster`): never a whole scene in memory.
+    Where quads overlap, the first (by item id) wins."""
+
+    hrefs: tuple[str, ...] = field(repr=False)  # an API may hand out hrefs with tokens
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+    count: int
+    dtype: str
+    descriptions: tuple[str | None, ...] | None
+    nodata: float | None = None
+    sign: str | None = None
+    resampling: str = "nearest"
+    block_rows: int = 1024
+    colormap: dict[int, tuple[int, ...]] | None = None
+    categories: tuple[str, ...] | None = None
+    tags: dict[str, str] | None = field(default=None)
+
+    def blocks(self) -> Iterator[tuple[Window, np.ndarray]]:
+        """Row strips of the grid, in order (each quad's blocks are fetched once per strip)."""
+        signer = href_signer(self.sign)
+        started, gaps = time.perf_counter(), 0
+        with rasterio.Env(**GDAL_HTTP_ENV), ExitStack() as stack:
+            views = []
+            for href in self.hrefs:
+                source = stack.enter_context(open_signed(href, signer, "the NAIP quad"))
+                box = transform_bounds(source.crs, self.crs, *source.bounds, densify_pts=21)
+                alpha = source.nodata is None and not _has_mask(source)
+                view = stack.enter_context(WarpedVRT(
+                    source, crs=self.crs, transform=self.transform, width=self.width, height=self.height,
+                    resampling=Resampling[self.resampling], add_alpha=alpha))
+                views.append((view, box, alpha))
+            bands = list(range(1, self.count + 1))
+            for row in range(0, self.height, self.block_rows):
+                window = Window(0, row, self.width, min(self.block_rows, self.height - row))
+                west, south, east, north = window_bounds(self.transform, window)
+                out = np.full((self.count, int(window.height), self.width), self.nodata or 0, self.dtype)
+                filled = np.zeros(out.shape[1:], bool)
+                for view, (left, bottom, right, top), alpha in views:
+                    if left >= east or right <= west or bottom >= north or top <= south:
+                        continue
+                    # only the strip's columns under this quad
+                    col0 = max(0, math.floor((left - self.transform.c) / self.transform.a))
+                    col1 = min(self.width, math.ceil((right - self.transform.c) / self.transform.a))
+                    part = Window(col0, row, col1 - col0, window.height)
+                    # the added alpha band marks the quad's footprint (dataset_mask ignores it on a WarpedVRT)
+                    valid = view.read(view.count, window=part) if alpha else view.dataset_mask(window=part)
+                    take = (valid > 0) & ~filled[:, col0:col1]
+                    if take.any():
+                        out[:, :, col0:col1][:, take] = view.read(bands, window=part)[:, take]
+                        filled[:, col0:col1] |= take
+                gaps += int((~filled).sum())
+                yield window, out
+        logger.info("Mosaicked %d quad(s) onto %d x %d px in %.1f s", len(self.hrefs), self.width,
+                    self.height, time.perf_counter() - started)
+        if gaps and self.nodata is None:
+            logger.warning("%d px of the mosaic lie between quads and are 0 in every band, but the quads "
+                           "declare no nodata, so they read as valid: set acquire.nodata: 0 to mark them "
+                           "(pixels black in every band then count as nodata too).", gaps)
+
+
+def _has_mask(source: Any) -> bool:
+    """An alpha band or internal mask already tells GDAL where the quad has data."""
+    return any(MaskFlags.alpha in flags or MaskFlags.per_dataset in flags for flags in source.mask_flag_enums)
+
+
+def mosaic_naip(naip_items: dict[str, list[dict[str, Any]]], acquire: dict[str, Any]) -> dict[str, NaipMosaic]:
+    """``<region>_<year>`` -> the mosaic of that year's quads, on one grid: the quads' most common CRS
+    (or ``acquire.crs``), their finest resolution (or ``acquire.resolution``), aligned on the first
+    quad's pixels, over the region's box clipped to the quads (no empty margins)."""
+    signer = href_signer(acquire.get("sign"))
+    mosaics = {}
+    with rasterio.Env(**GDAL_HTTP_ENV):
+        for key, items in sorted(naip_items.items()):
+            headers = []
+            for item in items:
+                with open_signed(item["href"], signer, f"NAIP item {item['id']}") as source:
+                    headers.append((source.crs, source.transform, source.bounds, source.count,
+                                    source.dtypes[0], source.descriptions, source.nodata))
+            region = key.rsplit("_", 1)[0]
+            mosaics[key] = _mosaic_grid(key, items, headers, _bbox(acquire["regions"][region], region), acquire)
+    return mosaics
+
+
+def _mosaic_grid(key: str, items: list[dict[str, Any]], headers: list[tuple], bbox: list[float],
+                 acquire: Mapping[str, Any]) -> NaipMosaic:
+    crs = CRS.from_user_input(acquire["crs"]) if acquire.get("crs") else \
+        Counter(h[0] for h in headers).most_common(1)[0][0]
+    resolution = acquire.get("resolution") or min(min(abs(h[1].a), abs(h[1].e)) for h in headers)
+    counts = {(h[3], h[4]) for h in headers}
+    if len(counts) != 1:
+        raise ValueError(f"NAIP {key}: the quads differ in bands or type {sorted(counts)}; cannot mosaic them.")
+    (count, dtype), = counts
+    # anchor: the first quad's pixel corner in the target CRS, so a same-CRS mosaic copies pixels exactly
+    first = headers[0]
+    if first[0] == crs:
+        anchor_x, anchor_y = first[1].c, first[1].f
+    else:
+        anchor_x, anchor_y = transform_bounds(first[0], crs, *first[2], densify_pts=21)[0::3]
+    quads = [transform_bounds(h[0], crs, *h[2], densify_pts=21) for h in headers]
+    box = transform_bounds(LONLAT, crs, *bbox, densify_pts=21)
+    west = max(box[0], min(q[0] for q in quads))
+    south = max(box[1], min(q[1] for q in quads))
+    east = min(box[2], max(q[2] for q in quads))
+    north = min(box[3], max(q[3] for q in quads))
+    if east <= west or north <= south:
+        raise LookupError(f"NAIP {key}: the items found do not overlap the box {bbox}.")
+    west = anchor_x + math.floor((west - anchor_x) / resolution) * resolution
+    north = anchor_y + math.ceil((north - anchor_y) / resolution) * resolution
+    width = math.ceil((east - west) / resolution - 1e-6)
+    height = math.ceil((north - south) / resolution - 1e-6)
+    return NaipMosaic(
+        hrefs=tuple(item["href"] for item in items), crs=crs,
+        transform=Affine(resolution, 0, west, 0, -resolution, north), width=width, height=height,
+        count=count, dtype=dtype, descriptions=first[5], sign=acquire.get("sign"),
+        nodata=acquire["nodata"] if acquire.get("nodata") is not None else first[6],
+        resampling=acquire.get("resampling", "nearest"), block_rows=int(acquire.get("block_rows", 1024)),
+        tags={"NAIP_ITEMS": ",".join(item["id"] for item in items)})
+
+
+# ------------------------------------------------------------------ NLCD: windows of a remote COG
+
+def read_nlcd(acquire: dict[str, Any], nlcd_present: FileIndex) -> dict[str, Callable[[], GeoRaster]]:
+    """``nlcd_<year>`` -> a loader of the NLCD edition cut to the regions: for each region, only the
+    window over its box plus ``nlcd.margin`` metres is read (range requests on the COG), and the
+    windows are placed on one grid (nodata elsewhere). Editions already present are skipped."""
+    nlcd = acquire.get("nlcd") or {}
+    editions = nlcd.get("editions") or {}
+    if not editions:
+        raise ValueError("acquire.nlcd.editions is empty: name each NLCD edition's COG, e.g. "
+                         "{2016: {href: https://.../nlcd_2016.tif}} or {2016: {collection: ..., item: ..., asset: ...}}.")
+    present = {_stem(url) for url in nlcd_present.urls}
+    boxes = [_bbox(box, name) for name, box in sorted((acquire.get("regions") or {}).items())]
+    loaders = {}
+    for year, source in sorted(editions.items()):
+        key = f"nlcd_{int(year)}"
+        if key in present:
+            logger.info("NLCD %s is already in nlcd_rasters: not fetched again", key)
+            continue
+        href = _nlcd_href(source, acquire)
+        loaders[key] = _NlcdWindows(href, tuple(map(tuple, boxes)), float(nlcd.get("margin", 1000)),
+                                    acquire.get("sign"))
+    return loaders
+
+
+def _nlcd_href(source: Mapping[str, Any], acquire: Mapping[str, Any]) -> str:
+    if source.get("href"):
+        return source["href"]
+    if not (source.get("collection") and source.get("item")):
+        raise ValueError(f"An NLCD edition needs href, or collection + item (+ asset), got {dict(source)}.")
+    client = _open_client(acquire["stac_url"], acquire.get("timeout_s", 30))
+    item = client.get_collection(source["collection"]).get_item(source["item"])
+    if item is None:
+        raise LookupError(f"No item '{source['item']}' in collection '{source['collection']}' at {acquire['stac_url']}.")
+    asset = source.get("asset", "data")
+    if asset not in item.assets:
+        raise LookupError(f"NLCD item '{item.id}' has no asset '{asset}' (it has {sorted(item.assets)}).")
+    return public_href(item.assets[asset].href)
+
+
+@dataclass(frozen=True)
+class _NlcdWindows:
+    """Called when the catalog saves the partition: reads the windows, returns one GeoRaster."""
+
+    href: str
+    boxes: tuple[tuple[float, ...], ...]
+    margin: float
+    sign: str | None
+
+    def __call__(self) -> GeoRaster:
+        started = time.perf_counter()
+        with rasterio.Env(**GDAL_HTTP_ENV):
+            with open_signed(self.href, href_signer(self.sign), "the NLCD COG") as source:
+                windows = [self._window(source, box) for box in self.boxes]
+                windows = [w for w in windows if w is not None]
+                if not windows:
+                    raise LookupError(f"The NLCD COG {public_href(self.href)} does not cover any region's box.")
+                row0, col0 = min(w.row_off for w in windows), min(w.col_off for w in windows)
+                row1 = max(w.row_off + w.height for w in windows)
+                col1 = max(w.col_off + w.width for w in windows)
+                fill = 0 if source.nodata is None else source.nodata
+                out = np.full((1, row1 - row0, col1 - col0), fill, source.dtypes[0])
+                for w in windows:
+                    out[0, w.row_off - row0: w.row_off - row0 + w.height,
+                        w.col_off - col0: w.col_off - col0 + w.width] = source.read(1, window=w)
+                try:
+                    colormap = source.colormap(1)
+                except ValueError:
+                    colormap = None
+                raster = GeoRaster(out, source.crs, source.transform * Affine.translation(col0, row0),
+                                   nodata=source.nodata, colormap=colormap,
+                                   tags={"SOURCE": public_href(self.href)})
+        logger.info("NLCD: %d window(s), %d x %d px, from %s in %.1f s", len(windows), out.shape[2],
+                    out.shape[1], public_href(self.href), time.perf_counter() - started)
+        return raster
+
+    def _window(self, source: Any, box: tuple[float, ...]) -> Window | None:
+        west, south, east, north = transform_bounds(LONLAT, source.crs, *box, densify_pts=21)
+        w = from_bounds(west - self.margin, south - self.margin, east + self.margin, north + self.margin,
+                        transform=source.transform)
+        row0, col0 = max(math.floor(w.row_off), 0), max(math.floor(w.col_off), 0)
+        row1 = min(math.ceil(w.row_off + w.height), source.height)
+        col1 = min(math.ceil(w.col_off + w.width), source.width)
+        if row1 <= row0 or col1 <= col0:
+            return None
+        return Window(col0, row0, col1 - col0, row1 - row0)
+
+
+def summarise_acquisition(naip_items: dict[str, list[dict[str, Any]]], naip_present: FileIndex,
+                          acquire: dict[str, Any]) -> dict[str, Any]:
+    """Which STAC items made each scene fetched by this run (hrefs without tokens), and which
+    scenes were already there: the provenance of 01_raw/naip."""
+    return {"stac_url": acquire["stac_url"], "collection": acquire["collection"],
+            "fetched": {key: [{"id": item["id"], "href": public_href(item["href"]), "datetime": item["datetime"]}
+                              for item in items] for key, items in sorted(naip_items.items())},
+            # present before this run (the index may be listed after the new scenes were saved)
+            "already_present": sorted({_stem(url) for url in naip_present.urls} - set(naip_items))}

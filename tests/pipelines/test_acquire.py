@@ -1,0 +1,285 @@
+"""acquire against a real STAC API (rustac serve) and COGs served with HTTP range requests, offline.
+
+The sample scene is cut into overlapping quarter quads, written as COGs and catalogued as `naip`
+items; NLCD is one COG per edition (2011 by URL, 2016 as a STAC item). The acquire pipeline must
+rebuild the original scenes exactly, so data_preparation on its output equals data_preparation on
+the originals; it must read NLCD by windows only, skip what is present, and fail clearly.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import rasterio
+import rasterio.shutil
+from affine import Affine
+from rasterio.warp import transform_bounds
+from rasterio.windows import Window
+
+from landuse_kedro.datasets.file_index import FileIndex
+from landuse_kedro.pipelines.acquire import nodes
+from tests.conftest import make_project_copy, run_pipeline
+from tests.stac_server import RangeFileServer, free_port, stac_api
+
+YEARS = (2012, 2016)
+OVERLAP = 16  # px shared by neighbouring quads
+
+
+def _item(item_id: str, collection: str, local: Path, href: str, year: int, asset: str) -> dict:
+    with rasterio.open(local) as src:
+        west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+    return {
+        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": collection,
+        "bbox": [west, south, east, north],
+        "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
+                                                          [west, north], [west, south]]]},
+        "properties": {"datetime": f"{year}-07-01T00:00:00Z"},
+        "links": [], "assets": {asset: {"href": href, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}},
+    }
+
+
+def _cut_quads(scene: Path, out: Path) -> list[Path]:
+    """Four overlapping COGs from one scene (the way NAIP quarter quads overlap)."""
+    paths = []
+    with rasterio.open(scene) as src:
+        half_w, half_h = src.width // 2, src.height // 2
+        for i, (col0, row0) in enumerate([(0, 0), (half_w - OVERLAP, 0), (0, half_h - OVERLAP),
+                                          (half_w - OVERLAP, half_h - OVERLAP)]):
+            w = Window(col0, row0, min(half_w + OVERLAP, src.width - col0), min(half_h + OVERLAP, src.height - row0))
+            profile = {**src.profile, "width": int(w.width), "height": int(w.height),
+                       "transform": src.window_transform(w), "alpha": "unspecified"}  # NIR is no alpha
+            staged = out / f"{scene.stem}_q{i}.gtiff"
+            with rasterio.open(staged, "w", **profile) as dst:
+                dst.write(src.read(window=w))
+                dst.descriptions = src.descriptions
+            path = out / f"{scene.stem}_q{i}.tif"
+            rasterio.shutil.copy(staged, path, driver="COG", compress="deflate", blocksize=128)
+            staged.unlink()
+            paths.append(path)
+    return paths
+
+
+def _conus_like(nlcd: Path, out: Path, seed: int, pad: int = 1500) -> None:
+    """The sample NLCD inside a much larger COG whose extra land is random codes (incompressible,
+    as a real CONUS NLCD is), so reading the whole file would show in the bytes sent."""
+    with rasterio.open(nlcd) as src:
+        codes = np.random.default_rng(seed).choice(np.array([21, 41, 52, 71, 81], np.uint8),
+                                                   (src.height + 2 * pad, src.width + 2 * pad))
+        codes[pad:pad + src.height, pad:pad + src.width] = src.read(1)
+        profile = {**src.profile, "driver": "GTiff", "width": codes.shape[1], "height": codes.shape[0],
+                   "transform": src.transform @ Affine.translation(-pad, -pad)}
+        colormap = src.colormap(1)
+    staged = out.with_suffix(".gtiff")
+    with rasterio.open(staged, "w", **profile) as dst:
+        dst.write_colormap(1, colormap)
+        dst.write(codes[None])
+    rasterio.shutil.copy(staged, out, driver="COG", compress="deflate", blocksize=256)
+    staged.unlink()
+
+
+@pytest.fixture(scope="module")
+def acquired(tmp_path_factory):
+    """Originals (sample_scene + data_preparation), the served catalog, and a second project
+    filled by `kedro run --pipeline acquire` then data_preparation."""
+    root = tmp_path_factory.mktemp("acquire")
+    original = make_project_copy(root / "original")
+    run_pipeline(original, "sample_scene")
+    run_pipeline(original, "data_preparation")
+    raw = original / "data" / "01_raw"
+
+    served = root / "served"
+    (served / "naip").mkdir(parents=True)
+    (served / "nlcd").mkdir()
+    for year in (2011, 2016):
+        _conus_like(raw / "nlcd" / f"nlcd_{year}.tif", served / "nlcd" / f"nlcd_{year}.tif", year)
+    boxes = {}
+    with RangeFileServer(served) as files:
+        items = []
+        for scene in sorted((raw / "naip").glob("*.tif")):
+            region, year = scene.stem.rsplit("_", 1)
+            with rasterio.open(scene) as src:
+                west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
+            pad = 0.002  # the box is a little larger than the scene; the quads clip it
+            # as the command line gives it (README): numbers separated by spaces
+            boxes[region] = " ".join(f"{v:.6f}" for v in (west - pad, south - pad, east + pad, north + pad))
+            for quad in _cut_quads(scene, served / "naip"):
+                items.append(_item(quad.stem, "naip", quad, f"{files.url}/naip/{quad.name}", int(year), "image"))
+        items.append(_item("nlcd-2016", "nlcd", served / "nlcd" / "nlcd_2016.tif", f"{files.url}/nlcd/nlcd_2016.tif",
+                           2016, "data"))
+        with stac_api(items, root / "stac") as stac_url:
+            params = {"acquire": {
+                "stac_url": stac_url, "sign": None, "regions": boxes, "years": " ".join(map(str, YEARS)),
+                "nlcd": {"margin": 1000, "editions": {
+                    2011: {"href": f"{files.url}/nlcd/nlcd_2011.tif"},
+                    2016: {"collection": "nlcd", "item": "nlcd-2016", "asset": "data"}}}}}
+            project = make_project_copy(root / "acquired")
+            started = time.perf_counter()
+            run_pipeline(project, "acquire", params=params)
+            fetch_s = time.perf_counter() - started
+            first_sent, first_requests = dict(files.sent), sum(files.requests.values())
+            first_mtimes = {p: p.stat().st_mtime_ns for p in (project / "data" / "01_raw").rglob("*.tif")}
+            run_pipeline(project, "acquire", params=params)  # again: everything is present
+            second_sent = dict(files.sent)
+            yield {"original": original, "project": project, "served": served, "stac_url": stac_url,
+                   "params": params["acquire"], "fetch_s": fetch_s, "first_sent": first_sent, "requests": first_requests,
+                   "second_sent": second_sent, "first_mtimes": first_mtimes}
+
+
+@pytest.fixture(scope="module")
+def prepared(acquired):
+    run_pipeline(acquired["project"], "data_preparation")
+    return acquired
+
+
+def test_mosaics_rebuild_the_original_scenes_exactly(acquired):
+    originals = sorted((acquired["original"] / "data" / "01_raw" / "naip").glob("*.tif"))
+    assert len(originals) == 8  # 4 regions x 2 years in the test environment
+    for original in originals:
+        fetched = acquired["project"] / "data" / "01_raw" / "naip" / original.name
+        with rasterio.open(original) as a, rasterio.open(fetched) as b:
+            assert (b.crs, b.transform, b.shape, b.count) == (a.crs, a.transform, a.shape, a.count)
+            np.testing.assert_array_equal(b.read(), a.read())
+            assert b.descriptions == a.descriptions
+            assert b.tags()["NAIP_ITEMS"].count(original.stem) == 4  # made of its 4 quads
+
+
+def test_nlcd_is_read_by_windows_never_whole(acquired):
+    """Range requests only: fewer bytes than the file, and the windows hold the original codes."""
+    sent, served = acquired["first_sent"], acquired["served"]
+    for year in (2011, 2016):
+        name = f"nlcd/nlcd_{year}.tif"
+        size = (served / name).stat().st_size
+        assert 0 < sent[name] < size / 2, (name, sent[name], size)
+        with rasterio.open(acquired["project"] / "data" / "01_raw" / "nlcd" / f"nlcd_{year}.tif") as got, \
+                rasterio.open(served / name) as full:
+            assert got.crs == full.crs and got.res == full.res
+            assert got.width * got.height < full.width * full.height
+            codes = got.read(1)
+            for name, box in acquired["params"]["regions"].items():  # each region's window: the served codes
+                west, south, east, north = transform_bounds("EPSG:4326", full.crs, *nodes._bbox(box, name),
+                                                            densify_pts=21)
+                here = got.window(west, south, east, north).round_offsets().round_lengths()
+                there = full.window(west, south, east, north).round_offsets().round_lengths()
+                region = codes[here.row_off:here.row_off + here.height, here.col_off:here.col_off + here.width]
+                assert region.shape == (there.height, there.width) and (region > 0).any()
+                np.testing.assert_array_equal(region, full.read(1, window=there))
+            assert (codes == 0).mean() > 0.5  # the land between the regions' windows was never read
+            assert got.colormap(1)[21] == full.colormap(1)[21]
+    naip = {k: v for k, v in sent.items() if k.startswith("naip/")}
+    naip_size = sum(p.stat().st_size for p in (served / "naip").glob("*.tif"))
+    nlcd = sum(v for k, v in sent.items() if k.startswith("nlcd/"))
+    nlcd_size = sum(p.stat().st_size for p in (served / "nlcd").glob("*.tif"))
+    print(f"\nacquire figures: fetch {acquired['fetch_s']:.1f} s; NAIP {sum(naip.values())} bytes read of "
+          f"{naip_size} served ({len(naip)} COGs); NLCD {nlcd} bytes read of {nlcd_size}; "
+          f"{acquired['requests']} GET requests")
+
+
+def test_second_run_fetches_nothing(acquired):
+    assert acquired["first_sent"]  # the first run did read over HTTP
+    assert acquired["second_sent"] == acquired["first_sent"]
+    mtimes = {p: p.stat().st_mtime_ns for p in (acquired["project"] / "data" / "01_raw").rglob("*.tif")}
+    assert mtimes == acquired["first_mtimes"] and len(mtimes) == 10
+
+
+def test_data_preparation_on_acquired_equals_originals(prepared):
+    original, acquired = prepared["original"] / "data", prepared["project"] / "data"
+    for name in ("02_intermediate/tile_candidates.parquet", "05_model_input/tile_manifest.parquet"):
+        a, b = pd.read_parquet(original / name), pd.read_parquet(acquired / name)
+        assert len(a) > 0
+        pd.testing.assert_frame_equal(a.drop(columns=_paths(a)), b.drop(columns=_paths(b)))
+    tiles = sorted(p.relative_to(original / "05_model_input") for p in (original / "05_model_input").rglob("*.png"))
+    assert len(tiles) > 20
+    assert tiles == sorted(p.relative_to(acquired / "05_model_input") for p in (acquired / "05_model_input").rglob("*.png"))
+    for tile in tiles:
+        assert (original / "05_model_input" / tile).read_bytes() == (acquired / "05_model_input" / tile).read_bytes()
+    report = json.loads((acquired / "08_reporting" / "acquire_report.json").read_text())
+    assert report["fetched"] == {}  # the last run found everything present
+    assert len(report["already_present"]) == 8
+
+
+def _paths(frame: pd.DataFrame) -> list[str]:
+    """Columns holding file locations (they name each project's own folder)."""
+    return [c for c in frame.columns if frame[c].dtype == object and frame[c].astype(str).str.contains("/").any()]
+
+
+def test_unreachable_api_is_named():
+    closed = f"http://127.0.0.1:{free_port()}"
+    params = {"stac_url": closed, "collection": "naip", "asset": "image", "regions": {"x": [-71, 42, -70.9, 42.1]},
+              "years": [2016], "timeout_s": 5}
+    with pytest.raises(ConnectionError, match=f"STAC API at {closed} is unreachable"):
+        nodes.search_naip(params, FileIndex(()))
+
+
+def test_no_item_for_box_and_year_is_named(acquired):
+    params = {**acquired["params"], "collection": "naip", "asset": "image", "years": [1999]}
+    with pytest.raises(LookupError, match=r"no 'naip' item .* over essex's box .* in 1999"):
+        nodes.search_naip(params, FileIndex(()))
+    far = {**params, "years": [2016], "regions": {"nowhere": [10.0, 10.0, 10.1, 10.1]}}
+    with pytest.raises(LookupError, match=r"nowhere's box \[10.0, 10.0, 10.1, 10.1\]"):
+        nodes.search_naip(far, FileIndex(()))
+
+
+def test_never_part_of_the_default_run():
+    from kedro.framework.project import configure_project
+
+    from landuse_kedro.pipeline_registry import register_pipelines
+
+    configure_project("landuse_kedro")
+    pipelines = register_pipelines()
+    fetched = {"naip_scenes", "nlcd_rasters", "acquire_report"}
+    assert fetched <= pipelines["acquire"].all_outputs()
+    assert not fetched & pipelines["__default__"].all_outputs()
+
+
+def test_boxes_and_years_as_the_command_line_gives_them():
+    """`--params` splits on commas, so boxes and years come as numbers separated by spaces."""
+    assert nodes._bbox("-71.55 42.40 -71.25 42.57", "m") == [-71.55, 42.40, -71.25, 42.57]
+    assert nodes._years("2016 2012") == [2012, 2016] and nodes._years(2016) == [2016]
+    with pytest.raises(ValueError, match=r"acquire.regions.m must be \[min_lon"):
+        nodes._bbox("42.4 -71.55 42.57 -71.25 1", "m")
+
+
+def test_an_unreadable_cog_is_named_without_its_token():
+    secret = "sig=s3cr3t-token"
+    signed = f"http://127.0.0.1:{free_port()}/naip/x.tif?{secret}"
+    with pytest.raises(ConnectionError, match=r"Cannot read the NAIP quad http://127.0.0.1:\d+/naip/x.tif") as caught:
+        nodes.open_signed(signed, lambda href: href, "the NAIP quad")
+    assert "s3cr3t" not in str(caught.value)
+
+
+def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
+    """Two quads in zone 19N, one in 18N: the mosaic takes the majority's CRS, warps the other,
+    and says how many pixels between the quads read as valid zeros."""
+    from rasterio.warp import transform as transform_points
+
+    x0, y0 = (v[0] for v in transform_points("EPSG:4326", "EPSG:26919", [-72.0], [42.3]))
+    x0, y0 = round(x0), round(y0)
+    cx, cy = (v[0] for v in transform_points("EPSG:26919", "EPSG:26918", [x0], [y0 - 200]))
+    quads = {"a": ("EPSG:26919", x0, y0, 50), "b": ("EPSG:26919", x0 + 200, y0, 100),
+             "c": ("EPSG:26918", round(cx), round(cy), 150)}
+    items = []
+    for name, (crs, left, top, value) in quads.items():
+        path = tmp_path / f"{name}.tif"
+        with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=4, dtype="uint8", crs=crs,
+                           transform=Affine(1, 0, left, 0, -1, top), alpha="unspecified") as dst:
+            dst.write(np.full((4, 200, 200), value, np.uint8))
+        items.append({"id": name, "href": str(path)})
+    acquire = {"regions": {"r": [-72.1, 42.2, -71.9, 42.4]}, "sign": None, "block_rows": 64}
+    mosaic = nodes.mosaic_naip({"r_2016": items}, acquire)["r_2016"]
+    assert mosaic.crs.to_epsg() == 26919
+    dx, dy = x0 - mosaic.transform.c, mosaic.transform.f - y0  # the warped quad reaches west of a
+    assert dx == int(dx) >= 0 and dy == 0  # on the first quad's pixel grid
+    dx = int(dx)
+    image = np.zeros((4, mosaic.height, mosaic.width), np.uint8)
+    with caplog.at_level("WARNING"):
+        for window, block in mosaic.blocks():
+            image[:, window.row_off:window.row_off + window.height, :] = block
+    assert (image[:, :200, dx:dx + 200] == 50).all() and (image[:, :200, dx + 200:dx + 400] == 100).all()
+    assert (image[0, 200:400, dx:dx + 200] == 150).mean() > 0.9  # the zone-18 quad, warped below a
+    assert set(np.unique(image)) <= {0, 50, 100, 150}               # nearest neighbour: no blended values
+    assert "lie between quads" in caplog.text and "acquire.nodata: 0" in caplog.text
