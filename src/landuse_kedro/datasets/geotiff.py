@@ -122,7 +122,7 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
         self._storage_options = {**deepcopy(credentials or {}), **deepcopy(fs_args or {})}
         self._fs = fsspec.filesystem(self._protocol, **self._storage_options)
         if self._protocol != "file":  # e.g. abfss://container@account.dfs.../path -> container/path
-            self._path = self._fs._strip_protocol(filepath)
+            self._path = fsspec.core.strip_protocol(filepath)
         self._load_args = deepcopy(load_args or {})
         save_args = deepcopy(save_args or {})
         defaults = DEFAULT_SAVE_ARGS
