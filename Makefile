@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install run test viz benchmark bench chromium clean-data
+.PHONY: install run test test-spark3 viz notebook benchmark bench chromium clean-data
 
 install: $(VENV)/.installed
 
@@ -56,11 +56,37 @@ chromium:
 		exit 1; \
 	fi
 
-test: install .tools/node_modules/.bin/azurite-blob chromium
+# Spark 3.x (docs/deployment.md): the scoring tests again on pyspark 3.5, in their own environment
+# (.tools/pyspark35: the project in editable mode with the `cluster` extra, and pyspark 3.5 instead of
+# 4.x). Its pyspark is also the Spark 3.5 cluster of tests/deployment (the packaged wheel run with
+# spark-submit). uv fills it from its cache in .tools/uv-cache: about a minute the first time.
+# Left out: the test that needs the whole chain (its training is TensorFlow, not Spark; the packaged
+# test runs spark_scoring and development_inference on that chain's tiles on Spark 3.5).
+SPARK3 := .tools/pyspark35
+SPARK3_TESTS := tests/test_scoring.py tests/pipelines/test_spark_scoring.py \
+	--deselect tests/pipelines/test_spark_scoring.py::test_after_training_scoring_agrees_with_the_training_evaluation
+export UV_CACHE_DIR := $(abspath .tools/uv-cache)
+
+$(SPARK3)/.installed: pyproject.toml $(VENV)/.installed
+	rm -rf $(SPARK3)
+	$(BIN)/uv venv --quiet --python $(PYTHON) $(SPARK3)
+	$(BIN)/uv pip install --quiet --python $(SPARK3)/bin/python -e ".[cluster]" "pyspark>=3.5,<3.6" "pytest>=8"
+	touch $@
+
+test-spark3: $(SPARK3)/.installed
+	$(SPARK3)/bin/python -c 'import pyspark, sys; print("pyspark", pyspark.__version__); sys.exit(not pyspark.__version__.startswith("3.5."))'
+	PYSPARK_PYTHON=$(abspath $(SPARK3)/bin/python) PYSPARK_DRIVER_PYTHON=$(abspath $(SPARK3)/bin/python) \
+		$(SPARK3)/bin/python -m pytest $(SPARK3_TESTS)
+
+test: install .tools/node_modules/.bin/azurite-blob chromium $(SPARK3)/.installed
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-spark3
 
 viz: install
 	$(KEDRO) viz build
+
+notebook: install  # re-execute the walkthrough in place on this project's outputs (after make run)
+	cd notebooks && ../$(BIN)/jupyter nbconvert --to notebook --execute --inplace walkthrough.ipynb
 
 bench: benchmark  # the README's benchmark figures, reproduced
 
