@@ -66,7 +66,7 @@ def main() -> None:
             session.run(pipeline_names=["data_preparation"])
         total = time.perf_counter() - started
         labelling = timings.seconds("plan_scenes", "label_tiles")
-        writing = timings.seconds("export_tiles", "write_tile_manifest")
+        writing = timings.seconds("export_tiles", "write_manifest")
         report = json.loads((project / "data" / "08_reporting" / "preparation_report.json").read_text())
 
     seen, kept = report["tiles_seen"], report["kept_total"]

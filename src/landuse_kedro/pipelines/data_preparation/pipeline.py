@@ -14,35 +14,32 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["naip_scenes", "nlcd_rasters", "params:land_cover", "params:tiling"],
                 outputs="scene_plans",
                 name="plan_scenes",
-                tags=["data_preparation", "tiling"],
             ),
             Node(
                 nodes.label_tiles,
                 inputs=["scene_plans", "params:data_preparation"],
                 outputs="tile_candidates",
                 name="label_tiles",
-                tags=["data_preparation", "tiling", "spark"],
+                tags="spark",
             ),
             Node(
                 nodes.select_tiles,
                 inputs=["tile_candidates", "params:land_cover", "params:data_preparation"],
                 outputs="tile_selection",
                 name="select_tiles",
-                tags=["data_preparation", "tiling"],
             ),
             Node(
                 nodes.export_tiles,
                 inputs=["tile_selection", "scene_plans"],
                 outputs="model_input_tiles",
                 name="export_tiles",
-                tags=["data_preparation", "tiling", "spark"],
+                tags="spark",
             ),
             Node(
                 nodes.write_manifest,
                 inputs=["tile_selection", "model_input_tiles"],
                 outputs="tile_manifest",
-                name="write_tile_manifest",
-                tags=["data_preparation", "tiling"],
+                name="write_manifest",
             ),
             Node(
                 nodes.summarise_preparation,
@@ -50,14 +47,13 @@ def create_pipeline(**kwargs) -> Pipeline:
                         "params:data_preparation"],
                 outputs="preparation_report",
                 name="summarise_preparation",
-                tags=["data_preparation", "reporting"],
             ),
             Node(
                 nodes.plot_preparation_report,
                 inputs="preparation_report",
                 outputs="preparation_report_plot",
                 name="plot_preparation_report",
-                tags=["data_preparation", "reporting"],
             ),
-        ]
+        ],
+        tags="data_preparation",  # the spark tag: SparkHooks start the session before those nodes
     )

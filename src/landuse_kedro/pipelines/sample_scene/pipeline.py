@@ -4,26 +4,22 @@ Not part of ``__default__`` (see pipeline_registry.py): it writes data/01_raw, s
 (``make run`` asks when data/01_raw/naip holds no GeoTIFF).
 """
 
-from kedro.pipeline import Pipeline, node
+from kedro.pipeline import Node, Pipeline
 
-from landuse_kedro.pipelines.sample_scene.nodes import (
-    generate_land_cover,
-    make_change_truth,
-    make_nlcd_rasters,
-    render_naip_scenes,
-)
+from landuse_kedro.pipelines.sample_scene import nodes
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            node(generate_land_cover, "params:sample_scene", "sample_land_cover",
-                 name="generate_sample_land_cover", tags=["sample_scene"]),
-            node(make_nlcd_rasters, ["sample_land_cover", "params:sample_scene"], "nlcd_rasters",
-                 name="derive_sample_nlcd", tags=["sample_scene"]),
-            node(render_naip_scenes, ["sample_land_cover", "params:sample_scene"], "naip_scenes",
-                 name="render_sample_naip", tags=["sample_scene"]),
-            node(make_change_truth, "sample_land_cover", "sample_change_truth",
-                 name="sample_change_truth", tags=["sample_scene"]),
-        ]
+            Node(nodes.generate_land_cover, "params:sample_scene", "sample_land_cover",
+                 name="generate_land_cover"),
+            Node(nodes.make_nlcd_rasters, ["sample_land_cover", "params:sample_scene"], "nlcd_rasters",
+                 name="make_nlcd_rasters"),
+            Node(nodes.render_naip_scenes, ["sample_land_cover", "params:sample_scene"], "naip_scenes",
+                 name="render_naip_scenes"),
+            Node(nodes.make_change_truth, "sample_land_cover", "sample_change_truth",
+                 name="make_change_truth"),
+        ],
+        tags="sample_scene",
     )
