@@ -41,7 +41,7 @@ RAW = ("naip", "nlcd")
 # conf/azurite/globals.yml
 DATA_ROOT = "abfss://landuse@devstoreaccount1.dfs.core.windows.net/azurite"
 # Written by Spark: locally as Spark's `parquet`, in env azurite as `fsspec_parquet`
-# (conf/azurite/catalog_spark_outputs.yml: Hadoop has no Azure driver here).
+# (conf/azurite/globals.yml, spark_table_format: Hadoop has no Azure driver here).
 SPARK_WRITTEN = {"scoring_predictions", "development_predictions"}
 # Not compared: wall-clock timings, and the ONNX file's size (tf2onnx names graph nodes after
 # counters that differ between two exports in one process; the predictions below are equal).
