@@ -1,18 +1,25 @@
-"""Training speed of the default model: seconds per epoch (head only, and with the top blocks
-fine-tuned) and validation images/s, on synthetic 224 x 224 tiles through the pipeline's own
-tf.data input and augmentation.
+"""Training time and 6-class validation accuracy, in one run on the same tiles:
 
-    .venv/bin/python benchmarks/training_speed.py [--tiles 512] [--validation 256] [--epochs 2]
+1. the whole `train_classifier` node with the parameters from before issue 13 (head trained on images,
+   the backbone re-run every epoch, then 4 fine-tuning epochs) against the current defaults (head
+   trained on cached backbone features);
+2. head training alone at equal epochs: on images against on cached features (their extraction included);
+3. where the feature cache lives: in memory against a round trip through a file (a `05_model_input`
+   catalog dataset would be a pickle like this one).
 
-Speed does not depend on pixel content, so synthetic tiles stand in for real ones. The first
-epoch of each phase includes tracing; the figures are the later epochs. The machine may be
-shared, so CPU seconds (all threads of this process) are printed beside wall-clock seconds.
+    .venv/bin/python benchmarks/training_speed.py [--project .] [--env local]
+
+The tiles are the project's prepared ones (`kedro run --pipelines data_preparation` first), read
+through the Data Catalog; without them, random tiles give the times but meaningless accuracies.
+The machine may be shared: CPU seconds of this process are printed beside wall-clock seconds, and
+only ratios from this one run should be compared.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,71 +27,146 @@ import numpy as np
 import yaml
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
 ROOT = Path(__file__).resolve().parents[1]
 
+BEFORE_ISSUE_13 = {
+    "cache_features": False, "epochs": 12, "patience": 3, "learning_rate": 0.001,
+    "fine_tune_epochs": 4, "fine_tune_blocks": 2, "fine_tune_learning_rate": 0.0001,
+    "augmentation": {"flip": True, "rotate90": True, "brightness": 0.08, "contrast": 0.1, "saturation": 0.1},
+}
+"""parameters_training.yml as it was before issue 13 (the rest is unchanged)."""
 
-def main() -> None:
-    params = yaml.safe_load((ROOT / "conf/base/parameters_training.yml").read_text())["training"]
-    base = yaml.safe_load((ROOT / "conf/base/parameters.yml").read_text())
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiles", type=int, default=512, help="training tiles")
-    parser.add_argument("--validation", type=int, default=256, help="validation tiles")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs per phase (>= 2: the first traces)")
-    parser.add_argument("--backbone", default=params["backbone"])
-    parser.add_argument("--weights", default=params["weights"])
-    parser.add_argument("--batch-size", type=int, default=params["batch_size"])
-    parser.add_argument("--fine-tune-blocks", type=int, default=params["fine_tune_blocks"])
-    args = parser.parse_args()
 
-    import keras
+def load_tiles(project: Path, env: str):
+    """(tile_set, land_cover, training, scoring, real) from the project's catalog, or random tiles."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
 
-    from landuse_kedro.models import build_classifier, unfreeze_top
-    from landuse_kedro.pipelines.training.inputs import TileArrays, make_dataset
+    from landuse_kedro.pipelines.training.inputs import TileArrays
+    from landuse_kedro.pipelines.training.nodes import assemble_tile_set
 
-    size = base["scoring"]["image_size"]
-    classes = len(base["land_cover"]["classes"])
+    cwd = Path.cwd()
+    os.chdir(project)
+    try:
+        bootstrap_project(project)
+        with KedroSession.create(project_path=project, env=env) as session:
+            catalog = session.load_context().catalog
+            params = catalog.load("parameters")
+            land_cover, training, scoring = params["land_cover"], params["training"], params["scoring"]
+            try:
+                tiles = assemble_tile_set(catalog.load("model_input_tiles"), catalog.load("tile_manifest"),
+                                          land_cover, training, scoring)
+                return tiles, land_cover, training, scoring, True
+            except Exception as error:  # noqa: BLE001 - no prepared tiles: time random ones
+                print(f"No prepared tiles ({type(error).__name__}: {error}): timing random tiles; "
+                      "their accuracies mean nothing.")
+    finally:
+        os.chdir(cwd)
     rng = np.random.default_rng(0)
+    size, n_classes = scoring["image_size"], len(land_cover["classes"])
 
     def tiles(n: int) -> TileArrays:
         return TileArrays(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-                          rng.integers(0, classes, n).astype(np.int32), tuple(map(str, range(n))))
+                          (np.arange(n) % n_classes).astype(np.int32), tuple(map(str, range(n))))
 
-    train, validation = tiles(args.tiles), tiles(args.validation)
-    train_data = make_dataset(train, args.batch_size, 0, params["augmentation"])
-    keras.utils.set_random_seed(0)
-    model = build_classifier(args.backbone, args.weights, classes, size, params["dropout"])
+    return {"train": tiles(576), "validation": tiles(156)}, land_cover, training, scoring, False
 
-    def epoch_seconds(learning_rate: float) -> list[tuple[float, float]]:
-        """(wall, CPU) seconds of each epoch."""
-        model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                      metrics=["accuracy"])
-        seconds = []
-        for _ in range(args.epochs):
-            start, cpu = time.perf_counter(), time.process_time()
-            model.fit(train_data, epochs=1, verbose=0)
-            seconds.append((time.perf_counter() - start, time.process_time() - cpu))
-        return seconds
 
-    head = epoch_seconds(params["learning_rate"])
-    model.predict(validation.images[: args.batch_size], batch_size=args.batch_size, verbose=0)  # trace
+def train(tile_set, land_cover, training, scoring) -> dict:
+    from landuse_kedro.pipelines.training.nodes import train_classifier
+
     start, cpu = time.perf_counter(), time.process_time()
-    model.predict(validation.images, batch_size=args.batch_size, verbose=0)
-    predict_wall, predict_cpu = time.perf_counter() - start, time.process_time() - cpu
-    unfreeze_top(model, args.fine_tune_blocks)
-    tuned = epoch_seconds(params["fine_tune_learning_rate"])
+    model, history = train_classifier(tile_set, land_cover, training, scoring)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    validation = tile_set["validation"]
+    predicted = model.predict(validation.images, batch_size=64, verbose=0).argmax(axis=1)
+    head_epochs = sum(e["phase"] == "head" for e in history["epochs"])
+    return {"wall": wall, "cpu": cpu, "accuracy": float(np.mean(predicted == validation.labels)),
+            "history": history, "head_epochs": head_epochs}
 
-    print(f"backbone {args.backbone} (weights {args.weights}), batch {args.batch_size}, "
-          f"{len(train)} training tiles {size}x{size}, {os.cpu_count()} CPUs")
-    for name, seconds in (("head only (backbone frozen)", head),
-                          (f"fine-tuning top {args.fine_tune_blocks} blocks", tuned)):
-        wall, cpu = np.mean(seconds[1:] or seconds, axis=0)
-        print(f"  {name}: {wall:.1f} s/epoch = {len(train) / wall:.0f} training images/s; "
-              f"{cpu:.1f} CPU s/epoch = {1000 * cpu / len(train):.0f} CPU ms/image "
-              f"(first epoch, with tracing: {seconds[0][0]:.1f} s)")
-    print(f"  validation (model.predict): {len(validation) / predict_wall:.0f} images/s on {len(validation)} tiles; "
-          f"{1000 * predict_cpu / len(validation):.1f} CPU ms/image")
-    print(f"  load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
+
+def describe(name: str, run: dict) -> str:
+    history = run["history"]
+    phases = ", ".join(f"{p} {sum(e['phase'] == p for e in history['epochs'])} epochs"
+                       for p in ("head", "fine_tune") if any(e["phase"] == p for e in history["epochs"]))
+    cache = history["feature_cache"]
+    features = f"; feature cache {cache['seconds']:.1f} s ({cache['views']} views)" if cache else ""
+    return (f"  {name}: {run['wall']:6.1f} s wall, {run['cpu']:6.1f} CPU s; head {history['head_seconds']:.1f} s"
+            f"{features}; {phases}; kept {history['kept_phase']}; 6-class validation accuracy "
+            f"{100 * run['accuracy']:.1f}%")
+
+
+def cache_round_trip(history: dict, validation_tiles: int) -> tuple[float, float, float]:
+    """(seconds to save, seconds to load, MB) of a feature cache of the run's shape through a
+    pickle file: I/O time depends on the size only, so random features stand in."""
+    from kedro_datasets.pickle import PickleDataset
+
+    from landuse_kedro.pipelines.training.features import FeatureCache
+
+    shape = history["feature_cache"]
+    rng = np.random.default_rng(0)
+    cache = FeatureCache(
+        train=rng.random((shape["views"], history["train_tiles"], shape["features"]), dtype=np.float32),
+        train_labels=np.zeros(history["train_tiles"], np.int32),
+        validation=rng.random((validation_tiles, shape["features"]), dtype=np.float32),
+        validation_labels=np.zeros(validation_tiles, np.int32),
+        views=tuple(range(shape["views"])),
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "training_features.pkl"
+        dataset = PickleDataset(filepath=str(path))
+        start = time.perf_counter()
+        dataset.save(cache)
+        saved = time.perf_counter() - start
+        start = time.perf_counter()
+        loaded = dataset.load()
+        load = time.perf_counter() - start
+        assert np.array_equal(loaded.train, cache.train)
+        return saved, load, path.stat().st_size / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--project", type=Path, default=Path.cwd())
+    parser.add_argument("--env", default="local")
+    args = parser.parse_args()
+
+    from landuse_kedro.models.quantize import describe_cpu
+
+    print(f"{os.cpu_count()} CPUs ({describe_cpu()}); load average at start "
+          f"{os.getloadavg()[0]:.1f}", flush=True)
+    tile_set, land_cover, after, scoring, real = load_tiles(args.project.resolve(), args.env)
+    before = {**after, **BEFORE_ISSUE_13}
+    print(f"{len(tile_set['train'])} training and {len(tile_set['validation'])} validation tiles "
+          f"({'prepared' if real else 'random'}); backbone {after['backbone']} ({after['weights']})", flush=True)
+
+    runs = {"before (head on images + fine-tuning)": train(tile_set, land_cover, before, scoring)}
+    print(describe(*next(iter(runs.items()))), flush=True)
+    runs["after (current parameters)"] = train(tile_set, land_cover, after, scoring)
+    print(describe(*list(runs.items())[-1]), flush=True)
+    old, new = runs.values()
+
+    # Head only, equal epochs and no early stopping: on images vs on cached features.
+    epochs = old["head_epochs"]
+    equal = {"epochs": epochs, "patience": epochs, "fine_tune_epochs": 0}
+    head_images = old["history"]["head_seconds"]  # the before run's head phase is exactly this
+    cached = train(tile_set, land_cover, {**after, **equal, "cache_features": True}, scoring)
+    head_cached = cached["history"]["head_seconds"]
+
+    saved, loaded, megabytes = cache_round_trip(cached["history"], len(tile_set["validation"]))
+    print(yaml.safe_dump({"settings before issue 13": BEFORE_ISSUE_13}, sort_keys=False).rstrip())
+    print(f"Whole training node: before {old['wall']:.1f} s, after {new['wall']:.1f} s: "
+          f"{old['wall'] / new['wall']:.2f}x faster wall-clock, {old['cpu'] / new['cpu']:.2f}x fewer CPU seconds; "
+          f"6-class validation accuracy {100 * old['accuracy']:.1f}% -> {100 * new['accuracy']:.1f}%")
+    print(f"Head training at equal epochs ({epochs}): on images {head_images:.1f} s, on cached features "
+          f"{head_cached:.1f} s (extraction {cached['history']['feature_cache']['seconds']:.1f} s of it): "
+          f"{head_images / head_cached:.2f}x; accuracy {100 * cached['accuracy']:.1f}%")
+    print(f"Feature cache ({megabytes:.0f} MB): in memory adds nothing; through a file (PickleDataset) it adds "
+          f"{saved:.2f} s to save and {loaded:.2f} s to load per run, and no run could reuse it (the head "
+          "and backbone come from the same run): kept in memory.")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
 
 if __name__ == "__main__":

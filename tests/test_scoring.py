@@ -219,6 +219,17 @@ def test_onnx_export_and_keras_give_the_same_classes(artifacts, keras_model):
     assert len(set(expected.argmax(axis=1))) > 1, "the test model should not predict one class only"
 
 
+def test_scoring_says_the_precision_it_runs_and_warns_when_it_is_not_the_one_asked_for(artifacts, caplog):
+    from landuse_kedro.scoring import log_precision
+
+    with caplog.at_level("INFO", logger="landuse_kedro.scoring"):
+        assert log_precision(artifacts["onnx"], {**SCORING, "precision": "fp32"}) == "fp32"
+    assert "Scoring with the fp32 onnx model" in caplog.text and "WARNING" not in caplog.text
+    caplog.clear()
+    assert log_precision(artifacts["onnx"], {**SCORING, "precision": "int8"}) == "fp32"  # scored as it is
+    assert "scoring.precision is int8 but scoring_model is fp32" in caplog.text
+
+
 def test_a_worker_loads_a_model_once(artifacts):
     fetched = []
 

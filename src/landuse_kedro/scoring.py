@@ -434,12 +434,26 @@ def check_failure_rate(total: int, errors: Iterable[str], max_failed_fraction: f
                            "The rows and metrics are saved.")
 
 
+def log_precision(scoring_model: ModelArtifact, scoring: dict[str, Any]) -> str:
+    """Say which precision scoring runs, read from the model itself; ``scoring.precision`` chose
+    the export at training time, so a model from elsewhere (or an int8 export that training set
+    aside as too inaccurate) is scored as it is, with a warning when it differs."""
+    precision = scoring_model.precision
+    requested = scoring.get("precision")
+    if requested is not None and requested != precision:
+        logger.warning("params:scoring.precision is %s but scoring_model is %s: scoring it as it is (training "
+                       "picks the export; see training_metrics.json `scoring_model`).", requested, precision)
+    logger.info("Scoring with the %s %s model", precision, scoring_model.format)
+    return precision
+
+
 def _broadcast_model(spark, scoring_model: ModelArtifact, scoring: dict[str, Any]) -> _BroadcastModel:
     if scoring.get("backend", scoring_model.format) != scoring_model.format:
         raise ValueError(
             f"params:scoring.backend is '{scoring['backend']}' but the scoring model is "
             f"{scoring_model.format}: re-export it (training pipeline) or change the backend."
         )
+    log_precision(scoring_model, scoring)
     return _BroadcastModel(
         model_key(scoring_model), scoring_model.format, spark.sparkContext.broadcast(scoring_model.payload)
     )

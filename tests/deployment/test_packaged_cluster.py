@@ -134,7 +134,7 @@ def _cluster_environment(conf: Path, master: str, data_root: Path) -> None:
 
 def _inputs(local: Path, data_root: Path) -> None:
     """The local run's inputs of the two pipelines: raw scenes, validation tiles, scoring model."""
-    for folder in ("01_raw/naip", "01_raw/nlcd", "05_model_input/validation", "06_models/scoring_model"):
+    for folder in ("01_raw/naip", "01_raw/nlcd", "05_model_input/validation", "06_models/scoring_model.onnx"):
         shutil.copytree(local / folder, data_root / folder)
 
 

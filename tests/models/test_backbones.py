@@ -9,6 +9,7 @@ import pytest
 from landuse_kedro.models.backbones import (
     backbone_blocks,
     build_classifier,
+    features_and_head,
     flip_first_conv_to_rgb,
     num_parameters,
     unfreeze_top,
@@ -47,6 +48,16 @@ def test_backbone_is_frozen_and_imagenet_loaded(classifier):
     assert num_parameters(classifier)["trainable"] == 1280 * 6 + 6  # only the new head
     reference = keras.ops.convert_to_numpy(base.get_layer("stem_conv").kernel)
     assert np.abs(reference).max() > 1.0  # ImageNet stem, not a glorot init (|w| < 0.3 at fan-in 27)
+
+
+def test_the_classifier_cut_at_its_pooled_features_is_the_classifier(classifier, tiles):
+    """Training the head on cached features trains the classifier: the two halves compose to it and
+    the head's weights are the classifier's own variables, not copies."""
+    features, head = features_and_head(classifier)
+    pooled = features.predict_on_batch(tiles)
+    assert pooled.shape == (5, 1280)
+    np.testing.assert_allclose(head.predict_on_batch(pooled), classifier.predict_on_batch(tiles), rtol=1e-5, atol=1e-6)
+    assert [id(w) for w in head.trainable_weights] == [id(w) for w in classifier.trainable_weights]
 
 
 def test_save_load_round_trip_needs_no_custom_objects(classifier, tiles, tmp_path):

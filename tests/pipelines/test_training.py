@@ -1,5 +1,6 @@
-"""training pipeline: a short real run on a tiny tile set, the ONNX/Keras agreement, the 3-class
-view, augmentation and the bad-input errors."""
+"""training pipeline: a short real run on a tiny tile set, the ONNX/Keras agreement, the int8 export
+and its selection, the cached backbone features, the 3-class view, augmentation and the bad-input
+errors."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import yaml
 from PIL import Image
 
 from landuse_kedro import evaluation
-from landuse_kedro.pipelines.training import nodes
+from landuse_kedro.pipelines.training import features, nodes
 from landuse_kedro.pipelines.training.inputs import TileArrays, make_dataset
 from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, run_pipeline
 
@@ -24,6 +25,7 @@ CLASSES = LAND_COVER["classes"]
 SIZE = BASE_PARAMS["scoring"]["image_size"]
 TRAINING = {"splits": {"train": "train", "validation": "validation"}}
 SCORING = {"image_size": SIZE}
+INT8 = {"calibration_tiles": 128, "max_accuracy_drop": 0.01}
 
 
 def hue(class_index: int) -> np.ndarray:
@@ -67,14 +69,14 @@ def every_class(n: int) -> dict[str, int]:
 # gets past chance in the run's two epochs depends on the seed (8 seeded runs: accuracy 0.17 to
 # 0.96, seed 2 stuck at chance); at 0.01, 18 seeded runs (training and tile seeds) all scored
 # 0.83-1.0. So this run's head learns at 0.01, and the model must beat chance (1/6) clearly.
-HEAD_LEARNING_RATE = {"training": {"learning_rate": 0.01}}
+HEAD_LEARNING_RATE = {"training": {"learning_rate": 0.01}, "scoring": {"precision": "int8"}}
 MIN_ACCURACY = 0.5  # 3x chance; the worst of the 18 runs was 0.83 (20 of 24 tiles)
 
 
 @pytest.fixture(scope="module")
 def trained_project(tmp_path_factory) -> Path:
     """One short training run (test parameters: 1 head epoch + 1 fine-tuning epoch, head learning
-    rate 0.01) on 6 classes x 4 tiles per split, written through the catalog like data_preparation does."""
+    rate 0.01, int8 scoring asked for) on 6 classes x 4 tiles per split, written through the catalog like data_preparation does."""
     project = make_project_copy(tmp_path_factory.mktemp("training") / "project")
     partitions, manifest = tiny_tile_set({"train": every_class(4), "validation": every_class(4)})
     cwd = Path.cwd()
@@ -113,11 +115,22 @@ def test_training_run_reports_six_and_three_class_scores(trained_project: Path) 
     np.testing.assert_array_equal(matrix3, regroup.T @ matrix6 @ regroup)
     assert set(six["per_class"]) == set(CLASSES)
     assert all(set(v) == {"precision", "recall", "f1", "support"} for v in six["per_class"].values())
-    assert metrics["scoring_model"]["format"] == metrics["scoring_model"]["backend"] == "onnx"
-    assert metrics["scoring_model"]["same_class_as_keras"] == 1.0
+    fp32, int8 = metrics["precisions"]["fp32"], metrics["precisions"]["int8"]
+    assert fp32["format"] == int8["format"] == metrics["scoring_model"]["backend"] == "onnx"
+    assert fp32["same_class_as_keras"] == 1.0
+    assert fp32["accuracy_6"] == metrics["accuracy_6"]
+    assert int8["bytes"] < fp32["bytes"] / 2  # int8 weights: a quarter of the bytes, plus scales
+    assert metrics["int8_calibration_tiles"] == 24  # every training tile: fewer than 128
+    # the int8 export scores unless it lost more than a point of fp32's accuracy (this run asks for int8)
+    expected = "int8" if fp32["accuracy_6"] - int8["accuracy_6"] <= 0.01 else "fp32"
+    assert metrics["scoring_model"]["requested_precision"] == "int8"
+    assert metrics["scoring_model"]["precision"] == expected
+    assert metrics["scoring_model"]["accuracy_6"] == metrics["precisions"][expected]["accuracy_6"]
 
     history = read_json(trained_project, "training_history.json")
     assert [e["phase"] for e in history["epochs"]] == ["head", "fine_tune"]
+    assert history["head_input"] == "cached_features"
+    assert history["feature_cache"]["views"] == 8 and history["feature_cache"]["features"] == 1280
     assert history["kept_phase"] in {"head", "fine_tune"}
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history["epochs"][0])
     for png in ("training_confusion_matrix.png", "learning_curve.png"):
@@ -133,20 +146,33 @@ def test_onnx_export_and_keras_model_pick_the_same_class_for_every_validation_ti
     try:
         catalog = load_catalog(trained_project)
         keras_model = catalog.load("landuse_classifier")
-        artifact = catalog.load("scoring_model")
+        artifacts = {name: catalog.load(name) for name in ("scoring_model_fp32", "scoring_model_int8", "scoring_model")}
         tiles = catalog.load("model_input_tiles")
     finally:
         os.chdir(cwd)
     keys = sorted(k for k in tiles if k.startswith("validation/"))
     images = np.stack([np.asarray(tiles[k]().convert("RGB")) for k in keys])
-    assert artifact.format == "onnx"
-    session = ort.InferenceSession(artifact.payload, providers=["CPUExecutionProvider"])
-    onnx_probabilities = session.run(None, {session.get_inputs()[0].name: images})[0]
+    fp32, int8, chosen = artifacts.values()
+    assert fp32.format == int8.format == "onnx"
+    assert (fp32.precision, int8.precision) == ("fp32", "int8")
+    metrics = read_json(trained_project, "training_metrics.json")
+    assert chosen.precision == metrics["scoring_model"]["precision"]  # what scoring will run
+    assert chosen.payload == {"fp32": fp32, "int8": int8}[chosen.precision].payload
+
+    def run(artifact):
+        session = ort.InferenceSession(artifact.payload, providers=["CPUExecutionProvider"])
+        return session.run(None, {session.get_inputs()[0].name: images})[0]
+
     keras_probabilities = keras_model.predict(images, verbose=0)
     assert len(keys) == 24
     assert len(set(keras_probabilities.argmax(axis=1))) > 1  # else agreement would prove little
-    np.testing.assert_array_equal(onnx_probabilities.argmax(axis=1), keras_probabilities.argmax(axis=1))
-    np.testing.assert_allclose(onnx_probabilities, keras_probabilities, atol=1e-4)
+    np.testing.assert_array_equal(run(fp32).argmax(axis=1), keras_probabilities.argmax(axis=1))
+    np.testing.assert_allclose(run(fp32), keras_probabilities, atol=1e-4)
+    int8_probabilities = run(int8)
+    np.testing.assert_allclose(int8_probabilities.sum(axis=1), 1.0, atol=1e-4)  # the softmax stays float
+    agreement = np.mean(int8_probabilities.argmax(axis=1) == keras_probabilities.argmax(axis=1))
+    assert agreement == pytest.approx(metrics["precisions"]["int8"]["same_class_as_keras"])
+    assert agreement >= 0.75
 
 
 def test_keras_backend_exports_the_keras_file_and_unknown_backends_are_refused() -> None:
@@ -226,7 +252,7 @@ def test_augmentation_only_turns_and_flips_without_jitter_and_repeats_with_the_s
 
 
 SMALL = 32  # bad-input checks need no real tile size
-SMALL_SCORING = {"image_size": SMALL}
+SMALL_SCORING = {"image_size": SMALL, "batch_size": 16}
 
 
 def assemble_small(per_class):
@@ -303,18 +329,24 @@ def test_class_outside_land_cover_classes_is_named() -> None:
         nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING, SMALL_SCORING)
 
 
-@pytest.fixture
-def tiny_backbone(monkeypatch):
-    """A mean-colour 'backbone' in place of the real one, so phase logic runs in a second."""
+def tiny_classifier(backbone, weights, num_classes, image_size, dropout):
+    """A frozen one-conv 'backbone' (orientation-sensitive, like a real one) and a two-layer head,
+    with build_classifier's layer names, so phase logic runs in a second."""
     import keras
 
+    inputs = keras.Input((image_size, image_size, 3), dtype="uint8")
+    conv = keras.layers.Conv2D(4, 3, activation="relu", name="backbone", trainable=False)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(conv(keras.layers.Rescaling(1 / 255)(inputs)))
+    x = keras.layers.Dense(8, activation="relu")(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x))
+
+
+@pytest.fixture
+def tiny_backbone(monkeypatch):
+    """:func:`tiny_classifier` in place of the real one."""
     from landuse_kedro import models
 
-    def build(backbone, weights, num_classes, image_size, dropout):
-        inputs = keras.Input((image_size, image_size, 3), dtype="uint8")
-        x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inputs))
-        x = keras.layers.Dense(8, activation="relu")(x)
-        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+    build = tiny_classifier
 
     monkeypatch.setattr(models, "build_classifier", build)
     monkeypatch.setattr(models, "unfreeze_top", lambda model, blocks: [])
@@ -329,14 +361,16 @@ def phase_params(**overrides) -> dict:
     return {**params, **overrides}
 
 
+@pytest.mark.parametrize("cache_features", [True, False])
 @pytest.mark.parametrize(("fine_tune_learning_rate", "kept"), [(0.01, "fine_tune"), (1000.0, "head")])
 def test_fine_tuning_is_kept_only_when_it_lowers_the_validation_loss(
-    tiny_backbone, fine_tune_learning_rate: float, kept: str
+    tiny_backbone, fine_tune_learning_rate: float, kept: str, cache_features: bool
 ) -> None:
     tile_set = assemble_small({"train": every_class(4), "validation": every_class(2)})
-    params = phase_params(fine_tune_learning_rate=fine_tune_learning_rate)
+    params = phase_params(fine_tune_learning_rate=fine_tune_learning_rate, cache_features=cache_features)
     model, history = nodes.train_classifier(tile_set, LAND_COVER, params, SMALL_SCORING)
     assert [e["phase"] for e in history["epochs"]][:3] == ["head"] * 3
+    assert history["head_input"] == ("cached_features" if cache_features else "images")
     assert history["kept_phase"] == kept
     best_of = {phase: min(e["val_loss"] for e in history["epochs"] if e["phase"] == phase)
                for phase in ("head", "fine_tune")}
@@ -344,3 +378,124 @@ def test_fine_tuning_is_kept_only_when_it_lowers_the_validation_loss(
     validation = tile_set["validation"]
     loss = model.evaluate(validation.images, validation.labels, batch_size=8, verbose=0, return_dict=True)["loss"]
     assert loss == pytest.approx(history["best_val_loss"], rel=1e-4)  # the returned weights are the kept ones
+
+
+def test_training_from_scratch_trains_on_images_without_a_feature_cache(tiny_backbone) -> None:
+    tile_set = assemble_small({"train": every_class(2), "validation": every_class(1)})
+    _, history = nodes.train_classifier(tile_set, LAND_COVER, phase_params(weights="none", epochs=1), SMALL_SCORING)
+    assert history["head_input"] == "images" and history["feature_cache"] is None
+    assert {e["phase"] for e in history["epochs"]} == {"head"}  # nothing frozen, nothing to fine-tune
+
+
+# --- cached backbone features -------------------------------------------------------------------
+
+def test_dihedral_views_follow_the_augmentation_settings() -> None:
+    assert features.dihedral_views({"flip": True, "rotate90": True}) == tuple(range(8))
+    assert features.dihedral_views({"flip": False, "rotate90": True}) == (0, 1, 2, 3)
+    assert features.dihedral_views({"flip": True, "rotate90": False}) == (0, 4)
+    assert features.dihedral_views({"flip": False, "rotate90": False}) == (0,)
+
+
+def test_the_eight_views_are_the_eight_symmetries_augmentation_draws_from() -> None:
+    images = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    for image_index, image in enumerate(images):
+        symmetries = [np.rot90(v, k) for v in (image, image[:, ::-1]) for k in range(4)]  # as in the augment test
+        views = [features.dihedral(images, view)[image_index] for view in range(8)]
+        np.testing.assert_array_equal(views[0], image)
+        assert all(any(np.array_equal(v, s) for s in symmetries) for v in views)
+        assert len({v.tobytes() for v in views}) == 8
+
+
+def test_cached_features_are_the_backbone_features_of_each_view_and_the_head_is_the_models() -> None:
+    import keras
+
+    from landuse_kedro.models import features_and_head
+
+    keras.utils.set_random_seed(0)
+    model = tiny_classifier("tiny", "imagenet", len(CLASSES), SMALL, 0.0)
+    feature_model, head = features_and_head(model)
+    tile_set = assemble_small({"train": every_class(2), "validation": every_class(1)})
+    train, validation = tile_set["train"], tile_set["validation"]
+    cache = features.cache_features(feature_model, train, validation, {"flip": True, "rotate90": True}, 5, 1)
+    assert cache.train.shape == (8, len(train), 4) and cache.validation.shape == (len(validation), 4)
+    for view in range(8):  # (computed by ONNX Runtime, compared with Keras)
+        expected = feature_model.predict(features.dihedral(train.images, view), verbose=0)
+        np.testing.assert_allclose(cache.train[view], expected, rtol=1e-5, atol=1e-5)
+    assert not np.allclose(cache.train[0], cache.train[1])  # views differ: 8 samples per tile, not 1
+    np.testing.assert_allclose(cache.validation, feature_model.predict(validation.images, verbose=0), atol=1e-5)
+    # the head on cached features is the classifier on images, and shares its weights
+    np.testing.assert_allclose(head.predict(cache.validation, verbose=0), model.predict(validation.images, verbose=0),
+                               rtol=1e-5, atol=1e-5)
+    assert {id(w) for w in head.weights} <= {id(w) for w in model.weights}
+
+
+def test_a_cached_epoch_shows_every_tile_once_in_one_of_its_views_with_new_draws_each_epoch() -> None:
+    n, n_views = 12, 8
+    view, tile = np.meshgrid(np.arange(n_views), np.arange(n), indexing="ij")
+    labels = (np.arange(n) % 3).astype(np.int32)
+    cache = features.FeatureCache(  # each row says which (view, tile) it is
+        train=np.stack([view, tile], axis=-1).astype(np.float32), train_labels=labels,
+        validation=np.zeros((2, 2), np.float32), validation_labels=np.zeros(2, np.int32), views=tuple(range(8)))
+
+    def epoch(dataset):
+        batches = list(dataset.as_numpy_iterator())
+        return np.concatenate([b[0] for b in batches]).astype(int), np.concatenate([b[1] for b in batches])
+
+    dataset = features.train_dataset(cache, batch_size=5, seed=4)
+    (first, first_labels), (second, _) = epoch(dataset), epoch(dataset)
+    for rows, row_labels in ((first, first_labels), (second, None)):
+        assert sorted(rows[:, 1]) == list(range(n))  # every tile once
+        if row_labels is not None:
+            np.testing.assert_array_equal(row_labels, labels[rows[:, 1]])
+    assert not np.array_equal(first, second)  # new order and views every epoch
+    assert len(set(first[:, 0]) | set(second[:, 0])) > 2  # views are drawn, not fixed
+    np.testing.assert_array_equal(epoch(features.train_dataset(cache, batch_size=5, seed=4))[0], first)
+
+
+# --- the int8 export and which precision scores ---------------------------------------------------
+
+def test_int8_calibration_sees_a_seeded_sample_of_training_tiles_only(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from landuse_kedro.models import onnx_export, quantize
+
+    seen: list[np.ndarray] = []
+    monkeypatch.setattr(quantize, "quantize_onnx", lambda model, images: seen.append(images) or model)
+    monkeypatch.setattr(onnx_export, "artifact_to_onnx", lambda model: model)
+    tile_set = assemble_small({"train": every_class(4), "validation": every_class(4)})
+    train, validation = tile_set["train"].images, tile_set["validation"].images
+    model = SimpleNamespace(format="onnx", payload=b"fp32 model")
+
+    def calibrate(seed: int, tiles: int) -> np.ndarray:
+        nodes.quantize_scoring_model(model, tile_set, {"seed": seed, "int8": {**INT8, "calibration_tiles": tiles}})
+        return seen[-1]
+
+    sample = calibrate(3, 10)
+    assert len(sample) == 10
+    for image in sample:
+        assert any(np.array_equal(image, t) for t in train)
+        assert not any(np.array_equal(image, v) for v in validation)
+    assert len({image.tobytes() for image in sample}) == 10  # no tile twice
+    np.testing.assert_array_equal(calibrate(3, 10), sample)  # seeded
+    assert not np.array_equal(calibrate(4, 10), sample)
+    np.testing.assert_array_equal(calibrate(3, 500), train)  # fewer tiles than asked: all of them
+
+
+@pytest.mark.parametrize(("requested", "backend", "int8_accuracy", "chosen"), [
+    ("int8", "onnx", 0.905, "int8"),   # 0.5 points below fp32: within the 1-point allowance
+    ("int8", "onnx", 0.90, "int8"),    # exactly 1 point below
+    ("int8", "onnx", 0.89, "fp32"),    # 2 points below: int8 is set aside
+    ("int8", "onnx", 0.95, "int8"),
+    ("int8", "keras", 0.95, "fp32"),   # int8 is an ONNX model
+    ("fp32", "onnx", 0.95, "fp32"),
+])
+def test_int8_scores_only_within_the_allowed_accuracy_drop(requested, backend, int8_accuracy, chosen, caplog) -> None:
+    assert nodes.choose_precision(requested, backend, {"fp32": 0.91, "int8": int8_accuracy}, 0.01) == chosen
+    assert ("scoring uses fp32" in caplog.text) == (requested == "int8" and chosen == "fp32")
+
+
+def test_an_unknown_precision_is_refused_before_training() -> None:
+    partitions, manifest = tiny_tile_set({"train": every_class(1), "validation": every_class(1)}, size=SMALL)
+    with pytest.raises(ValueError, match=r"scoring.precision is 'int4'"):
+        nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING,
+                                {**SMALL_SCORING, "precision": "int4"})

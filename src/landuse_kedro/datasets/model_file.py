@@ -6,6 +6,7 @@ import io
 import zipfile
 from copy import deepcopy
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any, Literal
 
@@ -19,6 +20,13 @@ from kedro.io.core import (
 )
 
 ModelFormat = Literal["onnx", "keras"]
+Precision = Literal["fp32", "int8"]
+
+QUANTIZED_OPS = frozenset({
+    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
+    "ConvInteger", "MatMulInteger",
+})
+"""ONNX operators that only an integer-quantised graph holds."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,17 @@ class ModelArtifact:
 
     def __repr__(self) -> str:
         return f"ModelArtifact(format={self.format!r}, {len(self.payload):,} bytes)"
+
+    @cached_property
+    def precision(self) -> Precision:
+        """``int8`` for a quantised ONNX graph, else ``fp32``: read from the model itself, so a
+        model file from elsewhere is described as truly as the project's own exports."""
+        if self.format != "onnx":
+            return "fp32"
+        import onnx
+
+        graph = onnx.load_model_from_string(self.payload).graph
+        return "int8" if any(node.op_type in QUANTIZED_OPS for node in graph.node) else "fp32"
 
 
 def detect_model_format(payload: bytes) -> ModelFormat | None:

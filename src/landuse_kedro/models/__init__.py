@@ -16,6 +16,7 @@ _EXPORTS = {
     "BACKBONES": "backbones",
     "WEIGHTS": "backbones",
     "build_classifier": "backbones",
+    "features_and_head": "backbones",
     "backbone_blocks": "backbones",
     "unfreeze_top": "backbones",
     "num_parameters": "backbones",

@@ -106,6 +106,22 @@ def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None =
     return keras.Model(inputs, outputs, name=f"landuse_{backbone}")
 
 
+def features_and_head(model: keras.Model, cut: str = "pool") -> tuple[keras.Model, keras.Model]:
+    """The classifier cut after its layer ``cut``: ``features`` (image -> that layer's output) and ``head``
+    (those features -> probabilities). Both reuse the classifier's own layers, so training ``head``
+    trains ``model``'s head weights in place: nothing to copy back.
+
+    Assumes the layers after ``cut`` form a chain, as :func:`build_classifier` builds them.
+    """
+    layer = model.get_layer(cut)
+    features = keras.Model(model.inputs, layer.output, name="features")
+    head_input = keras.Input(layer.output.shape[1:], name="features")
+    x = head_input
+    for later in model.layers[model.layers.index(layer) + 1:]:
+        x = later(x)
+    return features, keras.Model(head_input, x, name="head")
+
+
 def backbone_blocks(model: keras.Model) -> list[str]:
     """Block ids of the classifier's backbone, bottom to top (e.g. ``block00`` ... ``block15`` for Lite0)."""
     ids: list[str] = []

@@ -38,11 +38,12 @@ def score_image_files(images: FileIndex | DataFrame, scoring_model: ModelArtifac
 
 
 def summarise_scoring(
-    predictions: DataFrame, images: FileIndex | DataFrame, land_cover: dict[str, Any]
+    predictions: DataFrame, images: FileIndex | DataFrame, land_cover: dict[str, Any],
+    scoring_model: ModelArtifact | None = None,
 ) -> dict[str, Any]:
     """Counts (input = scored + failed, checked against the scorer's listing), every failure with
-    its path and reason, and 6-/3-class accuracy and confusion matrices over the scored files whose
-    folder names a class."""
+    its path and reason, 6-/3-class accuracy and confusion matrices over the scored files whose
+    folder names a class, and the model's format and precision (fp32 or int8)."""
     from pyspark.sql import functions as F
 
     expected = len(images) if isinstance(images, FileIndex) else len(set(images.inputFiles()))
@@ -66,6 +67,10 @@ def summarise_scoring(
         "counts": {"input": expected, "scored": scored, "failed": totals["failed"],
                    "labelled": sum(row["count"] for row in pairs)},
         "failures": failures,
+        "model": None if scoring_model is None else {
+            "format": scoring_model.format, "precision": scoring_model.precision,
+            "bytes": len(scoring_model.payload),
+        },
         "six_class": None,
         "three_class": None,
     }

@@ -18,7 +18,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.summarise_scoring,
-                inputs=["scoring_predictions", "scored_image_list", "params:land_cover"],
+                inputs=["scoring_predictions", "scored_image_list", "params:land_cover", "scoring_model"],
                 outputs="scoring_metrics",
                 name="summarise_scoring",
                 tags=["spark", "spark_scoring"],

@@ -1,5 +1,6 @@
-"""Transfer learning on the prepared tiles: head first (backbone frozen), then optionally the top
-blocks at a lower learning rate, then an evaluation on the validation split.
+"""Transfer learning on the prepared tiles: head first (backbone frozen, trained on cached backbone
+features), then optionally the top blocks at a lower learning rate (on images), then the scoring
+exports (fp32 ONNX and its calibrated int8 twin) and an evaluation of each on the validation split.
 
 Nodes take and return objects only; the catalog decides where the model, its ONNX export and the
 reports live.
@@ -18,6 +19,7 @@ import pandas as pd
 
 from landuse_kedro import evaluation
 from landuse_kedro.datasets.model_file import ModelArtifact
+from landuse_kedro.pipelines.training import features
 from landuse_kedro.pipelines.training.inputs import (
     TileArrays,
     check_splits,
@@ -27,6 +29,8 @@ from landuse_kedro.pipelines.training.inputs import (
 
 logger = logging.getLogger(__name__)
 
+PRECISIONS = ("fp32", "int8")
+
 
 def assemble_tile_set(
     model_input_tiles: Mapping[str, Callable[[], Any]],
@@ -35,7 +39,10 @@ def assemble_tile_set(
     training: Mapping[str, Any],
     scoring: Mapping[str, Any],
 ) -> dict[str, TileArrays]:
-    """Decode the training and validation tiles once, and refuse sets that cannot train or be scored."""
+    """Decode the training and validation tiles once, and refuse sets that cannot train or be scored
+    (and a ``scoring.precision`` that could never be exported, before any training time is spent)."""
+    if scoring.get("precision", "fp32") not in PRECISIONS:
+        raise ValueError(f"scoring.precision is '{scoring['precision']}': expected one of {list(PRECISIONS)}.")
     classes = list(land_cover["classes"])
     splits = training["splits"]
     tile_set = {
@@ -88,13 +95,16 @@ def train_classifier(
 ) -> tuple[Any, dict[str, Any]]:
     """Train the head on the frozen backbone, then fine-tune the top blocks if asked.
 
-    Fine-tuned weights are kept only if they beat the head-only model's best validation loss, so
-    fine-tuning can never make the saved model worse on it. The validation split serves early
-    stopping as in the walkthrough; the metrics say so.
+    With pretrained weights and ``training.cache_features`` (default), the head trains on the
+    backbone's features computed once per tile and dihedral view (``features.py``) instead of
+    re-running the backbone every epoch; ``cache_features: false`` trains it on images, colour
+    jitter included. Fine-tuning always runs on images. Fine-tuned weights are kept only if they
+    beat the head-only model's best validation loss, so fine-tuning can never make the saved model
+    worse on it. The validation split serves early stopping as in the walkthrough; the metrics say so.
     """
     import keras
 
-    from landuse_kedro.models import build_classifier, unfreeze_top
+    from landuse_kedro.models import build_classifier, features_and_head, unfreeze_top
 
     keras.utils.set_random_seed(training["seed"])
     classes = list(land_cover["classes"])
@@ -105,15 +115,34 @@ def train_classifier(
         image_size=scoring["image_size"],
         dropout=training["dropout"],
     )
-    train = make_dataset(tile_set["train"], training["batch_size"], training["seed"], training["augmentation"])
-    validation = make_dataset(tile_set["validation"], training["batch_size"], training["seed"])
+    batch, seed = training["batch_size"], training["seed"]
+
+    def images() -> tuple[Any, Any]:
+        return (make_dataset(tile_set["train"], batch, seed, training["augmentation"]),
+                make_dataset(tile_set["validation"], batch, seed))
+
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
-
-    best = _fit_phase(model, "head", training["learning_rate"], training["epochs"],
-                      train, validation, training, records)
-    kept = "head"
     from_scratch = str(training["weights"]).lower() in ("none", "null")
+    cache = None
+    if training.get("cache_features", True) and not from_scratch:  # from scratch, nothing is frozen
+        feature_model, head = features_and_head(model)
+        cache = features.cache_features(feature_model, tile_set["train"], tile_set["validation"],
+                                        training["augmentation"], scoring["batch_size"], os.cpu_count() or 1)
+        feature_seconds = round(time.perf_counter() - started, 1)
+        logger.info("Backbone features of %d training tiles x %d views and %d validation tiles in %.1f s",
+                    len(tile_set["train"]), len(cache.views), len(tile_set["validation"]), feature_seconds)
+        if jitter := [k for k in ("brightness", "contrast", "saturation") if training["augmentation"].get(k)]:
+            logger.info("Colour jitter (%s) is not cached: it applies to image training (fine-tuning) only.",
+                        ", ".join(jitter))
+        best = _fit_phase(head, "head", training["learning_rate"], training["epochs"],
+                          features.train_dataset(cache, batch, seed), features.validation_dataset(cache, batch),
+                          training, records)
+    else:
+        best = _fit_phase(model, "head", training["learning_rate"], training["epochs"], *images(),
+                          training, records)
+    head_seconds = round(time.perf_counter() - started, 1)
+    kept = "head"
     if from_scratch:
         logger.info("weights: none trains the whole network from scratch: no fine-tuning phase.")
     elif training["fine_tune_epochs"] > 0 and training["fine_tune_blocks"] > 0:
@@ -121,7 +150,7 @@ def train_classifier(
         unfrozen = unfreeze_top(model, training["fine_tune_blocks"])
         logger.info("Fine-tuning %d backbone layers (top %d blocks)", len(unfrozen), training["fine_tune_blocks"])
         tuned = _fit_phase(model, "fine_tune", training["fine_tune_learning_rate"],
-                           training["fine_tune_epochs"], train, validation, training, records)
+                           training["fine_tune_epochs"], *images(), training, records)
         if tuned < best:
             best, kept = tuned, "fine_tune"
         else:
@@ -133,6 +162,12 @@ def train_classifier(
         "kept_phase": kept,
         "best_val_loss": best,
         "seconds": round(time.perf_counter() - started, 1),
+        "head_seconds": head_seconds,
+        "head_input": "images" if cache is None else "cached_features",
+        "feature_cache": None if cache is None else {
+            "views": len(cache.views), "features": int(cache.train.shape[-1]), "seconds": feature_seconds,
+            "megabytes": round((cache.train.nbytes + cache.validation.nbytes) / 2**20, 1),
+        },
         "train_tiles": len(tile_set["train"]),
         "validation_tiles": len(tile_set["validation"]),
         "classes": classes,
@@ -150,55 +185,124 @@ def export_scoring_model(landuse_classifier: Any, scoring: Mapping[str, Any]) ->
     return exporters[scoring["backend"]](landuse_classifier)
 
 
+def quantize_scoring_model(scoring_model_fp32: ModelArtifact, tile_set: dict[str, TileArrays],
+                           training: Mapping[str, Any]) -> ModelArtifact:
+    """The calibrated int8 twin of the fp32 export. Calibration sees a seeded sample of training
+    tiles only, so the int8 model's validation accuracy is measured on tiles it never saw."""
+    from landuse_kedro.models.onnx_export import artifact_to_onnx
+    from landuse_kedro.models.quantize import calibration_sample, quantize_onnx
+
+    train = tile_set["train"]
+    chosen = calibration_sample(len(train), int(training["int8"]["calibration_tiles"]), training["seed"])
+    started = time.perf_counter()
+    int8 = quantize_onnx(artifact_to_onnx(scoring_model_fp32), train.images[chosen])
+    logger.info("int8 model calibrated on %d training tiles in %.1f s (%.1f MB, fp32 %.1f MB)", len(chosen),
+                time.perf_counter() - started, len(int8.payload) / 2**20, len(scoring_model_fp32.payload) / 2**20)
+    return int8
+
+
+def _scores(truth: np.ndarray, predicted: np.ndarray, land_cover: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        "six_class": evaluation.classification_scores(truth, predicted, list(land_cover["classes"])),
+        "three_class": evaluation.classification_scores(
+            evaluation.to_three_class(truth, land_cover),
+            evaluation.to_three_class(predicted, land_cover),
+            evaluation.three_class_names(land_cover),
+        ),
+    }
+
+
+def choose_precision(requested: str, backend: str, accuracy: Mapping[str, float], max_drop: float) -> str:
+    """``requested``, unless int8 cannot serve: the keras backend runs no ONNX, or the int8 model
+    lost more than ``max_drop`` of fp32's 6-class validation accuracy (then fp32, with a warning)."""
+    if requested != "int8":
+        return requested
+    if backend != "onnx":
+        logger.warning("scoring.precision int8 is an ONNX model but scoring.backend is %s: scoring uses fp32.",
+                       backend)
+        return "fp32"
+    if round(accuracy["fp32"] - accuracy["int8"], 9) > max_drop:  # rounded: 0.91 - 0.90 is 0.01 here
+        logger.warning("The int8 model scored %.1f%% against fp32's %.1f%% (6 classes), more than %.1f points "
+                       "lower (training.int8.max_accuracy_drop): scoring uses fp32.",
+                       100 * accuracy["int8"], 100 * accuracy["fp32"], 100 * max_drop)
+        return "fp32"
+    return "int8"
+
+
 def evaluate_classifier(
     landuse_classifier: Any,
     tile_set: dict[str, TileArrays],
-    scoring_model: ModelArtifact,
+    scoring_model_fp32: ModelArtifact,
+    scoring_model_int8: ModelArtifact,
     training_history: Mapping[str, Any],
     land_cover: Mapping[str, Any],
     training: Mapping[str, Any],
     scoring: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """6-class and 3-class scores of the saved Keras model on the validation split, and how often
-    the exported scoring model picks the same class (it should be every time)."""
+    """6-class and 3-class scores of the saved Keras model on the validation split, the same for
+    each scoring export (fp32 should pick Keras's class every time; int8 nearly), and which
+    precision ``scoring_model`` gets (``scoring.precision``, checked by :func:`choose_precision`)."""
     from landuse_kedro.scoring import load_predictor
 
     validation = tile_set["validation"]
     probabilities = landuse_classifier.predict(validation.images, batch_size=training["batch_size"], verbose=0)
     predicted = probabilities.argmax(axis=1)
-    exported = load_predictor(scoring_model.format, scoring_model.payload, threads=os.cpu_count() or 1)
-    exported_predicted = np.concatenate([
-        exported(validation.images[i:i + scoring["batch_size"]]).argmax(axis=1)
-        for i in range(0, len(validation), scoring["batch_size"])
-    ])
     classes = list(land_cover["classes"])
+    exports: dict[str, dict[str, Any]] = {}
+    for precision, artifact in (("fp32", scoring_model_fp32), ("int8", scoring_model_int8)):
+        exported = load_predictor(artifact.format, artifact.payload, threads=os.cpu_count() or 1)
+        exported_predicted = np.concatenate([
+            exported(validation.images[i:i + scoring["batch_size"]]).argmax(axis=1)
+            for i in range(0, len(validation), scoring["batch_size"])
+        ])
+        scores = _scores(validation.labels, exported_predicted, land_cover)
+        exports[precision] = {
+            "format": artifact.format,
+            "bytes": len(artifact.payload),
+            "same_class_as_keras": float(np.mean(exported_predicted == predicted)),
+            "accuracy_6": scores["six_class"]["accuracy"],
+            "accuracy_3": scores["three_class"]["accuracy"],
+            **scores,
+        }
+    chosen = choose_precision(scoring.get("precision", "fp32"), scoring["backend"],
+                              {p: e["accuracy_6"] for p, e in exports.items()},
+                              float(training["int8"]["max_accuracy_drop"]))
     metrics = {
         "split": training["splits"]["validation"],
         "validation_tiles": len(validation),
         "train_tiles": len(tile_set["train"]),
         "early_stopping_on_validation": True,
-        "six_class": evaluation.classification_scores(validation.labels, predicted, classes),
-        "three_class": evaluation.classification_scores(
-            evaluation.to_three_class(validation.labels, land_cover),
-            evaluation.to_three_class(predicted, land_cover),
-            evaluation.three_class_names(land_cover),
-        ),
+        **_scores(validation.labels, predicted, land_cover),
         "model": {key: training[key] for key in ("backbone", "weights", "dropout")},
         "kept_phase": training_history["kept_phase"],
         "training_seconds": training_history["seconds"],
-        "scoring_model": {
+        "scoring_model": {  # what scoring runs: saved as `scoring_model`
             "backend": scoring["backend"],
-            "format": scoring_model.format,
-            "bytes": len(scoring_model.payload),
-            "same_class_as_keras": float(np.mean(exported_predicted == predicted)),
+            "precision": chosen,
+            "requested_precision": scoring.get("precision", "fp32"),
+            **exports[chosen],
         },
+        "precisions": {  # both exports, without their full score tables
+            p: {k: v for k, v in e.items() if k not in ("six_class", "three_class")} for p, e in exports.items()
+        },
+        "int8_calibration_tiles": min(int(training["int8"]["calibration_tiles"]), len(tile_set["train"])),
         "classes": classes,
     }
     metrics["accuracy_6"] = metrics["six_class"]["accuracy"]
     metrics["accuracy_3"] = metrics["three_class"]["accuracy"]
-    logger.info("Validation accuracy: %.1f%% (6 classes), %.1f%% (3 classes) on %d tiles",
-                100 * metrics["accuracy_6"], 100 * metrics["accuracy_3"], len(validation))
+    logger.info("Validation accuracy: %.1f%% (6 classes), %.1f%% (3 classes) on %d tiles; scoring exports "
+                "fp32 %.1f%%, int8 %.1f%% (6 classes): scoring_model is %s",
+                100 * metrics["accuracy_6"], 100 * metrics["accuracy_3"], len(validation),
+                100 * exports["fp32"]["accuracy_6"], 100 * exports["int8"]["accuracy_6"], chosen)
     return metrics
+
+
+def select_scoring_model(scoring_model_fp32: ModelArtifact, scoring_model_int8: ModelArtifact,
+                         training_metrics: Mapping[str, Any]) -> ModelArtifact:
+    """The export scoring runs, as the evaluation chose it: spark_scoring and development_inference
+    read ``scoring_model`` whatever its precision."""
+    precision = training_metrics["scoring_model"]["precision"]
+    return {"fp32": scoring_model_fp32, "int8": scoring_model_int8}[precision]
 
 
 def plot_confusion_matrices(training_metrics: Mapping[str, Any]):

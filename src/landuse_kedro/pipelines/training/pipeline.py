@@ -1,4 +1,5 @@
-"""training: tiles -> Keras model (+ scoring export) -> metrics and figures."""
+"""training: tiles -> Keras model (+ fp32 and int8 scoring exports) -> metrics and figures; the
+evaluation picks which export becomes ``scoring_model``."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -13,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["model_input_tiles", "tile_manifest", "params:land_cover", "params:training",
                         "params:scoring"],
                 outputs="training_tile_set",
-                name="assemble_training_tiles",
+                name="assemble_tile_set",
                 tags=["training", "data"],
             ),
             Node(
@@ -26,23 +27,37 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.export_scoring_model,
                 inputs=["landuse_classifier", "params:scoring"],
-                outputs="scoring_model",
+                outputs="scoring_model_fp32",
                 name="export_scoring_model",
                 tags=["training", "model"],
             ),
             Node(
+                nodes.quantize_scoring_model,
+                inputs=["scoring_model_fp32", "training_tile_set", "params:training"],
+                outputs="scoring_model_int8",
+                name="quantize_scoring_model",
+                tags=["training", "model"],
+            ),
+            Node(
                 nodes.evaluate_classifier,
-                inputs=["landuse_classifier", "training_tile_set", "scoring_model", "training_history",
-                        "params:land_cover", "params:training", "params:scoring"],
+                inputs=["landuse_classifier", "training_tile_set", "scoring_model_fp32", "scoring_model_int8",
+                        "training_history", "params:land_cover", "params:training", "params:scoring"],
                 outputs="training_metrics",
                 name="evaluate_classifier",
                 tags=["training", "evaluation"],
             ),
             Node(
+                nodes.select_scoring_model,
+                inputs=["scoring_model_fp32", "scoring_model_int8", "training_metrics"],
+                outputs="scoring_model",
+                name="select_scoring_model",
+                tags=["training", "model"],
+            ),
+            Node(
                 nodes.plot_confusion_matrices,
                 inputs="training_metrics",
                 outputs="training_confusion_matrix_plot",
-                name="plot_training_confusion_matrices",
+                name="plot_confusion_matrices",
                 tags=["training", "evaluation", "reporting"],
             ),
             Node(
