@@ -187,10 +187,16 @@ def test_every_default_map_colour_stands_out_on_white():
         linear = [c / 255 / 12.92 if c <= 10 else ((c / 255 + 0.055) / 1.055) ** 2.4 for c in rgb]
         return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 
+    def contrast_with_white(rgb):
+        return 1.05 / (luminance(rgb) + 0.05)
+
+    # the rule can tell: the walkthrough's white Cultivated fails it, its red Developed passes
+    assert contrast_with_white((255, 255, 255)) == pytest.approx(1.0)
+    assert contrast_with_white((0xE4, 0x1A, 0x1C)) > 4
     table = colour_table(list(colours), colours)
-    assert luminance((255, 255, 255)) == pytest.approx(1.0)
-    for code, name in enumerate(colours, start=1):
-        assert 1.05 / (luminance(table[code][:3]) + 0.05) >= 1.5, name
+    contrasts = {name: contrast_with_white(table[code][:3]) for code, name in enumerate(colours, start=1)}
+    assert set(contrasts) == {"Developed", "Cultivated", "Undeveloped", "Water"}
+    assert {name: ratio for name, ratio in contrasts.items() if ratio < 1.5} == {}, contrasts
 
 
 def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
