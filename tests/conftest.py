@@ -128,7 +128,8 @@ def _spark_class(spark_home: Path, log: Path, *args: str) -> subprocess.Popen:
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _stop(process: subprocess.Popen) -> None:
+def stop_process(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group (started with start_new_session=True), SIGKILL if it lingers."""
     for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
         try:
             os.killpg(process.pid, sig)
@@ -176,7 +177,7 @@ def standalone_cluster(tmp_path_factory):
         yield SimpleNamespace(wait=wait, applications=applications)
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process)
 
 
 def _wait_for_workers(ui_port: int, expected: int, logs: Path, timeout: float = 60) -> None:

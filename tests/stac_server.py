@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from tests.conftest import stop_process
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -122,7 +124,7 @@ def stac_api(items: list[dict], folder: Path, timeout: float = 30) -> Iterator[s
     with log.open("wb") as out:
         process = subprocess.Popen(
             [rustac_executable(), "serve", str(items_file), "--create-collections", "--addr", f"127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"})
+            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -139,9 +141,4 @@ def stac_api(items: list[dict], folder: Path, timeout: float = 30) -> Iterator[s
                 time.sleep(0.2)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)

@@ -29,7 +29,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT, _free_port, _stop, _wait_for_workers
+from tests.conftest import PROJECT_ROOT, _free_port, _wait_for_workers, stop_process
 from tests.deployment.test_deployment_guide import ENV_NAME, guide_block, submit_command
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -104,7 +104,7 @@ def _cluster(spark_home: Path, folder: Path, env: dict[str, str]):
                               wait=lambda: _wait_for_workers(ui_port, 2, folder))
     finally:
         for process in reversed(processes):
-            _stop(process)
+            stop_process(process)
 
 
 def _checkout_copy(target: Path) -> Path:

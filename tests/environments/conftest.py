@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, stop_process
 
 AZURITE_BIN = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_ACCOUNT = "devstoreaccount1"  # conf/azurite/globals.yml azure.account
@@ -67,6 +67,7 @@ def azurite(tmp_path_factory) -> Iterator[str]:
              "--disableTelemetry"],
             stdout=log_handle, stderr=subprocess.STDOUT,
             env={**os.environ, "AZURITE_ACCOUNTS": f"{AZURITE_ACCOUNT}:{SESSION_KEY}"},
+            start_new_session=True,
         )
     try:
         _wait_until_answering(process, port, log)
@@ -74,12 +75,7 @@ def azurite(tmp_path_factory) -> Iterator[str]:
         BlobServiceClient.from_connection_string(conn).create_container(CONTAINER)
         yield conn
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
 
 @pytest.fixture
