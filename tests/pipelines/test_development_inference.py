@@ -347,13 +347,15 @@ def _nlcd():
 def colour_rule_model():
     """An ONNX model with the scorer's contract (uint8 RGB in, 6 probabilities out): mean colour,
     Developed when red dominates green, Forest when green dominates red. Built with onnx.helper,
-    no TensorFlow, so the test is fast and its predictions are known."""
-    weights = np.zeros((3, 6), dtype=np.float32)
-    weights[:, 0] = [0.1, -0.1, 0]  # Developed: R - G
-    weights[:, 2] = [-0.1, 0.1, 0]  # Forest: G - R
+    no TensorFlow, so the test is fast and its predictions are known. Its weights are int8 with a
+    DequantizeLinear (exact: +-127 x 0.1/127), as in a QDQ export, so the model is an int8 one."""
+    weights = np.zeros((3, 6), dtype=np.int8)
+    weights[:, 0] = [127, -127, 0]  # Developed: R - G
+    weights[:, 2] = [-127, 127, 0]  # Forest: G - R
     bias = np.array([0, -5, 0, -5, -5, -5], dtype=np.float32)
     graph = helper.make_graph(
         [
+            helper.make_node("DequantizeLinear", ["w_int8", "w_scale"], ["w"]),
             helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
             helper.make_node("ReduceMean", ["x"], ["mean"], axes=[1, 2], keepdims=0),
             helper.make_node("MatMul", ["mean", "w"], ["logits0"]),
@@ -363,7 +365,8 @@ def colour_rule_model():
         "colour_rule",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, TILE, TILE, 3])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 6])],
-        [helper.make_tensor("w", TensorProto.FLOAT, [3, 6], weights.ravel()),
+        [helper.make_tensor("w_int8", TensorProto.INT8, [3, 6], weights.ravel()),
+         helper.make_tensor("w_scale", TensorProto.FLOAT, [], [0.1 / 127]),
          helper.make_tensor("b", TensorProto.FLOAT, [6], bias)],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -440,6 +443,14 @@ def test_every_full_tile_of_each_region_is_in_every_output(region_run):
         assert _load(region_run, "development_agreement", region)["tiles"] == 12
         for path in REGION_FILES:
             assert (region_run / "data" / path.format(region)).is_file(), path.format(region)
+
+
+def test_the_agreement_names_the_model_that_scored_read_from_the_model_file(region_run):
+    model = colour_rule_model()
+    assert model.precision == "int8"  # its weights go through DequantizeLinear
+    for region in ("testville", "otherville"):
+        recorded = _load(region_run, "development_agreement", region)["model"]
+        assert recorded == {"format": "onnx", "precision": "int8", "bytes": len(model.payload)}
 
 
 def test_every_output_names_its_region(region_run):

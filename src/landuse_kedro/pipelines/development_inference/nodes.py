@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from rasterio.windows import Window
 
+from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
     agreement,
@@ -268,13 +269,17 @@ def _this_run(partitions: Mapping[str, Callable[[], Any]], options: dict[str, An
     return {region: partitions[region]() for region in region_names(options)}
 
 
-def measure_agreement(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                      options: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def measure_agreement(development_tile_classes: pd.DataFrame, scoring_model: ModelArtifact,
+                      land_cover: dict[str, Any], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per region: how often the newer predictions (raw and smoothed) agree with the older labels,
-    and how many tiles failed to score; disagreement is change plus model error."""
+    how many tiles failed to score, and the model that predicted them (format, precision: read
+    from the model file itself); disagreement is change plus model error."""
     names = map_classes(land_cover, options)
+    model = {"format": scoring_model.format, "precision": scoring_model.precision,
+             "bytes": len(scoring_model.payload)}
     return {region: {
         "region": region,
+        "model": model,
         "older_year": int(options["older_year"]),
         "newer_year": int(options["newer_year"]),
         "tiles": len(tiles),

@@ -21,7 +21,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  ["development_predictions", "region_plans", "params:land_cover", OPTIONS], "development_tile_classes",
                  name="classify_tiles", tags="spark"),
             Node(nodes.measure_agreement,
-                 ["development_tile_classes", "params:land_cover", OPTIONS], "development_agreement",
+                 ["development_tile_classes", "scoring_model", "params:land_cover", OPTIONS], "development_agreement",
                  name="measure_agreement"),
             Node(nodes.check_tile_failures,
                  ["development_agreement", "params:scoring", OPTIONS], None,
