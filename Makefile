@@ -91,6 +91,6 @@ notebook: install  # re-execute the walkthrough in place on this project's outpu
 bench: benchmark  # the README's benchmark figures, reproduced
 
 benchmark: install
-	for script in $(filter-out benchmarks/county_input.py,$(wildcard benchmarks/*.py)); do \
+	for script in $(filter-out benchmarks/county_input.py benchmarks/_%.py,$(wildcard benchmarks/*.py)); do \
 		$(BIN)/python $$script || exit 1; \
 	done  # county_input.py is county_scale.py's input builder (its CLI needs a --raw and --out)

@@ -21,10 +21,10 @@ os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 from kedro.framework.session import KedroSession  # noqa: E402
 from kedro.framework.startup import bootstrap_project  # noqa: E402
 
+from landuse_kedro.classes import class_lookup  # noqa: E402
 from landuse_kedro.datasets import GeoTiffDataset  # noqa: E402
 from landuse_kedro.pipelines.sample_scene import nodes  # noqa: E402
 from landuse_kedro.raster import (  # noqa: E402
-    class_lookup,
     labels_on_grid,
     plurality,
     tile_value_counts,

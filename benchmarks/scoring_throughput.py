@@ -29,6 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
+from _project import project_catalog  # noqa: E402  (benchmarks/_project.py)
+
 from landuse_kedro.datasets.file_index import FileIndex, FileIndexDataset  # noqa: E402
 from landuse_kedro.scoring import decode_image, load_predictor, score_images  # noqa: E402
 
@@ -86,7 +88,8 @@ def tiles_for(folder: Path | None, count: int, size: int, scratch: Path) -> File
     for i in range(count):
         target = scratch / CLASSES[i % len(CLASSES)]
         target.mkdir(parents=True, exist_ok=True)
-        base = rng.integers(40, 200, 3) + 40 * np.sin(6 * x + rng.random() * 6)[..., None] * (y[..., None] > rng.random())
+        base = (rng.integers(40, 200, 3)
+                + 40 * np.sin(6 * x + rng.random() * 6)[..., None] * (y[..., None] > rng.random()))
         tile = np.clip(base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(tile).save(target / f"tile_{i:05d}.png")
     return FileIndexDataset(path=str(scratch), filename_suffix=".png").load()
@@ -104,7 +107,8 @@ def in_process(index: FileIndex, model_format: str, payload: bytes, *, threads: 
     return meter.rates(len(index))
 
 
-def on_spark(index: FileIndex, artifacts: dict, scoring: dict, output: Path) -> dict[str, list[tuple[float, float]]]:
+def on_spark(index: FileIndex, artifacts: dict, scoring: dict,
+             output: Path) -> dict[str, list[tuple[float, float]]]:
     """For each model, (images/s, images per CPU-second) of the spark_scoring node writing Parquet:
     a first job (cold Python workers, model loading) and a second, warm one; one Spark session."""
     from landuse_kedro.hooks import start_spark
@@ -131,21 +135,12 @@ def on_spark(index: FileIndex, artifacts: dict, scoring: dict, output: Path) -> 
 
 def trained_models(project: Path, env: str) -> dict | None:
     """The training pipeline's fp32 and int8 exports from the project's catalog, or None."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    cwd = Path.cwd()
-    os.chdir(project)
     try:
-        bootstrap_project(project)
-        with KedroSession.create(project_path=project, env=env) as session:
-            catalog = session.load_context().catalog
+        with project_catalog(project, env) as catalog:
             return {"fp32": catalog.load("scoring_model_fp32"), "int8": catalog.load("scoring_model_int8")}
     except Exception as error:  # noqa: BLE001 - no trained model yet
         print(f"No trained exports in {project} ({type(error).__name__}): an untrained classifier instead")
         return None
-    finally:
-        os.chdir(cwd)
 
 
 def untrained_models(size: int, calibration: np.ndarray) -> dict:
@@ -168,7 +163,8 @@ def labelled(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 def accuracy(artifact, images: np.ndarray, labels: np.ndarray, batch: int) -> tuple[float, np.ndarray]:
     predict = load_predictor(artifact.format, artifact.payload, os.cpu_count() or 2)
-    predicted = np.concatenate([predict(images[i:i + batch]).argmax(axis=1) for i in range(0, len(images), batch)])
+    predicted = np.concatenate([predict(images[i:i + batch]).argmax(axis=1)
+                                for i in range(0, len(images), batch)])
     return float(np.mean(predicted == labels)), predicted
 
 
@@ -196,8 +192,9 @@ def main() -> None:
         if artifacts is None:
             calibration = np.stack([decode_image(Path(p).read_bytes(), args.size) for p in index.urls[:128]])
             artifacts = untrained_models(args.size, calibration)
-        print(f"{len(index)} tiles {args.size}x{args.size}, EfficientNet-Lite0 classifier, batch {args.batch_size}; "
-              f"fp32 {len(artifacts['fp32'].payload) / 2**20:.1f} MB, int8 {len(artifacts['int8'].payload) / 2**20:.1f} MB",
+        print(f"{len(index)} tiles {args.size}x{args.size}, EfficientNet-Lite0 classifier, "
+              f"batch {args.batch_size}; fp32 {len(artifacts['fp32'].payload) / 2**20:.1f} MB, "
+              f"int8 {len(artifacts['int8'].payload) / 2**20:.1f} MB",
               flush=True)
         rates = {}
         for name, artifact in artifacts.items():
@@ -223,7 +220,8 @@ def main() -> None:
     else:
         (acc32, p32), (acc8, p8) = (accuracy(artifacts[n], *truth, args.batch_size) for n in ("fp32", "int8"))
         delta = 100 * (acc8 - acc32)
-        print(f"6-class accuracy on {len(truth[1])} labelled tiles: fp32 {100 * acc32:.1f}%, int8 {100 * acc8:.1f}% "
+        print(f"6-class accuracy on {len(truth[1])} labelled tiles: fp32 {100 * acc32:.1f}%, "
+              f"int8 {100 * acc8:.1f}% "
               f"(delta {delta:+.1f} points; same class on {100 * np.mean(p8 == p32):.1f}% of tiles)")
         print(f"int8 default rule (>= 1.3x per CPU-second and within 1 point): "
               f"{'met' if faster and delta >= -1.0 else 'NOT met'}")

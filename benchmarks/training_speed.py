@@ -29,6 +29,8 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
+from _project import project_catalog  # noqa: E402  (benchmarks/_project.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 BEFORE_ISSUE_13 = {
@@ -41,29 +43,19 @@ BEFORE_ISSUE_13 = {
 
 def load_tiles(project: Path, env: str):
     """(tile_set, land_cover, training, scoring, real) from the project's catalog, or random tiles."""
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
     from landuse_kedro.pipelines.training.inputs import TileArrays
     from landuse_kedro.pipelines.training.nodes import assemble_tile_set
 
-    cwd = Path.cwd()
-    os.chdir(project)
-    try:
-        bootstrap_project(project)
-        with KedroSession.create(project_path=project, env=env) as session:
-            catalog = session.load_context().catalog
-            params = catalog.load("parameters")
-            land_cover, training, scoring = params["land_cover"], params["training"], params["scoring"]
-            try:
-                tiles = assemble_tile_set(catalog.load("model_input_tiles"), catalog.load("tile_manifest"),
-                                          land_cover, training, scoring)
-                return tiles, land_cover, training, scoring, True
-            except Exception as error:  # noqa: BLE001 - no prepared tiles: time random ones
-                print(f"No prepared tiles ({type(error).__name__}: {error}): timing random tiles; "
-                      "their accuracies mean nothing.")
-    finally:
-        os.chdir(cwd)
+    with project_catalog(project, env) as catalog:
+        params = catalog.load("parameters")
+        land_cover, training, scoring = params["land_cover"], params["training"], params["scoring"]
+        try:
+            tiles = assemble_tile_set(catalog.load("model_input_tiles"), catalog.load("tile_manifest"),
+                                      land_cover, training, scoring)
+            return tiles, land_cover, training, scoring, True
+        except Exception as error:  # noqa: BLE001 - no prepared tiles: time random ones
+            print(f"No prepared tiles ({type(error).__name__}: {error}): timing random tiles; "
+                  "their accuracies mean nothing.")
     rng = np.random.default_rng(0)
     size, n_classes = scoring["image_size"], len(land_cover["classes"])
 
@@ -93,7 +85,8 @@ def describe(name: str, run: dict) -> str:
                        for p in ("head", "fine_tune") if any(e["phase"] == p for e in history["epochs"]))
     cache = history["feature_cache"]
     features = f"; feature cache {cache['seconds']:.1f} s ({cache['views']} views)" if cache else ""
-    return (f"  {name}: {run['wall']:6.1f} s wall, {run['cpu']:6.1f} CPU s; head {history['head_seconds']:.1f} s"
+    return (f"  {name}: {run['wall']:6.1f} s wall, {run['cpu']:6.1f} CPU s; "
+            f"head {history['head_seconds']:.1f} s"
             f"{features}; {phases}; kept {history['kept_phase']}; 6-class validation accuracy "
             f"{100 * run['accuracy']:.1f}%")
 
@@ -131,6 +124,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path.cwd())
     parser.add_argument("--env", default="local")
+    parser.add_argument("--seeds", type=int, nargs="*", default=[],
+                        help="also train the head on images and on cached features at each of these seeds "
+                             "(current parameters otherwise): the accuracy spread across seeds, paired")
     args = parser.parse_args()
 
     from landuse_kedro.models.quantize import describe_cpu
@@ -140,7 +136,8 @@ def main() -> None:
     tile_set, land_cover, after, scoring, real = load_tiles(args.project.resolve(), args.env)
     before = {**after, **BEFORE_ISSUE_13}
     print(f"{len(tile_set['train'])} training and {len(tile_set['validation'])} validation tiles "
-          f"({'prepared' if real else 'random'}); backbone {after['backbone']} ({after['weights']})", flush=True)
+          f"({'prepared' if real else 'random'}); backbone {after['backbone']} ({after['weights']})",
+          flush=True)
 
     runs = {"before (head on images + fine-tuning)": train(tile_set, land_cover, before, scoring)}
     print(describe(*next(iter(runs.items()))), flush=True)
@@ -158,15 +155,38 @@ def main() -> None:
     saved, loaded, megabytes = cache_round_trip(cached["history"], len(tile_set["validation"]))
     print(yaml.safe_dump({"settings before issue 13": BEFORE_ISSUE_13}, sort_keys=False).rstrip())
     print(f"Whole training node: before {old['wall']:.1f} s, after {new['wall']:.1f} s: "
-          f"{old['wall'] / new['wall']:.2f}x faster wall-clock, {old['cpu'] / new['cpu']:.2f}x fewer CPU seconds; "
+          f"{old['wall'] / new['wall']:.2f}x faster wall-clock, "
+          f"{old['cpu'] / new['cpu']:.2f}x fewer CPU seconds; "
           f"6-class validation accuracy {100 * old['accuracy']:.1f}% -> {100 * new['accuracy']:.1f}%")
     print(f"Head training at equal epochs ({epochs}): on images {head_images:.1f} s, on cached features "
           f"{head_cached:.1f} s (extraction {cached['history']['feature_cache']['seconds']:.1f} s of it): "
           f"{head_images / head_cached:.2f}x; accuracy {100 * cached['accuracy']:.1f}%")
-    print(f"Feature cache ({megabytes:.0f} MB): in memory adds nothing; through a file (PickleDataset) it adds "
+    print(f"Feature cache ({megabytes:.0f} MB): in memory adds nothing; "
+          "through a file (PickleDataset) it adds "
           f"{saved:.2f} s to save and {loaded:.2f} s to load per run, and no run could reuse it (the head "
           "and backbone come from the same run): kept in memory.")
+    if args.seeds:
+        compare_seeds(tile_set, land_cover, after, scoring, args.seeds)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
+
+
+def compare_seeds(tile_set, land_cover, training, scoring, seeds: list[int]) -> None:
+    """One validation tile is 0.6 points: the seed alone moves accuracy by more than that, so the
+    two ways of training the head are compared seed by seed (same tiles, same parameters)."""
+    n = len(tile_set["validation"])
+    correct: dict[str, list[int]] = {"images": [], "cached": []}
+    for seed in seeds:
+        for head_input, cache in (("images", False), ("cached", True)):
+            run = train(tile_set, land_cover, {**training, "seed": seed, "cache_features": cache}, scoring)
+            correct[head_input].append(round(run["accuracy"] * n))
+        print(f"  seed {seed}: head on images {correct['images'][-1]}/{n}, on cached features "
+              f"{correct['cached'][-1]}/{n}", flush=True)
+    means = {k: 100 * float(np.mean(v)) / n for k, v in correct.items()}
+    differences = np.subtract(correct["cached"], correct["images"])
+    print(f"Over seeds {seeds}: 6-class validation accuracy, head on images {means['images']:.1f}%, on cached "
+          f"features {means['cached']:.1f}% (mean); cached minus images per seed {differences.tolist()} tiles "
+          f"(cached better at {int((differences > 0).sum())}, equal at {int((differences == 0).sum())}, "
+          f"worse at {int((differences < 0).sum())} of {len(seeds)} seeds)", flush=True)
 
 
 if __name__ == "__main__":

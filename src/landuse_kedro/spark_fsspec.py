@@ -53,7 +53,7 @@ def _table(options) -> tuple[fsspec.AbstractFileSystem, str]:
     # AZURE_STORAGE_CONNECTION_STRING; the environment alone says where and how to connect.
     protocol, _ = fsspec.core.split_protocol(url)
     fs = fsspec.filesystem(protocol or "file")
-    return fs, fs._strip_protocol(url).rstrip("/")
+    return fs, fsspec.core.strip_protocol(url).rstrip("/")
 
 
 def _parts(fs: fsspec.AbstractFileSystem, root: str) -> list[str]:

@@ -31,10 +31,43 @@ class FileIndex:
 
 
 class FileIndexDataset(AbstractDataset[None, FileIndex]):
-    """Read-only: lists files under ``path`` (recursively) whose names end with ``filename_suffix``
-    (one suffix or a list, compared without case: ``x.PNG`` is a ``.png``). ``allow_empty``: a
-    missing or empty folder gives an empty index instead of an error (the acquire pipeline asks
-    what is already there, and "nothing yet" is an answer)."""
+    """``FileIndexDataset`` lists the files under a folder whose names end with a suffix, as a
+    :class:`FileIndex` of full URLs that Spark workers open themselves. Read-only.
+
+    The listing is recursive; suffixes are compared without case (``x.PNG`` is a ``.png``). Labels
+    are not read here: a scorer takes them from each file's class folder.
+
+    Examples:
+        Using the [YAML API](https://docs.kedro.org/en/stable/catalog-data/data_catalog_yaml_examples/),
+        as this project's catalog does (``conf/base/catalog_spark_scoring.yml`` and
+        ``catalog_acquire.yml``):
+
+        ```yaml
+        scoring_images:  # the files spark_scoring scores
+          type: landuse_kedro.datasets.FileIndexDataset
+          path: ${globals:data_root}/05_model_input/validation
+          filename_suffix: [.png, .jpg, .jpeg]
+          credentials: storage
+
+        naip_present:  # what acquire need not fetch again; nothing there yet is an answer
+          type: landuse_kedro.datasets.FileIndexDataset
+          path: ${globals:data_root}/01_raw/naip
+          filename_suffix: .tif
+          allow_empty: true
+          credentials: storage
+        ```
+
+        Using the [Python API](https://docs.kedro.org/en/stable/catalog-data/advanced_data_catalog_usage/):
+
+        >>> from landuse_kedro.datasets import FileIndexDataset
+        >>>
+        >>> (tmp_path / "Forest").mkdir()
+        >>> for name in ("Forest/a.png", "Forest/b.PNG", "Forest/notes.txt"):
+        ...     _ = (tmp_path / name).write_bytes(b"")
+        >>> index = FileIndexDataset(path=str(tmp_path), filename_suffix=".png").load()
+        >>> len(index), [url.rsplit("/", 2)[-2:] for url in index.urls]
+        (2, [['Forest', 'a.png'], ['Forest', 'b.PNG']])
+    """
 
     def __init__(
         self,
@@ -46,6 +79,21 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
         metadata: dict[str, Any] | None = None,
         allow_empty: bool = False,
     ) -> None:
+        """Creates a new instance of ``FileIndexDataset`` listing one folder.
+
+        Args:
+            path: The folder to list, recursively, with any fsspec protocol (``abfss://``,
+                ``memory://``; none means a local folder).
+            filename_suffix: One suffix or a list of them, compared without case; files whose
+                names end otherwise are not listed. Empty: every file.
+            credentials: Storage options for fsspec, e.g. an Azure account name and key. They
+                travel in the :class:`FileIndex` to the workers (kept out of its ``repr``).
+            fs_args: Further arguments to the fsspec filesystem, merged over ``credentials``.
+            metadata: Any arbitrary metadata; ignored by Kedro, read by plugins (kedro-viz's
+                ``layer``).
+            allow_empty: If true, a missing or empty folder gives an empty index instead of an
+                error (the acquire pipeline asks what is already there).
+        """
         self._allow_empty = allow_empty
         self._protocol, self._path = get_protocol_and_path(path)
         suffixes = [filename_suffix] if isinstance(filename_suffix, str) else list(filename_suffix)
@@ -54,6 +102,15 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
         self.metadata = metadata
 
     def load(self) -> FileIndex:
+        """Lists the folder now (each load lists again).
+
+        Returns:
+            A :class:`FileIndex`: the matching files' URLs, sorted (local paths for local files),
+            with the protocol and storage options a worker opens them with.
+
+        Raises:
+            DatasetError: The folder is missing or holds no matching file, unless ``allow_empty``.
+        """
         fs = fsspec.filesystem(self._protocol, **self._storage_options)
         if not fs.exists(self._path):
             if self._allow_empty:
@@ -66,6 +123,11 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
         return FileIndex(urls, self._protocol, self._storage_options)
 
     def save(self, data: None) -> None:
+        """Always refused: the files are written by their own dataset (e.g. ``model_input_tiles``).
+
+        Raises:
+            DatasetError: Always.
+        """
         raise DatasetError("FileIndexDataset is read-only: write the files with their own dataset.")
 
     def _describe(self) -> dict[str, Any]:

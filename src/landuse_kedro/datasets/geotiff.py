@@ -97,14 +97,62 @@ class RasterSource:
 
 
 class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
-    """Load a GeoTIFF as a lazy :class:`RasterSource`; save a :class:`GeoRaster` as a GeoTIFF.
+    """``GeoTiffDataset`` loads a GeoTIFF as a lazy :class:`RasterSource` and saves a
+    :class:`~landuse_kedro.raster.GeoRaster` as a GeoTIFF, through rasterio and fsspec (local paths,
+    ``abfss://``, ``memory://``, ...). kedro-datasets has no GeoTIFF dataset with windowed reads.
 
-    ``load_args`` go to ``rasterio.open`` on every read; ``save_args`` are creation options over
-    the defaults (tiled 256 x 256, DEFLATE), e.g. ``{"predictor": 2}`` or ``{"compress": "lzw"}``;
-    ``{"driver": "COG"}`` writes a Cloud Optimized GeoTIFF (DEFLATE, with overviews).
+    Loading reads the header only (CRS, transform, size, bands, nodata); pixels come from
+    ``source.read(window=...)``, which opens the file again each time, so a source pickles to
+    Spark workers and a scene never has to fit in memory. Saving writes a tiled (256 x 256),
+    DEFLATE-compressed GeoTIFF whose 4th band is not alpha; ``save_args: {driver: COG}`` writes a
+    Cloud Optimized GeoTIFF. A local file is written beside and renamed over, a remote one is
+    uploaded in one PUT: a reader never sees half a raster. A raster with ``categories`` also gets
+    its class names beside it (``<file>.aux.xml`` for GDAL, ``<name>.qml`` for QGIS).
 
     Besides a :class:`GeoRaster`, ``save`` takes a :class:`StreamedRaster` (its pixels come
     window by window, e.g. a mosaic of remote scenes larger than memory), written block by block.
+
+    Examples:
+        Using the [YAML API](https://docs.kedro.org/en/stable/catalog-data/data_catalog_yaml_examples/),
+        as this project's catalog does (``conf/base/catalog_data_preparation.yml`` and
+        ``catalog_development_inference.yml``): one GeoTIFF per partition of a folder.
+
+        ```yaml
+        naip_scenes:  # <region>_<year>.tif, loaded as {"<region>_<year>": load function}
+          type: partitions.PartitionedDataset
+          path: ${globals:data_root}/01_raw/naip
+          filename_suffix: .tif
+          credentials: storage
+          dataset:
+            type: landuse_kedro.datasets.GeoTiffDataset
+
+        region_class_rasters:  # saved as <region>/<name>_classes.tif, Cloud Optimized
+          type: partitions.PartitionedDataset
+          path: ${globals:data_root}/07_model_output/regions
+          filename_suffix: _classes.tif
+          credentials: storage
+          dataset:
+            type: landuse_kedro.datasets.GeoTiffDataset
+            save_args:
+              driver: COG
+        ```
+
+        Using the [Python API](https://docs.kedro.org/en/stable/catalog-data/advanced_data_catalog_usage/):
+
+        >>> import numpy as np
+        >>> from affine import Affine
+        >>> from landuse_kedro.datasets import GeoTiffDataset
+        >>> from landuse_kedro.raster import GeoRaster
+        >>>
+        >>> scene = GeoRaster(np.zeros((4, 512, 512), np.uint8), "EPSG:32619",
+        ...                   Affine(1.0, 0.0, 300_000.0, 0.0, -1.0, 4_700_000.0))
+        >>> dataset = GeoTiffDataset(filepath=str(tmp_path / "scene.tif"))
+        >>> dataset.save(scene)
+        >>> source = dataset.load()  # the header only
+        >>> source.count, source.height, source.width, source.crs.to_string()
+        (4, 512, 512, 'EPSG:32619')
+        >>> source.read(window=((0, 224), (0, 224))).shape  # (rows, cols) window: one tile
+        (4, 224, 224)
     """
 
     def __init__(
@@ -117,6 +165,23 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        """Creates a new instance of ``GeoTiffDataset`` pointing to one GeoTIFF file.
+
+        Args:
+            filepath: Path or URL of the GeoTIFF, with any fsspec protocol (``abfss://``,
+                ``memory://``; none means a local file).
+            load_args: Options passed to ``rasterio.open`` on every open of the file (the header
+                read by ``load`` and each ``RasterSource.read``), e.g. ``{"sharing": False}``.
+            save_args: GDAL creation options over the defaults (tiled 256 x 256 blocks, DEFLATE,
+                ``alpha: unspecified``), e.g. ``{"predictor": 2}`` or ``{"compress": "lzw"}``.
+                ``{"driver": "COG"}`` writes a Cloud Optimized GeoTIFF (the COG driver does its own
+                tiling and overviews, so the GTiff-only defaults are dropped).
+            credentials: Storage options for fsspec, e.g. an Azure account name and key; kept
+                out of ``repr`` of the loaded source.
+            fs_args: Further arguments to the fsspec filesystem, merged over ``credentials``.
+            metadata: Any arbitrary metadata; ignored by Kedro, read by plugins (kedro-viz's
+                ``layer``).
+        """
         self._filepath = filepath  # as configured, e.g. with the account in an abfss:// URL
         self._protocol, self._path = get_protocol_and_path(filepath)
         self._storage_options = {**deepcopy(credentials or {}), **deepcopy(fs_args or {})}
@@ -132,6 +197,14 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
         self.metadata = metadata
 
     def load(self) -> RasterSource:
+        """Reads the GeoTIFF's header; no pixels.
+
+        Returns:
+            A :class:`RasterSource`: metadata plus ``read(window, indexes)``, picklable.
+
+        Raises:
+            DatasetError: The file is missing or is not a raster rasterio can open.
+        """
         try:
             dataset = _open(self._path, self._protocol, self._storage_options, **self._load_args)
         except rasterio.errors.RasterioIOError as error:
@@ -154,6 +227,15 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             )
 
     def save(self, data: GeoRaster | StreamedRaster) -> None:
+        """Writes ``data`` as the GeoTIFF, replacing any file there whole.
+
+        Args:
+            data: A :class:`GeoRaster` (an in-memory array with its grid, palette, class names and
+                tags) or a :class:`StreamedRaster` (written window by window; GTiff driver only).
+
+        Raises:
+            DatasetError: ``data`` is neither, or a StreamedRaster is to be written as a COG.
+        """
         if not isinstance(data, GeoRaster | StreamedRaster):
             raise DatasetError(f"GeoTiffDataset saves a GeoRaster or a StreamedRaster, got {type(data).__name__}.")
         if isinstance(data, StreamedRaster) and str(self._save_args.get("driver", "")).upper() == "COG":

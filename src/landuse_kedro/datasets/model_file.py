@@ -77,10 +77,40 @@ def detect_model_format(payload: bytes) -> ModelFormat | None:
 
 
 class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
-    """Load/save a model file as a :class:`ModelArtifact` through fsspec (local, ``abfs://``).
+    """``ModelFileDataset`` loads/saves a model file as a :class:`ModelArtifact` (its format and
+    bytes) through fsspec (local, ``abfss://``), optionally versioned.
 
     kedro-datasets has no ONNX dataset, and ``TensorFlowModelDataset`` returns a live Keras model,
-    which cannot be shipped to Spark executors; this dataset keeps the file's bytes instead.
+    which cannot be shipped to Spark executors; this dataset keeps the file's bytes instead. The
+    format, ONNX or Keras (``.keras``), is read from the bytes, not from the file name: with
+    ``scoring.backend: keras`` a file named ``.onnx`` holds a Keras model, and loads as one.
+
+    Examples:
+        Using the [YAML API](https://docs.kedro.org/en/stable/catalog-data/data_catalog_yaml_examples/),
+        as this project's catalog does (``conf/base/catalog_training.yml``): versioned, so each
+        training run adds ``<filepath>/<version>/<file name>`` and readers load the newest.
+
+        ```yaml
+        scoring_model:
+          type: landuse_kedro.datasets.ModelFileDataset
+          filepath: ${globals:data_root}/06_models/scoring_model.onnx
+          versioned: true
+          credentials: storage
+        ```
+
+        Using the [Python API](https://docs.kedro.org/en/stable/catalog-data/advanced_data_catalog_usage/):
+
+        >>> from onnx import TensorProto, helper
+        >>> from landuse_kedro.datasets import ModelArtifact, ModelFileDataset
+        >>>
+        >>> x, y = (helper.make_tensor_value_info(name, TensorProto.FLOAT, [1]) for name in "xy")
+        >>> graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "identity", [x], [y])
+        >>> model = ModelArtifact("onnx", helper.make_model(graph).SerializeToString())
+        >>> dataset = ModelFileDataset(filepath=str(tmp_path / "scoring_model.onnx"))
+        >>> dataset.save(model)
+        >>> reloaded = dataset.load()
+        >>> reloaded == model, reloaded.format, reloaded.precision
+        (True, 'onnx', 'fp32')
     """
 
     def __init__(
@@ -92,6 +122,20 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
+        """Creates a new instance of ``ModelFileDataset`` pointing to one model file.
+
+        Args:
+            filepath: Path or URL of the model file, with any fsspec protocol (``abfss://``,
+                ``memory://``; none means a local file). With versioning, the folder that holds
+                the versions.
+            version: If specified, a ``kedro.io.core.Version``: its ``load`` (None: the newest
+                version) and ``save`` (None: a new timestamp). Set by ``versioned: true`` in
+                the catalog.
+            credentials: Storage options for fsspec, e.g. an Azure account name and key.
+            fs_args: Further arguments to the fsspec filesystem.
+            metadata: Any arbitrary metadata; ignored by Kedro, read by plugins (kedro-viz's
+                ``layer``).
+        """
         protocol, path = get_protocol_and_path(filepath, version)
         self._protocol = protocol
         self._fs = fsspec.filesystem(protocol, **deepcopy(credentials or {}), **deepcopy(fs_args or {}))
@@ -104,6 +148,14 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
         )
 
     def load(self) -> ModelArtifact:
+        """Reads the model file (the newest version when versioned).
+
+        Returns:
+            A :class:`ModelArtifact` whose ``format`` is detected from the bytes.
+
+        Raises:
+            DatasetError: The file is neither a Keras ``.keras`` archive nor an ONNX graph.
+        """
         load_path = get_filepath_str(self._get_load_path(), self._protocol)
         with self._fs.open(load_path, "rb") as handle:
             payload = handle.read()
@@ -115,6 +167,14 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
         return ModelArtifact(model_format, payload)
 
     def save(self, data: ModelArtifact) -> None:
+        """Writes the artifact's bytes as they are (a new version when versioned).
+
+        Args:
+            data: The model to write, e.g. ``keras_to_onnx(model)`` from ``models.onnx_export``.
+
+        Raises:
+            DatasetError: ``data`` is not a :class:`ModelArtifact`.
+        """
         if not isinstance(data, ModelArtifact):
             raise DatasetError(f"ModelFileDataset saves a ModelArtifact, got {type(data).__name__}.")
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
