@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import pickle
 import re
 import struct
 import zlib
@@ -12,15 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.file_index import FileIndexDataset
 from landuse_kedro.scoring import (
     ImageError,
+    ScoringSettings,
     active_spark_session,
     cached_predictor,
     decode_image,
     load_predictor,
     score_images,
-    three_class_label,
 )
 from landuse_kedro.tiling import task_count
 from tests.conftest import local_spark_session
@@ -244,10 +246,14 @@ def test_a_worker_loads_a_model_once(artifacts):
     assert len(fetched) == 2
 
 
-def test_three_class_regrouping():
-    assert [three_class_label(c, LAND_COVER) for c in CLASSES] == [
+def test_settings_carry_the_land_cover_and_pickle_small():
+    settings = ScoringSettings.from_params(LAND_COVER, {**SCORING, "prefetch": False})
+    assert settings.classes == tuple(CLASSES)
+    assert [settings.land_cover.to_three_class(c) for c in CLASSES] == [
         "Developed", "Cultivated", "Undeveloped", "Undeveloped", "Undeveloped", "Undeveloped"]
-    assert three_class_label(None, LAND_COVER) is None
+    assert settings.land_cover.to_three_class(None) is None  # a failed file has no 3-class label
+    shipped = pickle.dumps(settings)  # what every Spark task receives
+    assert pickle.loads(shipped) == settings and len(shipped) < 1000
 
 
 # --- on Spark ---------------------------------------------------------------------------------
@@ -282,7 +288,7 @@ def test_every_file_becomes_one_row_with_labels_and_reasons(spark, tiles, artifa
     np.testing.assert_allclose(scored[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-5)
     assert (scored["probability"] == scored[[f"prob_{c}" for c in CLASSES]].max(axis=1)).all()
     assert (scored["predicted_label_3"]
-            == scored["predicted_label"].map(lambda c: three_class_label(c, LAND_COVER))).all()
+            == scored["predicted_label"].map(LandCover.from_params(LAND_COVER).to_three_class)).all()
     folders = frame["path"].map(lambda p: Path(p).parent.name)
     assert (frame["true_label"].fillna("-") == folders.where(folders.isin(CLASSES), "-")).all()
     assert frame["true_label"].isna().sum() == counts["unlabelled"]

@@ -1,4 +1,8 @@
-"""Honest evaluation shared by training and spark_scoring: 6-class and 3-class scores and their figures."""
+"""Honest evaluation shared by training and spark_scoring: 6-class and 3-class scores and their figures.
+
+Figures are ``matplotlib.figure.Figure`` objects with no pyplot state (no global figure list, no
+backend switch): the catalog's ``MatplotlibDataset`` saves them.
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
-from landuse_kedro.scoring import three_class_label
-
-
-def three_class_names(land_cover: Mapping[str, Any]) -> list[str]:
-    """The walkthrough's grouping in a stable order: named groups first, then the catch-all."""
-    groups = list(dict.fromkeys(land_cover["three_class"].values()))
-    return [*groups, land_cover["three_class_other"]]
-
-
-def to_three_class(labels: np.ndarray, land_cover: Mapping[str, Any]) -> np.ndarray:
-    """Map 6-class indices to 3-class indices (Developed, Cultivated, everything else)."""
-    names = three_class_names(land_cover)
-    lookup = np.array([names.index(three_class_label(c, land_cover)) for c in land_cover["classes"]])
-    return lookup[np.asarray(labels, dtype=int)]
+from landuse_kedro.classes import LandCover
 
 
 def classification_scores(truth: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -48,15 +41,34 @@ def classification_scores(truth: np.ndarray, predicted: np.ndarray, names: Seque
     }
 
 
-def confusion_figure(metrics: Mapping[str, Any]):
+def six_and_three_class_scores(truth: np.ndarray, predicted: np.ndarray,
+                               land_cover: LandCover) -> dict[str, Any]:
+    """:func:`classification_scores` of class indices in the model's classes (``six_class``) and
+    regrouped into the 3-class view (``three_class``).
+
+    Args:
+        truth: true class indices (``land_cover.classes`` order).
+        predicted: predicted class indices, same order.
+        land_cover: the vocabulary (``LandCover.from_params(params:land_cover)``).
+
+    Returns:
+        ``{"six_class": scores, "three_class": scores}``.
+    """
+    return {
+        "six_class": classification_scores(truth, predicted, list(land_cover.classes)),
+        "three_class": classification_scores(
+            land_cover.three_class_indices(truth),
+            land_cover.three_class_indices(predicted),
+            list(land_cover.three_class_names),
+        ),
+    }
+
+
+def confusion_figure(metrics: Mapping[str, Any]) -> Figure:
     """Side-by-side 6-class and 3-class confusion matrices, row-normalised colours, counts printed."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     views = [("6 classes", metrics["six_class"]), ("3 classes", metrics["three_class"])]
-    figure, axes = plt.subplots(1, 2, figsize=(13, 5.5), gridspec_kw={"width_ratios": [6, 3.5]})
+    figure = Figure(figsize=(13, 5.5))
+    axes = figure.subplots(1, 2, gridspec_kw={"width_ratios": [6, 3.5]})
     for axis, (title, scores) in zip(axes, views):
         labels = scores["confusion_matrix"]["labels"]
         counts = np.array(scores["confusion_matrix"]["matrix"])
@@ -74,17 +86,12 @@ def confusion_figure(metrics: Mapping[str, Any]):
     return figure
 
 
-def learning_curve_figure(history: Mapping[str, Any]):
+def learning_curve_figure(history: Mapping[str, Any]) -> Figure:
     """Loss and accuracy per epoch for both phases, with the fine-tuning start marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     epochs = history["epochs"]
     x = np.arange(1, len(epochs) + 1)
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4))
+    figure = Figure(figsize=(11, 4))
+    axes = figure.subplots(1, 2)
     for axis, metric in zip(axes, ("loss", "accuracy")):
         axis.plot(x, [e[metric] for e in epochs], "o-", label="train")
         axis.plot(x, [e[f"val_{metric}"] for e in epochs], "o-", label="validation")

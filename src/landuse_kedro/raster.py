@@ -1,5 +1,6 @@
 """Pure raster helpers shared by the pipelines: an in-memory raster to save, the grid tiles are cut
-on, label reprojection onto that grid, the tile grid and the NLCD -> class table.
+on, label reprojection onto that grid, the tile grid, and per-tile class counts (the classes
+themselves and the NLCD -> class table are ``classes.LandCover``'s).
 
 Everything here works on arrays and on sources with windowed reads (``datasets.geotiff.RasterSource``),
 never on paths, so nodes stay pure and a scene larger than memory is processed window by window.
@@ -8,7 +9,7 @@ never on paths, so nodes stay pure and a scene larger than memory is processed w
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -22,10 +23,9 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-NO_LABEL = 255
-"""Class value of a pixel outside the label raster or on its nodata."""
-DROPPED = 254
-"""Class value of a code the class table does not map (water, ice, anything unknown)."""
+# The class values of label pixels and the NLCD table live with the rest of the vocabulary
+# (``classes.LandCover``); re-exported for the modules and scripts that read them here.
+from landuse_kedro.classes import NO_LABEL
 
 
 @dataclass(frozen=True)
@@ -280,26 +280,7 @@ class TileGrid:
                 yield row, col, min(block_tiles, self.n_rows - row), min(block_tiles, self.n_cols - col)
 
 
-# ------------------------------------------------------------------ classes
-
-def class_lookup(nlcd_to_class: Mapping[str, Sequence[int]], classes: Sequence[str]) -> np.ndarray:
-    """uint8 table code -> class index (``classes`` order); unmapped codes -> ``DROPPED``."""
-    unknown = sorted(set(nlcd_to_class) - set(classes))
-    if unknown:
-        raise ValueError(f"land_cover.nlcd_to_class names classes not in land_cover.classes: {unknown}")
-    lut = np.full(256, DROPPED, dtype=np.uint8)
-    for index, name in enumerate(classes):
-        codes = list(nlcd_to_class.get(name) or [])
-        if not codes:
-            raise ValueError(f"Class '{name}' has no NLCD codes in land_cover.nlcd_to_class.")
-        for code in codes:
-            if not 0 <= int(code) < DROPPED:
-                raise ValueError(f"NLCD code {code} of class '{name}' is outside 0-{DROPPED - 1}.")
-            if lut[code] != DROPPED:
-                raise ValueError(f"NLCD code {code} is mapped to both '{classes[lut[code]]}' and '{name}'.")
-            lut[code] = index
-    return lut
-
+# ------------------------------------------------------------------ class values per pixel and per tile
 
 def to_classes(codes: np.ndarray, lut: np.ndarray, nodata: int | None = None) -> np.ndarray:
     """Class index per pixel; ``nodata`` codes become ``NO_LABEL``."""
@@ -309,16 +290,6 @@ def to_classes(codes: np.ndarray, lut: np.ndarray, nodata: int | None = None) ->
     if nodata is not None:
         classes[codes == nodata] = NO_LABEL
     return classes
-
-
-def regroup_lookup(classes: Sequence[str], mapping: Mapping[str, str], other: str) -> tuple[list[str], np.ndarray]:
-    """Names and a uint8 table class index -> coarser class index (e.g. the 3-class view:
-    ``land_cover.three_class`` / ``three_class_other``); ``DROPPED``/``NO_LABEL`` are kept."""
-    names = list(dict.fromkeys([*mapping.values(), other]))
-    lut = np.arange(256, dtype=np.uint8)
-    for index, name in enumerate(classes):
-        lut[index] = names.index(mapping.get(name, other))
-    return names, lut
 
 
 def tile_value_counts(values: np.ndarray, tile_size: int, n_values: int = 256) -> np.ndarray:

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFormat
 from landuse_kedro.storage import is_unreachable, redact_environment_secrets, shippable
@@ -180,9 +181,7 @@ class ScoringSettings:
     predicts the current one.
     """
 
-    classes: tuple[str, ...]
-    three_class: dict[str, str]
-    three_class_other: str
+    land_cover: LandCover
     image_size: int
     batch_size: int
     threads: int
@@ -191,19 +190,16 @@ class ScoringSettings:
     @classmethod
     def from_params(cls, land_cover: dict[str, Any], scoring: dict[str, Any]) -> ScoringSettings:
         return cls(
-            classes=tuple(land_cover["classes"]),
-            three_class=dict(land_cover["three_class"]),
-            three_class_other=land_cover["three_class_other"],
+            land_cover=LandCover.from_params(land_cover),
             image_size=int(scoring["image_size"]),
             batch_size=int(scoring["batch_size"]),
             threads=int(scoring["threads_per_worker"]),
             prefetch=bool(scoring.get("prefetch", True)),
         )
 
-    def to_three_class(self, label: str | None) -> str | None:
-        return three_class_label(
-            label, {"three_class": self.three_class, "three_class_other": self.three_class_other}
-        )
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.land_cover.classes
 
 
 def output_columns(classes: Iterable[str]) -> list[str]:
@@ -212,13 +208,6 @@ def output_columns(classes: Iterable[str]) -> list[str]:
         "image_id", "path", "true_label", "predicted_label", "probability",
         *(f"prob_{name}" for name in classes), "predicted_label_3", "error",
     ]
-
-
-def three_class_label(label: str | None, land_cover: dict[str, Any]) -> str | None:
-    """The walkthrough's 3-class view of a 6-class label (Developed, Cultivated, the rest)."""
-    if label is None:
-        return None
-    return land_cover["three_class"].get(label, land_cover["three_class_other"])
 
 
 def true_label(path: str, classes: Iterable[str]) -> str | None:
@@ -258,7 +247,7 @@ def score_batch(
     })
     for index, name in enumerate(settings.classes):
         frame[f"prob_{name}"] = probabilities[:, index]
-    frame["predicted_label_3"] = [settings.to_three_class(label) for label in predicted_label]
+    frame["predicted_label_3"] = [settings.land_cover.to_three_class(label) for label in predicted_label]
     frame["error"] = [None if isinstance(image, np.ndarray) else image for image in images]
     return frame
 

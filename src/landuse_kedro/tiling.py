@@ -22,9 +22,8 @@ import pandas as pd
 from PIL import Image
 from rasterio.windows import transform as window_transform
 
+from landuse_kedro.classes import DROPPED, NO_LABEL
 from landuse_kedro.raster import (
-    DROPPED,
-    NO_LABEL,
     Grid,
     TileGrid,
     WindowedRaster,

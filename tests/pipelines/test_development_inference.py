@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp
 
+from landuse_kedro.classes import DROPPED
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.development_inference.analysis import (
@@ -41,7 +42,7 @@ from landuse_kedro.pipelines.development_inference.nodes import (
     older_label_lookup,
     region_names,
 )
-from landuse_kedro.raster import DROPPED, GeoRaster
+from landuse_kedro.raster import GeoRaster
 from landuse_kedro.tiling import tiling_grid
 from tests.conftest import (
     PROJECT_ROOT,

@@ -9,11 +9,11 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.warp import transform_bounds
 
+from landuse_kedro.classes import class_lookup
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.pipeline_registry import register_pipelines
 from landuse_kedro.pipelines.sample_scene import nodes
 from landuse_kedro.raster import (
-    class_lookup,
     labels_on_grid,
     plurality,
     tile_value_counts,

@@ -15,6 +15,7 @@ import yaml
 from PIL import Image
 
 from landuse_kedro import evaluation
+from landuse_kedro.classes import LandCover
 from landuse_kedro.pipelines.training import features, nodes
 from landuse_kedro.pipelines.training.inputs import TileArrays, make_dataset
 from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, run_pipeline
@@ -110,7 +111,7 @@ def test_training_run_reports_six_and_three_class_scores(trained_project: Path) 
     # the tiles' colours say their class: the model learned them, far above chance (1/6)
     assert metrics["accuracy_6"] >= MIN_ACCURACY
     # the 3-class matrix is the 6-class one with its rows and columns regrouped
-    groups = evaluation.to_three_class(np.arange(len(CLASSES)), LAND_COVER)
+    groups = LandCover.from_params(LAND_COVER).three_class_indices(np.arange(len(CLASSES)))
     regroup = np.eye(3, dtype=int)[groups]  # 6 x 3: class -> its group
     np.testing.assert_array_equal(matrix3, regroup.T @ matrix6 @ regroup)
     assert set(six["per_class"]) == set(CLASSES)
@@ -188,18 +189,19 @@ def test_keras_backend_exports_the_keras_file_and_unknown_backends_are_refused()
 
 
 def test_three_class_view_groups_everything_but_developed_and_cultivated() -> None:
-    assert evaluation.three_class_names(LAND_COVER) == ["Developed", "Cultivated", "Undeveloped"]
-    grouped = evaluation.to_three_class(np.arange(len(CLASSES)), LAND_COVER)
+    land = LandCover.from_params(LAND_COVER)
+    assert land.three_class_names == ("Developed", "Cultivated", "Undeveloped")
+    grouped = land.three_class_indices(np.arange(len(CLASSES)))
     assert dict(zip(CLASSES, grouped.tolist())) == {
         "Developed": 0, "Cultivated": 1, "Forest": 2, "Shrub": 2, "Barren": 2, "Herbaceous": 2,
     }
     # Forest <-> Shrub confusions are errors in 6 classes and right answers in 3.
     truth = np.array([CLASSES.index(c) for c in ("Forest", "Shrub", "Developed", "Cultivated")])
     predicted = np.array([CLASSES.index(c) for c in ("Shrub", "Forest", "Developed", "Developed")])
-    six = evaluation.classification_scores(truth, predicted, CLASSES)
-    three = evaluation.classification_scores(
-        evaluation.to_three_class(truth, LAND_COVER), evaluation.to_three_class(predicted, LAND_COVER),
-        evaluation.three_class_names(LAND_COVER))
+    scores = evaluation.six_and_three_class_scores(truth, predicted, land)
+    six, three = scores["six_class"], scores["three_class"]
+    assert six == evaluation.classification_scores(truth, predicted, CLASSES)
+    assert three["confusion_matrix"]["labels"] == ["Developed", "Cultivated", "Undeveloped"]
     assert six["accuracy"] == 0.25
     assert three["accuracy"] == 0.75
     assert three["per_class"]["Cultivated"]["recall"] == 0.0

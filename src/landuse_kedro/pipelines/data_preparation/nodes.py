@@ -15,7 +15,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from landuse_kedro.raster import WindowedRaster, class_lookup
+from landuse_kedro.classes import LandCover
+from landuse_kedro.raster import WindowedRaster
 from landuse_kedro.scoring import active_spark_session
 from landuse_kedro.tiling import (
     REJECT_REASONS,
@@ -50,12 +51,13 @@ def plan_scenes(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[st
     if not naip_scenes:
         raise ValueError("No NAIP scenes: put <region>_<year>.tif files in naip_scenes (01_raw/naip).")
     labels = _nlcd_by_year(nlcd_rasters)
-    lut = class_lookup(land_cover["nlcd_to_class"], land_cover["classes"])
+    land = LandCover.from_params(land_cover)
+    lut = land.nlcd_lookup()
     plans = {}
     for key in sorted(naip_scenes):
         _, year = parse_scene_key(key)
         nlcd_year = nearest_year(year, labels)
-        plans[key] = plan_scene(key, naip_scenes[key](), labels[nlcd_year], lut, land_cover["classes"], tiling,
+        plans[key] = plan_scene(key, naip_scenes[key](), labels[nlcd_year], lut, land.classes, tiling,
                                 labels_key=f"nlcd_{nlcd_year}")
     return plans
 
@@ -101,7 +103,7 @@ def select_tiles(tile_candidates: pd.DataFrame, land_cover: dict[str, Any],
                  options: dict[str, Any]) -> pd.DataFrame:
     """Usable tiles split by whole regions (no region in both splits, so validation measures
     generalisation to new ground) and balanced by seeded down-sampling to the rarest class."""
-    classes = list(land_cover["classes"])
+    classes = list(LandCover.from_params(land_cover).classes)
     regions = sorted(tile_candidates["region"].unique())
     validation = list(options.get("validation_regions") or [])
     unknown = sorted(set(validation) - set(regions))
@@ -161,7 +163,7 @@ def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str,
 def summarise_preparation(tile_candidates: pd.DataFrame, tile_manifest: pd.DataFrame,
                           land_cover: dict[str, Any], tiling: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
     """What happened to every tile: seen, rejected (why), usable, kept per split and class."""
-    classes = list(land_cover["classes"])
+    classes = list(LandCover.from_params(land_cover).classes)
     usable = tile_candidates["reject_reason"].isna()
     kept = tile_manifest.groupby(["split", "class_name"]).size()
     per_scene = tile_candidates.assign(usable=usable).groupby("scene").agg(

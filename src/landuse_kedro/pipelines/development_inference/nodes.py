@@ -19,6 +19,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from rasterio.windows import Window
 
+from landuse_kedro.classes import DROPPED, LandCover
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
@@ -42,13 +43,10 @@ from landuse_kedro.pipelines.development_inference.geo import (
     tile_grid_transform,
 )
 from landuse_kedro.raster import (
-    DROPPED,
     GeoRaster,
     Grid,
     WindowedRaster,
-    class_lookup,
     read_on_grid,
-    regroup_lookup,
 )
 from landuse_kedro.scoring import (
     WINDOW_COLUMNS,
@@ -68,8 +66,16 @@ SUMMARY_COLUMNS = {"older": "older_class", "predicted": "predicted_class", "smoo
 # ------------------------------------------------------------------ classes of the maps
 
 def map_classes(land_cover: dict[str, Any], options: dict[str, Any]) -> list[str]:
-    """The walkthrough's three classes (``land_cover.three_class``), plus Water when kept."""
-    names, _ = regroup_lookup(land_cover["classes"], land_cover["three_class"], land_cover["three_class_other"])
+    """The classes of the maps, in code order (code i is ``map_classes[i - 1]``).
+
+    Args:
+        land_cover: ``params:land_cover``.
+        options: ``params:development_inference`` (``water``: keep or mask).
+
+    Returns:
+        The 3-class names (``LandCover.three_class_names``), plus Water when ``water: keep``.
+    """
+    names = list(LandCover.from_params(land_cover).three_class_names)
     return names + [WATER] if _water_mode(options) == "keep" else names
 
 
@@ -84,10 +90,9 @@ def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> n
     """uint8 table NLCD code -> index in :func:`map_classes`: land_cover's NLCD classes regrouped to
     three, water codes to Water (or DROPPED when masked, so a mostly-water tile is masked), 0 (NLCD's
     no data) DROPPED, any other code to the "other" class (Undeveloped: the walkthrough's rest)."""
-    names = map_classes(land_cover, options)
-    _, regroup = regroup_lookup(land_cover["classes"], land_cover["three_class"], land_cover["three_class_other"])
-    lut = regroup[class_lookup(land_cover["nlcd_to_class"], land_cover["classes"])]
-    lut[lut == DROPPED] = names.index(land_cover["three_class_other"])
+    names, land = map_classes(land_cover, options), LandCover.from_params(land_cover)
+    lut = land.three_class_lookup()[land.nlcd_lookup()]
+    lut[lut == DROPPED] = names.index(land.three_class_other)
     lut[0] = DROPPED
     lut[list(options.get("water_codes", [11]))] = names.index(WATER) if WATER in names else DROPPED
     return lut
@@ -212,7 +217,7 @@ def classify_tiles(development_predictions, region_plans: dict[str, RegionPlan],
     failed, the reason in ``error``), probabilities, and the 3x3 smoothed prediction."""
     active_spark_session()
     columns = ["image_id", *WINDOW_COLUMNS, "predicted_label", "predicted_label_3", "probability",
-               *(f"prob_{name}" for name in land_cover["classes"]), "error"]
+               *(f"prob_{name}" for name in LandCover.from_params(land_cover).classes), "error"]
     tiles = development_predictions.select(*columns).toPandas().rename(columns={
         "image_id": "tile_id", "predicted_label_3": "predicted_class", "label_class": "older_class",
         "label_share": "older_share"})

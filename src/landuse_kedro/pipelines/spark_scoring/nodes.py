@@ -12,14 +12,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact
-from landuse_kedro.evaluation import (
-    classification_scores,
-    confusion_figure,
-    three_class_names,
-    to_three_class,
-)
+from landuse_kedro.evaluation import confusion_figure, six_and_three_class_scores
 from landuse_kedro.scoring import check_failure_rate, score_images
 
 try:  # Kedro resolves node type hints at run time, so the names must exist then
@@ -75,15 +71,11 @@ def summarise_scoring(
         "three_class": None,
     }
     if pairs:
-        classes = list(land_cover["classes"])
+        land = LandCover.from_params(land_cover)
         counts = [row["count"] for row in pairs]
-        truth = np.repeat([classes.index(row["true_label"]) for row in pairs], counts)
-        predicted = np.repeat([classes.index(row["predicted_label"]) for row in pairs], counts)
-        metrics["six_class"] = classification_scores(truth, predicted, classes)
-        metrics["three_class"] = classification_scores(
-            to_three_class(truth, land_cover), to_three_class(predicted, land_cover),
-            three_class_names(land_cover),
-        )
+        truth = np.repeat([land.classes.index(row["true_label"]) for row in pairs], counts)
+        predicted = np.repeat([land.classes.index(row["predicted_label"]) for row in pairs], counts)
+        metrics.update(six_and_three_class_scores(truth, predicted, land))
         logger.info("Scored %d files: accuracy %.1f%% (6 classes), %.1f%% (3 classes)", scored,
                     100 * metrics["six_class"]["accuracy"], 100 * metrics["three_class"]["accuracy"])
     return metrics

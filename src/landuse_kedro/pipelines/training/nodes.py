@@ -16,8 +16,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from landuse_kedro import evaluation
+from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.training import features
 from landuse_kedro.pipelines.training.inputs import (
@@ -43,7 +45,7 @@ def assemble_tile_set(
     (and a ``scoring.precision`` that could never be exported, before any training time is spent)."""
     if scoring.get("precision", "fp32") not in PRECISIONS:
         raise ValueError(f"scoring.precision is '{scoring['precision']}': expected one of {list(PRECISIONS)}.")
-    classes = list(land_cover["classes"])
+    classes = list(LandCover.from_params(land_cover).classes)
     splits = training["splits"]
     tile_set = {
         role: decode_split(model_input_tiles, tile_manifest, splits[role], classes, scoring["image_size"])
@@ -201,17 +203,6 @@ def quantize_scoring_model(scoring_model_fp32: ModelArtifact, tile_set: dict[str
     return int8
 
 
-def _scores(truth: np.ndarray, predicted: np.ndarray, land_cover: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "six_class": evaluation.classification_scores(truth, predicted, list(land_cover["classes"])),
-        "three_class": evaluation.classification_scores(
-            evaluation.to_three_class(truth, land_cover),
-            evaluation.to_three_class(predicted, land_cover),
-            evaluation.three_class_names(land_cover),
-        ),
-    }
-
-
 def choose_precision(requested: str, backend: str, accuracy: Mapping[str, float], max_drop: float) -> str:
     """``requested``, unless int8 cannot serve: the keras backend runs no ONNX, or the int8 model
     lost more than ``max_drop`` of fp32's 6-class validation accuracy (then fp32, with a warning)."""
@@ -247,7 +238,7 @@ def evaluate_classifier(
     validation = tile_set["validation"]
     probabilities = landuse_classifier.predict(validation.images, batch_size=training["batch_size"], verbose=0)
     predicted = probabilities.argmax(axis=1)
-    classes = list(land_cover["classes"])
+    land = LandCover.from_params(land_cover)
     exports: dict[str, dict[str, Any]] = {}
     for precision, artifact in (("fp32", scoring_model_fp32), ("int8", scoring_model_int8)):
         exported = load_predictor(artifact.format, artifact.payload, threads=os.cpu_count() or 1)
@@ -255,7 +246,7 @@ def evaluate_classifier(
             exported(validation.images[i:i + scoring["batch_size"]]).argmax(axis=1)
             for i in range(0, len(validation), scoring["batch_size"])
         ])
-        scores = _scores(validation.labels, exported_predicted, land_cover)
+        scores = evaluation.six_and_three_class_scores(validation.labels, exported_predicted, land)
         exports[precision] = {
             "format": artifact.format,
             "bytes": len(artifact.payload),
@@ -272,7 +263,7 @@ def evaluate_classifier(
         "validation_tiles": len(validation),
         "train_tiles": len(tile_set["train"]),
         "early_stopping_on_validation": True,
-        **_scores(validation.labels, predicted, land_cover),
+        **evaluation.six_and_three_class_scores(validation.labels, predicted, land),
         "model": {key: training[key] for key in ("backbone", "weights", "dropout")},
         "kept_phase": training_history["kept_phase"],
         "training_seconds": training_history["seconds"],
@@ -286,7 +277,7 @@ def evaluate_classifier(
             p: {k: v for k, v in e.items() if k not in ("six_class", "three_class")} for p, e in exports.items()
         },
         "int8_calibration_tiles": min(int(training["int8"]["calibration_tiles"]), len(tile_set["train"])),
-        "classes": classes,
+        "classes": list(land.classes),
     }
     metrics["accuracy_6"] = metrics["six_class"]["accuracy"]
     metrics["accuracy_3"] = metrics["three_class"]["accuracy"]
@@ -305,9 +296,11 @@ def select_scoring_model(scoring_model_fp32: ModelArtifact, scoring_model_int8: 
     return {"fp32": scoring_model_fp32, "int8": scoring_model_int8}[precision]
 
 
-def plot_confusion_matrices(training_metrics: Mapping[str, Any]):
+def plot_confusion_matrices(training_metrics: Mapping[str, Any]) -> Figure:
+    """The 6- and 3-class confusion matrices of the kept model on the validation split."""
     return evaluation.confusion_figure(training_metrics)
 
 
-def plot_learning_curves(training_history: Mapping[str, Any]):
+def plot_learning_curves(training_history: Mapping[str, Any]) -> Figure:
+    """Loss and accuracy per epoch of both phases, fine-tuning's start marked."""
     return evaluation.learning_curve_figure(training_history)

@@ -1,0 +1,133 @@
+"""The land-cover vocabulary of the project, in one place: the model's classes in output order, the
+NLCD code -> class table, and the walkthrough's 3-class view (Developed, Cultivated, the rest).
+
+Everything here comes from ``params:land_cover`` (``conf/base/parameters.yml``). Nodes receive that
+dict from Kedro and build :meth:`LandCover.from_params` inside; scoring, evaluation, rasters and
+maps ask it, never the dict. A :class:`LandCover` is frozen, small and picklable (tuples of
+strings and ints), so it travels to Spark executors inside the scorer's settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+NO_LABEL = 255
+"""Class value of a pixel outside the label raster or on its nodata."""
+DROPPED = 254
+"""Class value of a code the class table does not map (water, ice, anything unknown)."""
+
+
+def class_lookup(nlcd_to_class: Mapping[str, Sequence[int]], classes: Sequence[str]) -> np.ndarray:
+    """uint8 table code -> class index (``classes`` order); unmapped codes -> ``DROPPED``.
+
+    Refuses a table that names a class not in ``classes``, a class without codes, a code outside
+    0-253 and a code mapped to two classes.
+    """
+    unknown = sorted(set(nlcd_to_class) - set(classes))
+    if unknown:
+        raise ValueError(f"land_cover.nlcd_to_class names classes not in land_cover.classes: {unknown}")
+    lut = np.full(256, DROPPED, dtype=np.uint8)
+    for index, name in enumerate(classes):
+        codes = list(nlcd_to_class.get(name) or [])
+        if not codes:
+            raise ValueError(f"Class '{name}' has no NLCD codes in land_cover.nlcd_to_class.")
+        for code in codes:
+            if not 0 <= int(code) < DROPPED:
+                raise ValueError(f"NLCD code {code} of class '{name}' is outside 0-{DROPPED - 1}.")
+            if lut[code] != DROPPED:
+                raise ValueError(f"NLCD code {code} is mapped to both '{classes[lut[code]]}' and '{name}'.")
+            lut[code] = index
+    return lut
+
+
+@dataclass(frozen=True)
+class LandCover:
+    """``params:land_cover`` checked and frozen.
+
+    Attributes:
+        classes: the model's classes; index i of a probability vector is ``classes[i]``.
+        nlcd_to_class: ``(class, NLCD codes)`` pairs as the parameters list them, or None when
+            the parameters have none (scoring needs no NLCD table).
+        three_class_of: the 3-class group of each of ``classes``, in the same order.
+        three_class_names: the 3-class groups in a stable order: the named groups as
+            ``land_cover.three_class`` lists them, then ``three_class_other`` (the catch-all).
+        three_class_other: the group of every class ``land_cover.three_class`` does not name.
+
+    Example (``conf/base/parameters.yml``)::
+
+        land_cover:
+          classes: [Developed, Cultivated, Forest, Shrub, Barren, Herbaceous]
+          nlcd_to_class: {Developed: [21, 22, 23, 24], Cultivated: [81, 82], ...}
+          three_class: {Developed: Developed, Cultivated: Cultivated}
+          three_class_other: Undeveloped
+    """
+
+    classes: tuple[str, ...]
+    nlcd_to_class: tuple[tuple[str, tuple[int, ...]], ...] | None
+    three_class_of: tuple[str, ...]
+    three_class_names: tuple[str, ...]
+    three_class_other: str
+
+    @classmethod
+    def from_params(cls, land_cover: Mapping[str, Any]) -> LandCover:
+        """Check and freeze ``params:land_cover``.
+
+        Args:
+            land_cover: the ``land_cover`` parameters: ``classes``, ``three_class`` (class ->
+                group), ``three_class_other`` and, where NLCD labels are read, ``nlcd_to_class``.
+
+        Returns:
+            The vocabulary. Raises ``ValueError`` naming the key at fault for repeated or empty
+            classes, a ``three_class`` entry whose class is not in ``classes``, and (through
+            :func:`class_lookup`) a bad NLCD table.
+        """
+        classes = tuple(str(name) for name in land_cover["classes"])
+        if not classes or len(set(classes)) != len(classes):
+            raise ValueError(f"land_cover.classes must name distinct classes, got {list(classes)}.")
+        groups = {str(name): str(group) for name, group in dict(land_cover["three_class"] or {}).items()}
+        unknown = [name for name in groups if name not in classes]
+        if unknown:
+            raise ValueError(f"land_cover.three_class groups class(es) {unknown} that are not in "
+                             f"land_cover.classes {list(classes)}.")
+        other = str(land_cover["three_class_other"])
+        table = land_cover.get("nlcd_to_class")
+        nlcd_to_class = None
+        if table is not None:
+            class_lookup(table, classes)  # refuse a bad table now, not in the first node that reads NLCD
+            nlcd_to_class = tuple((str(name), tuple(int(code) for code in codes or ()))
+                                  for name, codes in table.items())
+        return cls(
+            classes=classes,
+            nlcd_to_class=nlcd_to_class,
+            three_class_of=tuple(groups.get(name, other) for name in classes),
+            three_class_names=tuple(dict.fromkeys([*groups.values(), other])),
+            three_class_other=other,
+        )
+
+    def nlcd_lookup(self) -> np.ndarray:
+        """uint8 table NLCD code -> index in :attr:`classes`; codes the table omits -> ``DROPPED``."""
+        if self.nlcd_to_class is None:
+            raise ValueError("land_cover.nlcd_to_class is missing: NLCD codes cannot be mapped to classes.")
+        return class_lookup(dict(self.nlcd_to_class), self.classes)
+
+    def to_three_class(self, label: str | None) -> str | None:
+        """The 3-class group of a class name; None (no prediction) stays None."""
+        if label is None:
+            return None
+        return self.three_class_of[self.classes.index(label)]
+
+    def three_class_indices(self, labels: np.ndarray) -> np.ndarray:
+        """Class indices (any shape) -> indices in :attr:`three_class_names`."""
+        lookup = np.array([self.three_class_names.index(group) for group in self.three_class_of])
+        return lookup[np.asarray(labels, dtype=int)]
+
+    def three_class_lookup(self) -> np.ndarray:
+        """uint8 table class index -> index in :attr:`three_class_names`, for class rasters; the
+        values past the classes (``DROPPED``, ``NO_LABEL``) map to themselves."""
+        lut = np.arange(256, dtype=np.uint8)
+        lut[: len(self.classes)] = self.three_class_indices(np.arange(len(self.classes)))
+        return lut
