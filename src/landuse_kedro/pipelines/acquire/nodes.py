@@ -47,6 +47,7 @@ GDAL_HTTP_ENV = {
 
 # ------------------------------------------------------------------ href signing
 
+
 def href_signer(sign: str | None) -> Callable[[str], str]:
     """``planetary_computer``: SAS-signed URLs (the package is the optional ``acquire-pc`` extra);
     None: hrefs as they are. Signing happens just before each read, so tokens never expire mid-run
@@ -58,8 +59,10 @@ def href_signer(sign: str | None) -> Callable[[str], str]:
     try:
         import planetary_computer
     except ImportError as error:
-        raise ImportError("acquire.sign is 'planetary_computer' but the package is not installed: "
-                          "pip install 'landuse_kedro[acquire-pc]' (or set acquire.sign: null).") from error
+        raise ImportError(
+            "acquire.sign is 'planetary_computer' but the package is not installed: "
+            "pip install 'landuse_kedro[acquire-pc]' (or set acquire.sign: null)."
+        ) from error
     return planetary_computer.sign
 
 
@@ -81,6 +84,7 @@ def open_signed(href: str, signer: Callable[[str], str], what: str) -> Any:
 
 # ------------------------------------------------------------------ STAC search
 
+
 def _open_client(url: str, timeout_s: float):
     from pystac_client import Client
     from pystac_client.exceptions import APIError
@@ -88,20 +92,38 @@ def _open_client(url: str, timeout_s: float):
     try:
         return Client.open(url, timeout=timeout_s)
     except (APIError, OSError) as error:  # requests' ConnectionError/Timeout are OSErrors
-        raise ConnectionError(f"The STAC API at {url} is unreachable or answered an error: "
-                              f"{type(error).__name__}: {error}. Check acquire.stac_url and the network.") from error
+        raise ConnectionError(
+            f"The STAC API at {url} is unreachable or answered an error: "
+            f"{type(error).__name__}: {error}. Check acquire.stac_url and the network."
+        ) from error
 
 
 def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, list[dict[str, Any]]]:
-    """``<region>_<year>`` -> the STAC items (as dicts) of that year over the region's box, for every
-    region-year whose GeoTIFF is not already in ``naip_scenes`` (present files are never fetched
-    again). Fails, naming the box and year, when the API finds nothing."""
+    """Find the NAIP quads still missing from ``naip_scenes``: a region-year already there is never fetched
+    again.
+
+    Args:
+        acquire: ``params:acquire`` (``stac_url``, ``collection``, ``asset``, ``regions``, ``years``,
+            ``timeout_s``).
+        naip_present: ``naip_present``, the GeoTIFFs already in ``01_raw/naip``.
+
+    Returns:
+        ``naip_items``: ``<region>_<year>`` -> the STAC items (as dicts: id, href, datetime, bbox) of that
+        year over the region's box, sorted by id; empty when every region-year is present.
+
+    Raises:
+        ValueError: No regions or years, or a region's box is not [min_lon, min_lat, max_lon, max_lat].
+        ConnectionError: The STAC API is unreachable or a search fails.
+        LookupError: A region-year has no item with the asset, naming the box and year.
+    """
     from pystac_client.exceptions import APIError
 
     regions, years = acquire.get("regions") or {}, _years(acquire.get("years"))
     if not regions or not years:
-        raise ValueError("acquire needs regions and years: kedro run --pipelines acquire --params "
-                         "\"acquire.regions.<name>=<min_lon> <min_lat> <max_lon> <max_lat>,acquire.years=2016 2018\"")
+        raise ValueError(
+            "acquire needs regions and years: kedro run --pipelines acquire --params "
+            '"acquire.regions.<name>=<min_lon> <min_lat> <max_lon> <max_lat>,acquire.years=2016 2018"'
+        )
     present = {_stem(url) for url in naip_present.urls}
     wanted = [(region, year) for region in sorted(regions) for year in years]
     missing = [(region, year) for region, year in wanted if f"{region}_{year}" not in present]
@@ -116,22 +138,32 @@ def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, l
     for region, year in missing:
         bbox = _bbox(regions[region], region)
         try:
-            items = list(client.search(collections=[collection], bbox=bbox,
-                                       datetime=f"{year}-01-01/{year}-12-31").items())
+            items = list(
+                client.search(
+                    collections=[collection], bbox=bbox, datetime=f"{year}-01-01/{year}-12-31"
+                ).items()
+            )
         except (APIError, OSError) as error:
-            raise ConnectionError(f"STAC search at {url} failed for {region} {year}: "
-                                  f"{type(error).__name__}: {error}") from error
+            raise ConnectionError(
+                f"STAC search at {url} failed for {region} {year}: {type(error).__name__}: {error}"
+            ) from error
         items = [item for item in items if acquire["asset"] in item.assets]
         if not items:
             raise LookupError(
                 f"The STAC API at {url} has no '{collection}' item with an '{acquire['asset']}' asset over "
                 f"{region}'s box {bbox} (lon/lat) in {year}. NAIP covers each state every 2-3 years: "
-                "check acquire.years and the box.")
+                "check acquire.years and the box."
+            )
         logger.info("NAIP %s_%d: %d item(s) from %s", region, year, len(items), url)
         found[f"{region}_{year}"] = [
-            {"id": item.id, "href": item.assets[acquire["asset"]].href,  # shown only as public_href
-             "datetime": item.datetime.isoformat() if item.datetime else None, "bbox": list(item.bbox or [])}
-            for item in sorted(items, key=lambda it: it.id)]
+            {
+                "id": item.id,
+                "href": item.assets[acquire["asset"]].href,  # shown only as public_href
+                "datetime": item.datetime.isoformat() if item.datetime else None,
+                "bbox": list(item.bbox or []),
+            }
+            for item in sorted(items, key=lambda it: it.id)
+        ]
     return found
 
 
@@ -166,6 +198,7 @@ def _bbox(box: Any, region: str) -> list[float]:
 
 # ------------------------------------------------------------------ NAIP: one grid per region-year
 
+
 @dataclass(frozen=True)
 class NaipMosaic:
     """Quarter quads warped onto one grid and copied window by window (GeoTiffDataset saves it as
@@ -198,9 +231,17 @@ class NaipMosaic:
                 source = stack.enter_context(open_signed(href, signer, "the NAIP quad"))
                 box = transform_bounds(source.crs, self.crs, *source.bounds, densify_pts=21)
                 alpha = source.nodata is None and not _has_mask(source)
-                view = stack.enter_context(WarpedVRT(
-                    source, crs=self.crs, transform=self.transform, width=self.width, height=self.height,
-                    resampling=Resampling[self.resampling], add_alpha=alpha))
+                view = stack.enter_context(
+                    WarpedVRT(
+                        source,
+                        crs=self.crs,
+                        transform=self.transform,
+                        width=self.width,
+                        height=self.height,
+                        resampling=Resampling[self.resampling],
+                        add_alpha=alpha,
+                    )
+                )
                 views.append((view, box, alpha))
             bands = list(range(1, self.count + 1))
             for row in range(0, self.height, self.block_rows):
@@ -223,12 +264,20 @@ class NaipMosaic:
                         filled[:, col0:col1] |= take
                 gaps += int((~filled).sum())
                 yield window, out
-        logger.info("Mosaicked %d quad(s) onto %d x %d px in %.1f s", len(self.hrefs), self.width,
-                    self.height, time.perf_counter() - started)
+        logger.info(
+            "Mosaicked %d quad(s) onto %d x %d px in %.1f s",
+            len(self.hrefs),
+            self.width,
+            self.height,
+            time.perf_counter() - started,
+        )
         if gaps and self.nodata is None:
-            logger.warning("%d px of the mosaic lie between quads and are 0 in every band, but the quads "
-                           "declare no nodata, so they read as valid: set acquire.nodata: 0 to mark them "
-                           "(pixels black in every band then count as nodata too).", gaps)
+            logger.warning(
+                "%d px of the mosaic lie between quads and are 0 in every band, but the quads "
+                "declare no nodata, so they read as valid: set acquire.nodata: 0 to mark them "
+                "(pixels black in every band then count as nodata too).",
+                gaps,
+            )
 
 
 def _has_mask(source: Any) -> bool:
@@ -236,10 +285,29 @@ def _has_mask(source: Any) -> bool:
     return any(MaskFlags.alpha in flags or MaskFlags.per_dataset in flags for flags in source.mask_flag_enums)
 
 
-def mosaic_naip(naip_items: dict[str, list[dict[str, Any]]], acquire: dict[str, Any]) -> dict[str, NaipMosaic]:
-    """``<region>_<year>`` -> the mosaic of that year's quads, on one grid: the quads' most common CRS
-    (or ``acquire.crs``), their finest resolution (or ``acquire.resolution``), aligned on the first
-    quad's pixels, over the region's box clipped to the quads (no empty margins)."""
+def mosaic_naip(
+    naip_items: dict[str, list[dict[str, Any]]], acquire: dict[str, Any]
+) -> dict[str, NaipMosaic]:
+    """Put each region-year's quarter quads on one grid, so ``naip_scenes`` gets one scene per region and
+    year: the quads' most common CRS (or ``acquire.crs``), their finest resolution (or
+    ``acquire.resolution``), aligned on the first quad's pixels, over the region's box clipped to the
+    quads (no empty margins). Only headers are read here; pixels are copied when the catalog saves.
+
+    Args:
+        naip_items: ``naip_items`` from :func:`search_naip`.
+        acquire: ``params:acquire`` (``regions``, ``sign``, ``crs``, ``resolution``, ``nodata``,
+            ``resampling``, ``block_rows``).
+
+    Returns:
+        ``naip_scenes``: ``<region>_<year>`` -> a :class:`NaipMosaic`, streamed window by window.
+
+    Raises:
+        ValueError: ``acquire.sign`` is not null or ``planetary_computer``, or the quads of a region-year
+            differ in bands or data type.
+        ImportError: ``acquire.sign`` is ``planetary_computer`` but that package is not installed.
+        ConnectionError: A quad cannot be opened (named without its token).
+        LookupError: The items found do not overlap the region's box.
+    """
     signer = href_signer(acquire.get("sign"))
     mosaics = {}
     with rasterio.Env(**GDAL_HTTP_ENV):
@@ -247,22 +315,39 @@ def mosaic_naip(naip_items: dict[str, list[dict[str, Any]]], acquire: dict[str, 
             headers = []
             for item in items:
                 with open_signed(item["href"], signer, f"NAIP item {item['id']}") as source:
-                    headers.append((source.crs, source.transform, source.bounds, source.count,
-                                    source.dtypes[0], source.descriptions, source.nodata))
+                    headers.append(
+                        (
+                            source.crs,
+                            source.transform,
+                            source.bounds,
+                            source.count,
+                            source.dtypes[0],
+                            source.descriptions,
+                            source.nodata,
+                        )
+                    )
             region = key.rsplit("_", 1)[0]
-            mosaics[key] = _mosaic_grid(key, items, headers, _bbox(acquire["regions"][region], region), acquire)
+            mosaics[key] = _mosaic_grid(
+                key, items, headers, _bbox(acquire["regions"][region], region), acquire
+            )
     return mosaics
 
 
-def _mosaic_grid(key: str, items: list[dict[str, Any]], headers: list[tuple], bbox: list[float],
-                 acquire: Mapping[str, Any]) -> NaipMosaic:
-    crs = CRS.from_user_input(acquire["crs"]) if acquire.get("crs") else \
-        Counter(h[0] for h in headers).most_common(1)[0][0]
+def _mosaic_grid(
+    key: str, items: list[dict[str, Any]], headers: list[tuple], bbox: list[float], acquire: Mapping[str, Any]
+) -> NaipMosaic:
+    crs = (
+        CRS.from_user_input(acquire["crs"])
+        if acquire.get("crs")
+        else Counter(h[0] for h in headers).most_common(1)[0][0]
+    )
     resolution = acquire.get("resolution") or min(min(abs(h[1].a), abs(h[1].e)) for h in headers)
     counts = {(h[3], h[4]) for h in headers}
     if len(counts) != 1:
-        raise ValueError(f"NAIP {key}: the quads differ in bands or type {sorted(counts)}; cannot mosaic them.")
-    (count, dtype), = counts
+        raise ValueError(
+            f"NAIP {key}: the quads differ in bands or type {sorted(counts)}; cannot mosaic them."
+        )
+    ((count, dtype),) = counts
     # anchor: the first quad's pixel corner in the target CRS, so a same-CRS mosaic copies pixels exactly
     first = headers[0]
     if first[0] == crs:
@@ -282,25 +367,52 @@ def _mosaic_grid(key: str, items: list[dict[str, Any]], headers: list[tuple], bb
     width = math.ceil((east - west) / resolution - 1e-6)
     height = math.ceil((north - south) / resolution - 1e-6)
     return NaipMosaic(
-        hrefs=tuple(item["href"] for item in items), crs=crs,
-        transform=Affine(resolution, 0, west, 0, -resolution, north), width=width, height=height,
-        count=count, dtype=dtype, descriptions=first[5], sign=acquire.get("sign"),
+        hrefs=tuple(item["href"] for item in items),
+        crs=crs,
+        transform=Affine(resolution, 0, west, 0, -resolution, north),
+        width=width,
+        height=height,
+        count=count,
+        dtype=dtype,
+        descriptions=first[5],
+        sign=acquire.get("sign"),
         nodata=acquire["nodata"] if acquire.get("nodata") is not None else first[6],
-        resampling=acquire.get("resampling", "nearest"), block_rows=int(acquire.get("block_rows", 1024)),
-        tags={"NAIP_ITEMS": ",".join(item["id"] for item in items)})
+        resampling=acquire.get("resampling", "nearest"),
+        block_rows=int(acquire.get("block_rows", 1024)),
+        tags={"NAIP_ITEMS": ",".join(item["id"] for item in items)},
+    )
 
 
 # ------------------------------------------------------------------ NLCD: windows of a remote COG
 
+
 def read_nlcd(acquire: dict[str, Any], nlcd_present: FileIndex) -> dict[str, Callable[[], GeoRaster]]:
-    """``nlcd_<year>`` -> a loader of the NLCD edition cut to the regions: for each region, only the
-    window over its box plus ``nlcd.margin`` metres is read (range requests on the COG), and the
-    windows are placed on one grid (nodata elsewhere). Editions already present are skipped."""
+    """Cut each NLCD edition to the regions without reading it whole: per region only the window over its
+    box plus ``nlcd.margin`` metres is read (range requests on the COG), and the windows are placed on
+    one grid (nodata elsewhere). Editions already in ``nlcd_rasters`` are skipped.
+
+    Args:
+        acquire: ``params:acquire`` (``nlcd.editions``, ``nlcd.margin``, ``regions``, ``sign``;
+            ``stac_url`` for editions named by STAC item).
+        nlcd_present: ``nlcd_present``, the rasters already in ``01_raw/nlcd``.
+
+    Returns:
+        ``nlcd_rasters``: ``nlcd_<year>`` -> a loader that reads the windows when the catalog saves the
+        partition.
+
+    Raises:
+        ValueError: ``acquire.nlcd.editions`` is empty, an edition names neither ``href`` nor
+            ``collection`` + ``item``, or a region's box is malformed.
+        ConnectionError: The STAC API, asked for an edition's item, is unreachable.
+        LookupError: An edition's STAC item or asset does not exist.
+    """
     nlcd = acquire.get("nlcd") or {}
     editions = nlcd.get("editions") or {}
     if not editions:
-        raise ValueError("acquire.nlcd.editions is empty: name each NLCD edition's COG, e.g. "
-                         "{2016: {href: https://.../nlcd_2016.tif}} or {2016: {collection: ..., item: ..., asset: ...}}.")
+        raise ValueError(
+            "acquire.nlcd.editions is empty: name each NLCD edition's COG, e.g. "
+            "{2016: {href: https://.../nlcd_2016.tif}} or {2016: {collection: ..., item: ..., asset: ...}}."
+        )
     present = {_stem(url) for url in nlcd_present.urls}
     boxes = [_bbox(box, name) for name, box in sorted((acquire.get("regions") or {}).items())]
     loaders = {}
@@ -310,8 +422,9 @@ def read_nlcd(acquire: dict[str, Any], nlcd_present: FileIndex) -> dict[str, Cal
             logger.info("NLCD %s is already in nlcd_rasters: not fetched again", key)
             continue
         href = _nlcd_href(source, acquire)
-        loaders[key] = _NlcdWindows(href, tuple(map(tuple, boxes)), float(nlcd.get("margin", 1000)),
-                                    acquire.get("sign"))
+        loaders[key] = _NlcdWindows(
+            href, tuple(map(tuple, boxes)), float(nlcd.get("margin", 1000)), acquire.get("sign")
+        )
     return loaders
 
 
@@ -323,7 +436,9 @@ def _nlcd_href(source: Mapping[str, Any], acquire: Mapping[str, Any]) -> str:
     client = _open_client(acquire["stac_url"], acquire.get("timeout_s", 30))
     item = client.get_collection(source["collection"]).get_item(source["item"])
     if item is None:
-        raise LookupError(f"No item '{source['item']}' in collection '{source['collection']}' at {acquire['stac_url']}.")
+        raise LookupError(
+            f"No item '{source['item']}' in collection '{source['collection']}' at {acquire['stac_url']}."
+        )
     asset = source.get("asset", "data")
     if asset not in item.assets:
         raise LookupError(f"NLCD item '{item.id}' has no asset '{asset}' (it has {sorted(item.assets)}).")
@@ -346,30 +461,51 @@ class _NlcdWindows:
                 windows = [self._window(source, box) for box in self.boxes]
                 windows = [w for w in windows if w is not None]
                 if not windows:
-                    raise LookupError(f"The NLCD COG {public_href(self.href)} does not cover any region's box.")
+                    raise LookupError(
+                        f"The NLCD COG {public_href(self.href)} does not cover any region's box."
+                    )
                 row0, col0 = min(w.row_off for w in windows), min(w.col_off for w in windows)
                 row1 = max(w.row_off + w.height for w in windows)
                 col1 = max(w.col_off + w.width for w in windows)
                 fill = 0 if source.nodata is None else source.nodata
                 out = np.full((1, row1 - row0, col1 - col0), fill, source.dtypes[0])
                 for w in windows:
-                    out[0, w.row_off - row0: w.row_off - row0 + w.height,
-                        w.col_off - col0: w.col_off - col0 + w.width] = source.read(1, window=w)
+                    out[
+                        0,
+                        w.row_off - row0 : w.row_off - row0 + w.height,
+                        w.col_off - col0 : w.col_off - col0 + w.width,
+                    ] = source.read(1, window=w)
                 try:
                     colormap = source.colormap(1)
                 except ValueError:
                     colormap = None
-                raster = GeoRaster(out, source.crs, source.transform * Affine.translation(col0, row0),
-                                   nodata=source.nodata, colormap=colormap,
-                                   tags={"SOURCE": public_href(self.href)})
-        logger.info("NLCD: %d window(s), %d x %d px, from %s in %.1f s", len(windows), out.shape[2],
-                    out.shape[1], public_href(self.href), time.perf_counter() - started)
+                raster = GeoRaster(
+                    out,
+                    source.crs,
+                    source.transform * Affine.translation(col0, row0),
+                    nodata=source.nodata,
+                    colormap=colormap,
+                    tags={"SOURCE": public_href(self.href)},
+                )
+        logger.info(
+            "NLCD: %d window(s), %d x %d px, from %s in %.1f s",
+            len(windows),
+            out.shape[2],
+            out.shape[1],
+            public_href(self.href),
+            time.perf_counter() - started,
+        )
         return raster
 
     def _window(self, source: Any, box: tuple[float, ...]) -> Window | None:
         west, south, east, north = transform_bounds(LONLAT, source.crs, *box, densify_pts=21)
-        w = from_bounds(west - self.margin, south - self.margin, east + self.margin, north + self.margin,
-                        transform=source.transform)
+        w = from_bounds(
+            west - self.margin,
+            south - self.margin,
+            east + self.margin,
+            north + self.margin,
+            transform=source.transform,
+        )
         row0, col0 = max(math.floor(w.row_off), 0), max(math.floor(w.col_off), 0)
         row1 = min(math.ceil(w.row_off + w.height), source.height)
         col1 = min(math.ceil(w.col_off + w.width), source.width)
@@ -378,12 +514,32 @@ class _NlcdWindows:
         return Window(col0, row0, col1 - col0, row1 - row0)
 
 
-def summarise_acquisition(naip_items: dict[str, list[dict[str, Any]]], naip_present: FileIndex,
-                          acquire: dict[str, Any]) -> dict[str, Any]:
-    """Which STAC items made each scene fetched by this run (hrefs without tokens), and which
-    scenes were already there: the provenance of 01_raw/naip."""
-    return {"stac_url": acquire["stac_url"], "collection": acquire["collection"],
-            "fetched": {key: [{"id": item["id"], "href": public_href(item["href"]), "datetime": item["datetime"]}
-                              for item in items] for key, items in sorted(naip_items.items())},
-            # present before this run (the index may be listed after the new scenes were saved)
-            "already_present": sorted({_stem(url) for url in naip_present.urls} - set(naip_items))}
+def summarise_acquisition(
+    naip_items: dict[str, list[dict[str, Any]]], naip_present: FileIndex, acquire: dict[str, Any]
+) -> dict[str, Any]:
+    """Record the provenance of ``01_raw/naip``: which STAC items made each scene this run fetched, and
+    which scenes were already there.
+
+    Args:
+        naip_items: ``naip_items`` from :func:`search_naip`.
+        naip_present: ``naip_present``; scenes fetched by this run are not counted as present, even when
+            the index is listed after they were saved.
+        acquire: ``params:acquire`` (``stac_url``, ``collection``).
+
+    Returns:
+        ``acquire_report``: ``stac_url``, ``collection``, ``fetched`` (scene -> its items' id, href
+        without its token, datetime) and ``already_present`` (scene keys).
+    """
+    return {
+        "stac_url": acquire["stac_url"],
+        "collection": acquire["collection"],
+        "fetched": {
+            key: [
+                {"id": item["id"], "href": public_href(item["href"]), "datetime": item["datetime"]}
+                for item in items
+            ]
+            for key, items in sorted(naip_items.items())
+        },
+        # present before this run (the index may be listed after the new scenes were saved)
+        "already_present": sorted({_stem(url) for url in naip_present.urls} - set(naip_items)),
+    }

@@ -34,8 +34,24 @@ logger = logging.getLogger(__name__)
 SPLITS = ("train", "validation")
 
 MANIFEST_COLUMNS = [
-    "tile_id", "split", "region", "year", "class_name", "purity", "row_off", "col_off", "width",
-    "height", "minx", "miny", "maxx", "maxy", "crs", "partition", "scene", "nlcd_year",
+    "tile_id",
+    "split",
+    "region",
+    "year",
+    "class_name",
+    "purity",
+    "row_off",
+    "col_off",
+    "width",
+    "height",
+    "minx",
+    "miny",
+    "maxx",
+    "maxy",
+    "crs",
+    "partition",
+    "scene",
+    "nlcd_year",
 ]
 _NLCD_KEY = re.compile(r"^nlcd_(?P<year>\d{4})$")
 
@@ -44,10 +60,27 @@ Loaders = Mapping[str, Callable[[], WindowedRaster]]
 
 # ------------------------------------------------------------------ planning and labelling
 
-def plan_scenes(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
-                tiling: dict[str, Any]) -> dict[str, ScenePlan]:
-    """Each scene's tiling grid, paired with the NLCD edition of the nearest year: headers only,
-    so the driver stays small whatever the scenes' size."""
+
+def plan_scenes(
+    naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any], tiling: dict[str, Any]
+) -> dict[str, ScenePlan]:
+    """Fix each scene's tiling grid and pair it with the NLCD edition of the nearest year, from headers
+    only, so the driver stays small whatever the scenes' size.
+
+    Args:
+        naip_scenes: ``naip_scenes``, ``<region>_<year>`` -> lazy raster loader.
+        nlcd_rasters: ``nlcd_rasters``, ``nlcd_<year>`` -> lazy raster loader.
+        land_cover: ``params:land_cover`` (classes and the NLCD code table).
+        tiling: ``params:tiling`` (``tile_size``, ``resolution``, ``target_crs``).
+
+    Returns:
+        ``scene_plans``: scene key -> :class:`ScenePlan` (grid, tile grid, NLCD edition, class table).
+
+    Raises:
+        ValueError: No scenes or no NLCD rasters; a key not named ``<region>_<year>`` or ``nlcd_<year>``;
+            NLCD that is not uint8 with a CRS; a scene with under 3 bands or not uint8, outside its
+            NLCD or smaller than a tile; or a bad ``land_cover``.
+    """
     if not naip_scenes:
         raise ValueError("No NAIP scenes: put <region>_<year>.tif files in naip_scenes (01_raw/naip).")
     labels = _nlcd_by_year(nlcd_rasters)
@@ -57,15 +90,30 @@ def plan_scenes(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[st
     for key in sorted(naip_scenes):
         _, year = parse_scene_key(key)
         nlcd_year = nearest_year(year, labels)
-        plans[key] = plan_scene(key, naip_scenes[key](), labels[nlcd_year], lut, land.classes, tiling,
-                                labels_key=f"nlcd_{nlcd_year}")
+        plans[key] = plan_scene(
+            key,
+            naip_scenes[key](),
+            labels[nlcd_year],
+            lut,
+            land.classes,
+            tiling,
+            labels_key=f"nlcd_{nlcd_year}",
+        )
     return plans
 
 
 def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> pd.DataFrame:
-    """Every full tile of every scene with its majority class, purity and, when it cannot be
-    used, the reason: the table the later steps (and the report) choose from. Spark tasks
-    label blocks of windows; the driver gets one small row per tile."""
+    """Label every full tile of every scene, so the later steps and the report choose from one table.
+    Spark tasks label blocks of windows; the driver gets one small row per tile.
+
+    Args:
+        scene_plans: ``scene_plans`` from :func:`plan_scenes`.
+        options: ``params:data_preparation`` (``min_purity``).
+
+    Returns:
+        ``tile_candidates``: one row per tile with scene, region, year, NLCD year, majority class,
+        purity and ``reject_reason`` (null when usable).
+    """
     frame = label_on_spark(active_spark_session(), scene_plans)
     frame = finish_candidates(frame, scene_plans, float(options.get("min_purity", 0.9)))
     keys = frame.pop("scene")
@@ -73,11 +121,19 @@ def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> p
     region_year = {key: parse_scene_key(key) for key in scene_plans}  # once per scene, not per tile
     frame.insert(2, "region", keys.map({key: region for key, (region, _) in region_year.items()}))
     frame.insert(3, "year", keys.map({key: year for key, (_, year) in region_year.items()}))
-    frame.insert(4, "nlcd_year", keys.map({k: int(p.labels_key.removeprefix("nlcd_")) for k, p in scene_plans.items()}))
+    frame.insert(
+        4, "nlcd_year", keys.map({k: int(p.labels_key.removeprefix("nlcd_")) for k, p in scene_plans.items()})
+    )
     for key, scene in frame.groupby("scene", sort=True):
         reasons = scene["reject_reason"].value_counts().to_dict()
-        logger.info("Scene %s (NLCD %d): %d tiles seen, %d usable; rejected %s", key, scene["nlcd_year"].iloc[0],
-                    len(scene), int(scene["reject_reason"].isna().sum()), reasons or "none")
+        logger.info(
+            "Scene %s (NLCD %d): %d tiles seen, %d usable; rejected %s",
+            key,
+            scene["nlcd_year"].iloc[0],
+            len(scene),
+            int(scene["reject_reason"].isna().sum()),
+            reasons or "none",
+        )
     return frame
 
 
@@ -91,25 +147,45 @@ def _nlcd_by_year(nlcd_rasters: Loaders) -> dict[int, WindowedRaster]:
             raise ValueError(f"NLCD raster '{key}' is not named nlcd_<year> (e.g. nlcd_2016).")
         source = nlcd_rasters[key]()
         if source.crs is None or source.dtypes[0] != "uint8":
-            raise ValueError(f"NLCD raster '{key}' must be uint8 NLCD codes with a CRS, got "
-                             f"{source.dtypes[0]} in {source.crs}.")
+            raise ValueError(
+                f"NLCD raster '{key}' must be uint8 NLCD codes with a CRS, got "
+                f"{source.dtypes[0]} in {source.crs}."
+            )
         labels[int(match["year"])] = source
     return labels
 
 
 # ------------------------------------------------------------------ selection
 
-def select_tiles(tile_candidates: pd.DataFrame, land_cover: dict[str, Any],
-                 options: dict[str, Any]) -> pd.DataFrame:
-    """Usable tiles split by whole regions (no region in both splits, so validation measures
-    generalisation to new ground) and balanced by seeded down-sampling to the rarest class."""
+
+def select_tiles(
+    tile_candidates: pd.DataFrame, land_cover: dict[str, Any], options: dict[str, Any]
+) -> pd.DataFrame:
+    """Choose the tiles to train and validate on: usable tiles split by whole regions (no region in both
+    splits, so validation measures generalisation to new ground) and balanced by seeded down-sampling
+    to the rarest class.
+
+    Args:
+        tile_candidates: ``tile_candidates`` from :func:`label_tiles`.
+        land_cover: ``params:land_cover`` (the classes to balance).
+        options: ``params:data_preparation`` (``validation_regions``, ``max_tiles_per_class``, ``seed``).
+
+    Returns:
+        ``tile_selection``: the chosen candidates with ``split`` and ``partition``
+        (``<split>/<Class>/<tile_id>``), sorted by partition.
+
+    Raises:
+        ValueError: ``validation_regions`` is empty, names an unknown region or every region, or a split
+            has no usable tile of some class.
+    """
     classes = list(LandCover.from_params(land_cover).classes)
     regions = sorted(tile_candidates["region"].unique())
     validation = list(options.get("validation_regions") or [])
     unknown = sorted(set(validation) - set(regions))
     if unknown or not validation:
-        raise ValueError(f"validation_regions {unknown or validation} must name some of the scenes' "
-                         f"regions {regions}.")
+        raise ValueError(
+            f"validation_regions {unknown or validation} must name some of the scenes' regions {regions}."
+        )
     if not set(regions) - set(validation):
         raise ValueError(f"Every region {regions} is a validation region: none is left to train on.")
     usable = tile_candidates[tile_candidates["reject_reason"].isna()].sort_values("tile_id")
@@ -124,7 +200,8 @@ def select_tiles(tile_candidates: pd.DataFrame, land_cover: dict[str, Any],
             raise ValueError(
                 f"No usable {split} tile of class(es) {list(counts[counts == 0].index)} after filtering "
                 f"(regions {sorted(in_split['region'].unique()) or regions}, min_purity "
-                f"{options.get('min_purity', 0.9)}); usable tiles per class: {counts.to_dict()}.")
+                f"{options.get('min_purity', 0.9)}); usable tiles per class: {counts.to_dict()}."
+            )
         per_class = int(counts.min() if cap is None else min(counts.min(), int(cap)))
         for name in classes:
             of_class = in_split[in_split["class_name"] == name]
@@ -137,69 +214,137 @@ def select_tiles(tile_candidates: pd.DataFrame, land_cover: dict[str, Any],
 
 # ------------------------------------------------------------------ writing
 
+
 def export_tiles(tile_selection: pd.DataFrame, scene_plans: dict[str, ScenePlan]) -> dict[str, TileWindow]:
-    """``<split>/<Class>/<tile_id>`` -> a lazy read of that tile's RGB window. The catalog's
-    dataset writes them (in parallel on Spark workers); they come grouped by scene in row order
-    so a task reads neighbouring windows from one open scene."""
+    """Hand the selected tiles to the catalog as lazy windows, so Spark workers read and write them in
+    parallel; they come grouped by scene in row order, so a task reads neighbouring windows from one
+    open scene.
+
+    Args:
+        tile_selection: ``tile_selection`` from :func:`select_tiles`.
+        scene_plans: ``scene_plans`` from :func:`plan_scenes`.
+
+    Returns:
+        ``model_input_tiles``: ``<split>/<Class>/<tile_id>`` -> a :class:`TileWindow` (the tile's RGB,
+        read when saved).
+    """
     ordered = tile_selection.sort_values(["scene", "row", "col"])
     logger.info("Writing %d tiles from %d scenes", len(ordered), ordered["scene"].nunique())
     shipped = {key: plan.shippable() for key, plan in scene_plans.items()}  # read by Spark tasks
-    return {tile.partition: TileWindow(shipped[tile.scene], tile.row, tile.col) for tile in ordered.itertuples()}
+    return {
+        tile.partition: TileWindow(shipped[tile.scene], tile.row, tile.col) for tile in ordered.itertuples()
+    }
 
 
 def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str, Any]) -> pd.DataFrame:
-    """The manifest, saved only after the tiles (their folder is replaced on every run) and only
-    when the files on disk are exactly the selected tiles."""
+    """Save the manifest only after the tiles (their folder is replaced on every run) and only when the
+    files written are exactly the selected tiles, so a manifest never names a missing tile.
+
+    Args:
+        tile_selection: ``tile_selection`` from :func:`select_tiles`.
+        model_input_tiles: ``model_input_tiles`` as saved (only its keys are read).
+
+    Returns:
+        ``tile_manifest``: the selection's ``MANIFEST_COLUMNS``.
+
+    Raises:
+        ValueError: ``model_input_tiles`` holds tiles that were not selected or lacks selected ones.
+    """
     expected, written = set(tile_selection["partition"]), set(model_input_tiles)
     if expected != written:
-        raise ValueError(f"model_input_tiles holds {len(written - expected)} unexpected and lacks "
-                         f"{len(expected - written)} selected tiles, e.g. "
-                         f"{sorted(written ^ expected)[:3]}.")
+        raise ValueError(
+            f"model_input_tiles holds {len(written - expected)} unexpected and lacks "
+            f"{len(expected - written)} selected tiles, e.g. "
+            f"{sorted(written ^ expected)[:3]}."
+        )
     return tile_selection[MANIFEST_COLUMNS].reset_index(drop=True)
 
 
 # ------------------------------------------------------------------ report
 
-def summarise_preparation(tile_candidates: pd.DataFrame, tile_manifest: pd.DataFrame,
-                          land_cover: dict[str, Any], tiling: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
-    """What happened to every tile: seen, rejected (why), usable, kept per split and class."""
+
+def summarise_preparation(
+    tile_candidates: pd.DataFrame,
+    tile_manifest: pd.DataFrame,
+    land_cover: dict[str, Any],
+    tiling: dict[str, Any],
+    options: dict[str, Any],
+) -> dict[str, Any]:
+    """Account for every tile: seen, rejected (why), usable, kept per split and class.
+
+    Args:
+        tile_candidates: ``tile_candidates`` from :func:`label_tiles`.
+        tile_manifest: ``tile_manifest`` from :func:`write_manifest`.
+        land_cover: ``params:land_cover`` (the classes).
+        tiling: ``params:tiling`` (``tile_size``).
+        options: ``params:data_preparation`` (``min_purity``).
+
+    Returns:
+        ``preparation_report``: totals (seen, rejected per reason, usable, balanced out, kept per split
+        and class), the regions of each split, dropped pixels and per-scene counts.
+    """
     classes = list(LandCover.from_params(land_cover).classes)
     usable = tile_candidates["reject_reason"].isna()
     kept = tile_manifest.groupby(["split", "class_name"]).size()
-    per_scene = tile_candidates.assign(usable=usable).groupby("scene").agg(
-        nlcd_year=("nlcd_year", "first"), seen=("tile_id", "size"), usable=("usable", "sum"))
+    per_scene = (
+        tile_candidates.assign(usable=usable)
+        .groupby("scene")
+        .agg(nlcd_year=("nlcd_year", "first"), seen=("tile_id", "size"), usable=("usable", "sum"))
+    )
     per_scene["kept"] = tile_manifest["scene"].value_counts().reindex(per_scene.index, fill_value=0)
     return {
         "tile_size": int(tiling["tile_size"]),
         "min_purity": float(options.get("min_purity", 0.9)),
         "tiles_seen": len(tile_candidates),
-        "rejected": {reason: int((tile_candidates["reject_reason"] == reason).sum()) for reason in REJECT_REASONS},
+        "rejected": {
+            reason: int((tile_candidates["reject_reason"] == reason).sum()) for reason in REJECT_REASONS
+        },
         "usable": int(usable.sum()),
         "balanced_out": int(usable.sum()) - len(tile_manifest),
         "kept": {split: {name: int(kept.get((split, name), 0)) for name in classes} for split in SPLITS},
         "kept_total": len(tile_manifest),
-        "regions": {split: sorted(tile_manifest.loc[tile_manifest.split == split, "region"].unique())
-                    for split in SPLITS},
+        "regions": {
+            split: sorted(tile_manifest.loc[tile_manifest.split == split, "region"].unique())
+            for split in SPLITS
+        },
         "dropped_pixels": int(tile_candidates["dropped_pixels"].sum()),
         "per_scene": {scene: {k: int(v) for k, v in row.items()} for scene, row in per_scene.iterrows()},
     }
 
 
 def plot_preparation_report(preparation_report: dict[str, Any]) -> Figure:
-    """Bar charts: where the tiles went, and the kept tiles per class and split."""
+    """Show where the tiles went and the kept tiles per class and split, as bar charts.
+
+    Args:
+        preparation_report: ``preparation_report`` from :func:`summarise_preparation`.
+
+    Returns:
+        ``preparation_report_plot``: the figure.
+    """
     figure = Figure(figsize=(11, 4), layout="constrained")
     fate, kept = figure.subplots(1, 2, width_ratios=[1, 2])
-    outcomes = {"kept": preparation_report["kept_total"], "balanced out": preparation_report["balanced_out"],
-                **{f"rejected:\n{k}": v for k, v in preparation_report["rejected"].items()}}
-    fate.barh(list(outcomes), list(outcomes.values()), color=["tab:green", "tab:olive"] + ["tab:red"] * (len(outcomes) - 2))
+    outcomes = {
+        "kept": preparation_report["kept_total"],
+        "balanced out": preparation_report["balanced_out"],
+        **{f"rejected:\n{k}": v for k, v in preparation_report["rejected"].items()},
+    }
+    fate.barh(
+        list(outcomes),
+        list(outcomes.values()),
+        color=["tab:green", "tab:olive"] + ["tab:red"] * (len(outcomes) - 2),
+    )
     fate.invert_yaxis()
     fate.set_title(f"{preparation_report['tiles_seen']} tiles seen")
     fate.set_xlabel("tiles")
     classes = list(preparation_report["kept"]["train"])
     x = np.arange(len(classes))
     for offset, split in zip((-0.2, 0.2), SPLITS):
-        kept.bar(x + offset, [preparation_report["kept"][split][c] for c in classes], width=0.4,
-                 label=f"{split} ({', '.join(preparation_report['regions'][split])})")
+        kept.bar(
+            x + offset,
+            [preparation_report["kept"][split][c] for c in classes],
+            width=0.4,
+            label=f"{split} ({', '.join(preparation_report['regions'][split])})",
+        )
     kept.set_xticks(x, classes)
     kept.set_ylabel("tiles")
     kept.set_title("Kept tiles per class (balanced per split)")

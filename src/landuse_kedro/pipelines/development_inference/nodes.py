@@ -65,6 +65,7 @@ SUMMARY_COLUMNS = {"older": "older_class", "predicted": "predicted_class", "smoo
 
 # ------------------------------------------------------------------ classes of the maps
 
+
 def map_classes(land_cover: dict[str, Any], options: dict[str, Any]) -> list[str]:
     """The classes of the maps, in code order (code i is ``map_classes[i - 1]``).
 
@@ -99,6 +100,7 @@ def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> n
 
 
 # ------------------------------------------------------------------ 1. the region plans
+
 
 def region_names(options: dict[str, Any]) -> list[str]:
     """``development_inference.regions`` as a list. YAML gives a list; on the command line, where
@@ -137,16 +139,19 @@ def _region_scenes(naip_scenes: Loaders, region: str) -> dict[int, str]:
     return scenes
 
 
-def newer_scene(naip_scenes: Loaders, region: str, options: dict[str, Any],
-                tiling: dict[str, Any]) -> tuple[str, WindowedRaster]:
+def newer_scene(
+    naip_scenes: Loaders, region: str, options: dict[str, Any], tiling: dict[str, Any]
+) -> tuple[str, WindowedRaster]:
     """The region's newer scene; refuses a missing scene and a region whose scenes are in
     different CRSs (its years would not line up tile for tile)."""
     year = int(options["newer_year"])
     scenes = _region_scenes(naip_scenes, region)
     if not scenes:
         regions = sorted({parse_scene_key(key)[0] for key in naip_scenes})
-        raise ValueError(f"Unknown region {region!r} (development_inference.regions): the NAIP scenes are of "
-                         f"regions {', '.join(regions) or 'none'}.")
+        raise ValueError(
+            f"Unknown region {region!r} (development_inference.regions): the NAIP scenes are of "
+            f"regions {', '.join(regions) or 'none'}."
+        )
     if year not in scenes:
         raise ValueError(
             f"No NAIP scene '{region}_{year}' for development_inference (region {region!r}, "
@@ -163,26 +168,55 @@ def newer_scene(naip_scenes: Loaders, region: str, options: dict[str, Any],
     return key, sources[key]
 
 
-def plan_regions(naip_scenes: Loaders, nlcd_rasters: Loaders, land_cover: dict[str, Any],
-                 tiling: dict[str, Any], options: dict[str, Any]) -> dict[str, RegionPlan]:
-    """Each region's plan, from headers only: every full tile of its newer scene on the shared
-    tiling grid, labelled (in the Spark tasks) with the older NLCD edition in the map classes.
-    Every region is checked before any is planned, so a typo fails at once."""
+def plan_regions(
+    naip_scenes: Loaders,
+    nlcd_rasters: Loaders,
+    land_cover: dict[str, Any],
+    tiling: dict[str, Any],
+    options: dict[str, Any],
+) -> dict[str, RegionPlan]:
+    """Plan each region from headers only: every full tile of its newer scene on the shared tiling grid,
+    to be labelled (in the Spark tasks) with the older NLCD edition in the map classes. Every region is
+    checked before any is planned, so a typo fails at once.
+
+    Args:
+        naip_scenes: ``naip_scenes``, ``<region>_<year>`` -> lazy raster loader.
+        nlcd_rasters: ``nlcd_rasters``, ``nlcd_<year>`` -> lazy raster loader.
+        land_cover: ``params:land_cover`` (NLCD table and 3-class rule).
+        tiling: ``params:tiling`` (the grid data_preparation cuts too).
+        options: ``params:development_inference`` (``regions``, ``older_year``, ``newer_year``,
+            ``older_naip_year``, ``water``, ``water_codes``, ``colours``).
+
+    Returns:
+        ``region_plans``: region -> :class:`RegionPlan`, in the order of ``regions``.
+
+    Raises:
+        ValueError: ``regions`` is empty, repeats a name or names a region without scenes; there is no
+            NLCD edition of ``older_year`` or no scene of ``newer_year``; a region's scenes are in
+            different CRSs without ``tiling.target_crs``; ``water`` is neither keep nor mask; or a scene
+            cannot give RGB tiles or does not overlap its NLCD.
+    """
     regions = region_names(options)
     known = sorted({parse_scene_key(key)[0] for key in naip_scenes})
     unknown = [region for region in regions if region not in known]
     if unknown:
-        raise ValueError(f"Unknown region(s) {', '.join(map(repr, unknown))} (development_inference.regions): "
-                         f"the NAIP scenes are of regions {', '.join(known) or 'none'}.")
+        raise ValueError(
+            f"Unknown region(s) {', '.join(map(repr, unknown))} (development_inference.regions): "
+            f"the NAIP scenes are of regions {', '.join(known) or 'none'}."
+        )
     nlcd_key = f"nlcd_{int(options['older_year'])}"
     if nlcd_key not in nlcd_rasters:
-        raise ValueError(f"No NLCD raster '{nlcd_key}' for the older labels (older_year="
-                         f"{options['older_year']}). Available: {sorted(nlcd_rasters) or 'none'}.")
+        raise ValueError(
+            f"No NLCD raster '{nlcd_key}' for the older labels (older_year="
+            f"{options['older_year']}). Available: {sorted(nlcd_rasters) or 'none'}."
+        )
     scenes = {region: newer_scene(naip_scenes, region, options, tiling) for region in regions}
     names = map_classes(land_cover, options)
     lookup, nlcd = older_label_lookup(land_cover, options), nlcd_rasters[nlcd_key]()
-    return {region: _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options)
-            for region, (key, scene) in scenes.items()}
+    return {
+        region: _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options)
+        for region, (key, scene) in scenes.items()
+    }
 
 
 def _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options) -> RegionPlan:  # noqa: PLR0913, PLR0917
@@ -191,58 +225,140 @@ def _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, o
     older_key = f"{region}_{older_year}" if older_year else None
     older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
     if older_year and older_scene is None:
-        logger.warning("No NAIP scene %s: the gallery of %s shows the older labels instead.", older_key, region)
+        logger.warning(
+            "No NAIP scene %s: the gallery of %s shows the older labels instead.", older_key, region
+        )
     tiles = plan.tiles
-    logger.info("Region %s: %d tiles (%d x %d) of scene %s on %s; older labels from nlcd_%s",
-                region, len(tiles), tiles.n_rows, tiles.n_cols, key, plan.grid.crs.to_string(),
-                options["older_year"])
-    return RegionPlan(region, plan, older_scene, older_key if older_scene is not None else None,
-                      colour_table(names, options["colours"]))
+    logger.info(
+        "Region %s: %d tiles (%d x %d) of scene %s on %s; older labels from nlcd_%s",
+        region,
+        len(tiles),
+        tiles.n_rows,
+        tiles.n_cols,
+        key,
+        plan.grid.crs.to_string(),
+        options["older_year"],
+    )
+    return RegionPlan(
+        region,
+        plan,
+        older_scene,
+        older_key if older_scene is not None else None,
+        colour_table(names, options["colours"]),
+    )
 
 
 # ------------------------------------------------------------------ 2. scoring
 
-def score_regions(region_plans: dict[str, RegionPlan], scoring_model, land_cover: dict[str, Any],
-                  scoring: dict[str, Any]):
-    """Every tile window of the regions' newer scenes, read, labelled and scored in one Spark job
-    (no tile files): one row per tile, a failure row for a window that cannot be read."""
+
+def score_regions(
+    region_plans: dict[str, RegionPlan], scoring_model, land_cover: dict[str, Any], scoring: dict[str, Any]
+):
+    """Read, label and score every tile window of the regions' newer scenes in one Spark job, with no tile
+    files.
+
+    Args:
+        region_plans: ``region_plans`` from :func:`plan_regions`.
+        scoring_model: ``scoring_model`` from training.
+        land_cover: ``params:land_cover`` (the class order of the model's outputs).
+        scoring: ``params:scoring`` (``image_size`` must equal ``tiling.tile_size``).
+
+    Returns:
+        ``development_predictions``: one row per tile, the scorer's columns plus its window, bounds and
+        older label; a window that cannot be read is a row with ``error`` set (lazy: saving it runs the
+        job).
+
+    Raises:
+        ValueError: ``scoring.image_size`` differs from the tile size.
+    """
     return score_windows([plan.newer for plan in region_plans.values()], scoring_model, land_cover, scoring)
 
 
 # ------------------------------------------------------------------ 3. per-tile classes
 
-def classify_tiles(development_predictions, region_plans: dict[str, RegionPlan], land_cover: dict[str, Any],
-                   options: dict[str, Any]) -> pd.DataFrame:
-    """One row per tile of the plans: region, grid, older label, prediction (none when scoring
-    failed, the reason in ``error``), probabilities, and the 3x3 smoothed prediction."""
+
+def classify_tiles(
+    development_predictions,
+    region_plans: dict[str, RegionPlan],
+    land_cover: dict[str, Any],
+    options: dict[str, Any],
+) -> pd.DataFrame:
+    """Bring the scored rows to the driver as one row per tile, checked against the plans so no output
+    mixes runs; a tile that failed or reaches outside the imagery gets no prediction (nodata).
+
+    Args:
+        development_predictions: ``development_predictions`` as written (a Spark DataFrame).
+        region_plans: ``region_plans`` from :func:`plan_regions`.
+        land_cover: ``params:land_cover`` (the probability columns).
+        options: ``params:development_inference`` (``water``, ``smoothing``).
+
+    Returns:
+        ``development_tile_classes``: per tile its region, grid cell and bounds, older class and share,
+        prediction (null when failed or masked, the reason in ``error``), probabilities and the 3x3
+        smoothed prediction; sorted by region, row and column.
+
+    Raises:
+        ValueError: A tile was scored twice, or the table's tiles are not exactly the plans' (it comes
+            from another run).
+    """
     active_spark_session()
-    columns = ["image_id", *WINDOW_COLUMNS, "predicted_label", "predicted_label_3", "probability",
-               *(f"prob_{name}" for name in LandCover.from_params(land_cover).classes), "error"]
-    tiles = development_predictions.select(*columns).toPandas().rename(columns={
-        "image_id": "tile_id", "predicted_label_3": "predicted_class", "label_class": "older_class",
-        "label_share": "older_share"})
+    columns = [
+        "image_id",
+        *WINDOW_COLUMNS,
+        "predicted_label",
+        "predicted_label_3",
+        "probability",
+        *(f"prob_{name}" for name in LandCover.from_params(land_cover).classes),
+        "error",
+    ]
+    tiles = (
+        development_predictions.select(*columns)
+        .toPandas()
+        .rename(
+            columns={
+                "image_id": "tile_id",
+                "predicted_label_3": "predicted_class",
+                "label_class": "older_class",
+                "label_share": "older_share",
+            }
+        )
+    )
     duplicated = tiles["tile_id"].duplicated()
     if duplicated.any():
         raise ValueError(f"Tiles scored more than once: {tiles.loc[duplicated, 'tile_id'].head(3).tolist()}")
-    expected = {plan.newer.tile_id(tile.row, tile.col) for plan in region_plans.values() for tile in plan.newer.tiles}
+    expected = {
+        plan.newer.tile_id(tile.row, tile.col) for plan in region_plans.values() for tile in plan.newer.tiles
+    }
     if set(tiles["tile_id"]) != expected:
-        raise ValueError(f"development_predictions holds {len(set(tiles['tile_id']) - expected)} tiles that are "
-                         f"not in the region plans and lacks {len(expected - set(tiles['tile_id']))}: they come "
-                         "from another run; rerun from score_regions.")
-    tiles.insert(1, "region", tiles["scene"].map({plan.newer.key: region for region, plan in region_plans.items()}))
-    tiles["crs"] = tiles["region"].map({region: plan.newer.grid.crs.to_string()
-                                        for region, plan in region_plans.items()})
+        raise ValueError(
+            f"development_predictions holds {len(set(tiles['tile_id']) - expected)} tiles that are "
+            f"not in the region plans and lacks {len(expected - set(tiles['tile_id']))}: they come "
+            "from another run; rerun from score_regions."
+        )
+    tiles.insert(
+        1, "region", tiles["scene"].map({plan.newer.key: region for region, plan in region_plans.items()})
+    )
+    tiles["crs"] = tiles["region"].map(
+        {region: plan.newer.grid.crs.to_string() for region, plan in region_plans.items()}
+    )
     failed = tiles["error"].notna()
     tiles.loc[failed, "predicted_class"] = None
     if failed.any():
-        logger.warning("%d of %d tiles have no prediction (kept as nodata), e.g. %s", int(failed.sum()),
-                       len(tiles), tiles.loc[failed, ["tile_id", "error"]].head(3).to_dict("records"))
+        logger.warning(
+            "%d of %d tiles have no prediction (kept as nodata), e.g. %s",
+            int(failed.sum()),
+            len(tiles),
+            tiles.loc[failed, ["tile_id", "error"]].head(3).to_dict("records"),
+        )
     # a tile partly outside the imagery (a scene's edge, a warped margin) is no evidence of land use
     masked = ~failed & (tiles["image_nodata_pixels"] > 0)
     tiles.loc[masked, "predicted_class"] = None
     if masked.any():
-        logger.info("%d tiles with pixels outside the imagery are masked (nodata), e.g. %s", int(masked.sum()),
-                    tiles.loc[masked, "tile_id"].head(3).tolist())
+        logger.info(
+            "%d tiles with pixels outside the imagery are masked (nodata), e.g. %s",
+            int(masked.sum()),
+            tiles.loc[masked, "tile_id"].head(3).tolist(),
+        )
     names = map_classes(land_cover, options)
     codes, lookup = class_codes(names), np.asarray([None, *names], dtype=object)
     smoothing = options.get("smoothing") or {}
@@ -254,11 +370,13 @@ def classify_tiles(development_predictions, region_plans: dict[str, RegionPlan],
             smoothed = smooth_classes(smoothed, len(names), float(smoothing.get("centre_weight", 2)))
         tiles.loc[index, "smoothed_class"] = lookup[smoothed[region_tiles["row"], region_tiles["col"]]]
     order = {region: position for position, region in enumerate(region_plans)}
-    return tiles.sort_values(["region", "row", "col"], key=lambda c: c.map(order) if c.name == "region" else c,
-                             ignore_index=True)
+    return tiles.sort_values(
+        ["region", "row", "col"], key=lambda c: c.map(order) if c.name == "region" else c, ignore_index=True
+    )
 
 
 # ------------------------------------------------------------------ 4. outputs per region
+
 
 def _per_region(tiles: pd.DataFrame, options: dict[str, Any]):
     """(region, its tiles) in the order of ``development_inference.regions``."""
@@ -270,118 +388,273 @@ def _this_run(partitions: Mapping[str, Callable[[], Any]], options: dict[str, An
     """The partitions of this run's regions, loaded (the folder may hold regions mapped earlier)."""
     missing = [region for region in region_names(options) if region not in partitions]
     if missing:
-        raise ValueError(f"No saved outputs for region(s) {missing}: rerun the development_inference pipeline.")
+        raise ValueError(
+            f"No saved outputs for region(s) {missing}: rerun the development_inference pipeline."
+        )
     return {region: partitions[region]() for region in region_names(options)}
 
 
-def measure_agreement(development_tile_classes: pd.DataFrame, scoring_model: ModelArtifact,
-                      land_cover: dict[str, Any], options: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Per region: how often the newer predictions (raw and smoothed) agree with the older labels,
-    how many tiles failed to score, and the model that predicted them (format, precision: read
-    from the model file itself); disagreement is change plus model error."""
+def measure_agreement(
+    development_tile_classes: pd.DataFrame,
+    scoring_model: ModelArtifact,
+    land_cover: dict[str, Any],
+    options: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Measure per region how often the newer predictions agree with the older labels; disagreement is
+    change plus model error.
+
+    Args:
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        scoring_model: ``scoring_model``, recorded by format, precision (read from the model file
+            itself) and size.
+        land_cover: ``params:land_cover`` (the map classes).
+        options: ``params:development_inference`` (``regions``, ``older_year``, ``newer_year``,
+            ``water``).
+
+    Returns:
+        ``development_agreement``: region -> the model, the years, tile counts (all, failed, masked),
+        failure reasons, and the agreement of raw and smoothed predictions with the older labels.
+    """
     names = map_classes(land_cover, options)
-    model = {"format": scoring_model.format, "precision": scoring_model.precision,
-             "bytes": len(scoring_model.payload)}
-    return {region: {
-        "region": region,
-        "model": model,
-        "older_year": int(options["older_year"]),
-        "newer_year": int(options["newer_year"]),
-        "tiles": len(tiles),
-        "failed_tiles": int(tiles["error"].notna().sum()),
-        "masked_tiles": int((tiles["error"].isna() & (tiles["image_nodata_pixels"] > 0)).sum()),
-        "failure_reasons": {str(k): int(v) for k, v in tiles["error"].value_counts().items()},
-        "predicted": agreement(tiles, names, "older_class", "predicted_class"),
-        "smoothed": agreement(tiles, names, "older_class", "smoothed_class"),
-    } for region, tiles in _per_region(development_tile_classes, options)}
+    model = {
+        "format": scoring_model.format,
+        "precision": scoring_model.precision,
+        "bytes": len(scoring_model.payload),
+    }
+    return {
+        region: {
+            "region": region,
+            "model": model,
+            "older_year": int(options["older_year"]),
+            "newer_year": int(options["newer_year"]),
+            "tiles": len(tiles),
+            "failed_tiles": int(tiles["error"].notna().sum()),
+            "masked_tiles": int((tiles["error"].isna() & (tiles["image_nodata_pixels"] > 0)).sum()),
+            "failure_reasons": {str(k): int(v) for k, v in tiles["error"].value_counts().items()},
+            "predicted": agreement(tiles, names, "older_class", "predicted_class"),
+            "smoothed": agreement(tiles, names, "older_class", "smoothed_class"),
+        }
+        for region, tiles in _per_region(development_tile_classes, options)
+    }
 
 
-def check_tile_failures(development_agreement: Mapping[str, Callable[[], dict]], scoring: dict[str, Any],
-                        options: dict[str, Any]) -> None:
-    """Fail the run when too many tiles could not be read or scored (after the agreements are saved)."""
+def check_tile_failures(
+    development_agreement: Mapping[str, Callable[[], dict]], scoring: dict[str, Any], options: dict[str, Any]
+) -> None:
+    """Fail the run when too many tiles could not be read or scored, after the agreements are saved.
+
+    Args:
+        development_agreement: ``development_agreement`` as saved; only this run's regions are read.
+        scoring: ``params:scoring`` (``max_failed_fraction``, default 0.05).
+        options: ``params:development_inference`` (``regions``).
+
+    Raises:
+        ValueError: A region of this run has no saved agreement.
+        RuntimeError: More than ``max_failed_fraction`` of the tiles failed; names the commonest reasons.
+    """
     reports = _this_run(development_agreement, options).values()
-    errors = [reason for report in reports for reason, count in report["failure_reasons"].items()
-              for _ in range(count)]
-    check_failure_rate(sum(report["tiles"] for report in reports), errors,
-                       float(scoring.get("max_failed_fraction", 0.05)), "tiles")
+    errors = [
+        reason
+        for report in reports
+        for reason, count in report["failure_reasons"].items()
+        for _ in range(count)
+    ]
+    check_failure_rate(
+        sum(report["tiles"] for report in reports),
+        errors,
+        float(scoring.get("max_failed_fraction", 0.05)),
+        "tiles",
+    )
 
 
-CANDIDATE_PROPERTIES = ["region", "rank", "tile_id", "row", "col", "change_probability", "older_class",
-                        "older_share", "predicted_class", "smoothed_class"]
+CANDIDATE_PROPERTIES = [
+    "region",
+    "rank",
+    "tile_id",
+    "row",
+    "col",
+    "change_probability",
+    "older_class",
+    "older_share",
+    "predicted_class",
+    "smoothed_class",
+]
 """Each candidate's fields, named alike in the CSV and the GeoJSON; the CSV adds the footprint in
 the scene's CRS (minx, miny, maxx, maxy, crs), the GeoJSON has it as geometry in EPSG:4326."""
 
 
-def select_change_candidates(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                             options: dict[str, Any]) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """Per region, change candidates (ranked table and GeoJSON): older label in
-    ``candidates.from_classes``, newer prediction (raw or smoothed, a parameter) Developed with
-    probability >= threshold."""
+def select_change_candidates(
+    development_tile_classes: pd.DataFrame, land_cover: dict[str, Any], options: dict[str, Any]
+) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """Find the tiles that look newly developed: older label in ``candidates.from_classes`` covering at
+    least ``min_older_share`` of the tile, newer prediction (raw or smoothed, per
+    ``candidates.prediction``) ``to_class`` with probability >= ``min_probability``.
+
+    Args:
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        land_cover: ``params:land_cover`` (not read: the classes come with the tiles).
+        options: ``params:development_inference`` (``regions``, ``candidates``).
+
+    Returns:
+        ``change_candidates_table``: region -> the candidates ranked by probability
+        (``CANDIDATE_PROPERTIES`` and the footprint in the scene's CRS).
+        ``change_candidates``: region -> the same candidates as GeoJSON in EPSG:4326.
+    """
     settings = options["candidates"]
     to_class = settings.get("to_class", "Developed")
-    prediction = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[settings.get("prediction", "predicted")]
+    prediction = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
+        settings.get("prediction", "predicted")
+    ]
     tables, geojson = {}, {}
     for region, tiles in _per_region(development_tile_classes, options):
-        candidates = change_candidates(tiles, settings["from_classes"], to_class, float(settings["min_probability"]),
-                                       prediction=prediction, min_older_share=float(settings.get("min_older_share", 0.0)))
-        logger.info("%s: %d change candidates (older %s covering >= %s of the tile -> %s by the %s prediction, "
-                    "probability >= %s)", region, len(candidates), settings["from_classes"],
-                    settings.get("min_older_share", 0.0), to_class, settings.get("prediction", "predicted"),
-                    settings["min_probability"])
+        candidates = change_candidates(
+            tiles,
+            settings["from_classes"],
+            to_class,
+            float(settings["min_probability"]),
+            prediction=prediction,
+            min_older_share=float(settings.get("min_older_share", 0.0)),
+        )
+        logger.info(
+            "%s: %d change candidates (older %s covering >= %s of the tile -> %s by the %s prediction, "
+            "probability >= %s)",
+            region,
+            len(candidates),
+            settings["from_classes"],
+            settings.get("min_older_share", 0.0),
+            to_class,
+            settings.get("prediction", "predicted"),
+            settings["min_probability"],
+        )
         tables[region] = candidates[[*CANDIDATE_PROPERTIES, "minx", "miny", "maxx", "maxy", "crs"]]
         geojson[region] = candidates_geojson(candidates, CANDIDATE_PROPERTIES)
     return tables, geojson
 
 
-def class_rasters(development_tile_classes: pd.DataFrame, region_plans: dict[str, RegionPlan],
-                  options: dict[str, Any]) -> dict[str, GeoRaster]:
-    """Per region, older labels, predictions and smoothed predictions as GeoTIFFs of one pixel per
-    tile (keys ``<region>/<older|predicted|smoothed>``), aligned with the scene (the tile grid's
-    transform and CRS), coloured like the maps and tagged with region and years."""
+def class_rasters(
+    development_tile_classes: pd.DataFrame, region_plans: dict[str, RegionPlan], options: dict[str, Any]
+) -> dict[str, GeoRaster]:
+    """Give GIS users the maps as rasters: per region, older labels, predictions and smoothed predictions
+    at one pixel per tile, aligned with the scene (the tile grid's transform and CRS), coloured like
+    the maps and tagged with region and years.
+
+    Args:
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        region_plans: ``region_plans`` from :func:`plan_regions`.
+        options: ``params:development_inference`` (``regions``, ``older_year``, ``newer_year``).
+
+    Returns:
+        ``region_class_rasters``: ``<region>/<older|predicted|smoothed>`` -> :class:`GeoRaster`.
+
+    Raises:
+        ValueError: The tile table does not fill a region's tile grid.
+    """
     rasters = {}
     for region, tiles in _per_region(development_tile_classes, options):
         plan = region_plans[region]
         codes = class_codes(plan.classes)
         tile_grid = plan.newer.tiles
         n_rows, n_cols = tile_grid.n_rows, tile_grid.n_cols
-        if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(tiles) != n_rows * n_cols:
-            raise ValueError(f"The tile table has {len(tiles)} tiles of {region}, the scene's grid {n_rows} x "
-                             f"{n_cols}: rerun the whole development_inference pipeline.")
+        if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(
+            tiles
+        ) != n_rows * n_cols:
+            raise ValueError(
+                f"The tile table has {len(tiles)} tiles of {region}, the scene's grid {n_rows} x "
+                f"{n_cols}: rerun the whole development_inference pipeline."
+            )
         transform = tile_grid_transform(tile_grid.grid.transform, 0, 0, tile_grid.tile_size)
         crs = tile_grid.grid.crs.to_string()
-        nodata = {column: int((to_grid(tiles, column, codes) == NODATA).sum()) for column in SUMMARY_COLUMNS.values()}
+        nodata = {
+            column: int((to_grid(tiles, column, codes) == NODATA).sum())
+            for column in SUMMARY_COLUMNS.values()
+        }
         logger.info("Class rasters of %s: %d x %d tiles; nodata tiles: %s", region, n_rows, n_cols, nodata)
         for kind, column in SUMMARY_COLUMNS.items():
-            tags = {"region": region, "classes": kind, "scene": plan.newer.key,
-                    "older_nlcd_year": str(options["older_year"]), "newer_naip_year": str(options["newer_year"])}
-            rasters[f"{region}/{kind}"] = class_raster(to_grid(tiles, column, codes), crs, transform, plan.palette,
-                                                       f"{kind} class, {region}", plan.classes, tags)
+            tags = {
+                "region": region,
+                "classes": kind,
+                "scene": plan.newer.key,
+                "older_nlcd_year": str(options["older_year"]),
+                "newer_naip_year": str(options["newer_year"]),
+            }
+            rasters[f"{region}/{kind}"] = class_raster(
+                to_grid(tiles, column, codes),
+                crs,
+                transform,
+                plan.palette,
+                f"{kind} class, {region}",
+                plan.classes,
+                tags,
+            )
     return rasters
 
 
-def mosaic_class_rasters(region_class_rasters: Mapping[str, Callable[[], WindowedRaster]],
-                         land_cover: dict[str, Any], options: dict[str, Any]) -> dict[str, GeoRaster]:
-    """The regions' class rasters (this run's regions) merged on one grid in ``mosaic_crs``, one
-    mosaic per kind (older, predicted, smoothed): the county map. Nearest neighbour, so codes
-    stay codes; where regions overlap, the one listed first wins."""
+def mosaic_class_rasters(
+    region_class_rasters: Mapping[str, Callable[[], WindowedRaster]],
+    land_cover: dict[str, Any],
+    options: dict[str, Any],
+) -> dict[str, GeoRaster]:
+    """Make the county map: this run's regions' class rasters merged on one grid in ``mosaic_crs``, one
+    mosaic per kind, by nearest neighbour so codes stay codes; where regions overlap, the one listed
+    first wins.
+
+    Args:
+        region_class_rasters: ``region_class_rasters`` as saved; only this run's regions are read.
+        land_cover: ``params:land_cover`` (the map classes).
+        options: ``params:development_inference`` (``regions``, ``mosaic_crs``, ``colours``, ``water``,
+            ``older_year``, ``newer_year``).
+
+    Returns:
+        ``class_raster_mosaics``: ``older``, ``predicted`` and ``smoothed`` -> :class:`GeoRaster`.
+
+    Raises:
+        ValueError: A region of this run has no saved class rasters.
+    """
     names = map_classes(land_cover, options)
     palette, crs = colour_table(names, options["colours"]), options.get("mosaic_crs", "EPSG:5070")
     mosaics = {}
     for kind in SUMMARY_COLUMNS:
-        sources = _this_run({key.split("/")[0]: loader for key, loader in region_class_rasters.items()
-                             if key.endswith(f"/{kind}")}, options)
+        sources = _this_run(
+            {
+                key.split("/")[0]: loader
+                for key, loader in region_class_rasters.items()
+                if key.endswith(f"/{kind}")
+            },
+            options,
+        )
         grid, transform = mosaic(list(sources.values()), crs, NODATA)
-        tags = {"regions": " ".join(sources), "classes": kind,
-                "older_nlcd_year": str(options["older_year"]), "newer_naip_year": str(options["newer_year"])}
-        mosaics[kind] = class_raster(grid, crs, transform, palette, f"{kind} class, {' '.join(sources)}", names, tags)
-    logger.info("Mosaics of %s on %s: %d x %d tiles", ", ".join(region_names(options)), crs,
-                *mosaics["smoothed"].array.shape[1:])
+        tags = {
+            "regions": " ".join(sources),
+            "classes": kind,
+            "older_nlcd_year": str(options["older_year"]),
+            "newer_naip_year": str(options["newer_year"]),
+        }
+        mosaics[kind] = class_raster(
+            grid, crs, transform, palette, f"{kind} class, {' '.join(sources)}", names, tags
+        )
+    logger.info(
+        "Mosaics of %s on %s: %d x %d tiles",
+        ", ".join(region_names(options)),
+        crs,
+        *mosaics["smoothed"].array.shape[1:],
+    )
     return mosaics
 
 
-def plot_class_maps(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                    options: dict[str, Any]) -> dict[str, Figure]:
-    """Per region, older labels, newer predictions and smoothed predictions side by side."""
+def plot_class_maps(
+    development_tile_classes: pd.DataFrame, land_cover: dict[str, Any], options: dict[str, Any]
+) -> dict[str, Figure]:
+    """Show per region the older labels, newer predictions and smoothed predictions side by side.
+
+    Args:
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        land_cover: ``params:land_cover`` (the map classes).
+        options: ``params:development_inference`` (``regions``, ``colours``, ``water``, ``older_year``,
+            ``newer_year``).
+
+    Returns:
+        ``development_maps``: region -> the figure.
+    """
     names = map_classes(land_cover, options)
     codes = class_codes(names)
     figures = {}
@@ -391,24 +664,48 @@ def plot_class_maps(development_tile_classes: pd.DataFrame, land_cover: dict[str
             f"NAIP {options['newer_year']} predictions": to_grid(tiles, "predicted_class", codes),
             f"NAIP {options['newer_year']} smoothed": to_grid(tiles, "smoothed_class", codes),
         }
-        figures[region] = class_maps(panels, names, options["colours"],
-                                     f"Land use, {region} ({len(tiles)} tiles, {tiles['crs'].iloc[0]})")
+        figures[region] = class_maps(
+            panels,
+            names,
+            options["colours"],
+            f"Land use, {region} ({len(tiles)} tiles, {tiles['crs'].iloc[0]})",
+        )
     return figures
 
 
-def plot_candidate_gallery(change_candidates_table: Mapping[str, Callable[[], pd.DataFrame]],
-                           development_tile_classes: pd.DataFrame, region_plans: dict[str, RegionPlan],
-                           options: dict[str, Any]) -> dict[str, Figure]:
-    """Per region, the top candidates, each with its 3x3 tile neighbourhood in the older NAIP year
-    (or the older labels when there is no older scene) and in the newer one: only those windows
-    are read."""
+def plot_candidate_gallery(
+    change_candidates_table: Mapping[str, Callable[[], pd.DataFrame]],
+    development_tile_classes: pd.DataFrame,
+    region_plans: dict[str, RegionPlan],
+    options: dict[str, Any],
+) -> dict[str, Figure]:
+    """Show each region's top candidates for checking by eye: each with its 3x3 tile neighbourhood in the
+    older NAIP year (or the older labels when there is no older scene) and in the newer one; only those
+    windows are read.
+
+    Args:
+        change_candidates_table: ``change_candidates_table`` as saved; only this run's regions are read.
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        region_plans: ``region_plans`` from :func:`plan_regions` (the scenes to read).
+        options: ``params:development_inference`` (``regions``, ``candidates.prediction``,
+            ``gallery_size``, ``gallery_pixels``, ``older_naip_year``, ``older_year``, ``newer_year``).
+
+    Returns:
+        ``change_candidate_gallery``: region -> the figure.
+
+    Raises:
+        ValueError: A region of this run has no saved candidate table.
+    """
     tables = _this_run(change_candidates_table, options)
-    return {region: _gallery(tables[region], tiles, region_plans[region], options)
-            for region, tiles in _per_region(development_tile_classes, options)}
+    return {
+        region: _gallery(tables[region], tiles, region_plans[region], options)
+        for region, tiles in _per_region(development_tile_classes, options)
+    }
 
 
-def _gallery(candidates: pd.DataFrame, tiles: pd.DataFrame, region_plan: RegionPlan,
-             options: dict[str, Any]) -> Figure:
+def _gallery(
+    candidates: pd.DataFrame, tiles: pd.DataFrame, region_plan: RegionPlan, options: dict[str, Any]
+) -> Figure:
     plan = region_plan.newer
     tile_size = plan.tile_size
     older_grid = to_grid(tiles, "older_class", class_codes(region_plan.classes))
@@ -416,24 +713,38 @@ def _gallery(candidates: pd.DataFrame, tiles: pd.DataFrame, region_plan: RegionP
     palette = np.asarray([rgba[:3] for _, rgba in sorted(region_plan.palette.items())], dtype=np.uint8)
     step = max(1, tile_size * 3 // int(options.get("gallery_pixels", 240)))
     newer_column = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
-        options["candidates"].get("prediction", "predicted")]
+        options["candidates"].get("prediction", "predicted")
+    ]
     items = []
     for tile in candidates.head(int(options.get("gallery_size", 12))).itertuples():
         newer = neighbourhood_rgb(plan.scene, plan.grid, tile.row, tile.col, tile_size)[::step, ::step]
         if region_plan.older_scene is not None:
-            older = neighbourhood_rgb(region_plan.older_scene, plan.grid, tile.row, tile.col, tile_size)[::step, ::step]
+            older = neighbourhood_rgb(region_plan.older_scene, plan.grid, tile.row, tile.col, tile_size)[
+                ::step, ::step
+            ]
         else:
-            older = np.kron(palette[_padded(older_grid, tile.row, tile.col)],
-                            np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8))
+            older = np.kron(
+                palette[_padded(older_grid, tile.row, tile.col)],
+                np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8),
+            )
         centre_x, centre_y = (tile.minx + tile.maxx) / 2, (tile.miny + tile.maxy) / 2
-        items.append(GalleryItem(
-            f"#{tile.rank} {tile.older_class} \N{RIGHTWARDS ARROW} {getattr(tile, newer_column)}, "
-            f"p={tile.change_probability:.3f}\nrow {tile.row} col {tile.col}, centre {centre_x:.0f} E {centre_y:.0f} N",
-            older, newer))
+        items.append(
+            GalleryItem(
+                f"#{tile.rank} {tile.older_class} \N{RIGHTWARDS ARROW} {getattr(tile, newer_column)}, "
+                f"p={tile.change_probability:.3f}\n"
+                f"row {tile.row} col {tile.col}, centre {centre_x:.0f} E {centre_y:.0f} N",
+                older,
+                newer,
+            )
+        )
     older_year = options.get("older_naip_year")
-    older_title = f"NAIP {older_year}" if region_plan.older_scene is not None else f"NLCD {options['older_year']}"
-    title = (f"Change candidates, {region_plan.region} (top {len(items)} of {len(candidates)}; "
-             f"coordinates in {plan.grid.crs.to_string()})")
+    older_title = (
+        f"NAIP {older_year}" if region_plan.older_scene is not None else f"NLCD {options['older_year']}"
+    )
+    title = (
+        f"Change candidates, {region_plan.region} (top {len(items)} of {len(candidates)}; "
+        f"coordinates in {plan.grid.crs.to_string()})"
+    )
     return candidate_gallery(items, older_title, f"NAIP {options['newer_year']}", title)
 
 
@@ -446,20 +757,30 @@ def neighbourhood_rgb(scene: WindowedRaster, grid: Grid, row: int, col: int, til
     window = Window(col0 * tile_size, row0 * tile_size, (col1 - col0) * tile_size, (row1 - row0) * tile_size)
     pixels = read_on_grid(scene, grid, window).transpose(1, 2, 0)
     top, left = (row0 - row + 1) * tile_size, (col0 - col + 1) * tile_size
-    out[top:top + pixels.shape[0], left:left + pixels.shape[1]] = pixels
+    out[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
     return out
 
 
 def _padded(grid: np.ndarray, row: int, col: int) -> np.ndarray:
     """The 3x3 codes around (row, col), nodata beyond the edge."""
     padded = np.pad(grid, 1, constant_values=NODATA)
-    return padded[row:row + 3, col:col + 3]
+    return padded[row : row + 3, col : col + 3]
 
 
-def summarise_classes(development_tile_classes: pd.DataFrame, land_cover: dict[str, Any],
-                      options: dict[str, Any]) -> dict[str, pd.DataFrame]:
-    """Per region, tiles and percent per class for older labels, predictions and smoothed
-    predictions (the walkthrough's table), logged as well as saved."""
+def summarise_classes(
+    development_tile_classes: pd.DataFrame, land_cover: dict[str, Any], options: dict[str, Any]
+) -> dict[str, pd.DataFrame]:
+    """Tabulate each region's land use (the walkthrough's table), logged as well as saved.
+
+    Args:
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        land_cover: ``params:land_cover`` (the map classes).
+        options: ``params:development_inference`` (``regions``, ``water``).
+
+    Returns:
+        ``development_summary``: region -> tiles and percent per class (and nodata) for older labels,
+        predictions and smoothed predictions.
+    """
     names = map_classes(land_cover, options)
     tables = {}
     for region, tiles in _per_region(development_tile_classes, options):

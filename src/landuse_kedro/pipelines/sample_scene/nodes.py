@@ -32,11 +32,25 @@ NLCD_CODES = (11, 21, 22, 23, 24, 31, 41, 42, 43, 51, 52, 71, 72, 73, 74, 81, 82
 NLCD_ORIGIN = (-2493045.0, 3310005.0)
 # The official NLCD legend colours, so the rasters look familiar in a GIS.
 NLCD_COLOURS = {
-    11: (70, 107, 159), 21: (222, 197, 197), 22: (217, 146, 130), 23: (235, 0, 0),
-    24: (171, 0, 0), 31: (179, 172, 159), 41: (104, 171, 95), 42: (28, 95, 44),
-    43: (181, 197, 143), 51: (166, 140, 48), 52: (204, 184, 121), 71: (223, 223, 194),
-    72: (209, 209, 130), 73: (163, 204, 81), 74: (130, 186, 158), 81: (220, 217, 57),
-    82: (171, 108, 40), 90: (184, 217, 235), 95: (108, 159, 184),
+    11: (70, 107, 159),
+    21: (222, 197, 197),
+    22: (217, 146, 130),
+    23: (235, 0, 0),
+    24: (171, 0, 0),
+    31: (179, 172, 159),
+    41: (104, 171, 95),
+    42: (28, 95, 44),
+    43: (181, 197, 143),
+    51: (166, 140, 48),
+    52: (204, 184, 121),
+    71: (223, 223, 194),
+    72: (209, 209, 130),
+    73: (163, 204, 81),
+    74: (130, 186, 158),
+    81: (220, 217, 57),
+    82: (171, 108, 40),
+    90: (184, 217, 235),
+    95: (108, 159, 184),
 }
 DEVELOPED = (21, 22, 23, 24)
 PARCEL_STEP = 2  # parcels are laid out on a 2 m grid: fast, and finer than any 30 m label
@@ -48,13 +62,13 @@ class RegionLandCover:
 
     name: str
     crs: CRS
-    transform: Affine          # of the grid with margin; the scene starts at (margin, margin)
+    transform: Affine  # of the grid with margin; the scene starts at (margin, margin)
     margin: int
     scene_size: int
-    parcels: np.ndarray        # (rows, cols) parcel index
+    parcels: np.ndarray  # (rows, cols) parcel index
     codes: dict[str, np.ndarray]  # "older" / "newer" -> (rows, cols) NLCD codes
-    parcel_code: np.ndarray       # (parcels,) NLCD code of each parcel in the older year
-    looks_like: np.ndarray        # (parcels,) code the imagery shows instead (0: as labelled)
+    parcel_code: np.ndarray  # (parcels,) NLCD code of each parcel in the older year
+    looks_like: np.ndarray  # (parcels,) code the imagery shows instead (0: as labelled)
 
     def appearance(self, year_key: str) -> np.ndarray:
         """The codes the imagery is drawn from: the labels, except where NLCD is wrong."""
@@ -92,7 +106,9 @@ def _check_parameters(params: dict[str, Any]) -> None:
             raise ValueError(f"sample_scene.nlcd_codes.{name} has codes outside NLCD: {sorted(unknown)}.")
     missing = set(params["class_area"]) ^ set(params["nlcd_codes"])
     if missing:
-        raise ValueError(f"class_area and nlcd_codes must list the same classes; differ in {sorted(missing)}.")
+        raise ValueError(
+            f"class_area and nlcd_codes must list the same classes; differ in {sorted(missing)}."
+        )
     for name, region in params["regions"].items():
         if not CRS.from_user_input(region["crs"]).is_projected:
             raise ValueError(f"Region '{name}': CRS {region['crs']} is not projected (metre pixels needed).")
@@ -153,8 +169,9 @@ def _draw_code(rng: np.random.Generator, weights: dict) -> int:
     return int(rng.choice(codes, p=p / p.sum()))
 
 
-def _developed_parcels(rng: np.random.Generator, parcels: np.ndarray, area: np.ndarray,
-                       changeable: np.ndarray, target: float) -> list[int]:
+def _developed_parcels(
+    rng: np.random.Generator, parcels: np.ndarray, area: np.ndarray, changeable: np.ndarray, target: float
+) -> list[int]:
     """Parcels that get developed: grown as a cluster of neighbours (as subdivisions spread), large
     parcels first, so most changed tiles are wholly changed rather than cut by a border."""
     n = np.int64(parcels.max()) + 1
@@ -203,8 +220,12 @@ def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]
     # NLCD is a 30 m classification with errors: some parcels look like a neighbouring class
     noise = params["label_noise"]
     looks_like = np.array(
-        [_draw_code(rng, params["nlcd_codes"][noise["looks_like"][c]]) if c in noise["looks_like"]
-         and rng.uniform() < float(noise["share"]) else 0 for c in classes],
+        [
+            _draw_code(rng, params["nlcd_codes"][noise["looks_like"][c]])
+            if c in noise["looks_like"] and rng.uniform() < float(noise["share"])
+            else 0
+            for c in classes
+        ],
         np.uint8,
     )
 
@@ -221,20 +242,44 @@ def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]
     # new development: whole parcels, until the wanted share of the scene
     newer = older.copy()
     changeable = np.array([c in params["developable"] for c in classes]) & (area > 0)
-    chosen = _developed_parcels(rng, parcels, area, changeable, float(region.get("newly_developed", 0.0)) * scene**2)
+    chosen = _developed_parcels(
+        rng, parcels, area, changeable, float(region.get("newly_developed", 0.0)) * scene**2
+    )
     if chosen:
         new_code = np.array([_draw_code(rng, params["new_development_codes"]) for _ in chosen], np.uint8)
         lookup = np.zeros(n_parcels, np.uint8)
         lookup[chosen] = new_code
         newer = np.where(lookup[parcels] > 0, lookup[parcels], older)
     return RegionLandCover(
-        name=name, crs=crs, transform=grid, margin=margin, scene_size=scene, parcels=parcels,
-        codes={"older": older, "newer": newer}, parcel_code=parcel_code, looks_like=looks_like,
+        name=name,
+        crs=crs,
+        transform=grid,
+        margin=margin,
+        scene_size=scene,
+        parcels=parcels,
+        codes={"older": older, "newer": newer},
+        parcel_code=parcel_code,
+        looks_like=looks_like,
     )
 
 
 def generate_land_cover(sample_scene: dict[str, Any]) -> dict[str, RegionLandCover]:
-    """The 1 m truth of every region: parcels and NLCD codes in the older and newer year."""
+    """Draw the 1 m truth that every sample raster is derived from: each region's parcels and NLCD codes
+    in the older and newer year, deterministic from ``seed``.
+
+    Args:
+        sample_scene: ``params:sample_scene`` (``allowed``, ``seed``, ``regions``, ``scene_size``,
+            ``margin``, ``layout``, class areas and NLCD codes, label noise, inclusions, development).
+
+    Returns:
+        ``sample_land_cover``: region -> :class:`RegionLandCover`.
+
+    Raises:
+        RuntimeError: ``sample_scene.allowed`` is false (the environment holds real raw data).
+        ValueError: A scene under 64 px, no regions, codes outside NLCD, ``class_area`` and
+            ``nlcd_codes`` naming different classes, an unprojected region CRS, an unknown ``layout``,
+            or overlapping regions.
+    """
     if not sample_scene.get("allowed", True):
         raise RuntimeError(
             "sample_scene is switched off in this environment (sample_scene.allowed: false): it would write "
@@ -248,8 +293,13 @@ def generate_land_cover(sample_scene: dict[str, Any]) -> dict[str, RegionLandCov
     _check_disjoint(regions)
     for name, region in regions.items():
         changed = region.newly_developed().mean()
-        logger.info("Region %s: %d parcels, %s, %.1f%% of the scene newly developed",
-                    name, region.parcels.max() + 1, region.crs.to_string(), 100 * changed)
+        logger.info(
+            "Region %s: %d parcels, %s, %.1f%% of the scene newly developed",
+            name,
+            region.parcels.max() + 1,
+            region.crs.to_string(),
+            100 * changed,
+        )
     return regions
 
 
@@ -270,9 +320,21 @@ def _check_disjoint(regions: dict[str, RegionLandCover]) -> None:
                 raise ValueError(f"Regions '{a}' and '{b}' overlap; move them apart (lon/lat).")
 
 
-def make_nlcd_rasters(land_cover: dict[str, RegionLandCover], sample_scene: dict[str, Any]) -> dict[str, GeoRaster]:
-    """One 30 m NLCD raster per year over all regions (nodata 0 elsewhere): the majority code of
-    the 1 m truth in each cell, on the real NLCD grid alignment."""
+def make_nlcd_rasters(
+    land_cover: dict[str, RegionLandCover], sample_scene: dict[str, Any]
+) -> dict[str, GeoRaster]:
+    """Derive NLCD from the truth on the real NLCD grid alignment, so data_preparation has to reproject
+    as with real data: per year one 30 m raster over all regions (nodata 0 elsewhere), each cell the
+    majority code of the 1 m truth.
+
+    Args:
+        land_cover: ``sample_land_cover`` from :func:`generate_land_cover`.
+        sample_scene: ``params:sample_scene`` (``nlcd``: ``crs``, ``resolution``, ``margin``;
+            ``nlcd_years``).
+
+    Returns:
+        ``nlcd_rasters``: ``nlcd_<year>`` -> uint8 NLCD codes with the official colour table.
+    """
     nlcd = sample_scene["nlcd"]
     crs, res, margin = CRS.from_user_input(nlcd["crs"]), float(nlcd["resolution"]), float(nlcd["margin"])
     boxes = np.array([_albers_bounds(region, crs) for region in land_cover.values()])
@@ -292,9 +354,15 @@ def make_nlcd_rasters(land_cover: dict[str, RegionLandCover], sample_scene: dict
             col1, row1 = (int(v) for v in np.ceil(~grid @ (box[2], box[1])))
             window = np.zeros((row1 - row0, col1 - col0), np.uint8)
             reproject(
-                region.codes[year_key], window, src_transform=region.transform, src_crs=region.crs,
-                src_nodata=0, dst_transform=grid @ Affine.translation(col0, row0), dst_crs=crs,
-                dst_nodata=0, resampling=Resampling.mode,
+                region.codes[year_key],
+                window,
+                src_transform=region.transform,
+                src_crs=region.crs,
+                src_nodata=0,
+                dst_transform=grid @ Affine.translation(col0, row0),
+                dst_crs=crs,
+                dst_nodata=0,
+                resampling=Resampling.mode,
             )
             target = mosaic[row0:row1, col0:col1]
             target[window > 0] = window[window > 0]
@@ -330,18 +398,38 @@ def render_scene(region: RegionLandCover, year_key: str, seed: int) -> GeoRaster
     year_rng = _rng(seed, region.name, year_key, "look")
     look = textures.random_look(year_rng, green[year_key])
     image = textures.render_scene(
-        region.scene(region.appearance(year_key)), region.scene(region.parcels), params, fields, look, year_rng,
+        region.scene(region.appearance(year_key)),
+        region.scene(region.parcels),
+        params,
+        fields,
+        look,
+        year_rng,
     )
-    logger.info("Rendered %s %s scene (%d x %d px, %s) in %.1f s", region.name, year_key,
-                region.scene_size, region.scene_size, region.crs.to_string(), time.perf_counter() - start)
-    return GeoRaster(image, region.crs, region.scene_transform,
-                     descriptions=("red", "green", "blue", "nir"))
+    logger.info(
+        "Rendered %s %s scene (%d x %d px, %s) in %.1f s",
+        region.name,
+        year_key,
+        region.scene_size,
+        region.scene_size,
+        region.crs.to_string(),
+        time.perf_counter() - start,
+    )
+    return GeoRaster(image, region.crs, region.scene_transform, descriptions=("red", "green", "blue", "nir"))
 
 
 def render_naip_scenes(
     land_cover: dict[str, RegionLandCover], sample_scene: dict[str, Any]
 ) -> dict[str, Callable[[], GeoRaster]]:
-    """``<region>_<year>`` -> a callable that renders the scene when the catalog saves it."""
+    """Render the 4-band imagery lazily, so only one scene is in memory at a time.
+
+    Args:
+        land_cover: ``sample_land_cover`` from :func:`generate_land_cover`.
+        sample_scene: ``params:sample_scene`` (``years``, ``seed``).
+
+    Returns:
+        ``naip_scenes``: ``<region>_<year>`` -> a callable that renders the scene (red, green, blue, NIR)
+        when the catalog saves it.
+    """
     scenes = {}
     for name, region in land_cover.items():
         for year_key, year in sample_scene["years"].items():
@@ -351,7 +439,15 @@ def render_naip_scenes(
 
 
 def make_change_truth(land_cover: dict[str, RegionLandCover]) -> dict[str, GeoRaster]:
-    """Per region, a mask on the scene grid: 1 where land became developed between the two years."""
+    """Record where development really happened, so change detection can be scored against it.
+
+    Args:
+        land_cover: ``sample_land_cover`` from :func:`generate_land_cover`.
+
+    Returns:
+        ``sample_change_truth``: region -> a uint8 mask on the scene grid, 1 where land became developed
+        between the two years.
+    """
     return {
         name: GeoRaster(region.newly_developed()[None], region.crs, region.scene_transform)
         for name, region in land_cover.items()

@@ -41,10 +41,28 @@ def assemble_tile_set(
     training: Mapping[str, Any],
     scoring: Mapping[str, Any],
 ) -> dict[str, TileArrays]:
-    """Decode the training and validation tiles once, and refuse sets that cannot train or be scored
-    (and a ``scoring.precision`` that could never be exported, before any training time is spent)."""
+    """Decode the training and validation tiles once, and refuse sets that cannot train or be scored (and
+    a ``scoring.precision`` that could never be exported) before any training time is spent.
+
+    Args:
+        model_input_tiles: ``model_input_tiles``, ``<split>/<Class>/<tile_id>`` -> PNG loader.
+        tile_manifest: ``tile_manifest``; it, not the folder listing, decides which tiles belong.
+        land_cover: ``params:land_cover`` (the class order of the labels).
+        training: ``params:training`` (``splits``: the manifest's split names).
+        scoring: ``params:scoring`` (``image_size``, ``precision``).
+
+    Returns:
+        ``training_tile_set``: ``"train"`` and ``"validation"`` -> :class:`TileArrays`.
+
+    Raises:
+        ValueError: ``scoring.precision`` is not fp32 or int8; a manifest class is not in
+            ``land_cover``, a tile is missing or the wrong size; a split is empty, training has a single
+            class, or a class has tiles in only one split.
+    """
     if scoring.get("precision", "fp32") not in PRECISIONS:
-        raise ValueError(f"scoring.precision is '{scoring['precision']}': expected one of {list(PRECISIONS)}.")
+        raise ValueError(
+            f"scoring.precision is '{scoring['precision']}': expected one of {list(PRECISIONS)}."
+        )
     classes = list(LandCover.from_params(land_cover).classes)
     splits = training["splits"]
     tile_set = {
@@ -54,12 +72,22 @@ def assemble_tile_set(
     check_splits(tile_set["train"], tile_set["validation"], classes)
     for role, tiles in tile_set.items():
         counts = np.bincount(tiles.labels, minlength=len(classes))
-        logger.info("%s tiles: %d (%s)", role, len(tiles), ", ".join(f"{c} {n}" for c, n in zip(classes, counts)))
+        logger.info(
+            "%s tiles: %d (%s)", role, len(tiles), ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+        )
     return tile_set
 
 
-def _fit_phase(model, phase: str, learning_rate: float, epochs: int, train, validation,
-               training: Mapping[str, Any], records: list[dict[str, Any]]) -> float:
+def _fit_phase(
+    model,
+    phase: str,
+    learning_rate: float,
+    epochs: int,
+    train,
+    validation,
+    training: Mapping[str, Any],
+    records: list[dict[str, Any]],
+) -> float:
     """Compile and fit one phase; early stopping restores the phase's best weights. Returns the
     best validation loss."""
     import keras
@@ -75,17 +103,25 @@ def _fit_phase(model, phase: str, learning_rate: float, epochs: int, train, vali
     clock: dict[str, float] = {}
     log = keras.callbacks.LambdaCallback(
         on_epoch_begin=lambda epoch, logs: clock.update(start=time.perf_counter()),
-        on_epoch_end=lambda epoch, logs: records.append({
-            "phase": phase,
-            "epoch": epoch + 1,
-            "learning_rate": learning_rate,
-            **{key: float(value) for key, value in logs.items()},
-            "seconds": round(time.perf_counter() - clock["start"], 2),
-        }),
+        on_epoch_end=lambda epoch, logs: records.append(
+            {
+                "phase": phase,
+                "epoch": epoch + 1,
+                "learning_rate": learning_rate,
+                **{key: float(value) for key, value in logs.items()},
+                "seconds": round(time.perf_counter() - clock["start"], 2),
+            }
+        ),
     )
     logger.info("Phase %s: up to %d epochs at learning rate %g", phase, epochs, learning_rate)
-    model.fit(train, validation_data=validation, epochs=epochs, shuffle=False,  # tf.data shuffles
-              verbose=2, callbacks=[stop, log])
+    model.fit(
+        train,
+        validation_data=validation,
+        epochs=epochs,
+        shuffle=False,  # tf.data shuffles
+        verbose=2,
+        callbacks=[stop, log],
+    )
     return min(r["val_loss"] for r in records if r["phase"] == phase)
 
 
@@ -99,17 +135,28 @@ def train_classifier(
 
     With pretrained weights and ``training.cache_features`` (default), the head trains on the
     backbone's features computed once per tile and dihedral view (``features.py``) instead of
-    re-running the backbone every epoch; ``cache_features: false`` trains it on images, colour
-    jitter included. Fine-tuning always runs on images. Fine-tuned weights are kept only if they
-    beat the head-only model's best validation loss, so fine-tuning can never make the saved model
-    worse on it. The validation split serves early stopping as in the walkthrough; the metrics say so.
+    re-running the backbone every epoch; ``cache_features: false`` trains it on images, colour jitter
+    included. Fine-tuning always runs on images, and its weights are kept only if they beat the
+    head-only model's best validation loss, so it never makes the saved model worse on it. The
+    validation split serves early stopping, as in the walkthrough.
+
+    Args:
+        tile_set: ``training_tile_set`` from :func:`assemble_tile_set`.
+        land_cover: ``params:land_cover`` (the classes: the model's outputs).
+        training: ``params:training`` (backbone, weights, phases, augmentation, seed).
+        scoring: ``params:scoring`` (``image_size``; ``batch_size`` for the feature cache).
+
+    Returns:
+        ``landuse_classifier``: the Keras model with the kept phase's weights.
+        ``training_history``: per-epoch records of each phase, the kept phase, best validation loss,
+        timings and the head's input (images or cached features).
     """
     import keras
 
     from landuse_kedro.models import build_classifier, features_and_head, unfreeze_top
 
     keras.utils.set_random_seed(training["seed"])
-    classes = list(land_cover["classes"])
+    classes = list(LandCover.from_params(land_cover).classes)
     model = build_classifier(
         backbone=training["backbone"],
         weights=training["weights"],
@@ -120,8 +167,10 @@ def train_classifier(
     batch, seed = training["batch_size"], training["seed"]
 
     def images() -> tuple[Any, Any]:
-        return (make_dataset(tile_set["train"], batch, seed, training["augmentation"]),
-                make_dataset(tile_set["validation"], batch, seed))
+        return (
+            make_dataset(tile_set["train"], batch, seed, training["augmentation"]),
+            make_dataset(tile_set["validation"], batch, seed),
+        )
 
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
@@ -129,20 +178,41 @@ def train_classifier(
     cache = None
     if training.get("cache_features", True) and not from_scratch:  # from scratch, nothing is frozen
         feature_model, head = features_and_head(model)
-        cache = features.cache_features(feature_model, tile_set["train"], tile_set["validation"],
-                                        training["augmentation"], scoring["batch_size"], os.cpu_count() or 1)
+        cache = features.cache_features(
+            feature_model,
+            tile_set["train"],
+            tile_set["validation"],
+            training["augmentation"],
+            scoring["batch_size"],
+            os.cpu_count() or 1,
+        )
         feature_seconds = round(time.perf_counter() - started, 1)
-        logger.info("Backbone features of %d training tiles x %d views and %d validation tiles in %.1f s",
-                    len(tile_set["train"]), len(cache.views), len(tile_set["validation"]), feature_seconds)
+        logger.info(
+            "Backbone features of %d training tiles x %d views and %d validation tiles in %.1f s",
+            len(tile_set["train"]),
+            len(cache.views),
+            len(tile_set["validation"]),
+            feature_seconds,
+        )
         if jitter := [k for k in ("brightness", "contrast", "saturation") if training["augmentation"].get(k)]:
-            logger.info("Colour jitter (%s) is not cached: it applies to image training (fine-tuning) only.",
-                        ", ".join(jitter))
-        best = _fit_phase(head, "head", training["learning_rate"], training["epochs"],
-                          features.train_dataset(cache, batch, seed), features.validation_dataset(cache, batch),
-                          training, records)
+            logger.info(
+                "Colour jitter (%s) is not cached: it applies to image training (fine-tuning) only.",
+                ", ".join(jitter),
+            )
+        best = _fit_phase(
+            head,
+            "head",
+            training["learning_rate"],
+            training["epochs"],
+            features.train_dataset(cache, batch, seed),
+            features.validation_dataset(cache, batch),
+            training,
+            records,
+        )
     else:
-        best = _fit_phase(model, "head", training["learning_rate"], training["epochs"], *images(),
-                          training, records)
+        best = _fit_phase(
+            model, "head", training["learning_rate"], training["epochs"], *images(), training, records
+        )
     head_seconds = round(time.perf_counter() - started, 1)
     kept = "head"
     if from_scratch:
@@ -150,9 +220,18 @@ def train_classifier(
     elif training["fine_tune_epochs"] > 0 and training["fine_tune_blocks"] > 0:
         head_weights = {v.path: v.numpy() for v in model.weights}
         unfrozen = unfreeze_top(model, training["fine_tune_blocks"])
-        logger.info("Fine-tuning %d backbone layers (top %d blocks)", len(unfrozen), training["fine_tune_blocks"])
-        tuned = _fit_phase(model, "fine_tune", training["fine_tune_learning_rate"],
-                           training["fine_tune_epochs"], *images(), training, records)
+        logger.info(
+            "Fine-tuning %d backbone layers (top %d blocks)", len(unfrozen), training["fine_tune_blocks"]
+        )
+        tuned = _fit_phase(
+            model,
+            "fine_tune",
+            training["fine_tune_learning_rate"],
+            training["fine_tune_epochs"],
+            *images(),
+            training,
+            records,
+        )
         if tuned < best:
             best, kept = tuned, "fine_tune"
         else:
@@ -166,8 +245,12 @@ def train_classifier(
         "seconds": round(time.perf_counter() - started, 1),
         "head_seconds": head_seconds,
         "head_input": "images" if cache is None else "cached_features",
-        "feature_cache": None if cache is None else {
-            "views": len(cache.views), "features": int(cache.train.shape[-1]), "seconds": feature_seconds,
+        "feature_cache": None
+        if cache is None
+        else {
+            "views": len(cache.views),
+            "features": int(cache.train.shape[-1]),
+            "seconds": feature_seconds,
             "megabytes": round((cache.train.nbytes + cache.validation.nbytes) / 2**20, 1),
         },
         "train_tiles": len(tile_set["train"]),
@@ -178,7 +261,19 @@ def train_classifier(
 
 
 def export_scoring_model(landuse_classifier: Any, scoring: Mapping[str, Any]) -> ModelArtifact:
-    """The model in the format the scoring backend runs: ONNX (about 1.5-3x faster on CPU) or .keras."""
+    """Export the model in the format the scoring backend runs: ONNX (about 1.5-3x faster on CPU) or
+    .keras.
+
+    Args:
+        landuse_classifier: ``landuse_classifier`` from :func:`train_classifier`.
+        scoring: ``params:scoring`` (``backend``).
+
+    Returns:
+        ``scoring_model_fp32``: the fp32 export.
+
+    Raises:
+        ValueError: ``scoring.backend`` is not ``onnx`` or ``keras``.
+    """
     from landuse_kedro.models.onnx_export import keras_to_artifact, keras_to_onnx
 
     exporters = {"onnx": keras_to_onnx, "keras": keras_to_artifact}
@@ -187,10 +282,20 @@ def export_scoring_model(landuse_classifier: Any, scoring: Mapping[str, Any]) ->
     return exporters[scoring["backend"]](landuse_classifier)
 
 
-def quantize_scoring_model(scoring_model_fp32: ModelArtifact, tile_set: dict[str, TileArrays],
-                           training: Mapping[str, Any]) -> ModelArtifact:
-    """The calibrated int8 twin of the fp32 export. Calibration sees a seeded sample of training
-    tiles only, so the int8 model's validation accuracy is measured on tiles it never saw."""
+def quantize_scoring_model(
+    scoring_model_fp32: ModelArtifact, tile_set: dict[str, TileArrays], training: Mapping[str, Any]
+) -> ModelArtifact:
+    """Make the calibrated int8 twin of the fp32 export. Calibration sees a seeded sample of training tiles
+    only, so the int8 model's validation accuracy is measured on tiles it never saw.
+
+    Args:
+        scoring_model_fp32: ``scoring_model_fp32`` from :func:`export_scoring_model`.
+        tile_set: ``training_tile_set`` (its training split).
+        training: ``params:training`` (``int8.calibration_tiles``, ``seed``).
+
+    Returns:
+        ``scoring_model_int8``: the int8 ONNX model.
+    """
     from landuse_kedro.models.onnx_export import artifact_to_onnx
     from landuse_kedro.models.quantize import calibration_sample, quantize_onnx
 
@@ -198,8 +303,13 @@ def quantize_scoring_model(scoring_model_fp32: ModelArtifact, tile_set: dict[str
     chosen = calibration_sample(len(train), int(training["int8"]["calibration_tiles"]), training["seed"])
     started = time.perf_counter()
     int8 = quantize_onnx(artifact_to_onnx(scoring_model_fp32), train.images[chosen])
-    logger.info("int8 model calibrated on %d training tiles in %.1f s (%.1f MB, fp32 %.1f MB)", len(chosen),
-                time.perf_counter() - started, len(int8.payload) / 2**20, len(scoring_model_fp32.payload) / 2**20)
+    logger.info(
+        "int8 model calibrated on %d training tiles in %.1f s (%.1f MB, fp32 %.1f MB)",
+        len(chosen),
+        time.perf_counter() - started,
+        len(int8.payload) / 2**20,
+        len(scoring_model_fp32.payload) / 2**20,
+    )
     return int8
 
 
@@ -209,13 +319,18 @@ def choose_precision(requested: str, backend: str, accuracy: Mapping[str, float]
     if requested != "int8":
         return requested
     if backend != "onnx":
-        logger.warning("scoring.precision int8 is an ONNX model but scoring.backend is %s: scoring uses fp32.",
-                       backend)
+        logger.warning(
+            "scoring.precision int8 is an ONNX model but scoring.backend is %s: scoring uses fp32.", backend
+        )
         return "fp32"
     if round(accuracy["fp32"] - accuracy["int8"], 9) > max_drop:  # rounded: 0.91 - 0.90 is 0.01 here
-        logger.warning("The int8 model scored %.1f%% against fp32's %.1f%% (6 classes), more than %.1f points "
-                       "lower (training.int8.max_accuracy_drop): scoring uses fp32.",
-                       100 * accuracy["int8"], 100 * accuracy["fp32"], 100 * max_drop)
+        logger.warning(
+            "The int8 model scored %.1f%% against fp32's %.1f%% (6 classes), more than %.1f points "
+            "lower (training.int8.max_accuracy_drop): scoring uses fp32.",
+            100 * accuracy["int8"],
+            100 * accuracy["fp32"],
+            100 * max_drop,
+        )
         return "fp32"
     return "int8"
 
@@ -230,22 +345,41 @@ def evaluate_classifier(
     training: Mapping[str, Any],
     scoring: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """6-class and 3-class scores of the saved Keras model on the validation split, the same for
-    each scoring export (fp32 should pick Keras's class every time; int8 nearly), and which
-    precision ``scoring_model`` gets (``scoring.precision``, checked by :func:`choose_precision`)."""
+    """Score the saved Keras model and each scoring export on the validation split (6- and 3-class; fp32
+    should pick Keras's class every time, int8 nearly), and decide which precision ``scoring_model``
+    gets (``scoring.precision``, checked by :func:`choose_precision`).
+
+    Args:
+        landuse_classifier: ``landuse_classifier`` from :func:`train_classifier`.
+        tile_set: ``training_tile_set`` from :func:`assemble_tile_set`.
+        scoring_model_fp32: ``scoring_model_fp32`` from :func:`export_scoring_model`.
+        scoring_model_int8: ``scoring_model_int8`` from :func:`quantize_scoring_model`.
+        training_history: ``training_history`` (kept phase, training time).
+        land_cover: ``params:land_cover`` (classes and the 3-class rule).
+        training: ``params:training`` (``batch_size``, ``splits``, ``int8``, the model settings recorded).
+        scoring: ``params:scoring`` (``backend``, ``precision``, ``batch_size``).
+
+    Returns:
+        ``training_metrics``: the Keras model's scores and confusion matrices, each export's accuracy and
+        agreement with Keras, and ``scoring_model`` (the chosen export's backend, precision and scores).
+    """
     from landuse_kedro.scoring import load_predictor
 
     validation = tile_set["validation"]
-    probabilities = landuse_classifier.predict(validation.images, batch_size=training["batch_size"], verbose=0)
+    probabilities = landuse_classifier.predict(
+        validation.images, batch_size=training["batch_size"], verbose=0
+    )
     predicted = probabilities.argmax(axis=1)
     land = LandCover.from_params(land_cover)
     exports: dict[str, dict[str, Any]] = {}
     for precision, artifact in (("fp32", scoring_model_fp32), ("int8", scoring_model_int8)):
         exported = load_predictor(artifact.format, artifact.payload, threads=os.cpu_count() or 1)
-        exported_predicted = np.concatenate([
-            exported(validation.images[i:i + scoring["batch_size"]]).argmax(axis=1)
-            for i in range(0, len(validation), scoring["batch_size"])
-        ])
+        exported_predicted = np.concatenate(
+            [
+                exported(validation.images[i : i + scoring["batch_size"]]).argmax(axis=1)
+                for i in range(0, len(validation), scoring["batch_size"])
+            ]
+        )
         scores = evaluation.six_and_three_class_scores(validation.labels, exported_predicted, land)
         exports[precision] = {
             "format": artifact.format,
@@ -255,9 +389,12 @@ def evaluate_classifier(
             "accuracy_3": scores["three_class"]["accuracy"],
             **scores,
         }
-    chosen = choose_precision(scoring.get("precision", "fp32"), scoring["backend"],
-                              {p: e["accuracy_6"] for p, e in exports.items()},
-                              float(training["int8"]["max_accuracy_drop"]))
+    chosen = choose_precision(
+        scoring.get("precision", "fp32"),
+        scoring["backend"],
+        {p: e["accuracy_6"] for p, e in exports.items()},
+        float(training["int8"]["max_accuracy_drop"]),
+    )
     metrics = {
         "split": training["splits"]["validation"],
         "validation_tiles": len(validation),
@@ -274,33 +411,64 @@ def evaluate_classifier(
             **exports[chosen],
         },
         "precisions": {  # both exports, without their full score tables
-            p: {k: v for k, v in e.items() if k not in ("six_class", "three_class")} for p, e in exports.items()
+            p: {k: v for k, v in e.items() if k not in ("six_class", "three_class")}
+            for p, e in exports.items()
         },
         "int8_calibration_tiles": min(int(training["int8"]["calibration_tiles"]), len(tile_set["train"])),
         "classes": list(land.classes),
     }
     metrics["accuracy_6"] = metrics["six_class"]["accuracy"]
     metrics["accuracy_3"] = metrics["three_class"]["accuracy"]
-    logger.info("Validation accuracy: %.1f%% (6 classes), %.1f%% (3 classes) on %d tiles; scoring exports "
-                "fp32 %.1f%%, int8 %.1f%% (6 classes): scoring_model is %s",
-                100 * metrics["accuracy_6"], 100 * metrics["accuracy_3"], len(validation),
-                100 * exports["fp32"]["accuracy_6"], 100 * exports["int8"]["accuracy_6"], chosen)
+    logger.info(
+        "Validation accuracy: %.1f%% (6 classes), %.1f%% (3 classes) on %d tiles; scoring exports "
+        "fp32 %.1f%%, int8 %.1f%% (6 classes): scoring_model is %s",
+        100 * metrics["accuracy_6"],
+        100 * metrics["accuracy_3"],
+        len(validation),
+        100 * exports["fp32"]["accuracy_6"],
+        100 * exports["int8"]["accuracy_6"],
+        chosen,
+    )
     return metrics
 
 
-def select_scoring_model(scoring_model_fp32: ModelArtifact, scoring_model_int8: ModelArtifact,
-                         training_metrics: Mapping[str, Any]) -> ModelArtifact:
-    """The export scoring runs, as the evaluation chose it: spark_scoring and development_inference
-    read ``scoring_model`` whatever its precision."""
+def select_scoring_model(
+    scoring_model_fp32: ModelArtifact, scoring_model_int8: ModelArtifact, training_metrics: Mapping[str, Any]
+) -> ModelArtifact:
+    """Save the export that scoring runs, as the evaluation chose it, so spark_scoring and
+    development_inference read ``scoring_model`` whatever its precision.
+
+    Args:
+        scoring_model_fp32: ``scoring_model_fp32``.
+        scoring_model_int8: ``scoring_model_int8``.
+        training_metrics: ``training_metrics`` (``scoring_model.precision``).
+
+    Returns:
+        ``scoring_model``: one of the two exports.
+    """
     precision = training_metrics["scoring_model"]["precision"]
     return {"fp32": scoring_model_fp32, "int8": scoring_model_int8}[precision]
 
 
 def plot_confusion_matrices(training_metrics: Mapping[str, Any]) -> Figure:
-    """The 6- and 3-class confusion matrices of the kept model on the validation split."""
+    """Show the 6- and 3-class confusion matrices of the kept model on the validation split.
+
+    Args:
+        training_metrics: ``training_metrics`` from :func:`evaluate_classifier`.
+
+    Returns:
+        ``training_confusion_matrix_plot``: the figure.
+    """
     return evaluation.confusion_figure(training_metrics)
 
 
 def plot_learning_curves(training_history: Mapping[str, Any]) -> Figure:
-    """Loss and accuracy per epoch of both phases, fine-tuning's start marked."""
+    """Show loss and accuracy per epoch of both phases, fine-tuning's start marked.
+
+    Args:
+        training_history: ``training_history`` from :func:`train_classifier`.
+
+    Returns:
+        ``learning_curve_plot``: the figure.
+    """
     return evaluation.learning_curve_figure(training_history)
