@@ -11,7 +11,7 @@ export SPARK_LOCAL_IP := 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 export PYSPARK_DRIVER_PYTHON := $(abspath $(BIN)/python)
 
-.PHONY: install run test test-spark3 viz notebook benchmark bench chromium clean-data
+.PHONY: install run test test-spark3 lint format viz notebook benchmark bench chromium clean-data
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,15 @@ test-spark3: $(SPARK3)/.installed
 test: install .tools/node_modules/.bin/azurite-blob chromium $(SPARK3)/.installed
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-spark3
+
+LINTED := src tests benchmarks
+lint: install  # what tests/test_lint.py enforces
+	$(BIN)/ruff format --check $(LINTED)
+	$(BIN)/ruff check $(LINTED)
+
+format: install  # rewrite the files so that `make lint` passes (what ruff can fix)
+	$(BIN)/ruff format $(LINTED)
+	$(BIN)/ruff check --fix $(LINTED)
 
 viz: install
 	$(KEDRO) viz build

@@ -51,30 +51,44 @@ Copy = tuple[int, int, str]  # (row, col, region) of one scene copy in a mosaic
 
 
 def _copies(rows: int, cols: int, start: int = 0) -> list[Copy]:
-    return [(r, c, REGIONS[(start + r * cols + c) % len(REGIONS)])
-            for r in range(rows) for c in range(cols)]
+    return [(r, c, REGIONS[(start + r * cols + c) % len(REGIONS)]) for r in range(rows) for c in range(cols)]
 
 
-def _vrt_xml(paths: list[Path], copies: list[Copy], shape: tuple[int, int],
-             origin: tuple[float, float], scene: int, block: tuple[int, int], wkt: str) -> str:
+def _vrt_xml(
+    paths: list[Path],
+    copies: list[Copy],
+    shape: tuple[int, int],
+    origin: tuple[float, float],
+    scene: int,
+    block: tuple[int, int],
+    wkt: str,
+) -> str:
     """SimpleSources only (no nodata, no scaling), so GDAL reads straight from the sources' blocks.
     Band 4 is 'Undefined' colour, never Alpha: NAIP's 4th band is NIR and must not become a mask."""
-    props = (f'<SourceProperties RasterXSize="{scene}" RasterYSize="{scene}" DataType="Byte" '
-             f'BlockXSize="{block[1]}" BlockYSize="{block[0]}"/>'
-             f'<SrcRect xOff="0" yOff="0" xSize="{scene}" ySize="{scene}"/>')
+    props = (
+        f'<SourceProperties RasterXSize="{scene}" RasterYSize="{scene}" DataType="Byte" '
+        f'BlockXSize="{block[1]}" BlockYSize="{block[0]}"/>'
+        f'<SrcRect xOff="0" yOff="0" xSize="{scene}" ySize="{scene}"/>'
+    )
     bands = []
     for band, colour in enumerate(("Red", "Green", "Blue", "Undefined"), start=1):
         simple = "".join(
             f'<SimpleSource><SourceFilename relativeToVRT="0">{escape(str(path))}'
-            f'</SourceFilename><SourceBand>{band}</SourceBand>{props}'
+            f"</SourceFilename><SourceBand>{band}</SourceBand>{props}"
             f'<DstRect xOff="{c * scene}" yOff="{r * scene}" xSize="{scene}" ySize="{scene}"/>'
-            f'</SimpleSource>\n' for path, (r, c, _) in zip(paths, copies))
-        bands.append(f'<VRTRasterBand dataType="Byte" band="{band}" blockXSize="{block[1]}" '
-                     f'blockYSize="{block[0]}">'
-                     f'<ColorInterp>{colour}</ColorInterp>\n{simple}</VRTRasterBand>\n')
-    return (f'<VRTDataset rasterXSize="{shape[1]}" rasterYSize="{shape[0]}">\n'
-            f'<SRS>{escape(wkt)}</SRS>\n<GeoTransform>{origin[0]}, 1.0, 0.0, {origin[1]}, 0.0, -1.0'
-            f'</GeoTransform>\n{"".join(bands)}</VRTDataset>\n')
+            f"</SimpleSource>\n"
+            for path, (r, c, _) in zip(paths, copies)
+        )
+        bands.append(
+            f'<VRTRasterBand dataType="Byte" band="{band}" blockXSize="{block[1]}" '
+            f'blockYSize="{block[0]}">'
+            f"<ColorInterp>{colour}</ColorInterp>\n{simple}</VRTRasterBand>\n"
+        )
+    return (
+        f'<VRTDataset rasterXSize="{shape[1]}" rasterYSize="{shape[0]}">\n'
+        f"<SRS>{escape(wkt)}</SRS>\n<GeoTransform>{origin[0]}, 1.0, 0.0, {origin[1]}, 0.0, -1.0"
+        f"</GeoTransform>\n{''.join(bands)}</VRTDataset>\n"
+    )
 
 
 def _labels_on_scene(nlcd: rasterio.io.DatasetReader, scene: rasterio.io.DatasetReader) -> np.ndarray:
@@ -82,33 +96,59 @@ def _labels_on_scene(nlcd: rasterio.io.DatasetReader, scene: rasterio.io.Dataset
     cells = scene.width // LABEL_RES
     out = np.zeros((cells, cells), np.uint8)
     left, top = scene.transform.c, scene.transform.f
-    reproject(rasterio.band(nlcd, 1), out, dst_transform=Affine(LABEL_RES, 0, left, 0, -LABEL_RES, top),
-              dst_crs=scene.crs, dst_nodata=0, resampling=Resampling.nearest)
+    reproject(
+        rasterio.band(nlcd, 1),
+        out,
+        dst_transform=Affine(LABEL_RES, 0, left, 0, -LABEL_RES, top),
+        dst_crs=scene.crs,
+        dst_nodata=0,
+        resampling=Resampling.nearest,
+    )
     return out
 
 
-def _write_nlcd(path: Path, nlcd: rasterio.io.DatasetReader, labels: np.ndarray,
-                origin: tuple[float, float]) -> None:
+def _write_nlcd(
+    path: Path, nlcd: rasterio.io.DatasetReader, labels: np.ndarray, origin: tuple[float, float]
+) -> None:
     """UTM label mosaic (top-left ``origin``, no margin yet) -> mirrored margin -> EPSG:5070, 30 m."""
     m = MARGIN_CELLS
     padded = np.pad(labels, m, mode="symmetric")  # plausible land cover around the edges
-    src_transform = Affine(LABEL_RES, 0, origin[0] - m * LABEL_RES, 0, -LABEL_RES,
-                           origin[1] + m * LABEL_RES)
+    src_transform = Affine(LABEL_RES, 0, origin[0] - m * LABEL_RES, 0, -LABEL_RES, origin[1] + m * LABEL_RES)
     right, bottom = src_transform * (padded.shape[1], padded.shape[0])
-    left, bot, rig, top = transform_bounds(CRS_UTM, nlcd.crs, src_transform.c, bottom, right,
-                                           src_transform.f, densify_pts=21)
+    left, bot, rig, top = transform_bounds(
+        CRS_UTM, nlcd.crs, src_transform.c, bottom, right, src_transform.f, densify_pts=21
+    )
     ox, oy = nlcd.transform.c % NLCD_RES, nlcd.transform.f % NLCD_RES  # keep the sample's alignment
     x0 = math.floor((left - ox) / NLCD_RES) * NLCD_RES + ox
     y0 = math.ceil((top - oy) / NLCD_RES) * NLCD_RES + oy
     width, height = math.ceil((rig - x0) / NLCD_RES), math.ceil((y0 - bot) / NLCD_RES)
     dst_transform = Affine(NLCD_RES, 0, x0, 0, -NLCD_RES, y0)
     out = np.zeros((height, width), np.uint8)
-    reproject(padded, out, src_transform=src_transform, src_crs=CRS_UTM, src_nodata=0,
-              dst_transform=dst_transform, dst_crs=nlcd.crs, dst_nodata=0,
-              resampling=Resampling.nearest)
-    profile = dict(driver="GTiff", width=width, height=height, count=1, dtype="uint8", crs=nlcd.crs,
-                   transform=dst_transform, nodata=0, tiled=True, blockxsize=256, blockysize=256,
-                   compress="deflate")
+    reproject(
+        padded,
+        out,
+        src_transform=src_transform,
+        src_crs=CRS_UTM,
+        src_nodata=0,
+        dst_transform=dst_transform,
+        dst_crs=nlcd.crs,
+        dst_nodata=0,
+        resampling=Resampling.nearest,
+    )
+    profile = dict(
+        driver="GTiff",
+        width=width,
+        height=height,
+        count=1,
+        dtype="uint8",
+        crs=nlcd.crs,
+        transform=dst_transform,
+        nodata=0,
+        tiled=True,
+        blockxsize=256,
+        blockysize=256,
+        compress="deflate",
+    )
     with rasterio.open(path, "w", **profile) as dst:
         try:  # palette before pixels: GDAL cannot change the photometric tag afterwards
             dst.write_colormap(1, nlcd.colormap(1))
@@ -117,8 +157,9 @@ def _write_nlcd(path: Path, nlcd: rasterio.io.DatasetReader, labels: np.ndarray,
         dst.write(out, 1)
 
 
-def build_county_input(raw: Path, out: Path, rows: int, cols: int, holdout: int = 2, *,
-                       distinct: bool = True) -> dict:
+def build_county_input(
+    raw: Path, out: Path, rows: int, cols: int, holdout: int = 2, *, distinct: bool = True
+) -> dict:
     """Write the county and holdout VRT mosaics (both NAIP years) and matching NLCD under ``out``.
 
     ``distinct``: each copy reads its source through its own symlink (``out/copies/``). GDAL
@@ -144,12 +185,21 @@ def build_county_input(raw: Path, out: Path, rows: int, cols: int, holdout: int 
     for path in (p for year in sources.values() for p in year.values()):
         with rasterio.open(path) as src:  # copies must be interchangeable pieces of one grid
             assert (src.width, src.height, src.count, src.dtypes[0], src.nodata) == (
-                scene, scene, 4, "uint8", None), f"{path}: not a 4-band uint8 {scene} px scene"
+                scene,
+                scene,
+                4,
+                "uint8",
+                None,
+            ), f"{path}: not a 4-band uint8 {scene} px scene"
             assert src.crs == CRS_UTM and src.res == (1.0, 1.0), f"{path}: not 1 m {CRS_UTM}"
     mosaics = {  # name: (rows, cols, top-left, copies); the holdout sits directly south
         "county": (rows, cols, origin, _copies(rows, cols)),
-        "holdout": (holdout, holdout, (origin[0], origin[1] - rows * scene),
-                    _copies(holdout, holdout, start=1)),
+        "holdout": (
+            holdout,
+            holdout,
+            (origin[0], origin[1] - rows * scene),
+            _copies(holdout, holdout, start=1),
+        ),
     }
     scenes, tiles = {}, {}
     for name, (n_rows, n_cols, top_left, copies) in mosaics.items():
@@ -180,14 +230,22 @@ def build_county_input(raw: Path, out: Path, rows: int, cols: int, holdout: int 
                     pieces[region] = _labels_on_scene(nlcd, src)
             labels = np.zeros(((rows + holdout) * cells, grid_cols * cells), np.uint8)
             for (r, c), region in owner.items():
-                labels[r * cells:(r + 1) * cells, c * cells:(c + 1) * cells] = pieces[region]
+                labels[r * cells : (r + 1) * cells, c * cells : (c + 1) * cells] = pieces[region]
             path = out / "nlcd" / f"nlcd_{year}.tif"
             _write_nlcd(path, nlcd, labels, origin)
             nlcd_paths[f"nlcd_{year}"] = str(path)
 
     result = {
-        "scenes": scenes, "tiles": tiles, "nlcd": nlcd_paths, "crs": CRS_UTM, "scene_px": scene,
-        "rows": rows, "cols": cols, "holdout": holdout, "raw": str(raw), "distinct": distinct,
+        "scenes": scenes,
+        "tiles": tiles,
+        "nlcd": nlcd_paths,
+        "crs": CRS_UTM,
+        "scene_px": scene,
+        "rows": rows,
+        "cols": cols,
+        "holdout": holdout,
+        "raw": str(raw),
+        "distinct": distinct,
         "origins": {name: list(m[2]) for name, m in mosaics.items()},
         "copies": {name: m[3] for name, m in mosaics.items()},
         "sources": {str(y): {r: str(p) for r, p in s.items()} for y, s in sources.items()},
@@ -202,13 +260,16 @@ def _expected(info: dict, name: str, year: int, window: Window) -> np.ndarray:
     scene, out = info["scene_px"], np.zeros((4, window.height, window.width), np.uint8)
     for r, c, region in info["copies"][name]:
         rs, cs = max(window.row_off, r * scene), max(window.col_off, c * scene)
-        re_, ce = (min(window.row_off + window.height, (r + 1) * scene),
-                   min(window.col_off + window.width, (c + 1) * scene))
+        re_, ce = (
+            min(window.row_off + window.height, (r + 1) * scene),
+            min(window.col_off + window.width, (c + 1) * scene),
+        )
         if rs < re_ and cs < ce:
             with rasterio.open(info["sources"][str(year)][region]) as src:
                 part = src.read(window=Window(cs - c * scene, rs - r * scene, ce - cs, re_ - rs))
-            out[:, rs - window.row_off:re_ - window.row_off,
-                cs - window.col_off:ce - window.col_off] = part
+            out[:, rs - window.row_off : re_ - window.row_off, cs - window.col_off : ce - window.col_off] = (
+                part
+            )
     return out
 
 
@@ -231,32 +292,54 @@ def check_county_input(out: Path, windows: int = 6, points: int = 150, seed: int
             assert ds.colorinterp[3] != ColorInterp.alpha, f"{key}: band 4 (NIR) flagged as alpha"
             assert (ds.transform.c, ds.transform.f) == tuple(info["origins"][name]), key
             assert (ds.dataset_mask(window=Window(100, 100, 512, 512)) == 255).all(), f"{key}: mask"
-            picks = [Window(int(rng.integers(ds.width // TILE)) * TILE,
-                            int(rng.integers(ds.height // TILE)) * TILE, TILE, TILE)
-                     for _ in range(windows)]
+            picks = [
+                Window(
+                    int(rng.integers(ds.width // TILE)) * TILE,
+                    int(rng.integers(ds.height // TILE)) * TILE,
+                    TILE,
+                    TILE,
+                )
+                for _ in range(windows)
+            ]
             if rows > 1 or cols > 1:  # an unaligned window across a copy edge (corner if it can)
-                picks.append(Window(scene - 100 if cols > 1 else 0, scene - 100 if rows > 1 else 0,
-                                    TILE, TILE))
+                picks.append(
+                    Window(scene - 100 if cols > 1 else 0, scene - 100 if rows > 1 else 0, TILE, TILE)
+                )
             for window in picks:
-                assert np.array_equal(ds.read(window=window),
-                                      _expected(info, name, int(year), window)), f"{key} {window}"
+                assert np.array_equal(ds.read(window=window), _expected(info, name, int(year), window)), (
+                    f"{key} {window}"
+                )
 
     tops = {}  # each source scene's top-left corner
     for region, path in info["sources"]["2016"].items():
         with rasterio.open(path) as src:
             tops[region] = (src.transform.c, src.transform.f)
     for label_key, path in info["nlcd"].items():
-        with rasterio.open(path) as ds, \
-                rasterio.open(Path(info["raw"]) / "nlcd" / f"{label_key}.tif") as sample:
+        with (
+            rasterio.open(path) as ds,
+            rasterio.open(Path(info["raw"]) / "nlcd" / f"{label_key}.tif") as sample,
+        ):
             for name, (x0, y0) in info["origins"].items():
                 rows, cols = (info["rows"], info["cols"]) if name == "county" else (info["holdout"],) * 2
                 w, h = cols * scene, rows * scene
                 # the mosaic + 300 m: a ring of points just outside must carry real codes
                 t = np.linspace(0, 1, 41)
-                xs = np.concatenate([x0 - 300 + t * (w + 600), x0 - 300 + t * (w + 600),
-                                     np.full_like(t, x0 - 300), np.full_like(t, x0 + w + 300)])
-                ys = np.concatenate([np.full_like(t, y0 + 300), np.full_like(t, y0 - h - 300),
-                                     y0 + 300 - t * (h + 600), y0 + 300 - t * (h + 600)])
+                xs = np.concatenate(
+                    [
+                        x0 - 300 + t * (w + 600),
+                        x0 - 300 + t * (w + 600),
+                        np.full_like(t, x0 - 300),
+                        np.full_like(t, x0 + w + 300),
+                    ]
+                )
+                ys = np.concatenate(
+                    [
+                        np.full_like(t, y0 + 300),
+                        np.full_like(t, y0 - h - 300),
+                        y0 + 300 - t * (h + 600),
+                        y0 + 300 - t * (h + 600),
+                    ]
+                )
                 ex, ey = transform(CRS_UTM, ds.crs, xs, ys)
                 ring = np.array([v[0] for v in ds.sample(zip(ex, ey))])
                 assert (ring > 0).all(), f"{label_key}: no labels 300 m around {name}"
@@ -266,12 +349,15 @@ def check_county_input(out: Path, windows: int = 6, points: int = 150, seed: int
                     r, c, region = info["copies"][name][int(rng.integers(rows * cols))]
                     dx, dy = rng.uniform(50, scene - 50, 2)
                     left, top = tops[region]
-                    xs, ys = transform(CRS_UTM, ds.crs, [x0 + c * scene + dx, left + dx],
-                                       [y0 - r * scene - dy, top - dy])
+                    xs, ys = transform(
+                        CRS_UTM, ds.crs, [x0 + c * scene + dx, left + dx], [y0 - r * scene - dy, top - dy]
+                    )
                     agree += _majority(ds, xs[0], ys[0]) == _majority(sample, xs[1], ys[1])
                 assert agree >= 0.9 * points, f"{label_key} {name}: {agree}/{points} labels agree"
-                print(f"check {label_key} {name}: {agree}/{points} 5x5 majorities agree, "
-                      f"ring of {len(ring)} points at 300 m labelled")
+                print(
+                    f"check {label_key} {name}: {agree}/{points} 5x5 majorities agree, "
+                    f"ring of {len(ring)} points at 300 m labelled"
+                )
     print(f"check passed: {len(info['scenes'])} VRTs, {len(info['nlcd'])} NLCD rasters")
 
 
@@ -298,14 +384,21 @@ def measure_reads(out: Path, blocks: int = 20, cache_mb: int = 64) -> None:
         per_row = ds.width // side
     grid = [Window((i % per_row) * side, (i // per_row) * side, side, side) for i in range(blocks)]
     for mb in (cache_mb, 0):
-        print(f"VRT (distinct={info['distinct']}), GDAL_CACHEMAX {mb} MB: "
-              f"{_read_ms_per_tile(vrt, grid, mb):.2f} ms/tile ({blocks} blocks of {side} px)")
+        print(
+            f"VRT (distinct={info['distinct']}), GDAL_CACHEMAX {mb} MB: "
+            f"{_read_ms_per_tile(vrt, grid, mb):.2f} ms/tile ({blocks} blocks of {side} px)"
+        )
     scene = info["scene_px"]  # each source once, in the same block sizes (clipped at its edges)
-    within = [Window(c, r, min(side, scene - c), min(side, scene - r))
-              for r in range(0, scene, side) for c in range(0, scene, side)]
+    within = [
+        Window(c, r, min(side, scene - c), min(side, scene - r))
+        for r in range(0, scene, side)
+        for c in range(0, scene, side)
+    ]
     direct = [_read_ms_per_tile(p, within, cache_mb) for p in info["sources"]["2016"].values()]
-    print(f"source .tif direct, GDAL_CACHEMAX {cache_mb} MB: {np.mean(direct):.2f} ms/tile "
-          f"({', '.join(f'{v:.2f}' for v in direct)})")
+    print(
+        f"source .tif direct, GDAL_CACHEMAX {cache_mb} MB: {np.mean(direct):.2f} ms/tile "
+        f"({', '.join(f'{v:.2f}' for v in direct)})"
+    )
 
 
 def main() -> None:
@@ -317,14 +410,20 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=2, help="holdout copies per side")
     parser.add_argument("--check", action="store_true", help="verify the output against the raw")
     parser.add_argument("--measure", action="store_true", help="time tile reads, VRT vs sources")
-    parser.add_argument("--shared", action="store_true",
-                        help="copies share their source's path (block-cache hits across copies)")
+    parser.add_argument(
+        "--shared",
+        action="store_true",
+        help="copies share their source's path (block-cache hits across copies)",
+    )
     args = parser.parse_args()
-    info = build_county_input(args.raw, args.out, args.rows, args.cols, args.holdout,
-                              distinct=not args.shared)
+    info = build_county_input(
+        args.raw, args.out, args.rows, args.cols, args.holdout, distinct=not args.shared
+    )
     size = sum(p.lstat().st_size for p in Path(args.out).rglob("*") if not p.is_dir())
-    print(f"built in {info['seconds']:.2f} s, {size / 1e6:.2f} MB on disk "
-          f"(sources not copied); tiles: {info['tiles']}")
+    print(
+        f"built in {info['seconds']:.2f} s, {size / 1e6:.2f} MB on disk "
+        f"(sources not copied); tiles: {info['tiles']}"
+    )
     if args.check:
         check_county_input(args.out)
     if args.measure:

@@ -76,6 +76,7 @@ BAR_KEPT, BASELINE_KEPT = 3 * 78, 55.6  # issue 10's 78 tiles/s; the old code me
 
 # ------------------------------------------------------------------ child side
 
+
 def _status_kb(pid: int | str, field: str) -> int:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -182,8 +183,11 @@ def child(project: Path, pipeline: str, result: Path, score_tiles: int, png_root
         import pandas as pd
 
         tiles = pd.read_parquet(data / "07_model_output" / "development_tile_classes.parquet")
-        out.update(tiles=len(tiles), unique_tiles=int(tiles["tile_id"].nunique()),
-                   failed=int(tiles["error"].notna().sum()))
+        out.update(
+            tiles=len(tiles),
+            unique_tiles=int(tiles["tile_id"].nunique()),
+            failed=int(tiles["error"].notna().sum()),
+        )
     elif pipeline == "data_preparation":
         report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
         out.update({k: report[k] for k in ("tiles_seen", "kept_total", "rejected", "usable")})
@@ -207,8 +211,13 @@ def _scoring_only(session: KedroSession, png_root: Path, count: int) -> dict[str
     try:
         for _ in range(2):
             started = time.perf_counter()
-            frame = score_images(index, model, params["land_cover"], params["scoring"],
-                                 params["spark_scoring"]["partitions_per_core"])
+            frame = score_images(
+                index,
+                model,
+                params["land_cover"],
+                params["scoring"],
+                params["spark_scoring"]["partitions_per_core"],
+            )
             frame.write.mode("overwrite").parquet(output)
             seconds.append(time.perf_counter() - started)
             failed = spark.read.parquet(output).where("error is not null").count()
@@ -216,11 +225,11 @@ def _scoring_only(session: KedroSession, png_root: Path, count: int) -> dict[str
     finally:
         spark.stop()
         shutil.rmtree(Path(output).parent, ignore_errors=True)
-    return {"images": count, "distinct_files": len(pngs), "seconds_cold": seconds[0],
-            "seconds": seconds[1]}
+    return {"images": count, "distinct_files": len(pngs), "seconds_cold": seconds[0], "seconds": seconds[1]}
 
 
 # ------------------------------------------------------------------ parent side
+
 
 def county_conf(project: Path, county: Path) -> None:
     """conf/county: configuration only, layered over base."""
@@ -231,22 +240,44 @@ def county_conf(project: Path, county: Path) -> None:
         catalog[name] = {**base[name], "path": str(county / folder), "filename_suffix": suffix}
     spark = yaml.safe_load((conf / "local" / "spark.yml").read_text()) or {}
     spark.update({"spark.master": "local[2]", "spark.ui.showConsoleProgress": False})
-    params = {"development_inference": {"regions": ["county"], "newer_year": 2016, "older_year": 2011,
-                                        "older_naip_year": 2012},
-              "data_preparation": {"validation_regions": ["holdout"]}}
+    params = {
+        "development_inference": {
+            "regions": ["county"],
+            "newer_year": 2016,
+            "older_year": 2011,
+            "older_naip_year": 2012,
+        },
+        "data_preparation": {"validation_regions": ["holdout"]},
+    }
     (conf / ENV).mkdir(exist_ok=True)
     for name, content in (("catalog", catalog), ("spark", spark), ("parameters", params)):
         (conf / ENV / f"{name}.yml").write_text(yaml.safe_dump(content, sort_keys=False))
 
 
-def run_child(project: Path, pipeline: str, log: Path, args: argparse.Namespace,
-              png_root: Path | None = None) -> dict[str, Any]:
+def run_child(
+    project: Path, pipeline: str, log: Path, args: argparse.Namespace, png_root: Path | None = None
+) -> dict[str, Any]:
     result = log.with_suffix(".json")
-    command = [sys.executable, str(Path(__file__).resolve()), "--child", str(project), pipeline,
-               str(result), "--score-tiles", str(args.score_tiles), "--png-root", str(png_root)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--child",
+        str(project),
+        pipeline,
+        str(result),
+        "--score-tiles",
+        str(args.score_tiles),
+        "--png-root",
+        str(png_root),
+    ]
     with log.open("w") as handle:  # COLUMNS: rich wraps Kedro's log lines at 80 in a file
-        done = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT, check=False,
-                              env={**os.environ, "COLUMNS": "160"})
+        done = subprocess.run(
+            command,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            check=False,
+            env={**os.environ, "COLUMNS": "160"},
+        )
     if done.returncode != 0:
         print(log.read_text()[-4000:])
         raise SystemExit(f"{pipeline} failed (exit {done.returncode}); log: {log}")
@@ -258,8 +289,12 @@ def sample_raw(raw: Path, work: Path) -> Path:
         return raw
     project = make_project_copy(work / "sample" / "project")
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "kedro", "run", "--pipelines", "sample_scene", "--env",
-                    "local"], cwd=project, check=True, capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "kedro", "run", "--pipelines", "sample_scene", "--env", "local"],
+        cwd=project,
+        check=True,
+        capture_output=True,
+    )
     print(f"{raw} has no NAIP: sample scene generated in {time.perf_counter() - started:.0f} s")
     return project / "data" / "01_raw"
 
@@ -278,8 +313,14 @@ def slope(tiles: list[float], seconds: list[float]) -> float:
 def machine() -> dict[str, Any]:
     grep = "grep -o 'avx512f\\|avx_vnni\\|avx2' /proc/cpuinfo | sort -u"
     flags = subprocess.run(grep, shell=True, capture_output=True, text=True, check=False).stdout
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text()
-                  .splitlines() if line.startswith("model name")), "?")
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "?",
+    )
     return {"cpu": model, "cores": os.cpu_count(), "flags": flags.split(), "load": os.getloadavg()}
 
 
@@ -304,13 +345,17 @@ def main() -> None:  # noqa: PLR0915 - one straight script
 
     from landuse_kedro.datasets.model_file import ModelFileDataset
 
-    sizes = sorted((tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")),
-                   key=lambda size: size[0] * size[1])
+    sizes = sorted(
+        (tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")),
+        key=lambda size: size[0] * size[1],
+    )
     work = (args.work or Path(tempfile.mkdtemp(prefix="county_scale_"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
     started, info = time.perf_counter(), machine()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, {' '.join(info['flags'])}; "
-          f"load average {info['load'][0]:.2f} at start; work folder {work}")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, {' '.join(info['flags'])}; "
+        f"load average {info['load'][0]:.2f} at start; work folder {work}"
+    )
     raw = sample_raw(args.raw.resolve(), work)
     artifact = scoring_model()
     runs: list[dict[str, Any]] = []
@@ -320,10 +365,10 @@ def main() -> None:  # noqa: PLR0915 - one straight script
         county = build_county_input(raw, work / name / "county", rows, cols)
         project = make_project_copy(work / name / "project")
         county_conf(project, work / name / "county")
-        ModelFileDataset(filepath=str(project / "data" / "06_models" / "scoring_model"),
-                         version=Version(None, None)).save(artifact)
-        run = {"size": name, "tiles": county["tiles"]["county_2016"],
-               "county_seconds": county["seconds"]}
+        ModelFileDataset(
+            filepath=str(project / "data" / "06_models" / "scoring_model"), version=Version(None, None)
+        ).save(artifact)
+        run = {"size": name, "tiles": county["tiles"]["county_2016"], "county_seconds": county["seconds"]}
         for pipeline in PIPELINES:
             run[pipeline] = run_child(project, pipeline, work / name / f"{pipeline}.log", args)
             print(f"{name} {pipeline}: {run[pipeline]['seconds']:.1f} s")
@@ -334,8 +379,13 @@ def main() -> None:  # noqa: PLR0915 - one straight script
         assert dp["tiles_seen"] == sum(county["tiles"].values()), (dp, county["tiles"])
         runs.append(run)
         if not scoring:
-            scoring = run_child(project, "scoring_only", work / name / "scoring_only.log", args,
-                                project / "data" / "05_model_input")
+            scoring = run_child(
+                project,
+                "scoring_only",
+                work / name / "scoring_only.log",
+                args,
+                project / "data" / "05_model_input",
+            )
             print(f"scoring-only: {scoring['images'] / scoring['seconds']:.1f} images/s warm")
         if not args.keep:  # PNGs of a large size take GBs; logs stay until the end
             shutil.rmtree(project, ignore_errors=True)
@@ -350,35 +400,51 @@ def _marginal(first: dict[str, Any], last: dict[str, Any], count: str, seconds: 
     return (last[count] - first[count]) / extra if extra > 0 else math.nan
 
 
-def report(runs: list[dict[str, Any]], scoring: dict[str, Any], info: dict[str, Any],
-           seconds: float, json_path: Path | None) -> None:
+def report(
+    runs: list[dict[str, Any]],
+    scoring: dict[str, Any],
+    info: dict[str, Any],
+    seconds: float,
+    json_path: Path | None,
+) -> None:
     score_rate = scoring["images"] / scoring["seconds"]
     rows = []
     for run in runs:
         di, dp = run["development_inference"], run["data_preparation"]
         node = di["nodes"]["score_regions"]
         rss = {p: (run[p]["python_hwm_mb"], run[p]["jvm_hwm_mb"]) for p in PIPELINES}
-        rows.append({
-            "size": run["size"], "tiles": run["tiles"], "di_seconds": di["seconds"],
-            "di_tiles_per_s": run["tiles"] / di["seconds"], "score_node_seconds": node,
-            "score_node_tiles_per_s": run["tiles"] / node, "dp_seconds": dp["seconds"],
-            "dp_tiles_seen": dp["tiles_seen"], "dp_seen_per_s": dp["tiles_seen"] / dp["seconds"],
-            "dp_kept": dp["kept_total"], "dp_kept_per_s": dp["kept_total"] / dp["seconds"],
-            "rss_mb": {p: {"python": py, "jvm": jvm, "sum": py + jvm}
-                       for p, (py, jvm) in rss.items()},
-            "di_nodes": di["nodes"], "dp_nodes": dp["nodes"],
-            "load": [di["load_before"][0], di["load_after"][0], dp["load_after"][0]],
-        })
-    print("\n| size | county tiles | DI s | DI tiles/s | score node s | score node tiles/s | DP s "
-          "| DP seen/s | DP kept | DP kept/s | peak RSS DI py+JVM MB | peak RSS DP py+JVM MB |")
+        rows.append(
+            {
+                "size": run["size"],
+                "tiles": run["tiles"],
+                "di_seconds": di["seconds"],
+                "di_tiles_per_s": run["tiles"] / di["seconds"],
+                "score_node_seconds": node,
+                "score_node_tiles_per_s": run["tiles"] / node,
+                "dp_seconds": dp["seconds"],
+                "dp_tiles_seen": dp["tiles_seen"],
+                "dp_seen_per_s": dp["tiles_seen"] / dp["seconds"],
+                "dp_kept": dp["kept_total"],
+                "dp_kept_per_s": dp["kept_total"] / dp["seconds"],
+                "rss_mb": {p: {"python": py, "jvm": jvm, "sum": py + jvm} for p, (py, jvm) in rss.items()},
+                "di_nodes": di["nodes"],
+                "dp_nodes": dp["nodes"],
+                "load": [di["load_before"][0], di["load_after"][0], dp["load_after"][0]],
+            }
+        )
+    print(
+        "\n| size | county tiles | DI s | DI tiles/s | score node s | score node tiles/s | DP s "
+        "| DP seen/s | DP kept | DP kept/s | peak RSS DI py+JVM MB | peak RSS DP py+JVM MB |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        rss = " | ".join(f"{v['python']:.0f} + {v['jvm']:.0f} = {v['sum']:.0f}"
-                         for v in r["rss_mb"].values())
-        print(f"| {r['size']} | {r['tiles']:,} | {r['di_seconds']:.1f} | "
-              f"{r['di_tiles_per_s']:.1f} | {r['score_node_seconds']:.1f} | "
-              f"{r['score_node_tiles_per_s']:.1f} | {r['dp_seconds']:.1f} | "
-              f"{r['dp_seen_per_s']:.1f} | {r['dp_kept']:,} | {r['dp_kept_per_s']:.1f} | {rss} |")
+        rss = " | ".join(f"{v['python']:.0f} + {v['jvm']:.0f} = {v['sum']:.0f}" for v in r["rss_mb"].values())
+        print(
+            f"| {r['size']} | {r['tiles']:,} | {r['di_seconds']:.1f} | "
+            f"{r['di_tiles_per_s']:.1f} | {r['score_node_seconds']:.1f} | "
+            f"{r['score_node_tiles_per_s']:.1f} | {r['dp_seconds']:.1f} | "
+            f"{r['dp_seen_per_s']:.1f} | {r['dp_kept']:,} | {r['dp_kept_per_s']:.1f} | {rss} |"
+        )
     first, last, tiles = rows[0], rows[-1], [r["tiles"] for r in rows]
     summary = {
         "scoring_only_images_per_s": score_rate,
@@ -400,41 +466,68 @@ def report(runs: list[dict[str, Any]], scoring: dict[str, Any], info: dict[str, 
         "marginal_dp_kept_per_s": _marginal(first, last, "dp_kept", "dp_seconds"),
     }
     s, met = summary, (lambda ok: "met" if ok else "NOT met")
-    print(f"\nscoring-only (score_images, local[2], warm, {scoring['images']} PNGs of 224 px, "
-          f"{scoring['distinct_files']} distinct): {score_rate:.1f} images/s "
-          f"(first job {s['scoring_only_first_job_images_per_s']:.1f})")
+    print(
+        f"\nscoring-only (score_images, local[2], warm, {scoring['images']} PNGs of 224 px, "
+        f"{scoring['distinct_files']} distinct): {score_rate:.1f} images/s "
+        f"(first job {s['scoring_only_first_job_images_per_s']:.1f})"
+    )
     for r in rows:
-        print(f"{r['size']}: DI / scoring-only = {r['di_tiles_per_s'] / score_rate:.2f} whole "
-              f"pipeline, {r['score_node_tiles_per_s'] / score_rate:.2f} score node")
-    print(f"largest size: DI / scoring-only {s['ratio_di_whole']:.2f} (whole), "
-          f"{s['ratio_di_score_node']:.2f} (score node); bar >= {BAR_RATIO}: "
-          f"{met(s['ratio_di_whole'] >= BAR_RATIO)} (whole), "
-          f"{met(s['ratio_di_score_node'] >= BAR_RATIO)} (node)")
+        print(
+            f"{r['size']}: DI / scoring-only = {r['di_tiles_per_s'] / score_rate:.2f} whole "
+            f"pipeline, {r['score_node_tiles_per_s'] / score_rate:.2f} score node"
+        )
+    print(
+        f"largest size: DI / scoring-only {s['ratio_di_whole']:.2f} (whole), "
+        f"{s['ratio_di_score_node']:.2f} (score node); bar >= {BAR_RATIO}: "
+        f"{met(s['ratio_di_whole'] >= BAR_RATIO)} (whole), "
+        f"{met(s['ratio_di_score_node'] >= BAR_RATIO)} (node)"
+    )
     growth_bar = math.log2(BAR_GROWTH)
-    print(f"growth exponent (slope of log s vs log tiles): DI {s['growth_di']:.2f}, score node "
-          f"{s['growth_score_node']:.2f}, DP {s['growth_dp']:.2f}; bar <= {growth_bar:.2f} "
-          f"(doubling <= {BAR_GROWTH}x): {met(max(s['growth_di'], s['growth_dp']) <= growth_bar)}")
-    print(f"time(largest)/time(smallest): DI {s['time_ratio_di']:.2f}, DP {s['time_ratio_dp']:.2f} "
-          f"for {s['tiles_ratio']:.2f}x the county tiles")
-    print(f"driver peak RSS (Python VmHWM + JVM VmHWM): {s['rss_min_mb']:.0f}-"
-          f"{s['rss_max_mb']:.0f} MB over sizes and pipelines; bar < {BAR_RSS_MB} MB: "
-          f"{met(s['rss_max_mb'] < BAR_RSS_MB)}, max/min {s['rss_max_mb'] / s['rss_min_mb']:.2f}")
-    print(f"marginal rates, smallest -> largest size (fixed costs such as Spark start and cold "
-          f"workers out): DI {s['marginal_di_tiles_per_s']:.1f} tiles/s, score node "
-          f"{s['marginal_score_node_tiles_per_s']:.1f} tiles/s, DP "
-          f"{s['marginal_dp_kept_per_s']:.1f} kept tiles/s")
+    print(
+        f"growth exponent (slope of log s vs log tiles): DI {s['growth_di']:.2f}, score node "
+        f"{s['growth_score_node']:.2f}, DP {s['growth_dp']:.2f}; bar <= {growth_bar:.2f} "
+        f"(doubling <= {BAR_GROWTH}x): {met(max(s['growth_di'], s['growth_dp']) <= growth_bar)}"
+    )
+    print(
+        f"time(largest)/time(smallest): DI {s['time_ratio_di']:.2f}, DP {s['time_ratio_dp']:.2f} "
+        f"for {s['tiles_ratio']:.2f}x the county tiles"
+    )
+    print(
+        f"driver peak RSS (Python VmHWM + JVM VmHWM): {s['rss_min_mb']:.0f}-"
+        f"{s['rss_max_mb']:.0f} MB over sizes and pipelines; bar < {BAR_RSS_MB} MB: "
+        f"{met(s['rss_max_mb'] < BAR_RSS_MB)}, max/min {s['rss_max_mb'] / s['rss_min_mb']:.2f}"
+    )
+    print(
+        f"marginal rates, smallest -> largest size (fixed costs such as Spark start and cold "
+        f"workers out): DI {s['marginal_di_tiles_per_s']:.1f} tiles/s, score node "
+        f"{s['marginal_score_node_tiles_per_s']:.1f} tiles/s, DP "
+        f"{s['marginal_dp_kept_per_s']:.1f} kept tiles/s"
+    )
     kept = s["dp_kept_per_s_largest"]
-    print(f"data_preparation kept tiles/s at the largest size: {kept:.1f}; bar 3 x 78 = "
-          f"{BAR_KEPT}: {met(kept >= BAR_KEPT)}; 3 x {BASELINE_KEPT} (old code on 2 AVX-512 cores) = "
-          f"{3 * BASELINE_KEPT:.1f}: {met(kept >= 3 * BASELINE_KEPT)}")
+    print(
+        f"data_preparation kept tiles/s at the largest size: {kept:.1f}; bar 3 x 78 = "
+        f"{BAR_KEPT}: {met(kept >= BAR_KEPT)}; 3 x {BASELINE_KEPT} (old code on 2 AVX-512 cores) = "
+        f"{3 * BASELINE_KEPT:.1f}: {met(kept >= 3 * BASELINE_KEPT)}"
+    )
     end_load = os.getloadavg()
-    print(f"machine: {info['cpu']}, {info['cores']} cores, flags {' '.join(info['flags'])}; load "
-          f"average {info['load'][0]:.2f} at start, {end_load[0]:.2f} at end "
-          f"(1/5/15 min {' '.join(f'{v:.2f}' for v in end_load)}); whole benchmark {seconds:.0f} s")
+    print(
+        f"machine: {info['cpu']}, {info['cores']} cores, flags {' '.join(info['flags'])}; load "
+        f"average {info['load'][0]:.2f} at start, {end_load[0]:.2f} at end "
+        f"(1/5/15 min {' '.join(f'{v:.2f}' for v in end_load)}); whole benchmark {seconds:.0f} s"
+    )
     if json_path:
-        json_path.write_text(json.dumps({"machine": {**info, "load_end": end_load}, "sizes": rows,
-                                         "scoring_only": scoring, "summary": summary,
-                                         "seconds": seconds}, indent=1))
+        json_path.write_text(
+            json.dumps(
+                {
+                    "machine": {**info, "load_end": end_load},
+                    "sizes": rows,
+                    "scoring_only": scoring,
+                    "summary": summary,
+                    "seconds": seconds,
+                },
+                indent=1,
+            )
+        )
 
 
 if __name__ == "__main__":

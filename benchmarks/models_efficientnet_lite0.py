@@ -1,4 +1,5 @@
-"""Prints the EfficientNet-Lite0 port's costs: .pth parse, model build, parameters, predict images/s, logit error.
+"""Prints the EfficientNet-Lite0 port's costs: .pth parse, model build, parameters, predict images/s,
+logit error.
 
 Run: .venv/bin/python benchmarks/models_efficientnet_lite0.py [--batch 64 --threads 2 --repeats 5]
 """
@@ -43,7 +44,10 @@ def main() -> None:
     imagenet, build_s = _timed(lambda: efficientnet_lite0(include_top=True))
     classifier, classifier_s = _timed(build_classifier)
     print(f"parse .pth: {parse_s:.3f} s ({len(state)} tensors)")
-    print(f"build Lite0 + ImageNet weights (1000 classes): {build_s:.2f} s, {imagenet.count_params():,} parameters")
+    print(
+        f"build Lite0 + ImageNet weights (1000 classes): {build_s:.2f} s, "
+        f"{imagenet.count_params():,} parameters"
+    )
     print(f"build_classifier() (6 classes): {classifier_s:.2f} s, {classifier.count_params():,} parameters")
 
     golden = json.loads((GOLDEN_DIR / "golden.json").read_text())
@@ -57,13 +61,17 @@ def main() -> None:
     print(f"max |Keras - PyTorch| logit: {np.abs(logits - reference).max():.2e} over {len(names)} images")
 
     tiles = np.random.default_rng(0).integers(0, 256, size=(args.batch, 224, 224, 3), dtype=np.uint8)
-    runners = {"model.predict": lambda: classifier.predict(tiles, batch_size=args.batch, verbose=0),
-               "predict_on_batch": lambda: classifier.predict_on_batch(tiles)}
+    runners = {
+        "model.predict": lambda: classifier.predict(tiles, batch_size=args.batch, verbose=0),
+        "predict_on_batch": lambda: classifier.predict_on_batch(tiles),
+    }
     for label, run in runners.items():
         run()  # trace / warm up
         times = [_timed(run)[1] for _ in range(args.repeats)]
-        print(f"{label:>17}: {args.batch / np.median(times):6.1f} images/s median "
-              f"(best {args.batch / min(times):.1f}), batch {args.batch}, {args.threads} threads")
+        print(
+            f"{label:>17}: {args.batch / np.median(times):6.1f} images/s median "
+            f"(best {args.batch / min(times):.1f}), batch {args.batch}, {args.threads} threads"
+        )
 
 
 if __name__ == "__main__":

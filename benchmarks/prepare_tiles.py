@@ -38,7 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scene-size", type=int, default=None, help="px per scene side (default: the env's)")
     parser.add_argument("--env", default="local", help="Kedro environment (default local = base sizes)")
-    parser.add_argument("--raw", type=Path, help="reuse this 01_raw folder (naip/, nlcd/) instead of generating one")
+    parser.add_argument(
+        "--raw", type=Path, help="reuse this 01_raw folder (naip/, nlcd/) instead of generating one"
+    )
     args = parser.parse_args()
     os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
@@ -47,7 +49,16 @@ def main() -> None:
         if args.raw:
             shutil.copytree(args.raw, project / "data" / "01_raw", dirs_exist_ok=True)
         else:
-            generate = [sys.executable, "-m", "kedro", "run", "--pipelines", "sample_scene", "--env", args.env]
+            generate = [
+                sys.executable,
+                "-m",
+                "kedro",
+                "run",
+                "--pipelines",
+                "sample_scene",
+                "--env",
+                args.env,
+            ]
             if args.scene_size:
                 generate += ["--params", f"sample_scene.scene_size={args.scene_size}"]
             started = time.perf_counter()
@@ -71,11 +82,15 @@ def main() -> None:
 
     seen, kept = report["tiles_seen"], report["kept_total"]
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"tiles seen {seen}, usable {report['usable']}, kept (balanced) {kept}; rejected {report['rejected']}")
+    print(
+        f"tiles seen {seen}, usable {report['usable']}, kept (balanced) {kept}; rejected {report['rejected']}"
+    )
     print(f"labelling: {labelling:.1f} s = {seen / labelling:.0f} tiles labelled/s")
     print(f"writing:   {writing:.1f} s = {kept / writing:.1f} tiles written/s (PNG)")
-    print(f"data_preparation: {total:.1f} s including Spark start; {kept / total:.1f} tiles prepared/s "
-          f"({seen / total:.0f} tiles seen/s)")
+    print(
+        f"data_preparation: {total:.1f} s including Spark start; {kept / total:.1f} tiles prepared/s "
+        f"({seen / total:.0f} tiles seen/s)"
+    )
     print(f"peak memory of the driver process: {peak_mb:.0f} MB")
 
 
@@ -98,7 +113,9 @@ class NodeTimes(logging.Handler):
     def seconds(self, *names: str) -> float:
         missing = set(names) - set(self.took)
         if missing:
-            raise KeyError(f"no timing for {missing}; seen {sorted(self.took)}, started {sorted(self.started)}")
+            raise KeyError(
+                f"no timing for {missing}; seen {sorted(self.took)}, started {sorted(self.started)}"
+            )
         return sum(self.took[name] for name in names)
 
 

@@ -52,8 +52,10 @@ def main() -> None:
     start = time.perf_counter()
     first = next(iter(scenes.values()))()
     render_s = time.perf_counter() - start
-    print(f"land cover + NLCD: {layout_s:.1f} s; one {first.width} x {first.height} scene: {render_s:.1f} s "
-          f"(x {len(scenes)} scenes)")
+    print(
+        f"land cover + NLCD: {layout_s:.1f} s; one {first.width} x {first.height} scene: {render_s:.1f} s "
+        f"(x {len(scenes)} scenes)"
+    )
 
     classes = land_cover_params["classes"]
     lut = class_lookup(land_cover_params["nlcd_to_class"], classes)
@@ -65,8 +67,12 @@ def main() -> None:
         for name, region in land_cover.items():
             for (year_key, year), nlcd_year in zip(config["years"].items(), config["nlcd_years"].values()):
                 size = region.scene_size
-                codes = labels_on_grid(sources[f"nlcd_{nlcd_year}"], region.crs, region.scene_transform, size, size)
-                winner, purity = plurality(tile_value_counts(to_classes(codes, lut, nodata=0), TILE), len(classes))
+                codes = labels_on_grid(
+                    sources[f"nlcd_{nlcd_year}"], region.crs, region.scene_transform, size, size
+                )
+                winner, purity = plurality(
+                    tile_value_counts(to_classes(codes, lut, nodata=0), TILE), len(classes)
+                )
                 counts = np.bincount(winner[purity >= PURITY], minlength=len(classes))
                 rows.append({"region": name, "year": year, **dict(zip(classes, counts.tolist()))})
     table = pd.DataFrame(rows).set_index(["region", "year"])
@@ -79,8 +85,10 @@ def main() -> None:
     if CHANGE_REGION in land_cover:
         truth = land_cover[CHANGE_REGION].newly_developed()
         share = tile_value_counts(truth, TILE, 2)[..., 1] / TILE**2
-        print(f"\n{CHANGE_REGION}: newly developed tiles: {(share >= 0.999).sum()} fully, "
-              f"{(share >= 0.5).sum()} at least half, {((share > 0) & (share < 0.5)).sum()} partly (< half)")
+        print(
+            f"\n{CHANGE_REGION}: newly developed tiles: {(share >= 0.999).sum()} fully, "
+            f"{(share >= 0.5).sum()} at least half, {((share > 0) & (share < 0.5)).sum()} partly (< half)"
+        )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ from landuse_kedro.scoring import decode_image, load_predictor, score_images  # 
 
 WALKTHROUGH_TILES = 11_760
 CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
-LAND_COVER = {"classes": CLASSES, "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
-              "three_class_other": "Undeveloped"}
+LAND_COVER = {
+    "classes": CLASSES,
+    "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
+    "three_class_other": "Undeveloped",
+}
 
 
 def tree_cpu_seconds() -> float:
@@ -88,36 +91,45 @@ def tiles_for(folder: Path | None, count: int, size: int, scratch: Path) -> File
     for i in range(count):
         target = scratch / CLASSES[i % len(CLASSES)]
         target.mkdir(parents=True, exist_ok=True)
-        base = (rng.integers(40, 200, 3)
-                + 40 * np.sin(6 * x + rng.random() * 6)[..., None] * (y[..., None] > rng.random()))
+        base = rng.integers(40, 200, 3) + 40 * np.sin(6 * x + rng.random() * 6)[..., None] * (
+            y[..., None] > rng.random()
+        )
         tile = np.clip(base + rng.normal(0, 12, (size, size, 3)), 0, 255).astype(np.uint8)
         Image.fromarray(tile).save(target / f"tile_{i:05d}.png")
     return FileIndexDataset(path=str(scratch), filename_suffix=".png").load()
 
 
-def in_process(index: FileIndex, model_format: str, payload: bytes, *, threads: int, batch: int,
-               size: int) -> tuple[float, float]:
+def in_process(
+    index: FileIndex, model_format: str, payload: bytes, *, threads: int, batch: int, size: int
+) -> tuple[float, float]:
     """(images/s, images per CPU-second): read + decode + predict, batch after batch, in process."""
     predict = load_predictor(model_format, payload, threads)
     predict(np.zeros((batch, size, size, 3), np.uint8))  # warm-up: graph building, allocations
     with Meter() as meter:
         for first in range(0, len(index), batch):
-            paths = index.urls[first:first + batch]
+            paths = index.urls[first : first + batch]
             predict(np.stack([decode_image(Path(p).read_bytes(), size) for p in paths]))
     return meter.rates(len(index))
 
 
-def on_spark(index: FileIndex, artifacts: dict, scoring: dict,
-             output: Path) -> dict[str, list[tuple[float, float]]]:
+def on_spark(
+    index: FileIndex, artifacts: dict, scoring: dict, output: Path
+) -> dict[str, list[tuple[float, float]]]:
     """For each model, (images/s, images per CPU-second) of the spark_scoring node writing Parquet:
     a first job (cold Python workers, model loading) and a second, warm one; one Spark session."""
     from landuse_kedro.hooks import start_spark
 
-    spark = start_spark({"spark.master": "local[2]", "spark.ui.enabled": "false",
-                         "spark.sql.execution.arrow.pyspark.enabled": "true",
-                         "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
-                         "spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g",
-                         "spark.ui.showConsoleProgress": "false"})
+    spark = start_spark(
+        {
+            "spark.master": "local[2]",
+            "spark.ui.enabled": "false",
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+            "spark.sql.execution.arrow.maxRecordsPerBatch": "256",
+            "spark.sql.shuffle.partitions": "2",
+            "spark.driver.memory": "2g",
+            "spark.ui.showConsoleProgress": "false",
+        }
+    )
     rates: dict[str, list[tuple[float, float]]] = {}
     try:
         for name, artifact in artifacts.items():
@@ -163,8 +175,9 @@ def labelled(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 def accuracy(artifact, images: np.ndarray, labels: np.ndarray, batch: int) -> tuple[float, np.ndarray]:
     predict = load_predictor(artifact.format, artifact.payload, os.cpu_count() or 2)
-    predicted = np.concatenate([predict(images[i:i + batch]).argmax(axis=1)
-                                for i in range(0, len(images), batch)])
+    predicted = np.concatenate(
+        [predict(images[i : i + batch]).argmax(axis=1) for i in range(0, len(images), batch)]
+    )
     return float(np.mean(predicted == labels)), predicted
 
 
@@ -172,13 +185,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiles", type=int, default=2000)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--folder", type=Path, default=Path("data/05_model_input/validation"),
-                        help="labelled tiles (<Class>/*.png): accuracy, and speed when there are enough")
+    parser.add_argument(
+        "--folder",
+        type=Path,
+        default=Path("data/05_model_input/validation"),
+        help="labelled tiles (<Class>/*.png): accuracy, and speed when there are enough",
+    )
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="where the trained exports are")
     parser.add_argument("--env", default="local")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2,
-                        help="threads for in-process inference (Spark: local[2], 1 thread per worker)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="threads for in-process inference (Spark: local[2], 1 thread per worker)",
+    )
     parser.add_argument("--no-prefetch", action="store_true", help="Spark: decode and predict in turn")
     args = parser.parse_args()
 
@@ -192,27 +213,47 @@ def main() -> None:
         if artifacts is None:
             calibration = np.stack([decode_image(Path(p).read_bytes(), args.size) for p in index.urls[:128]])
             artifacts = untrained_models(args.size, calibration)
-        print(f"{len(index)} tiles {args.size}x{args.size}, EfficientNet-Lite0 classifier, "
-              f"batch {args.batch_size}; fp32 {len(artifacts['fp32'].payload) / 2**20:.1f} MB, "
-              f"int8 {len(artifacts['int8'].payload) / 2**20:.1f} MB",
-              flush=True)
+        print(
+            f"{len(index)} tiles {args.size}x{args.size}, EfficientNet-Lite0 classifier, "
+            f"batch {args.batch_size}; fp32 {len(artifacts['fp32'].payload) / 2**20:.1f} MB, "
+            f"int8 {len(artifacts['int8'].payload) / 2**20:.1f} MB",
+            flush=True,
+        )
         rates = {}
         for name, artifact in artifacts.items():
-            rates[name] = in_process(index, artifact.format, artifact.payload, threads=args.threads,
-                                     batch=args.batch_size, size=args.size)
-            print(f"in-process {name} ({args.threads} threads): {rates[name][0]:7.1f} images/s, "
-                  f"{rates[name][1]:6.1f} images per CPU-second", flush=True)
-        scoring = {"backend": "onnx", "batch_size": args.batch_size, "threads_per_worker": 1,
-                   "image_size": args.size, "prefetch": not args.no_prefetch}
+            rates[name] = in_process(
+                index,
+                artifact.format,
+                artifact.payload,
+                threads=args.threads,
+                batch=args.batch_size,
+                size=args.size,
+            )
+            print(
+                f"in-process {name} ({args.threads} threads): {rates[name][0]:7.1f} images/s, "
+                f"{rates[name][1]:6.1f} images per CPU-second",
+                flush=True,
+            )
+        scoring = {
+            "backend": "onnx",
+            "batch_size": args.batch_size,
+            "threads_per_worker": 1,
+            "image_size": args.size,
+            "prefetch": not args.no_prefetch,
+        }
         spark = on_spark(index, artifacts, scoring, Path(scratch) / "predictions.parquet")
     for name, (cold, warm) in spark.items():
         for label, (rate, per_cpu) in (("first job", cold), ("warm", warm)):
-            print(f"spark_scoring {name} local[2], {label:9s}: {rate:7.1f} images/s, "
-                  f"{per_cpu:6.1f} images per CPU-second")
+            print(
+                f"spark_scoring {name} local[2], {label:9s}: {rate:7.1f} images/s, "
+                f"{per_cpu:6.1f} images per CPU-second"
+            )
     in_ratio = rates["int8"][0] / rates["fp32"][0], rates["int8"][1] / rates["fp32"][1]
     spark_ratio = spark["int8"][1][0] / spark["fp32"][1][0], spark["int8"][1][1] / spark["fp32"][1][1]
-    print(f"int8 / fp32: in-process {in_ratio[0]:.2f}x images/s, {in_ratio[1]:.2f}x per CPU-second; "
-          f"Spark warm {spark_ratio[0]:.2f}x images/s, {spark_ratio[1]:.2f}x per CPU-second")
+    print(
+        f"int8 / fp32: in-process {in_ratio[0]:.2f}x images/s, {in_ratio[1]:.2f}x per CPU-second; "
+        f"Spark warm {spark_ratio[0]:.2f}x images/s, {spark_ratio[1]:.2f}x per CPU-second"
+    )
     faster = min(in_ratio[1], spark_ratio[1]) >= 1.3
     truth = labelled(args.folder, args.size)
     if truth is None:
@@ -220,17 +261,25 @@ def main() -> None:
     else:
         (acc32, p32), (acc8, p8) = (accuracy(artifacts[n], *truth, args.batch_size) for n in ("fp32", "int8"))
         delta = 100 * (acc8 - acc32)
-        print(f"6-class accuracy on {len(truth[1])} labelled tiles: fp32 {100 * acc32:.1f}%, "
-              f"int8 {100 * acc8:.1f}% "
-              f"(delta {delta:+.1f} points; same class on {100 * np.mean(p8 == p32):.1f}% of tiles)")
-        print(f"int8 default rule (>= 1.3x per CPU-second and within 1 point): "
-              f"{'met' if faster and delta >= -1.0 else 'NOT met'}")
+        print(
+            f"6-class accuracy on {len(truth[1])} labelled tiles: fp32 {100 * acc32:.1f}%, "
+            f"int8 {100 * acc8:.1f}% "
+            f"(delta {delta:+.1f} points; same class on {100 * np.mean(p8 == p32):.1f}% of tiles)"
+        )
+        print(
+            f"int8 default rule (>= 1.3x per CPU-second and within 1 point): "
+            f"{'met' if faster and delta >= -1.0 else 'NOT met'}"
+        )
     warm = spark["int8"][1]
-    print(f"projected for {WALKTHROUGH_TILES:,} tiles with int8: Spark {WALKTHROUGH_TILES / warm[0]:.0f} s "
-          f"({WALKTHROUGH_TILES / (warm[1] * cores):.0f} s if the {cores} cores were ours alone); "
-          f"fp32 {WALKTHROUGH_TILES / spark['fp32'][1][0]:.0f} s")
-    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {cores} cores "
-          "(above the core count, wall-clock figures understate what the code does)")
+    print(
+        f"projected for {WALKTHROUGH_TILES:,} tiles with int8: Spark {WALKTHROUGH_TILES / warm[0]:.0f} s "
+        f"({WALKTHROUGH_TILES / (warm[1] * cores):.0f} s if the {cores} cores were ours alone); "
+        f"fp32 {WALKTHROUGH_TILES / spark['fp32'][1][0]:.0f} s"
+    )
+    print(
+        f"load average at the end: {os.getloadavg()[0]:.1f} on {cores} cores "
+        "(above the core count, wall-clock figures understate what the code does)"
+    )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,13 @@ from _project import project_catalog  # noqa: E402  (benchmarks/_project.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 BEFORE_ISSUE_13 = {
-    "cache_features": False, "epochs": 12, "patience": 3, "learning_rate": 0.001,
-    "fine_tune_epochs": 4, "fine_tune_blocks": 2, "fine_tune_learning_rate": 0.0001,
+    "cache_features": False,
+    "epochs": 12,
+    "patience": 3,
+    "learning_rate": 0.001,
+    "fine_tune_epochs": 4,
+    "fine_tune_blocks": 2,
+    "fine_tune_learning_rate": 0.0001,
     "augmentation": {"flip": True, "rotate90": True, "brightness": 0.08, "contrast": 0.1, "saturation": 0.1},
 }
 """parameters_training.yml as it was before issue 13 (the rest is unchanged)."""
@@ -50,18 +55,28 @@ def load_tiles(project: Path, env: str):
         params = catalog.load("parameters")
         land_cover, training, scoring = params["land_cover"], params["training"], params["scoring"]
         try:
-            tiles = assemble_tile_set(catalog.load("model_input_tiles"), catalog.load("tile_manifest"),
-                                      land_cover, training, scoring)
+            tiles = assemble_tile_set(
+                catalog.load("model_input_tiles"),
+                catalog.load("tile_manifest"),
+                land_cover,
+                training,
+                scoring,
+            )
             return tiles, land_cover, training, scoring, True
         except Exception as error:  # noqa: BLE001 - no prepared tiles: time random ones
-            print(f"No prepared tiles ({type(error).__name__}: {error}): timing random tiles; "
-                  "their accuracies mean nothing.")
+            print(
+                f"No prepared tiles ({type(error).__name__}: {error}): timing random tiles; "
+                "their accuracies mean nothing."
+            )
     rng = np.random.default_rng(0)
     size, n_classes = scoring["image_size"], len(land_cover["classes"])
 
     def tiles(n: int) -> TileArrays:
-        return TileArrays(rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
-                          (np.arange(n) % n_classes).astype(np.int32), tuple(map(str, range(n))))
+        return TileArrays(
+            rng.integers(0, 256, (n, size, size, 3), dtype=np.uint8),
+            (np.arange(n) % n_classes).astype(np.int32),
+            tuple(map(str, range(n))),
+        )
 
     return {"train": tiles(576), "validation": tiles(156)}, land_cover, training, scoring, False
 
@@ -75,20 +90,30 @@ def train(tile_set, land_cover, training, scoring) -> dict:
     validation = tile_set["validation"]
     predicted = model.predict(validation.images, batch_size=64, verbose=0).argmax(axis=1)
     head_epochs = sum(e["phase"] == "head" for e in history["epochs"])
-    return {"wall": wall, "cpu": cpu, "accuracy": float(np.mean(predicted == validation.labels)),
-            "history": history, "head_epochs": head_epochs}
+    return {
+        "wall": wall,
+        "cpu": cpu,
+        "accuracy": float(np.mean(predicted == validation.labels)),
+        "history": history,
+        "head_epochs": head_epochs,
+    }
 
 
 def describe(name: str, run: dict) -> str:
     history = run["history"]
-    phases = ", ".join(f"{p} {sum(e['phase'] == p for e in history['epochs'])} epochs"
-                       for p in ("head", "fine_tune") if any(e["phase"] == p for e in history["epochs"]))
+    phases = ", ".join(
+        f"{p} {sum(e['phase'] == p for e in history['epochs'])} epochs"
+        for p in ("head", "fine_tune")
+        if any(e["phase"] == p for e in history["epochs"])
+    )
     cache = history["feature_cache"]
     features = f"; feature cache {cache['seconds']:.1f} s ({cache['views']} views)" if cache else ""
-    return (f"  {name}: {run['wall']:6.1f} s wall, {run['cpu']:6.1f} CPU s; "
-            f"head {history['head_seconds']:.1f} s"
-            f"{features}; {phases}; kept {history['kept_phase']}; 6-class validation accuracy "
-            f"{100 * run['accuracy']:.1f}%")
+    return (
+        f"  {name}: {run['wall']:6.1f} s wall, {run['cpu']:6.1f} CPU s; "
+        f"head {history['head_seconds']:.1f} s"
+        f"{features}; {phases}; kept {history['kept_phase']}; 6-class validation accuracy "
+        f"{100 * run['accuracy']:.1f}%"
+    )
 
 
 def cache_round_trip(history: dict, validation_tiles: int) -> tuple[float, float, float]:
@@ -124,20 +149,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--project", type=Path, default=Path.cwd())
     parser.add_argument("--env", default="local")
-    parser.add_argument("--seeds", type=int, nargs="*", default=[],
-                        help="also train the head on images and on cached features at each of these seeds "
-                             "(current parameters otherwise): the accuracy spread across seeds, paired")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=[],
+        help="also train the head on images and on cached features at each of these seeds "
+        "(current parameters otherwise): the accuracy spread across seeds, paired",
+    )
     args = parser.parse_args()
 
     from landuse_kedro.models.quantize import describe_cpu
 
-    print(f"{os.cpu_count()} CPUs ({describe_cpu()}); load average at start "
-          f"{os.getloadavg()[0]:.1f}", flush=True)
+    print(
+        f"{os.cpu_count()} CPUs ({describe_cpu()}); load average at start {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
     tile_set, land_cover, after, scoring, real = load_tiles(args.project.resolve(), args.env)
     before = {**after, **BEFORE_ISSUE_13}
-    print(f"{len(tile_set['train'])} training and {len(tile_set['validation'])} validation tiles "
-          f"({'prepared' if real else 'random'}); backbone {after['backbone']} ({after['weights']})",
-          flush=True)
+    print(
+        f"{len(tile_set['train'])} training and {len(tile_set['validation'])} validation tiles "
+        f"({'prepared' if real else 'random'}); backbone {after['backbone']} ({after['weights']})",
+        flush=True,
+    )
 
     runs = {"before (head on images + fine-tuning)": train(tile_set, land_cover, before, scoring)}
     print(describe(*next(iter(runs.items()))), flush=True)
@@ -154,17 +188,23 @@ def main() -> None:
 
     saved, loaded, megabytes = cache_round_trip(cached["history"], len(tile_set["validation"]))
     print(yaml.safe_dump({"settings before issue 13": BEFORE_ISSUE_13}, sort_keys=False).rstrip())
-    print(f"Whole training node: before {old['wall']:.1f} s, after {new['wall']:.1f} s: "
-          f"{old['wall'] / new['wall']:.2f}x faster wall-clock, "
-          f"{old['cpu'] / new['cpu']:.2f}x fewer CPU seconds; "
-          f"6-class validation accuracy {100 * old['accuracy']:.1f}% -> {100 * new['accuracy']:.1f}%")
-    print(f"Head training at equal epochs ({epochs}): on images {head_images:.1f} s, on cached features "
-          f"{head_cached:.1f} s (extraction {cached['history']['feature_cache']['seconds']:.1f} s of it): "
-          f"{head_images / head_cached:.2f}x; accuracy {100 * cached['accuracy']:.1f}%")
-    print(f"Feature cache ({megabytes:.0f} MB): in memory adds nothing; "
-          "through a file (PickleDataset) it adds "
-          f"{saved:.2f} s to save and {loaded:.2f} s to load per run, and no run could reuse it (the head "
-          "and backbone come from the same run): kept in memory.")
+    print(
+        f"Whole training node: before {old['wall']:.1f} s, after {new['wall']:.1f} s: "
+        f"{old['wall'] / new['wall']:.2f}x faster wall-clock, "
+        f"{old['cpu'] / new['cpu']:.2f}x fewer CPU seconds; "
+        f"6-class validation accuracy {100 * old['accuracy']:.1f}% -> {100 * new['accuracy']:.1f}%"
+    )
+    print(
+        f"Head training at equal epochs ({epochs}): on images {head_images:.1f} s, on cached features "
+        f"{head_cached:.1f} s (extraction {cached['history']['feature_cache']['seconds']:.1f} s of it): "
+        f"{head_images / head_cached:.2f}x; accuracy {100 * cached['accuracy']:.1f}%"
+    )
+    print(
+        f"Feature cache ({megabytes:.0f} MB): in memory adds nothing; "
+        "through a file (PickleDataset) it adds "
+        f"{saved:.2f} s to save and {loaded:.2f} s to load per run, and no run could reuse it (the head "
+        "and backbone come from the same run): kept in memory."
+    )
     if args.seeds:
         compare_seeds(tile_set, land_cover, after, scoring, args.seeds)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
@@ -179,14 +219,20 @@ def compare_seeds(tile_set, land_cover, training, scoring, seeds: list[int]) -> 
         for head_input, cache in (("images", False), ("cached", True)):
             run = train(tile_set, land_cover, {**training, "seed": seed, "cache_features": cache}, scoring)
             correct[head_input].append(round(run["accuracy"] * n))
-        print(f"  seed {seed}: head on images {correct['images'][-1]}/{n}, on cached features "
-              f"{correct['cached'][-1]}/{n}", flush=True)
+        print(
+            f"  seed {seed}: head on images {correct['images'][-1]}/{n}, on cached features "
+            f"{correct['cached'][-1]}/{n}",
+            flush=True,
+        )
     means = {k: 100 * float(np.mean(v)) / n for k, v in correct.items()}
     differences = np.subtract(correct["cached"], correct["images"])
-    print(f"Over seeds {seeds}: 6-class validation accuracy, head on images {means['images']:.1f}%, on cached "
-          f"features {means['cached']:.1f}% (mean); cached minus images per seed {differences.tolist()} tiles "
-          f"(cached better at {int((differences > 0).sum())}, equal at {int((differences == 0).sum())}, "
-          f"worse at {int((differences < 0).sum())} of {len(seeds)} seeds)", flush=True)
+    print(
+        f"Over seeds {seeds}: 6-class validation accuracy, head on images {means['images']:.1f}%, on cached "
+        f"features {means['cached']:.1f}% (mean); cached minus images per seed {differences.tolist()} tiles "
+        f"(cached better at {int((differences > 0).sum())}, equal at {int((differences == 0).sum())}, "
+        f"worse at {int((differences < 0).sum())} of {len(seeds)} seeds)",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

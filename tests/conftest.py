@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -34,15 +35,26 @@ def make_project_copy(target: Path) -> Path:
         local_creds.unlink()
     for name in ("pyproject.toml", ".telemetry"):  # .telemetry: consent false, never phone home
         shutil.copy(PROJECT_ROOT / name, target / name)
-    (target / "src").mkdir(exist_ok=True)  # bootstrap_project requires source_dir; code comes from the install
-    for layer in ("01_raw", "02_intermediate", "03_primary", "04_feature", "05_model_input",
-                  "06_models", "07_model_output", "08_reporting"):
+    (target / "src").mkdir(
+        exist_ok=True
+    )  # bootstrap_project requires source_dir; code comes from the install
+    for layer in (
+        "01_raw",
+        "02_intermediate",
+        "03_primary",
+        "04_feature",
+        "05_model_input",
+        "06_models",
+        "07_model_output",
+        "08_reporting",
+    ):
         (target / "data" / layer).mkdir(parents=True, exist_ok=True)
     return target
 
 
-def run_pipeline(project: Path, pipeline: str | None = None, env: str = "test",
-                 params: dict | None = None, **run_kwargs):
+def run_pipeline(
+    project: Path, pipeline: str | None = None, env: str = "test", params: dict | None = None, **run_kwargs
+):
     """Run a pipeline through a real KedroSession in ``project``; returns the run's outputs."""
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
@@ -72,9 +84,14 @@ def local_spark_session():
     pipeline tests use local[2] through SparkHooks)."""
     from landuse_kedro.hooks import start_spark
 
-    session = start_spark({"spark.master": "local[1]", "spark.ui.enabled": "false",
-                           "spark.sql.shuffle.partitions": "2",
-                           "spark.sql.execution.arrow.pyspark.enabled": "true"})
+    session = start_spark(
+        {
+            "spark.master": "local[1]",
+            "spark.ui.enabled": "false",
+            "spark.sql.shuffle.partitions": "2",
+            "spark.sql.execution.arrow.pyspark.enabled": "true",
+        }
+    )
     yield session
     session.stop()
 
@@ -115,17 +132,11 @@ def tiny_chain_project(tmp_path_factory) -> Path:
 
 # ------------------------------------------------------------------ a real Spark standalone cluster
 
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _spark_class(spark_home: Path, log: Path, *args: str) -> subprocess.Popen:
-    env = {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1"}
-    with log.open("wb") as out:
-        return subprocess.Popen([str(spark_home / "bin" / "spark-class"), *args], env=env,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def stop_process(process: subprocess.Popen) -> None:
@@ -141,43 +152,68 @@ def stop_process(process: subprocess.Popen) -> None:
             continue
 
 
-@pytest.fixture(scope="session")
-def standalone_cluster(tmp_path_factory):
-    """A master and two 1-core workers on 127.0.0.1, started without waiting (they boot while the
-    local runs work); ``wait()`` blocks until both workers registered and returns the master URL;
-    ``applications()`` counts the applications the master has run (so a test can tell a cluster
-    run from a silent fallback to local mode). Every process is stopped afterwards, whatever
-    happened."""
-    import pyspark
-
-    spark_home = Path(pyspark.__file__).parent
-    folder = tmp_path_factory.mktemp("cluster")
+@contextlib.contextmanager
+def spark_cluster(spark_home: Path, folder: Path, env: dict[str, str] | None = None):
+    """A master and two 1-core workers of the Spark at ``spark_home`` on 127.0.0.1, started in the
+    background: ``wait()`` blocks until both workers registered; ``state()`` is the master's JSON
+    (applications, workers). Every process is stopped afterwards, whatever happened."""
+    env = env or {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1"}
     port, ui_port = _free_port(), _free_port()
     url = f"spark://127.0.0.1:{port}"
-    processes = [_spark_class(spark_home, folder / "master.log", "org.apache.spark.deploy.master.Master",
-                              "--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port))]
+
+    def start(log: str, *args: str) -> subprocess.Popen:
+        with (folder / log).open("wb") as out:
+            return subprocess.Popen(
+                [str(spark_home / "bin" / "spark-class"), *args],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    master = ("--host", "127.0.0.1", "--port", str(port), "--webui-port", str(ui_port))
+    processes = [start("master.log", "org.apache.spark.deploy.master.Master", *master)]
+    workers = [folder / f"worker{i}" for i in range(2)]
     try:
-        for i in range(2):
-            work = folder / f"worker{i}"
+        for i, work in enumerate(workers):
             work.mkdir()
-            processes.append(_spark_class(
-                spark_home, folder / f"worker{i}.log", "org.apache.spark.deploy.worker.Worker",
-                "--host", "127.0.0.1", "--port", str(_free_port()), "--webui-port", str(_free_port()),
-                "--cores", "1", "--memory", "1g", "--work-dir", str(work), url))
+            ports = ("--port", str(_free_port()), "--webui-port", str(_free_port()))
+            resources = ("--cores", "1", "--memory", "1g", "--work-dir", str(work))
+            worker = ("--host", "127.0.0.1", *ports, *resources, url)
+            processes.append(start(f"worker{i}.log", "org.apache.spark.deploy.worker.Worker", *worker))
 
-        def wait() -> str:
-            _wait_for_workers(ui_port, 2, folder)
-            return url
-
-        def applications() -> int:
+        def state() -> dict:
             with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as answer:
-                state = json.load(answer)
-            return len(state.get("activeapps", [])) + len(state.get("completedapps", []))
+                return json.load(answer)
 
-        yield SimpleNamespace(wait=wait, applications=applications)
+        yield SimpleNamespace(
+            url=url, workers=workers, state=state, wait=lambda: _wait_for_workers(ui_port, 2, folder)
+        )
     finally:
         for process in reversed(processes):
             stop_process(process)
+
+
+@pytest.fixture(scope="session")
+def standalone_cluster(tmp_path_factory):
+    """The project's pyspark as a standalone cluster (:func:`spark_cluster`), booting while the
+    local runs work; ``wait()`` returns the master URL once both workers registered;
+    ``applications()`` counts the applications the master has run (so a test can tell a cluster
+    run from a silent fallback to local mode)."""
+    import pyspark
+
+    with spark_cluster(Path(pyspark.__file__).parent, tmp_path_factory.mktemp("cluster")) as cluster:
+
+        def wait() -> str:
+            cluster.wait()
+            return cluster.url
+
+        def applications() -> int:
+            state = cluster.state()
+            return len(state.get("activeapps", [])) + len(state.get("completedapps", []))
+
+        yield SimpleNamespace(wait=wait, applications=applications)
 
 
 def _wait_for_workers(ui_port: int, expected: int, logs: Path, timeout: float = 60) -> None:

@@ -44,8 +44,9 @@ class Chromium:
     """``with Chromium(binary, folder) as page:`` starts a headless browser with its own profile in
     ``folder`` and stops its whole process group on exit, whatever happened."""
 
-    def __init__(self, binary: str, folder: Path, width: int = 1400, height: int = 900,
-                 timeout: float = 30) -> None:
+    def __init__(
+        self, binary: str, folder: Path, width: int = 1400, height: int = 900, timeout: float = 30
+    ) -> None:
         self.binary, self.folder, self.timeout = binary, folder, timeout
         self.width, self.height = width, height
         self.log = folder / "chromium.log"
@@ -60,20 +61,40 @@ class Chromium:
         profile.mkdir(parents=True, exist_ok=True)
         with self.log.open("wb") as log:
             self._process = subprocess.Popen(
-                [self.binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--no-first-run", "--no-default-browser-check", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--disable-quic",
-                 "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
-                 f"--window-size={self.width},{self.height}", f"--user-data-dir={profile}",
-                 "--remote-debugging-port=0", "about:blank"],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                [
+                    self.binary,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-dev-shm-usage",
+                    "--no-first-run",
+                    "--no-default-browser-check",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-quic",
+                    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
+                    f"--window-size={self.width},{self.height}",
+                    f"--user-data-dir={profile}",
+                    "--remote-debugging-port=0",
+                    "about:blank",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             self._connect(profile / "DevToolsActivePort")
             self.call("Runtime.enable")
             self.call("Log.enable")
             self.call("Page.enable")
-            self.call("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height,
-                      deviceScaleFactor=1, mobile=False)
+            self.call(
+                "Emulation.setDeviceMetricsOverride",
+                width=self.width,
+                height=self.height,
+                deviceScaleFactor=1,
+                mobile=False,
+            )
         except BaseException:
             self.__exit__(None, None, None)
             raise
@@ -105,13 +126,16 @@ class Chromium:
             if self._process.poll() is not None:
                 raise RuntimeError(f"Chromium exited with {self._process.returncode}:\n{self._log_tail()}")
             if time.monotonic() > deadline:
-                raise RuntimeError(f"Chromium opened no DevTools port in {self.timeout} s:\n{self._log_tail()}")
+                raise RuntimeError(
+                    f"Chromium opened no DevTools port in {self.timeout} s:\n{self._log_tail()}"
+                )
             time.sleep(0.05)
         port = port_file.read_text().split()[0]
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as answer:
             pages = [t for t in json.load(answer) if t["type"] == "page"]
-        self._socket = websocket.create_connection(pages[0]["webSocketDebuggerUrl"],
-                                                   timeout=self.timeout, suppress_origin=True)
+        self._socket = websocket.create_connection(
+            pages[0]["webSocketDebuggerUrl"], timeout=self.timeout, suppress_origin=True
+        )
 
     def call(self, method: str, **params) -> dict:
         self._id += 1
@@ -134,8 +158,7 @@ class Chromium:
             self.console_errors.append(" ".join(filter(None, (entry["text"], entry.get("url")))))
 
     def evaluate(self, expression: str):
-        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True,
-                           awaitPromise=True)
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
             raise RuntimeError(f"{expression}\n-> {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -151,9 +174,11 @@ class Chromium:
             if done(value):
                 return value
             if time.monotonic() > deadline:
-                raise AssertionError(f"{what}: not reached in {timeout or self.timeout} s; the page "
-                                     f"shows {value!r}; page exceptions: {self.exceptions[-3:]}; "
-                                     f"console errors: {self.console_errors[-5:]}")
+                raise AssertionError(
+                    f"{what}: not reached in {timeout or self.timeout} s; the page "
+                    f"shows {value!r}; page exceptions: {self.exceptions[-3:]}; "
+                    f"console errors: {self.console_errors[-5:]}"
+                )
             time.sleep(0.1)
 
     def click(self, x: float, y: float) -> None:

@@ -123,14 +123,27 @@ def stac_api(items: list[dict], folder: Path, timeout: float = 30) -> Iterator[s
     log = folder / "rustac.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [rustac_executable(), "serve", str(items_file), "--create-collections", "--addr", f"127.0.0.1:{port}"],
-            stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "NO_COLOR": "1"}, start_new_session=True)
+            [
+                rustac_executable(),
+                "serve",
+                str(items_file),
+                "--create-collections",
+                "--addr",
+                f"127.0.0.1:{port}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "NO_COLOR": "1"},
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
         while True:
             if process.poll() is not None:
-                raise RuntimeError(f"rustac serve exited with {process.returncode}: {log.read_text()[-2000:]}")
+                raise RuntimeError(
+                    f"rustac serve exited with {process.returncode}: {log.read_text()[-2000:]}"
+                )
             try:
                 with urllib.request.urlopen(f"{url}/collections", timeout=1) as answer:
                     if answer.status == 200:

@@ -44,7 +44,8 @@ def test_three_class_view_is_developed_cultivated_and_the_rest(land):
     for name in land.classes:  # each of the 6 classes, as the parameters group it
         assert land.to_three_class(name) == named.get(name, PARAMS["three_class_other"]), name
     assert [land.to_three_class(name) for name in ("Forest", "Shrub", "Barren", "Herbaceous")] == [
-        "Undeveloped"] * 4
+        "Undeveloped"
+    ] * 4
     assert land.to_three_class(None) is None
     with pytest.raises(ValueError):
         land.to_three_class("Water")  # not a class of the model

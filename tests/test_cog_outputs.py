@@ -30,7 +30,8 @@ def assert_cog(path: Path, classes: set[int]) -> None:
             assert src.overviews(1), f"{path} ({src.width} x {src.height}) has no overviews"
             # nearest-neighbour overviews: no class appears that the map does not hold
             assert set(np.unique(src.read(1, out_shape=(src.height // 4, src.width // 4)))) <= set(
-                np.unique(src.read(1)))
+                np.unique(src.read(1))
+            )
 
 
 def test_cog_driver_writes_overviews_palette_and_crs(tmp_path):
@@ -38,9 +39,16 @@ def test_cog_driver_writes_overviews_palette_and_crs(tmp_path):
     rng = np.random.default_rng(0)
     classes = np.kron(rng.integers(0, 4, (60, 60)), np.ones((20, 20))).astype(np.uint8)  # 1200 x 1200
     path = tmp_path / "predicted_classes.tif"
-    GeoTiffDataset(filepath=str(path), save_args={"driver": "COG"}).save(GeoRaster(
-        classes[None], "EPSG:26919", Affine(224, 0, 300_000, 0, -224, 4_700_000), nodata=0,
-        colormap=PALETTE, categories=("nodata", "Developed", "Cultivated", "Forest")))
+    GeoTiffDataset(filepath=str(path), save_args={"driver": "COG"}).save(
+        GeoRaster(
+            classes[None],
+            "EPSG:26919",
+            Affine(224, 0, 300_000, 0, -224, 4_700_000),
+            nodata=0,
+            colormap=PALETTE,
+            categories=("nodata", "Developed", "Cultivated", "Forest"),
+        )
+    )
     assert_cog(path, set(PALETTE))
     with rasterio.open(path) as src:
         assert src.overviews(1) == [2, 4]
@@ -48,8 +56,17 @@ def test_cog_driver_writes_overviews_palette_and_crs(tmp_path):
         assert src.colormap(1)[3] == PALETTE[3]
         np.testing.assert_array_equal(src.read(1), classes)
     plain = tmp_path / "plain.tif"  # the validator can fail: a striped GeoTIFF is no COG
-    with rasterio.open(plain, "w", driver="GTiff", width=1200, height=1200, count=1, dtype="uint8",
-                       crs="EPSG:26919", transform=Affine(224, 0, 300_000, 0, -224, 4_700_000)) as dst:
+    with rasterio.open(
+        plain,
+        "w",
+        driver="GTiff",
+        width=1200,
+        height=1200,
+        count=1,
+        dtype="uint8",
+        crs="EPSG:26919",
+        transform=Affine(224, 0, 300_000, 0, -224, 4_700_000),
+    ) as dst:
         dst.write(classes[None])
     assert not cog_validate(str(plain), quiet=True)[0]
 
@@ -71,12 +88,14 @@ def test_large_map_gets_overviews_through_the_catalog_entry(tmp_path, size=600):
     """The catalog entry's own options (loaded from conf/base), on a map big enough for overviews."""
     import yaml
 
-    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "conf/base/catalog_development_inference.yml")
-                          .read_text())
+    conf = yaml.safe_load(
+        (Path(__file__).resolve().parents[1] / "conf/base/catalog_development_inference.yml").read_text()
+    )
     options = conf["region_class_rasters"]["dataset"]
     assert options["save_args"]["driver"] == "COG"
     path = tmp_path / "smoothed_classes.tif"
     classes = (np.arange(size * size).reshape(size, size) % 4).astype(np.uint8)
     GeoTiffDataset(filepath=str(path), save_args=options["save_args"]).save(
-        GeoRaster(classes[None], "EPSG:5070", Affine(224, 0, 0, 0, -224, 0), nodata=0, colormap=PALETTE))
+        GeoRaster(classes[None], "EPSG:5070", Affine(224, 0, 0, 0, -224, 0), nodata=0, colormap=PALETTE)
+    )
     assert_cog(path, set(PALETTE))

@@ -18,9 +18,15 @@ CATALOG_MAX_LINES = 250  # issue 12: at least 30% below the catalog's 357 lines 
 def conf_files() -> dict[Path, list[Path]]:
     """Every configuration file of every folder in conf/, subfolders included (Kedro reads
     ``spark*/**`` and the like); hidden placeholders (.gitkeep) are not configuration."""
-    return {folder: sorted(p for p in folder.rglob("*") if p.is_file() and not any(
-                part.startswith((".", "__")) for part in p.relative_to(folder).parts))
-            for folder in sorted(CONF.iterdir()) if folder.is_dir()}
+    return {
+        folder: sorted(
+            p
+            for p in folder.rglob("*")
+            if p.is_file() and not any(part.startswith((".", "__")) for part in p.relative_to(folder).parts)
+        )
+        for folder in sorted(CONF.iterdir())
+        if folder.is_dir()
+    }
 
 
 def same_content(a: Path, b: Path) -> bool:
@@ -36,11 +42,16 @@ def test_no_environment_folder_holds_a_copy_of_another_folders_file():
     files = conf_files()
     assert ENVIRONMENTS <= {folder.name for folder in files}, sorted(f.name for f in files)
     assert sum(map(len, files.values())) >= 20 and all(files[CONF / env] for env in ENVIRONMENTS)
-    pairs = [(a, b) for fa, fb in itertools.combinations(files, 2)
-             for a, b in itertools.product(files[fa], files[fb])]
+    pairs = [
+        (a, b)
+        for fa, fb in itertools.combinations(files, 2)
+        for a, b in itertools.product(files[fa], files[fb])
+    ]
     copies = [f"{a.relative_to(CONF)} == {b.relative_to(CONF)}" for a, b in pairs if same_content(a, b)]
-    assert not copies, ("the same configuration in two folders (put what they share in base, or let "
-                        f"each state only what is its own): {copies}")
+    assert not copies, (
+        "the same configuration in two folders (put what they share in base, or let "
+        f"each state only what is its own): {copies}"
+    )
 
 
 def test_the_comparison_sees_copies_that_differ_only_in_comments(tmp_path: Path):
@@ -59,4 +70,5 @@ def test_the_catalog_stays_short():
     assert sum(lines.values()) <= CATALOG_MAX_LINES, (
         f"conf/base/catalog_*.yml have {sum(lines.values())} lines ({lines}), more than "
         f"{CATALOG_MAX_LINES}: share what entries have in common through `_` anchors (see "
-        "catalog_development_inference.yml) instead of repeating it")
+        "catalog_development_inference.yml) instead of repeating it"
+    )

@@ -9,7 +9,9 @@ from tests.conftest import load_catalog
 
 
 def test_an_unknown_environment_lists_the_existing_ones(project_copy):
-    with pytest.raises(MissingConfigException,
-                       match=r"Unknown environment 'prod' \(--env\): .* azurite, hdinsight, local, standalone, test\."):
+    with pytest.raises(
+        MissingConfigException,
+        match=r"Unknown environment 'prod' \(--env\): .* azurite, hdinsight, local, standalone, test\.",
+    ):
         load_catalog(project_copy, env="prod")
     assert "tile_manifest" in load_catalog(project_copy, env="local").filter()  # a real one still loads

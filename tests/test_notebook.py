@@ -26,12 +26,16 @@ def test_committed_notebook_is_executed_with_its_figures():
     nbformat.validate(notebook)
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code, "the walkthrough has no code"
-    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), "execute it top to bottom"
+    assert [cell.execution_count for cell in code] == list(range(1, len(code) + 1)), (
+        "execute it top to bottom"
+    )
     for cell in code:
         assert not [o for o in cell.outputs if o.output_type == "error"], cell.source[:80]
     for cell in code:
         if FIGURE_TAG in cell.metadata.get("tags", []):
-            assert any("image/png" in o.get("data", {}) for o in cell.outputs), f"no figure: {cell.source[:80]!r}"
+            assert any("image/png" in o.get("data", {}) for o in cell.outputs), (
+                f"no figure: {cell.source[:80]!r}"
+            )
     assert any("parameters" in cell.metadata.get("tags", []) for cell in code), (
         "a cell tagged `parameters` makes the project path and env injectable"
     )
@@ -52,8 +56,9 @@ def test_walkthrough_executes_on_the_tiny_chain_outputs(tiny_chain_project, tmp_
     workdir.mkdir(exist_ok=True)
 
     notebook = _read()
-    client = NotebookClient(notebook, kernel_name=KERNEL, timeout=600,
-                            resources={"metadata": {"path": str(workdir)}})
+    client = NotebookClient(
+        notebook, kernel_name=KERNEL, timeout=600, resources={"metadata": {"path": str(workdir)}}
+    )
     client.execute()  # raises CellExecutionError, with the cell and traceback, on any error
 
     figure_cells = [c for c in notebook.cells if FIGURE_TAG in c.metadata.get("tags", [])]

@@ -11,8 +11,14 @@ SCRIPT = "{}import tensorflow as tf; print(int(tf.reduce_sum(tf.constant([1, 2])
 
 
 def _stderr(prelude: str) -> str:
-    done = subprocess.run([sys.executable, "-c", SCRIPT.format(prelude)], capture_output=True, text=True,
-                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}, timeout=300, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT.format(prelude)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+        timeout=300,
+        check=True,
+    )
     assert done.stdout.strip() == "3"  # TensorFlow works either way
     return done.stderr
 

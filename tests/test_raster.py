@@ -28,8 +28,12 @@ from landuse_kedro.raster import (
 
 CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
 NLCD_TO_CLASS = {
-    "Developed": [21, 22, 23, 24], "Cultivated": [81, 82], "Forest": [41, 42, 43, 90],
-    "Shrub": [51, 52], "Barren": [31], "Herbaceous": [71, 72, 73, 74, 95],
+    "Developed": [21, 22, 23, 24],
+    "Cultivated": [81, 82],
+    "Forest": [41, 42, 43, 90],
+    "Shrub": [51, 52],
+    "Barren": [31],
+    "Herbaceous": [71, 72, 73, 74, 95],
 }
 UTM = CRS.from_epsg(32619)
 ALBERS = CRS.from_epsg(5070)
@@ -42,6 +46,7 @@ def saved(raster: GeoRaster):
 
 
 # ------------------------------------------------------------------ class table
+
 
 def test_class_lookup_follows_the_walkthrough_table():
     lut = class_lookup(NLCD_TO_CLASS, CLASSES)
@@ -69,13 +74,17 @@ def test_class_lookup_rejects_bad_tables(table, message):
 def test_to_classes_marks_nodata_and_dropped_codes():
     lut = class_lookup(NLCD_TO_CLASS, CLASSES)
     codes = np.array([[0, 11, 21], [42, 12, 95]], dtype=np.uint8)
-    np.testing.assert_array_equal(to_classes(codes, lut, nodata=0),
-                                  [[NO_LABEL, DROPPED, 0], [2, DROPPED, 5]])
+    np.testing.assert_array_equal(to_classes(codes, lut, nodata=0), [[NO_LABEL, DROPPED, 0], [2, DROPPED, 5]])
 
 
-LAND_COVER = LandCover.from_params({"classes": CLASSES, "nlcd_to_class": NLCD_TO_CLASS,
-                                     "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
-                                     "three_class_other": "Undeveloped"})
+LAND_COVER = LandCover.from_params(
+    {
+        "classes": CLASSES,
+        "nlcd_to_class": NLCD_TO_CLASS,
+        "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
+        "three_class_other": "Undeveloped",
+    }
+)
 
 
 def test_three_class_lookup_regroups_class_pixels_and_keeps_dropped_and_unlabelled():
@@ -89,6 +98,7 @@ def test_three_class_lookup_regroups_class_pixels_and_keeps_dropped_and_unlabell
 
 
 # ------------------------------------------------------------------ labelling and purity
+
 
 def test_tile_counts_and_purity_on_hand_made_tiles():
     # 2 x 2 tiles of 4 px: pure Forest | 3/4 Developed + 1/4 water ; half Shrub/Barren | all water
@@ -116,6 +126,7 @@ def test_plurality_reused_for_three_classes():
 
 # ------------------------------------------------------------------ reprojection
 
+
 def test_labels_on_grid_gives_the_nlcd_cell_under_each_pixel():
     """NLCD at 30 m in CONUS Albers, image grid at 1 m in UTM 19N: every image pixel must get the
     code of the NLCD cell containing its centre (random codes, so any shift or flip fails)."""
@@ -132,7 +143,9 @@ def test_labels_on_grid_gives_the_nlcd_cell_under_each_pixel():
     ax, ay = transform_points(UTM, ALBERS, xs, ys)
     nlcd_cols, nlcd_rows = ~nlcd_transform @ (np.asarray(ax), np.asarray(ay))
     # skip pixel centres within 1 cm of a cell edge, where either cell is a fair answer
-    clear = (np.abs(nlcd_cols - np.round(nlcd_cols)) > 1e-3) & (np.abs(nlcd_rows - np.round(nlcd_rows)) > 1e-3)
+    clear = (np.abs(nlcd_cols - np.round(nlcd_cols)) > 1e-3) & (
+        np.abs(nlcd_rows - np.round(nlcd_rows)) > 1e-3
+    )
     expected = codes[0, np.floor(nlcd_rows).astype(int), np.floor(nlcd_cols).astype(int)]
     got = labels[rows.ravel(), cols.ravel()]
     assert clear.mean() > 0.99
@@ -154,6 +167,7 @@ def test_labels_outside_the_nlcd_raster_are_nodata():
 
 # ------------------------------------------------------------------ grids, tiles, metres
 
+
 def test_tile_grid_keeps_full_tiles_with_map_bounds():
     grid = Grid(UTM, Affine(1, 0, 300_000, 0, -1, 4_700_000), width=500, height=230)
     tiles = TileGrid(grid, 224)
@@ -162,12 +176,17 @@ def test_tile_grid_keeps_full_tiles_with_map_bounds():
     assert (second.row, second.col) == (0, 1)
     assert second.window == Window(224, 0, 224, 224)
     assert second.bounds == (300_224, 4_699_776, 300_448, 4_700_000)
-    assert list(TileGrid(Grid(UTM, grid.transform, 2100, 700), 224).blocks(4)) == [(0, 0, 3, 4), (0, 4, 3, 4), (0, 8, 3, 1)]
+    assert list(TileGrid(Grid(UTM, grid.transform, 2100, 700), 224).blocks(4)) == [
+        (0, 0, 3, 4),
+        (0, 4, 3, 4),
+        (0, 8, 3, 1),
+    ]
 
 
 def test_geographic_crs_is_refused_unless_a_target_crs_is_given():
-    wgs84 = saved(GeoRaster(np.zeros((3, 40, 40), np.uint8), "EPSG:4326",
-                            Affine(1e-5, 0, -71.3, 0, -1e-5, 42.45)))
+    wgs84 = saved(
+        GeoRaster(np.zeros((3, 40, 40), np.uint8), "EPSG:4326", Affine(1e-5, 0, -71.3, 0, -1e-5, 42.45))
+    )
     with pytest.raises(ValueError, match="not a projected CRS in metres.*target_crs"):
         scene_grid(wgs84)
     with pytest.raises(ValueError, match="US survey foot|foot"):

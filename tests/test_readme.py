@@ -71,13 +71,19 @@ def test_parameters_overridden_in_the_readme_exist(tmp_path: Path):
             value = value[part]
 
 
-@pytest.mark.parametrize("path", sorted(set(re.findall(r"\]\(((?:docs|notebooks|benchmarks)/[^)]+)\)", README))
-                                        | set(re.findall(r"`(benchmarks/\w+\.py)`", README))))
+@pytest.mark.parametrize(
+    "path",
+    sorted(
+        set(re.findall(r"\]\(((?:docs|notebooks|benchmarks)/[^)]+)\)", README))
+        | set(re.findall(r"`(benchmarks/\w+\.py)`", README))
+    ),
+)
 def test_files_the_readme_points_to_exist(path: str):
     assert (PROJECT_ROOT / path).exists(), path
 
 
 # ------------------------------------------------------------------ "Mapping other regions", verbatim
+
 
 def _section_commands(title: str) -> list[str]:
     section = README.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
@@ -91,13 +97,27 @@ def mapped_regions(tiny_chain_project, tmp_path_factory):
     trained model), in the tests' environment (``KEDRO_ENV=test``, the tiny scenes)."""
     project = tmp_path_factory.mktemp("readme_regions") / "project"
     shutil.copytree(tiny_chain_project, project, ignore=shutil.ignore_patterns("notebooks"))
-    env = {**os.environ, "KEDRO_ENV": "test", "COLUMNS": "200",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    before = {path: path.read_bytes() for path in (project / "data/07_model_output/regions/middlesex").iterdir()}
+    env = {
+        **os.environ,
+        "KEDRO_ENV": "test",
+        "COLUMNS": "200",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    before = {
+        path: path.read_bytes() for path in (project / "data/07_model_output/regions/middlesex").iterdir()
+    }
     outputs = []
     for command in _section_commands("Mapping other regions"):
-        done = subprocess.run(command, shell=True, cwd=project, env=env, capture_output=True, text=True,
-                              timeout=600, check=False)
+        done = subprocess.run(
+            command,
+            shell=True,
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=False,
+        )
         assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
         outputs.append(done.stdout + done.stderr)
     return project, outputs, before

@@ -46,8 +46,9 @@ def tiny_model(size: int = SIZE):
     x = keras.layers.Rescaling(1 / 127.5, offset=-1)(inputs)
     x = keras.layers.Conv2D(8, 3, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(len(CLASSES), activation="softmax",
-                                 kernel_initializer=keras.initializers.RandomNormal(stddev=3.0))(x)
+    outputs = keras.layers.Dense(
+        len(CLASSES), activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=3.0)
+    )(x)
     return keras.Model(inputs, outputs)
 
 
@@ -81,11 +82,17 @@ BAD_FILES = {  # file name -> what its error must mention
 def header_only_png(width: int, height: int) -> bytes:
     """A PNG whose header claims ``width`` x ``height`` RGB and holds no pixel data: a few dozen
     bytes that a decoder without a size check would try to inflate into width * height * 3."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def encoded(image: Image.Image, image_format: str) -> bytes:
@@ -160,6 +167,7 @@ def spark():
 
 # --- decoding ---------------------------------------------------------------------------------
 
+
 def test_decode_returns_uint8_rgb_of_the_expected_size():
     tile = random_tile(1)
     decoded = decode_image(png_bytes(tile), SIZE)
@@ -209,6 +217,7 @@ def test_the_upper_case_suffix_is_listed(tmp_path):
 
 # --- backends ---------------------------------------------------------------------------------
 
+
 def test_onnx_export_and_keras_give_the_same_classes(artifacts, keras_model):
     batch = np.stack([random_tile(seed) for seed in range(24)])
     expected = np.asarray(keras_model.predict_on_batch(batch))
@@ -250,13 +259,20 @@ def test_settings_carry_the_land_cover_and_pickle_small():
     settings = ScoringSettings.from_params(LAND_COVER, {**SCORING, "prefetch": False})
     assert settings.classes == tuple(CLASSES)
     assert [settings.land_cover.to_three_class(c) for c in CLASSES] == [
-        "Developed", "Cultivated", "Undeveloped", "Undeveloped", "Undeveloped", "Undeveloped"]
+        "Developed",
+        "Cultivated",
+        "Undeveloped",
+        "Undeveloped",
+        "Undeveloped",
+        "Undeveloped",
+    ]
     assert settings.land_cover.to_three_class(None) is None  # a failed file has no 3-class label
     shipped = pickle.dumps(settings)  # what every Spark task receives
     assert pickle.loads(shipped) == settings and len(shipped) < 1000
 
 
 # --- on Spark ---------------------------------------------------------------------------------
+
 
 def test_partitions_follow_cores_and_bound_task_size():
     assert task_count(5, cores=2, per_core=2, max_per_task=16) == 4
@@ -287,8 +303,10 @@ def test_every_file_becomes_one_row_with_labels_and_reasons(spark, tiles, artifa
     assert scored["predicted_label"].isin(CLASSES).all()
     np.testing.assert_allclose(scored[[f"prob_{c}" for c in CLASSES]].sum(axis=1), 1.0, atol=1e-5)
     assert (scored["probability"] == scored[[f"prob_{c}" for c in CLASSES]].max(axis=1)).all()
-    assert (scored["predicted_label_3"]
-            == scored["predicted_label"].map(LandCover.from_params(LAND_COVER).to_three_class)).all()
+    assert (
+        scored["predicted_label_3"]
+        == scored["predicted_label"].map(LandCover.from_params(LAND_COVER).to_three_class)
+    ).all()
     folders = frame["path"].map(lambda p: Path(p).parent.name)
     assert (frame["true_label"].fillna("-") == folders.where(folders.isin(CLASSES), "-")).all()
     assert frame["true_label"].isna().sum() == counts["unlabelled"]
@@ -301,8 +319,12 @@ def test_keras_backend_and_binary_file_input_agree_with_onnx(spark, tiles, artif
     index = FileIndexDataset(path=str(folder), filename_suffix=".png").load()
     onnx_rows = _score(spark, index, artifacts["onnx"], prefetch=False)
     keras_rows = _score(spark, index, artifacts["keras"], backend="keras")
-    binary = (spark.read.format("binaryFile").option("pathGlobFilter", "*.{png,PNG}")
-              .option("recursiveFileLookup", "true").load(str(folder)))
+    binary = (
+        spark.read.format("binaryFile")
+        .option("pathGlobFilter", "*.{png,PNG}")
+        .option("recursiveFileLookup", "true")
+        .load(str(folder))
+    )
     binary_rows = _score(spark, binary, artifacts["onnx"])
 
     for other in (keras_rows, binary_rows):

@@ -17,14 +17,26 @@ from landuse_kedro.storage import redact_environment_secrets, shippable
 from landuse_kedro.tiling import ScenePlan
 
 KEY = base64.b64encode(os.urandom(32)).decode()
-CONNECTION = f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY};BlobEndpoint=http://127.0.0.1:1/acct;"
+CONNECTION = (
+    f"DefaultEndpointsProtocol=http;AccountName=acct;AccountKey={KEY};BlobEndpoint=http://127.0.0.1:1/acct;"
+)
 OPTIONS = {"connection_string": CONNECTION, "connection_timeout": 5, "account_key": KEY}
 
 
 def _source() -> RasterSource:
-    return RasterSource(path="landuse/x.tif", protocol="abfs", crs=CRS.from_epsg(26919),
-                        transform=Affine(1, 0, 0, 0, -1, 0), width=10, height=10, count=4, nodata=None,
-                        dtypes=("uint8",) * 4, descriptions=(None,) * 4, storage_options=OPTIONS)
+    return RasterSource(
+        path="landuse/x.tif",
+        protocol="abfs",
+        crs=CRS.from_epsg(26919),
+        transform=Affine(1, 0, 0, 0, -1, 0),
+        width=10,
+        height=10,
+        count=4,
+        nodata=None,
+        dtypes=("uint8",) * 4,
+        descriptions=(None,) * 4,
+        storage_options=OPTIONS,
+    )
 
 
 def test_shippable_options_keep_everything_but_the_secrets():
@@ -34,8 +46,15 @@ def test_shippable_options_keep_everything_but_the_secrets():
 
 def test_a_shipped_scene_plan_carries_no_secret():
     source = _source()
-    plan = ScenePlan("x_2016", source, Grid(source.crs, source.transform, 10, 10), 5, source,
-                     np.zeros(256, np.uint8), ("A",))
+    plan = ScenePlan(
+        "x_2016",
+        source,
+        Grid(source.crs, source.transform, 10, 10),
+        5,
+        source,
+        np.zeros(256, np.uint8),
+        ("A",),
+    )
     assert KEY.encode() in pickle.dumps(plan)  # what a task would carry without the stripping
     shipped = pickle.dumps(plan.shippable())
     assert KEY.encode() not in shipped and b"connection_timeout" in shipped
@@ -66,8 +85,11 @@ def test_the_partitioned_dataset_ships_no_secret(tmp_path, monkeypatch):
         sparkContext = Context()
 
     monkeypatch.setattr("landuse_kedro.datasets.spark_partitioned._active_session", Session)
-    dataset = SparkPartitionedDataset(path=str(tmp_path / "tiles"), dataset="pillow.ImageDataset",
-                                      credentials={"account_key": KEY, "connection_timeout": 5})
+    dataset = SparkPartitionedDataset(
+        path=str(tmp_path / "tiles"),
+        dataset="pillow.ImageDataset",
+        credentials={"account_key": KEY, "connection_timeout": 5},
+    )
     assert KEY in repr(dataset._dataset_config)  # the dataset itself holds the secret
     dataset.save({"a": "a tile (never computed here)"})
     assert captured["task"] and KEY.encode() not in captured["task"] + captured["payload"]

@@ -32,8 +32,11 @@ def environments() -> list[str]:
 
 
 def test_every_environment_is_classified():
-    local = {env for env in environments() if str(merged_spark_conf(env).get("spark.master", ""))
-             .startswith("local")}
+    local = {
+        env
+        for env in environments()
+        if str(merged_spark_conf(env).get("spark.master", "")).startswith("local")
+    }
     assert local == {"local", "test", "azurite"}
     assert set(environments()) == local | CLUSTER_ENVS  # a new environment must be classified here
 
@@ -56,6 +59,7 @@ def test_standalone_documents_authentication_without_a_secret_in_the_file():
 
 
 # ------------------------------------------------------------------------------------- the hook
+
 
 def _spark_node() -> Node:
     return Node(lambda: 1, inputs=None, outputs="one", name="spark_node", tags=["spark"])
@@ -110,9 +114,15 @@ def test_hook_stops_the_session_it_started(tmp_path: Path):
     from pyspark.sql import SparkSession
 
     assert not spark_is_running(), "a session leaked from another test; this one would not start its own"
-    hooks = _hook({"spark.master": "local[1]", "spark.ui.enabled": "false",
-                   "spark.driver.bindAddress": LOOPBACK, "spark.driver.host": LOOPBACK,
-                   "spark.sql.warehouse.dir": str(tmp_path / "warehouse")})
+    hooks = _hook(
+        {
+            "spark.master": "local[1]",
+            "spark.ui.enabled": "false",
+            "spark.driver.bindAddress": LOOPBACK,
+            "spark.driver.host": LOOPBACK,
+            "spark.sql.warehouse.dir": str(tmp_path / "warehouse"),
+        }
+    )
     hooks.before_node_run(node=Node(lambda: 1, inputs=None, outputs="x", name="plain"))
     assert not spark_is_running()  # a node without the spark tag starts nothing
     hooks.before_dataset_loaded(dataset_name="table", node=_spark_node())

@@ -37,8 +37,11 @@ def test_recorded_metrics_equal_training_metrics_json(recorded):
     assert {"accuracy_6", "accuracy_3", "six_class.accuracy", "three_class.accuracy"} <= set(expected)
     epochs = json.loads((project / "data/08_reporting/training_history.json").read_text())["epochs"]
     losses = {key: [record[key] for record in epochs] for key in ("loss", "val_loss")}
-    recorded_metrics = {key: value for key, value in run.data.metrics.items() if key not in
-                        ("loss", "val_loss", "accuracy", "val_accuracy")}
+    recorded_metrics = {
+        key: value
+        for key, value in run.data.metrics.items()
+        if key not in ("loss", "val_loss", "accuracy", "val_accuracy")
+    }
     assert recorded_metrics == expected
     for key, values in losses.items():
         history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
@@ -55,8 +58,13 @@ def test_parameters_and_artifacts_are_recorded(recorded, tmp_path):
     assert run.data.params["data_preparation.min_purity"] == str(params["data_preparation"]["min_purity"])
     assert run.data.params["data_preparation.max_tiles_per_class"] == "8"  # the test environment's value
     artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
-    assert {"training_confusion_matrix.png", "learning_curve.png", "scoring_model.onnx",
-            "training_metrics.json", "training_history.json"} <= artifacts
+    assert {
+        "training_confusion_matrix.png",
+        "learning_curve.png",
+        "scoring_model.onnx",
+        "training_metrics.json",
+        "training_history.json",
+    } <= artifacts
     logged = Path(client.download_artifacts(run.info.run_id, "scoring_model.onnx", str(tmp_path)))
     assert str((project / "mlartifacts").resolve()) in run.info.artifact_uri  # the store is in the project
     cwd = Path.cwd()

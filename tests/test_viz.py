@@ -25,10 +25,21 @@ from tests.conftest import make_project_copy
 from tests.devtools import HOW_TO_INSTALL, Chromium, find_chromium
 
 REQUIRED_PIPELINES = {
-    "sample_scene", "data_preparation", "training", "spark_scoring", "development_inference",
+    "sample_scene",
+    "data_preparation",
+    "training",
+    "spark_scoring",
+    "development_inference",
 }
 ALLOWED_LAYERS = {
-    "raw", "intermediate", "primary", "feature", "model_input", "models", "model_output", "reporting",
+    "raw",
+    "intermediate",
+    "primary",
+    "feature",
+    "model_input",
+    "models",
+    "model_output",
+    "reporting",
 }
 # The layers the default pipeline must show, so the viz groups the run from raw data to reports.
 REQUIRED_LAYERS = {"raw", "intermediate", "model_input", "models", "model_output", "reporting"}
@@ -44,8 +55,14 @@ def _viz_env() -> dict[str, str]:
     env = dict(os.environ, KEDRO_DISABLE_TELEMETRY="true")
     env.pop("KEDRO_ENV", None)  # the user's default environment, like `make viz`
     dead_proxy = "http://127.0.0.1:9"
-    env.update(HTTP_PROXY=dead_proxy, HTTPS_PROXY=dead_proxy, http_proxy=dead_proxy,
-               https_proxy=dead_proxy, NO_PROXY="127.0.0.1,localhost", no_proxy="127.0.0.1,localhost")
+    env.update(
+        HTTP_PROXY=dead_proxy,
+        HTTPS_PROXY=dead_proxy,
+        http_proxy=dead_proxy,
+        https_proxy=dead_proxy,
+        NO_PROXY="127.0.0.1,localhost",
+        no_proxy="127.0.0.1,localhost",
+    )
     return env
 
 
@@ -54,8 +71,13 @@ def viz_project(tmp_path_factory) -> Path:
     project = make_project_copy(tmp_path_factory.mktemp("viz") / "project")
     kedro = Path(sys.executable).with_name("kedro")
     result = subprocess.run(
-        [str(kedro), "viz", "build"], cwd=project, env=_viz_env(),
-        capture_output=True, text=True, timeout=300, check=False,  # the output is checked below
+        [str(kedro), "viz", "build"],
+        cwd=project,
+        env=_viz_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,  # the output is checked below
     )
     output = result.stdout + result.stderr
     # kedro-viz 12 prints "ERROR: Failed to build" and still exits 0, so check both.
@@ -199,20 +221,29 @@ def _label(node_name: str) -> str:
 
 def _wait_until_drawn(page, name: str, expected_tasks: list[str]) -> dict:
     def drawn(state: dict) -> bool:
-        return (state["selected"] == name and state["pid"] == name
-                and sorted(state["tasks"]) == expected_tasks and state["edges"] > 0
-                and state["faded_in"])
+        return (
+            state["selected"] == name
+            and state["pid"] == name
+            and sorted(state["tasks"]) == expected_tasks
+            and state["edges"] > 0
+            and state["faded_in"]
+        )
 
     return page.wait_for(_PAGE_STATE, drawn, f"pipeline {name!r} drawn with its nodes")
 
 
 def _select_pipeline(page, name: str) -> None:
     """As a person does it: click the selector, then the pipeline's entry in the list it opens."""
-    selector = page.wait_for(_visible_point("document.querySelector('.pipeline-list .dropdown__label')"),
-                             bool, "pipeline selector clickable")
+    selector = page.wait_for(
+        _visible_point("document.querySelector('.pipeline-list .dropdown__label')"),
+        bool,
+        "pipeline selector clickable",
+    )
     page.click(*selector)
-    option = (f"Array.from(document.querySelectorAll('.pipeline-list .menu-option'))"
-              f".find(e => e.textContent === {json.dumps(name)})")
+    option = (
+        f"Array.from(document.querySelectorAll('.pipeline-list .menu-option'))"
+        f".find(e => e.textContent === {json.dumps(name)})"
+    )
     page.click(*page.wait_for(_visible_point(option), bool, f"{name!r} clickable in the opened list"))
     page.move_mouse(page.width - 40, 8)  # onto the version label: no hover highlight in screenshots
 
@@ -230,13 +261,18 @@ def test_built_page_draws_every_pipeline_in_chromium(viz_project, registered, tm
     with _served(viz_project / "build") as url, Chromium(browser, tmp_path / "chromium") as page:
         # kedro-viz opens a feature tour on a first visit, over the graph; this is a returning
         # visitor who has closed it (kedro-viz keeps that in localStorage "KedroViz").
-        page.call("Page.addScriptToEvaluateOnNewDocument", source=(
-            "if (!localStorage.getItem('KedroViz'))"
-            " localStorage.setItem('KedroViz', JSON.stringify({showFeatureHints: false}));"))
+        page.call(
+            "Page.addScriptToEvaluateOnNewDocument",
+            source=(
+                "if (!localStorage.getItem('KedroViz'))"
+                " localStorage.setItem('KedroViz', JSON.stringify({showFeatureHints: false}));"
+            ),
+        )
         page.navigate(url)
         _wait_until_drawn(page, "__default__", expected["__default__"])
-        offered = page.evaluate("Array.from(document.querySelectorAll('.pipeline-list .menu-option'),"
-                                " e => e.textContent)")
+        offered = page.evaluate(
+            "Array.from(document.querySelectorAll('.pipeline-list .menu-option'), e => e.textContent)"
+        )
         assert sorted(offered) == sorted(pipelines), "the selector offers other pipelines"
 
         # Every other pipeline, then back to __default__: each selection must redraw the graph.
@@ -245,8 +281,10 @@ def test_built_page_draws_every_pipeline_in_chromium(viz_project, registered, tm
             _wait_until_drawn(page, name, expected[name])
             page.screenshot(tmp_path / f"lineage-{name}.png")
 
-        layers = page.evaluate("Array.from(document.querySelectorAll('[data-id^=\"layer-label--\"]'),"
-                               " e => e.dataset.id.slice('layer-label--'.length))")
+        layers = page.evaluate(
+            "Array.from(document.querySelectorAll('[data-id^=\"layer-label--\"]'),"
+            " e => e.dataset.id.slice('layer-label--'.length))"
+        )
         assert REQUIRED_LAYERS <= set(layers), f"layers drawn: {sorted(layers)}"
         # (Console errors are expected: Google Fonts is unreachable offline, and the static build
         # has no api/metadata; the graph draws without them.)

@@ -75,11 +75,19 @@ def where_to_look_rows() -> list[Row]:
                 read.update(name for name in node.inputs if not name.startswith("params:"))
                 for output in node.outputs:
                     written.add(output)
-                    rows.append((code(output), location(resolver.resolve_pattern(output), project.resolve()),
-                                 code(node.name), pipeline, code(source_file(node.func))))
+                    rows.append(
+                        (
+                            code(output),
+                            location(resolver.resolve_pattern(output), project.resolve()),
+                            code(node.name),
+                            pipeline,
+                            code(source_file(node.func)),
+                        )
+                    )
         for name in sorted(read - written - {"parameters"}):
-            rows.append((code(name), location(resolver.resolve_pattern(name), project.resolve()),
-                         READ_ONLY, "-", "-"))
+            rows.append(
+                (code(name), location(resolver.resolve_pattern(name), project.resolve()), READ_ONLY, "-", "-")
+            )
     return sorted(rows, key=lambda row: (row[0].strip("`"), row[3]))
 
 
@@ -92,8 +100,9 @@ def doc_table() -> tuple[str, list[Row]]:
     """The doc's table as text and as rows (header and separator left out)."""
     section = DOC.read_text().split(f"\n{SECTION}\n", 1)[1].split("\n## ", 1)[0]
     table = "".join(line + "\n" for line in section.splitlines() if line.startswith("|"))
-    cells = [tuple(cell.strip() for cell in line.strip().strip("|").split("|"))
-             for line in table.splitlines()]
+    cells = [
+        tuple(cell.strip() for cell in line.strip().strip("|").split("|")) for line in table.splitlines()
+    ]
     return table, [row for row in cells[2:] if row]
 
 
@@ -108,7 +117,8 @@ def test_where_to_look_is_the_registry_and_catalog():
         f"'{SECTION}' in docs/architecture.md is out of date ({len(missing)} rows missing or changed, "
         f"{len(stale)} stale: {[row[0] + ' ' + row[2] for row in stale]}). Regenerate it with\n"
         f"  .venv/bin/python -m tests.test_where_to_look --write\nor paste this table:\n\n"
-        + markdown_table(expected))
+        + markdown_table(expected)
+    )
 
 
 def main(argv: list[str]) -> None:

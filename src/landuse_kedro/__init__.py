@@ -1,5 +1,4 @@
-"""landuse-kedro
-"""
+"""landuse-kedro"""
 
 from landuse_kedro import quiet_tensorflow
 

@@ -91,15 +91,18 @@ class LandCover:
         groups = {str(name): str(group) for name, group in dict(land_cover["three_class"] or {}).items()}
         unknown = [name for name in groups if name not in classes]
         if unknown:
-            raise ValueError(f"land_cover.three_class groups class(es) {unknown} that are not in "
-                             f"land_cover.classes {list(classes)}.")
+            raise ValueError(
+                f"land_cover.three_class groups class(es) {unknown} that are not in "
+                f"land_cover.classes {list(classes)}."
+            )
         other = str(land_cover["three_class_other"])
         table = land_cover.get("nlcd_to_class")
         nlcd_to_class = None
         if table is not None:
             class_lookup(table, classes)  # refuse a bad table now, not in the first node that reads NLCD
-            nlcd_to_class = tuple((str(name), tuple(int(code) for code in codes or ()))
-                                  for name, codes in table.items())
+            nlcd_to_class = tuple(
+                (str(name), tuple(int(code) for code in codes or ())) for name, codes in table.items()
+            )
         return cls(
             classes=classes,
             nlcd_to_class=nlcd_to_class,

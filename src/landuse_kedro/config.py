@@ -19,7 +19,8 @@ class ProjectConfigLoader(OmegaConfigLoader):
             if self.env and envs and self.env not in envs:
                 raise MissingConfigException(
                     f"Unknown environment '{self.env}' (--env): this project's environments are "
-                    f"{', '.join(envs)}.") from error
+                    f"{', '.join(envs)}."
+                ) from error
             raise
 
     def _environments(self) -> list[str]:
@@ -27,6 +28,9 @@ class ProjectConfigLoader(OmegaConfigLoader):
             entries = self._fs.ls(self.conf_source, detail=True)
         except (OSError, ValueError):  # a packaged conf archive we cannot list: Kedro's message stands
             return []
-        names = (str(entry["name"]).rstrip("/").rsplit("/", 1)[-1] for entry in entries
-                 if entry.get("type") == "directory")
+        names = (
+            str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+            for entry in entries
+            if entry.get("type") == "directory"
+        )
         return sorted(name for name in names if name != self.base_env)

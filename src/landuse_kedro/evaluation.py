@@ -41,8 +41,9 @@ def classification_scores(truth: np.ndarray, predicted: np.ndarray, names: Seque
     }
 
 
-def six_and_three_class_scores(truth: np.ndarray, predicted: np.ndarray,
-                               land_cover: LandCover) -> dict[str, Any]:
+def six_and_three_class_scores(
+    truth: np.ndarray, predicted: np.ndarray, land_cover: LandCover
+) -> dict[str, Any]:
     """:func:`classification_scores` of class indices in the model's classes (``six_class``) and
     regrouped into the 3-class view (``three_class``).
 
@@ -75,8 +76,15 @@ def confusion_figure(metrics: Mapping[str, Any]) -> Figure:
         rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         axis.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         for (row, col), count in np.ndenumerate(counts):
-            axis.text(col, row, str(count), ha="center", va="center",
-                      color="white" if rates[row, col] > 0.5 else "black", fontsize=9)
+            axis.text(
+                col,
+                row,
+                str(count),
+                ha="center",
+                va="center",
+                color="white" if rates[row, col] > 0.5 else "black",
+                fontsize=9,
+            )
         axis.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
         axis.set_yticks(range(len(labels)), labels)
         axis.set_xlabel("predicted")
@@ -97,7 +105,9 @@ def learning_curve_figure(history: Mapping[str, Any]) -> Figure:
         axis.plot(x, [e[f"val_{metric}"] for e in epochs], "o-", label="validation")
         phases = [e["phase"] for e in epochs]
         if "fine_tune" in phases:
-            axis.axvline(phases.index("fine_tune") + 0.5, color="grey", linestyle="--", label="fine-tuning starts")
+            axis.axvline(
+                phases.index("fine_tune") + 0.5, color="grey", linestyle="--", label="fine-tuning starts"
+            )
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_title(metric)

@@ -67,8 +67,9 @@ class SparkHooks:
         if self._owns_session:
             self._session.stop()
         else:
-            logger.info("Leaving the Spark session that existed before the run running (the hook "
-                        "did not start it)")
+            logger.info(
+                "Leaving the Spark session that existed before the run running (the hook did not start it)"
+            )
         self._session, self._owns_session = None, False
 
 
@@ -86,24 +87,34 @@ class ParameterHooks:
         from kedro.config import OmegaConfigLoader
 
         files = OmegaConfigLoader(  # the same configuration without the runtime parameters
-            conf_source=loader.conf_source, env=loader.env, base_env=loader.base_env,
-            default_run_env=loader.default_run_env, config_patterns=loader.config_patterns,
-            merge_strategy=loader.merge_strategy)["parameters"]
+            conf_source=loader.conf_source,
+            env=loader.env,
+            base_env=loader.base_env,
+            default_run_env=loader.default_run_env,
+            config_patterns=loader.config_patterns,
+            merge_strategy=loader.merge_strategy,
+        )["parameters"]
         known = set(_dotted(files))
         open_maps = _open_mappings(files)  # `{}` in the files: the user names the keys (acquire.regions)
-        unknown = [key for key in _dotted(runtime) if key not in known
-                   and not any(k.startswith(f"{key}.") for k in known)
-                   and not any(key.startswith(f"{m}.") for m in open_maps)]
+        unknown = [
+            key
+            for key in _dotted(runtime)
+            if key not in known
+            and not any(k.startswith(f"{key}.") for k in known)
+            and not any(key.startswith(f"{m}.") for m in open_maps)
+        ]
         if unknown:
             hints = []
             for key in unknown:
                 leaf = key.rsplit(".", 1)[-1]
                 near = sorted(k for k in known if k == leaf or k.endswith(f".{leaf}"))
                 hints.append(f"'{key}'" + (f" (did you mean {' or '.join(near)}?)" if near else ""))
-            raise ValueError(f"Unknown runtime parameter(s) {', '.join(hints)}: no parameter of "
-                             f"environment '{loader.env or loader.default_run_env}' has that name, so it "
-                             "would be ignored. Parameters are <pipeline>.<name>, e.g. "
-                             "development_inference.regions=[essex].")
+            raise ValueError(
+                f"Unknown runtime parameter(s) {', '.join(hints)}: no parameter of "
+                f"environment '{loader.env or loader.default_run_env}' has that name, so it "
+                "would be ignored. Parameters are <pipeline>.<name>, e.g. "
+                "development_inference.regions=[essex]."
+            )
 
 
 def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:

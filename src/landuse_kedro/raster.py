@@ -47,9 +47,7 @@ class GeoRaster:
         if self.array.ndim != 3:
             raise ValueError(f"GeoRaster array must be (bands, rows, cols), got shape {self.array.shape}.")
         if self.descriptions is not None and len(self.descriptions) != self.array.shape[0]:
-            raise ValueError(
-                f"{len(self.descriptions)} band descriptions for {self.array.shape[0]} bands."
-            )
+            raise ValueError(f"{len(self.descriptions)} band descriptions for {self.array.shape[0]} bands.")
         if self.colormap and (self.array.shape[0] != 1 or self.array.dtype not in (np.uint8, np.uint16)):
             raise ValueError("A GeoTIFF palette needs a single uint8/uint16 band; GDAL drops it otherwise.")
         object.__setattr__(self, "crs", CRS.from_user_input(self.crs))
@@ -85,6 +83,7 @@ class WindowedRaster(Protocol):
 
 # ------------------------------------------------------------------ the grid tiles are cut on
 
+
 def require_metric(crs: CRS | None, what: str) -> None:
     """Tile sizes are pixels meant as metres: a CRS in degrees (or feet) would give tiles of a
     meaningless size, so refuse it and say how to fix it."""
@@ -114,8 +113,9 @@ class Grid:
 
 def window_bounds(transform: Affine, window: Window) -> tuple[float, float, float, float]:
     """(minx, miny, maxx, maxy) of a pixel window."""
-    west, south, east, north = array_bounds(int(window.height), int(window.width),
-                                            transform @ Affine.translation(window.col_off, window.row_off))
+    west, south, east, north = array_bounds(
+        int(window.height), int(window.width), transform @ Affine.translation(window.col_off, window.row_off)
+    )
     return min(west, east), min(south, north), max(west, east), max(south, north)
 
 
@@ -135,8 +135,11 @@ def scene_grid(source: WindowedRaster, target_crs: Any = None, resolution: float
 
 
 def is_native(source: WindowedRaster, grid: Grid) -> bool:
-    return (grid.crs == source.crs and grid.transform == source.transform
-            and (grid.width, grid.height) == (source.width, source.height))
+    return (
+        grid.crs == source.crs
+        and grid.transform == source.transform
+        and (grid.width, grid.height) == (source.width, source.height)
+    )
 
 
 @contextmanager
@@ -147,14 +150,21 @@ def open_on_grid(source: WindowedRaster, grid: Grid) -> Iterator[Any]:
         if is_native(source, grid):
             yield dataset
             return
-        with WarpedVRT(dataset, crs=grid.crs, transform=grid.transform, width=grid.width,
-                       height=grid.height, resampling=Resampling.bilinear,
-                       add_alpha=dataset.nodata is None) as warped:
+        with WarpedVRT(
+            dataset,
+            crs=grid.crs,
+            transform=grid.transform,
+            width=grid.width,
+            height=grid.height,
+            resampling=Resampling.bilinear,
+            add_alpha=dataset.nodata is None,
+        ) as warped:
             yield warped
 
 
-def read_on_grid(source: WindowedRaster, grid: Grid, window: Window,
-                 indexes: Sequence[int] = (1, 2, 3)) -> np.ndarray:
+def read_on_grid(
+    source: WindowedRaster, grid: Grid, window: Window, indexes: Sequence[int] = (1, 2, 3)
+) -> np.ndarray:
     """Pixels of ``window`` of ``grid``: (len(indexes), rows, cols)."""
     with open_on_grid(source, grid) as dataset:
         return dataset.read(list(indexes), window=window)
@@ -168,8 +178,17 @@ def valid_on_grid(source: WindowedRaster, grid: Grid, window: Window) -> np.ndar
 
 # ------------------------------------------------------------------ labels on an image grid
 
-def labels_on_grid(label_source: WindowedRaster, dst_crs: Any, dst_transform: Affine,
-                   height: int, width: int, *, fill: int | None = None, margin: int = 2) -> np.ndarray:
+
+def labels_on_grid(
+    label_source: WindowedRaster,
+    dst_crs: Any,
+    dst_transform: Affine,
+    height: int,
+    width: int,
+    *,
+    fill: int | None = None,
+    margin: int = 2,
+) -> np.ndarray:
     """The label raster's codes resampled (nearest neighbour) onto a (height, width) grid window.
 
     Reads only the label window covering the destination, plus ``margin`` label pixels, so a
@@ -180,8 +199,9 @@ def labels_on_grid(label_source: WindowedRaster, dst_crs: Any, dst_transform: Af
     destination = np.full((height, width), fill, dtype=label_source_dtype(label_source))
     dst_crs = CRS.from_user_input(dst_crs)
     box = window_bounds(dst_transform, Window(0, 0, width, height))
-    window = _covering_window(label_source, transform_bounds(dst_crs, label_source.crs, *box, densify_pts=21),
-                              margin)
+    window = _covering_window(
+        label_source, transform_bounds(dst_crs, label_source.crs, *box, densify_pts=21), margin
+    )
     if window is None:
         return destination
     reproject(
@@ -209,8 +229,12 @@ def label_source_dtype(label_source: WindowedRaster) -> np.dtype:
 
 def overlaps(source: WindowedRaster, other: WindowedRaster) -> bool:
     """Whether two rasters share any ground (compared in ``other``'s CRS)."""
-    return _covering_window(other, transform_bounds(source.crs, other.crs, *_source_bounds(source),
-                                                    densify_pts=21), 0) is not None
+    return (
+        _covering_window(
+            other, transform_bounds(source.crs, other.crs, *_source_bounds(source), densify_pts=21), 0
+        )
+        is not None
+    )
 
 
 def _covering_window(source: WindowedRaster, box: Sequence[float], margin: int) -> Window | None:
@@ -231,6 +255,7 @@ def _source_bounds(source: WindowedRaster) -> tuple[float, float, float, float]:
 
 
 # ------------------------------------------------------------------ tile grid
+
 
 @dataclass(frozen=True)
 class Tile:
@@ -281,6 +306,7 @@ class TileGrid:
 
 
 # ------------------------------------------------------------------ class values per pixel and per tile
+
 
 def to_classes(codes: np.ndarray, lut: np.ndarray, nodata: int | None = None) -> np.ndarray:
     """Class index per pixel; ``nodata`` codes become ``NO_LABEL``."""

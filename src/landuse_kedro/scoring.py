@@ -31,6 +31,7 @@ from landuse_kedro.datasets.model_file import ModelArtifact, ModelFormat
 from landuse_kedro.storage import is_unreachable, redact_environment_secrets, shippable
 from landuse_kedro.tiling import (
     BLOCK_TILES,
+    WINDOW_PLACE,
     Block,
     OpenScenes,
     ScenePlan,
@@ -76,13 +77,17 @@ def decode_image(data: bytes, image_size: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS) as image:
             if image.size != (image_size, image_size):  # from the header: nothing decoded yet
-                raise ImageError(f"wrong size {image.width}x{image.height}, expected {image_size}x{image_size}")
+                raise ImageError(
+                    f"wrong size {image.width}x{image.height}, expected {image_size}x{image_size}"
+                )
             image.load()  # decodes now, so truncated data fails here and not later
             return _rgb(image)
     except Image.DecompressionBombError as error:
         raise ImageError(f"decompression bomb refused: {error}") from None
     except UnidentifiedImageError:
-        raise ImageError(f"not a readable image (undecodable bytes, or not {' or '.join(ACCEPTED_FORMATS)})") from None
+        raise ImageError(
+            f"not a readable image (undecodable bytes, or not {' or '.join(ACCEPTED_FORMATS)})"
+        ) from None
     except (OSError, SyntaxError, ValueError) as error:  # PIL reports truncation as OSError
         if isinstance(error, ImageError):
             raise
@@ -205,8 +210,14 @@ class ScoringSettings:
 def output_columns(classes: Iterable[str]) -> list[str]:
     """The scoring output schema (docs/architecture.md), in order."""
     return [
-        "image_id", "path", "true_label", "predicted_label", "probability",
-        *(f"prob_{name}" for name in classes), "predicted_label_3", "error",
+        "image_id",
+        "path",
+        "true_label",
+        "predicted_label",
+        "probability",
+        *(f"prob_{name}" for name in classes),
+        "predicted_label_3",
+        "error",
     ]
 
 
@@ -217,7 +228,10 @@ def true_label(path: str, classes: Iterable[str]) -> str | None:
 
 
 def score_batch(
-    paths: list[str], images: list[np.ndarray | str], predictor: Predictor, settings: ScoringSettings,
+    paths: list[str],
+    images: list[np.ndarray | str],
+    predictor: Predictor,
+    settings: ScoringSettings,
     ids: list[str] | None = None,
 ) -> pd.DataFrame:
     """Rows for one batch: ``images[i]`` is the decoded tile, or the reason it could not be read;
@@ -238,13 +252,15 @@ def score_batch(
         probability[good] = predicted[np.arange(len(good)), best]
         for row, index in zip(good, best, strict=True):
             predicted_label[row] = settings.classes[index]
-    frame = pd.DataFrame({
-        "image_id": ids if ids is not None else [PurePosixPath(p).stem for p in paths],
-        "path": paths,
-        "true_label": [true_label(p, settings.classes) for p in paths],
-        "predicted_label": predicted_label,
-        "probability": probability,
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": ids if ids is not None else [PurePosixPath(p).stem for p in paths],
+            "path": paths,
+            "true_label": [true_label(p, settings.classes) for p in paths],
+            "predicted_label": predicted_label,
+            "probability": probability,
+        }
+    )
     for index, name in enumerate(settings.classes):
         frame[f"prob_{name}"] = probabilities[:, index]
     frame["predicted_label_3"] = [settings.land_cover.to_three_class(label) for label in predicted_label]
@@ -271,8 +287,12 @@ def _read_or_reason(fs, path: str) -> bytes | str:
         return redact_environment_secrets(f"cannot read file: {type(error).__name__}: {error}")
 
 
-def _prefetched(items: Iterable[Any], prepare: Callable[[Any], Any], enabled: bool,
-                finish: Callable[[], None] | None = None) -> Iterator[Any]:
+def _prefetched(
+    items: Iterable[Any],
+    prepare: Callable[[Any], Any],
+    enabled: bool,
+    finish: Callable[[], None] | None = None,
+) -> Iterator[Any]:
     """``prepare`` the next item in a background thread while the caller works on the current one
     (PIL decoding and file reads release the GIL, so this overlaps with inference); ``finish``
     runs last in the thread that prepared (GDAL environments must close where they opened)."""
@@ -326,7 +346,7 @@ def _score_partition(
     def chunks() -> Iterator[pd.DataFrame]:
         for frame in frames:
             for start in range(0, len(frame), settings.batch_size):
-                yield frame.iloc[start:start + settings.batch_size]
+                yield frame.iloc[start : start + settings.batch_size]
 
     def prepare(chunk: pd.DataFrame) -> tuple[list[str], list[np.ndarray | str]]:
         paths = chunk["path"].tolist()
@@ -349,10 +369,12 @@ def spark_schema(classes: Iterable[str]):
 
     classes = list(classes)
     doubles = {"probability", *(f"prob_{name}" for name in classes)}
-    return StructType([
-        StructField(name, DoubleType() if name in doubles else StringType(), nullable=True)
-        for name in output_columns(classes)
-    ])
+    return StructType(
+        [
+            StructField(name, DoubleType() if name in doubles else StringType(), nullable=True)
+            for name in output_columns(classes)
+        ]
+    )
 
 
 def active_spark_session():
@@ -386,14 +408,23 @@ def score_images(
     if isinstance(images, FileIndex):
         if not len(images):
             raise ValueError("No image files to score: the FileIndex is empty.")
-        partitions = task_count(-(-len(images) // settings.batch_size), spark.sparkContext.defaultParallelism,
-                                partitions_per_core, MAX_BATCHES_PER_TASK)
+        partitions = task_count(
+            -(-len(images) // settings.batch_size),
+            spark.sparkContext.defaultParallelism,
+            partitions_per_core,
+            MAX_BATCHES_PER_TASK,
+        )
         rows = spark.sparkContext.parallelize([(url,) for url in images.urls], partitions)
         paths = spark.createDataFrame(rows, "path string")
         storage = (images.protocol, shippable(images.storage_options))  # executors: secrets from their env
-        logger.info("Scoring %d files with the %s model in %d Spark tasks of up to %d-image batches "
-                    "(Spark shows the stage's progress)", len(images), scoring_model.format, partitions,
-                    settings.batch_size)
+        logger.info(
+            "Scoring %d files with the %s model in %d Spark tasks of up to %d-image batches "
+            "(Spark shows the stage's progress)",
+            len(images),
+            scoring_model.format,
+            partitions,
+            settings.batch_size,
+        )
     else:
         missing = {"path", "content"} - set(images.columns)
         if missing:
@@ -418,9 +449,11 @@ def check_failure_rate(total: int, errors: Iterable[str], max_failed_fraction: f
     failed = int(reasons.sum())
     if total and failed / total > max_failed_fraction:
         common = "; ".join(f"{count} x {reason}" for reason, count in reasons.head(3).items())
-        raise RuntimeError(f"{failed} of {total} {what} failed ({failed / total:.0%}, above "
-                           f"scoring.max_failed_fraction = {max_failed_fraction}); commonest reasons: {common}. "
-                           "The rows and metrics are saved.")
+        raise RuntimeError(
+            f"{failed} of {total} {what} failed ({failed / total:.0%}, above "
+            f"scoring.max_failed_fraction = {max_failed_fraction}); commonest reasons: {common}. "
+            "The rows and metrics are saved."
+        )
 
 
 def log_precision(scoring_model: ModelArtifact, scoring: dict[str, Any]) -> str:
@@ -430,8 +463,12 @@ def log_precision(scoring_model: ModelArtifact, scoring: dict[str, Any]) -> str:
     precision = scoring_model.precision
     requested = scoring.get("precision")
     if requested is not None and requested != precision:
-        logger.warning("params:scoring.precision is %s but scoring_model is %s: scoring it as it is (training "
-                       "picks the export; see training_metrics.json `scoring_model`).", requested, precision)
+        logger.warning(
+            "params:scoring.precision is %s but scoring_model is %s: scoring it as it is (training "
+            "picks the export; see training_metrics.json `scoring_model`).",
+            requested,
+            precision,
+        )
     logger.info("Scoring with the %s %s model", precision, scoring_model.format)
     return precision
 
@@ -449,9 +486,13 @@ def _broadcast_model(spark, scoring_model: ModelArtifact, scoring: dict[str, Any
 
 
 WINDOW_COLUMNS = {
-    "scene": "string", "row": "bigint", "col": "bigint", "row_off": "bigint", "col_off": "bigint",
-    "width": "bigint", "height": "bigint", "minx": "double", "miny": "double", "maxx": "double",
-    "maxy": "double", "label_class": "string", "label_share": "double", "image_nodata_pixels": "bigint",
+    "scene": "string",
+    "row": "bigint",
+    "col": "bigint",
+    **WINDOW_PLACE,
+    "label_class": "string",
+    "label_share": "double",
+    "image_nodata_pixels": "bigint",
 }
 """What :func:`score_windows` adds to the scorer's columns: the tile's place on the grid and its
 label from the plan's label raster (Spark DDL types)."""
@@ -479,13 +520,22 @@ def score_windows(
     plans = {plan.key: plan.shippable() for plan in plans}
     for plan in plans.values():
         if settings.image_size != plan.tile_size:
-            raise ValueError(f"params:scoring.image_size is {settings.image_size} but tiles are "
-                             f"{plan.tile_size} px (params:tiling.tile_size): the model expects one size.")
+            raise ValueError(
+                f"params:scoring.image_size is {settings.image_size} but tiles are "
+                f"{plan.tile_size} px (params:tiling.tile_size): the model expects one size."
+            )
     model = _broadcast_model(spark, scoring_model, scoring)
     rows, n_blocks, tasks = block_rows(spark, plans.values(), partitions_per_core)
-    logger.info("Scoring %d tiles of %s with the %s model: %d blocks of up to %d tiles in %d Spark tasks "
-                "(Spark shows the stage's progress)", sum(len(plan.tiles) for plan in plans.values()),
-                ", ".join(plans), scoring_model.format, n_blocks, BLOCK_TILES ** 2, tasks)
+    logger.info(
+        "Scoring %d tiles of %s with the %s model: %d blocks of up to %d tiles in %d Spark tasks "
+        "(Spark shows the stage's progress)",
+        sum(len(plan.tiles) for plan in plans.values()),
+        ", ".join(plans),
+        scoring_model.format,
+        n_blocks,
+        BLOCK_TILES**2,
+        tasks,
+    )
 
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return _score_window_partition(frames, plans, settings, model)
@@ -496,8 +546,12 @@ def score_windows(
     return rows.mapInPandas(score, schema)
 
 
-def _score_window_partition(frames: Iterator[pd.DataFrame], plans: dict[str, ScenePlan],
-                            settings: ScoringSettings, model: _BroadcastModel) -> Iterator[pd.DataFrame]:
+def _score_window_partition(
+    frames: Iterator[pd.DataFrame],
+    plans: dict[str, ScenePlan],
+    settings: ScoringSettings,
+    model: _BroadcastModel,
+) -> Iterator[pd.DataFrame]:
     predictor = model.predictor(settings.threads)
     opened = OpenScenes()  # rows come grouped by scene: each scene opens once per task
 
@@ -506,8 +560,12 @@ def _score_window_partition(frames: Iterator[pd.DataFrame], plans: dict[str, Sce
             for b in frame.itertuples(index=False):
                 yield plans[b.scene], (b.row, b.col, b.n_rows, b.n_cols)
 
-    def prepare(item: tuple[ScenePlan, Block]) -> tuple[ScenePlan, list[tuple[pd.DataFrame, np.ndarray | None]]]:
-        plan, block = item  # one thread prepares: scenes open, switch and close there (GDAL envs are per thread)
+    def prepare(
+        item: tuple[ScenePlan, Block],
+    ) -> tuple[ScenePlan, list[tuple[pd.DataFrame, np.ndarray | None]]]:
+        plan, block = (
+            item  # one thread prepares: scenes open, switch and close there (GDAL envs are per thread)
+        )
         return plan, list(opened(plan).blocks_or_tiles(block, with_pixels=True))
 
     for plan, parts in _prefetched(blocks(), prepare, settings.prefetch, finish=opened.close):

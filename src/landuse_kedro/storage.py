@@ -47,22 +47,35 @@ def redact(text: str, credentials: Mapping[str, Any]) -> str:
         value = credentials.get(key)
         if isinstance(value, str) and value:
             secrets.append(value)
-            secrets.extend(part.split("=", 1)[1] for part in value.split(";")
-                           if part.lower().startswith(("accountkey=", "sharedaccesssignature="))
-                           and "=" in part)
+            secrets.extend(
+                part.split("=", 1)[1]
+                for part in value.split(";")
+                if part.lower().startswith(("accountkey=", "sharedaccesssignature=")) and "=" in part
+            )
     for secret in sorted(secrets, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 
 
 # Where Spark executors find credentials: adlfs reads AZURE_STORAGE_*, azure-identity AZURE_CLIENT_*.
-SECRET_ENV = {"connection_string": "AZURE_STORAGE_CONNECTION_STRING", "account_key": "AZURE_STORAGE_ACCOUNT_KEY",
-              "sas_token": "AZURE_STORAGE_SAS_TOKEN", "client_secret": "AZURE_STORAGE_CLIENT_SECRET",
-              "credential": "AZURE_CLIENT_SECRET"}
+SECRET_ENV = {
+    "connection_string": "AZURE_STORAGE_CONNECTION_STRING",
+    "account_key": "AZURE_STORAGE_ACCOUNT_KEY",
+    "sas_token": "AZURE_STORAGE_SAS_TOKEN",
+    "client_secret": "AZURE_STORAGE_CLIENT_SECRET",
+    "credential": "AZURE_CLIENT_SECRET",
+}
 
 
-UNREACHABLE_ERRORS = frozenset({"ClientAuthenticationError", "ServiceRequestError", "ServiceRequestTimeoutError",
-                                "ConnectionError", "TimeoutError"})
+UNREACHABLE_ERRORS = frozenset(
+    {
+        "ClientAuthenticationError",
+        "ServiceRequestError",
+        "ServiceRequestTimeoutError",
+        "ConnectionError",
+        "TimeoutError",
+    }
+)
 """Errors that say the storage is unreachable or refuses us, not that one file is bad."""
 
 
@@ -101,8 +114,9 @@ def check_credentials(credentials: Mapping[str, Any], env: str) -> None:
         return
     if has_account and creds.get("anon") is False:  # managed identity / DefaultAzureCredential
         return
-    missing = [key for key in principal if not creds.get(key)] if any(
-        creds.get(key) for key in principal) else []
+    missing = (
+        [key for key in principal if not creds.get(key)] if any(creds.get(key) for key in principal) else []
+    )
     hint = f" (service principal incomplete: no {', '.join(missing)})" if missing else ""
     raise StorageConfigError(
         f"Kedro environment '{env}' keeps its data in Azure storage but its `storage` credentials "
@@ -112,8 +126,9 @@ def check_credentials(credentials: Mapping[str, Any], env: str) -> None:
     )
 
 
-def check_container(data_root: str, credentials: Mapping[str, Any], env: str,
-                    timeout_s: float = CHECK_TIMEOUT_S) -> None:
+def check_container(
+    data_root: str, credentials: Mapping[str, Any], env: str, timeout_s: float = CHECK_TIMEOUT_S
+) -> None:
     """Fail fast when the endpoint cannot be reached or the container does not exist."""
     from azure.core.exceptions import AzureError, HttpResponseError
 
@@ -123,10 +138,12 @@ def check_container(data_root: str, credentials: Mapping[str, Any], env: str,
         exists = _container_client(container, credentials, timeout_s).exists()
     except (AzureError, ValueError, OSError) as error:
         reason = redact(f"{type(error).__name__}: {error}".splitlines()[0], credentials)[:300]
-        problem = (f"Azure storage at {endpoint} refused the `storage` credentials for container "
-                   f"'{container}'" if isinstance(error, HttpResponseError) else
-                   f"cannot reach Azure storage at {endpoint} to check container '{container}' "
-                   f"(timeouts {timeout_s:g} s, one retry)")
+        problem = (
+            f"Azure storage at {endpoint} refused the `storage` credentials for container '{container}'"
+            if isinstance(error, HttpResponseError)
+            else f"cannot reach Azure storage at {endpoint} to check container '{container}' "
+            f"(timeouts {timeout_s:g} s, one retry)"
+        )
         # `from None`: the SDK's own exception may quote request URLs with SAS tokens.
         raise StorageConfigError(f"Kedro environment '{env}': {problem} ({reason}).") from None
     if not exists:
@@ -150,8 +167,10 @@ def _endpoint(credentials: Mapping[str, Any]) -> str:
         if "BlobEndpoint" in parts:
             return parts["BlobEndpoint"]
         account = parts.get("AccountName", "?")
-        return f"{parts.get('DefaultEndpointsProtocol', 'https')}://{account}.blob." \
-               f"{parts.get('EndpointSuffix', 'core.windows.net')}"
+        return (
+            f"{parts.get('DefaultEndpointsProtocol', 'https')}://{account}.blob."
+            f"{parts.get('EndpointSuffix', 'core.windows.net')}"
+        )
     return f"https://{credentials.get('account_name')}.blob.core.windows.net"
 
 
@@ -161,11 +180,16 @@ def _container_client(container: str, credentials: Mapping[str, Any], timeout_s:
     from azure.storage.blob import ContainerClient
 
     # Storage's ExponentialRetry waits initial_backoff (15 s by default) +- 3 s jitter per retry.
-    bounded = {"retry_total": 1, "initial_backoff": 0.5, "increment_base": 1, "retry_jitter_range": 0.5,
-               "connection_timeout": timeout_s, "read_timeout": timeout_s}
+    bounded = {
+        "retry_total": 1,
+        "initial_backoff": 0.5,
+        "increment_base": 1,
+        "retry_jitter_range": 0.5,
+        "connection_timeout": timeout_s,
+        "read_timeout": timeout_s,
+    }
     if credentials.get("connection_string"):
-        return ContainerClient.from_connection_string(
-            credentials["connection_string"], container, **bounded)
+        return ContainerClient.from_connection_string(credentials["connection_string"], container, **bounded)
     credential: Any = credentials.get("credential") or credentials.get("account_key")
     url = _endpoint(credentials)
     if credential is None and credentials.get("sas_token"):
@@ -174,7 +198,8 @@ def _container_client(container: str, credentials: Mapping[str, Any], timeout_s:
         from azure.identity import ClientSecretCredential
 
         credential = ClientSecretCredential(
-            credentials["tenant_id"], credentials["client_id"], credentials["client_secret"])
+            credentials["tenant_id"], credentials["client_id"], credentials["client_secret"]
+        )
     elif credential is None:
         from azure.identity import DefaultAzureCredential
 

@@ -45,17 +45,39 @@ BLOCK_TILES = 8
 MAX_BLOCKS_PER_TASK = 16
 """Bounds a Spark task (and so a retry's cost and a straggler's tail)."""
 REJECT_REASONS = UNREADABLE, IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
-    "unreadable", "image_nodata", "outside_labels", "dropped_dominant", "impure")
+    "unreadable",
+    "image_nodata",
+    "outside_labels",
+    "dropped_dominant",
+    "impure",
+)
 _SCENE_KEY = re.compile(r"^(?P<region>.+)_(?P<year>\d{4})$")
 
 Block = tuple[int, int, int, int]
 """(tile row, tile col, tile rows, tile cols) of a scene's tile grid."""
 BLOCK_SCHEMA = "scene string, row bigint, col bigint, n_rows bigint, n_cols bigint"
+WINDOW_PLACE = {
+    "row_off": "bigint",
+    "col_off": "bigint",
+    "width": "bigint",
+    "height": "bigint",
+    "minx": "double",
+    "miny": "double",
+    "maxx": "double",
+    "maxy": "double",
+}
+"""A tile window in its scene (pixel offsets and size) and on the map (bounds in the scene's CRS)."""
 LABEL_COLUMNS = {
-    "row": "bigint", "col": "bigint", "class_index": "int", "class_pixels": "bigint", "purity": "double",
-    "dropped_pixels": "bigint", "unlabelled_pixels": "bigint", "nodata_pixels": "bigint",
-    "row_off": "bigint", "col_off": "bigint", "width": "bigint", "height": "bigint",
-    "minx": "double", "miny": "double", "maxx": "double", "maxy": "double", "read_error": "string",
+    "row": "bigint",
+    "col": "bigint",
+    "class_index": "int",
+    "class_pixels": "bigint",
+    "purity": "double",
+    "dropped_pixels": "bigint",
+    "unlabelled_pixels": "bigint",
+    "nodata_pixels": "bigint",
+    **WINDOW_PLACE,
+    "read_error": "string",
 }
 """What a task returns per tile from its labels (Spark DDL types)."""
 
@@ -74,6 +96,7 @@ def nearest_year(year: int, available: Mapping[int, Any]) -> int:
 
 
 # ------------------------------------------------------------------ the plan (driver, headers only)
+
 
 @dataclass(frozen=True)
 class ScenePlan:
@@ -118,18 +141,28 @@ def _without_secrets(source: WindowedRaster) -> WindowedRaster:
     return replace(source, storage_options=shippable(options)) if options else source
 
 
-def plan_scene(key: str, scene: WindowedRaster, labels: WindowedRaster, lut: np.ndarray,  # noqa: PLR0917
-               classes: Sequence[str], tiling: dict[str, Any], labels_key: str = "") -> ScenePlan:
+def plan_scene(
+    key: str,
+    scene: WindowedRaster,
+    labels: WindowedRaster,
+    lut: np.ndarray,  # noqa: PLR0917
+    classes: Sequence[str],
+    tiling: dict[str, Any],
+    labels_key: str = "",
+) -> ScenePlan:
     """Check that ``scene`` can give labelled tiles and fix the grid they are cut on."""
     grid = tiling_grid(key, scene, tiling)
     if not overlaps(scene, labels):
-        raise ValueError(f"Scene '{key}' (bounds {tuple(round(v) for v in scene.bounds)} in "
-                         f"{scene.crs.to_string()}) does not overlap the NLCD raster it was paired with "
-                         f"(bounds {tuple(round(v) for v in labels.bounds)} in {labels.crs.to_string()}).")
+        raise ValueError(
+            f"Scene '{key}' (bounds {tuple(round(v) for v in scene.bounds)} in "
+            f"{scene.crs.to_string()}) does not overlap the NLCD raster it was paired with "
+            f"(bounds {tuple(round(v) for v in labels.bounds)} in {labels.crs.to_string()})."
+        )
     plan = ScenePlan(key, scene, grid, int(tiling["tile_size"]), labels, lut, tuple(classes), labels_key)
     if len(plan.tiles) == 0:
-        raise ValueError(f"Scene '{key}' ({grid.width} x {grid.height} px) is smaller than one "
-                         f"{plan.tile_size} px tile.")
+        raise ValueError(
+            f"Scene '{key}' ({grid.width} x {grid.height} px) is smaller than one {plan.tile_size} px tile."
+        )
     return plan
 
 
@@ -146,6 +179,7 @@ def tiling_grid(key: str, scene: WindowedRaster, tiling: dict[str, Any]) -> Grid
 
 
 # ------------------------------------------------------------------ a task's open scene
+
 
 class OpenScene:
     """A scene (on its grid) and its label raster, opened once for all the blocks of a task."""
@@ -172,11 +206,19 @@ class OpenScene:
         tiles, size = self.plan.tiles, self.plan.tile_size
         row, col, n_rows, n_cols = block
         window = tiles.window(row, col, n_rows, n_cols)
-        codes = labels_on_grid(self.labels, self.plan.grid.crs, window_transform(window, self.plan.grid.transform),
-                               int(window.height), int(window.width), fill=self._fill)
+        codes = labels_on_grid(
+            self.labels,
+            self.plan.grid.crs,
+            window_transform(window, self.plan.grid.transform),
+            int(window.height),
+            int(window.width),
+            fill=self._fill,
+        )
         counts = tile_value_counts(to_classes(codes, self.plan.lut, self._fill), size)
         valid = self.image.dataset_mask(window=window) > 0
-        missing = np.zeros(counts.shape[:2] + (2,), np.int64) if valid.all() else tile_value_counts(~valid, size, 2)
+        missing = (
+            np.zeros(counts.shape[:2] + (2,), np.int64) if valid.all() else tile_value_counts(~valid, size, 2)
+        )
         winner, purity = plurality(counts, len(self.plan.classes))
         frame = _grid_frame(self.plan, block)
         frame["class_index"] = winner.ravel()
@@ -193,13 +235,18 @@ class OpenScene:
         row, col, n_rows, n_cols = block
         size = self.plan.tile_size
         pixels = self.image.read([1, 2, 3], window=self.plan.tiles.window(row, col, n_rows, n_cols))
-        return (pixels.reshape(3, n_rows, size, n_cols, size)
-                .transpose(1, 3, 2, 4, 0).reshape(n_rows * n_cols, size, size, 3))
+        return (
+            pixels.reshape(3, n_rows, size, n_cols, size)
+            .transpose(1, 3, 2, 4, 0)
+            .reshape(n_rows * n_cols, size, size, 3)
+        )
 
     def read_tile(self, row: int, col: int) -> np.ndarray:
         return self.read_block((row, col, 1, 1))[0]
 
-    def blocks_or_tiles(self, block: Block, *, with_pixels: bool) -> Iterator[tuple[pd.DataFrame, np.ndarray | None]]:
+    def blocks_or_tiles(
+        self, block: Block, *, with_pixels: bool
+    ) -> Iterator[tuple[pd.DataFrame, np.ndarray | None]]:
         """Labels (and pixels) of ``block``; when the block cannot be read (a corrupt GeoTIFF
         block, a storage error), tile by tile, so only the unreadable tiles fail: they come back
         as rows with ``read_error`` set, never skipped."""
@@ -222,13 +269,20 @@ class OpenScene:
 
     def failed_tile(self, block: Block, error: Exception) -> pd.DataFrame:
         frame = _grid_frame(self.plan, block)
-        area = self.plan.tile_size ** 2
-        frame = frame.assign(class_index=0, class_pixels=0, purity=0.0, dropped_pixels=0,
-                             unlabelled_pixels=area, nodata_pixels=area)
+        area = self.plan.tile_size**2
+        frame = frame.assign(
+            class_index=0,
+            class_pixels=0,
+            purity=0.0,
+            dropped_pixels=0,
+            unlabelled_pixels=area,
+            nodata_pixels=area,
+        )
         window = self.plan.tiles.window(block[0], block[1])
         frame["read_error"] = redact_environment_secrets(
             f"cannot read window (col_off={window.col_off}, row_off={window.row_off}, "
-            f"{window.width} x {window.height}) of {self.plan.url}: {type(error).__name__}: {error}")
+            f"{window.width} x {window.height}) of {self.plan.url}: {type(error).__name__}: {error}"
+        )
         return frame[list(LABEL_COLUMNS)]
 
 
@@ -268,6 +322,7 @@ class OpenScenes:
 
 # ------------------------------------------------------------------ tile tables
 
+
 def tile_label(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     """The plurality class of each tile, or None when it has no class pixel or when dropped
     codes (water, NLCD's 0) outnumber it."""
@@ -280,8 +335,9 @@ def finish_candidates(frame: pd.DataFrame, plans: Mapping[str, ScenePlan], min_p
     """Task rows -> the candidate table: ids, class names, CRS and the reason a tile is unusable."""
     frame = frame.sort_values(["scene", "row", "col"], ignore_index=True)
     classes = next(iter(plans.values())).classes
-    frame["class_name"] = np.where(frame["class_pixels"] > 0,
-                                   np.asarray(classes, dtype=object)[frame["class_index"]], None)
+    frame["class_name"] = np.where(
+        frame["class_pixels"] > 0, np.asarray(classes, dtype=object)[frame["class_index"]], None
+    )
     frame["reject_reason"] = _reject_reasons(frame, min_purity)
     frame.insert(0, "tile_id", [plans[s].tile_id(r, c) for s, r, c in zip(frame.scene, frame.row, frame.col)])
     frame["crs"] = frame["scene"].map({key: plan.grid.crs.to_string() for key, plan in plans.items()})
@@ -303,6 +359,7 @@ def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
 
 # ------------------------------------------------------------------ on Spark
 
+
 def block_rows(spark, plans: Iterable[ScenePlan], per_core: int = 2):
     """A DataFrame of (scene, block) rows, grouped by scene and row-major within it, in a few
     tasks per core (none over ``MAX_BLOCKS_PER_TASK`` blocks), for ``mapInPandas``."""
@@ -320,8 +377,15 @@ def task_count(items: int, cores: int, per_core: int, max_per_task: int) -> int:
 def label_on_spark(spark, plans: Mapping[str, ScenePlan]) -> pd.DataFrame:
     """Label rows of every tile of every planned scene, computed by Spark tasks."""
     rows, n_blocks, tasks = block_rows(spark, plans.values())
-    logger.info("Labelling %d tiles of %d scenes: %d blocks of up to %d x %d tiles in %d Spark tasks",
-                sum(len(p.tiles) for p in plans.values()), len(plans), n_blocks, BLOCK_TILES, BLOCK_TILES, tasks)
+    logger.info(
+        "Labelling %d tiles of %d scenes: %d blocks of up to %d x %d tiles in %d Spark tasks",
+        sum(len(p.tiles) for p in plans.values()),
+        len(plans),
+        n_blocks,
+        BLOCK_TILES,
+        BLOCK_TILES,
+        tasks,
+    )
     schema = "scene string, " + ", ".join(f"{name} {kind}" for name, kind in LABEL_COLUMNS.items())
     plans = {key: plan.shippable() for key, plan in plans.items()}
 

@@ -36,8 +36,10 @@ logger = logging.getLogger(__name__)
 
 TRIGGER = "training_metrics"  # a run that saves it is a training run
 PARAM_BLOCKS = ("training", "data_preparation")
-FIGURES = {"training_confusion_matrix_plot": "training_confusion_matrix.png",
-           "learning_curve_plot": "learning_curve.png"}
+FIGURES = {
+    "training_confusion_matrix_plot": "training_confusion_matrix.png",
+    "learning_curve_plot": "learning_curve.png",
+}
 EPOCH_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 
 
@@ -52,8 +54,11 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 
 def numeric_leaves(tree: Mapping[str, Any]) -> dict[str, float]:
     """The numbers of a nested mapping (not booleans, not lists): what is logged as metrics."""
-    return {key: float(value) for key, value in flatten(tree)
-            if isinstance(value, int | float) and not isinstance(value, bool)}
+    return {
+        key: float(value)
+        for key, value in flatten(tree)
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
 
 
 def resolve_tracking_uri(uri: str, project_path: Path) -> str:
@@ -98,36 +103,57 @@ class MlflowHooks:
         if TRIGGER not in pipeline.all_outputs():
             return
         if not self._settings.get("enabled", True):
-            logger.info("MLflow tracking is off (tracking.yml enabled: false): this training run is not recorded")
+            logger.info(
+                "MLflow tracking is off (tracking.yml enabled: false): this training run is not recorded"
+            )
             return
         try:
             from mlflow.entities import Param
             from mlflow.tracking import MlflowClient
         except ImportError:
-            logger.warning("MLflow is not installed, so this training run is not recorded: "
-                           "pip install 'landuse_kedro[local]' (or set enabled: false in conf/<env>/tracking.yml).")
+            logger.warning(
+                "MLflow is not installed, so this training run is not recorded: "
+                "pip install 'landuse_kedro[local]' (or set enabled: false in conf/<env>/tracking.yml)."
+            )
             return
-        uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")
-                                   or self._settings.get("tracking_uri", "sqlite:///mlflow.db"), self._project_path)
+        uri = resolve_tracking_uri(
+            os.environ.get("MLFLOW_TRACKING_URI")
+            or self._settings.get("tracking_uri", "sqlite:///mlflow.db"),
+            self._project_path,
+        )
         client = MlflowClient(tracking_uri=uri)
         name = self._settings.get("experiment", "landuse_kedro")
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
             artifacts = self._settings.get("artifact_location") or (
-                (self._project_path / "mlartifacts").resolve().as_uri() if uri.startswith(("sqlite:", "file:")) else None)
+                (self._project_path / "mlartifacts").resolve().as_uri()
+                if uri.startswith(("sqlite:", "file:"))
+                else None
+            )
             experiment_id = client.create_experiment(name, artifact_location=artifacts)
         else:
             experiment_id = experiment.experiment_id
         pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
-        run = client.create_run(experiment_id, run_name="+".join(pipelines), tags={
-            "kedro.pipelines": ",".join(pipelines), "kedro.env": str(run_params.get("env")),
-            "kedro.session_id": str(run_params.get("session_id"))})
-        params = [Param(f"{block}.{key}", json.dumps(value) if isinstance(value, list | dict) else str(value))
-                  for block in PARAM_BLOCKS for key, value in flatten(self._params[block])]
+        run = client.create_run(
+            experiment_id,
+            run_name="+".join(pipelines),
+            tags={
+                "kedro.pipelines": ",".join(pipelines),
+                "kedro.env": str(run_params.get("env")),
+                "kedro.session_id": str(run_params.get("session_id")),
+            },
+        )
+        params = [
+            Param(f"{block}.{key}", json.dumps(value) if isinstance(value, list | dict) else str(value))
+            for block in PARAM_BLOCKS
+            for key, value in flatten(self._params[block])
+        ]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
-            client.log_batch(run.info.run_id, params=params[start:start + 100])
+            client.log_batch(run.info.run_id, params=params[start : start + 100])
         self._client, self._run_id = client, run.info.run_id
-        logger.info("MLflow: recording this run as %s in experiment '%s' at %s", run.info.run_id, name, shown_uri(uri))
+        logger.info(
+            "MLflow: recording this run as %s in experiment '%s' at %s", run.info.run_id, name, shown_uri(uri)
+        )
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
@@ -140,17 +166,20 @@ class MlflowHooks:
             now = int(time.time() * 1000)
             metrics = [Metric(key, value, now, 0) for key, value in numeric_leaves(data).items()]
             for start in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[start:start + 1000])
+                client.log_batch(run_id, metrics=metrics[start : start + 1000])
             client.log_dict(run_id, data, "training_metrics.json")
         elif dataset_name == "training_history":
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            metrics = [Metric(key, float(record[key]), now, step)
-                       for step, record in enumerate(data.get("epochs", []), start=1)
-                       for key in EPOCH_METRICS if key in record]
+            metrics = [
+                Metric(key, float(record[key]), now, step)
+                for step, record in enumerate(data.get("epochs", []), start=1)
+                for key in EPOCH_METRICS
+                if key in record
+            ]
             for start in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[start:start + 1000])
+                client.log_batch(run_id, metrics=metrics[start : start + 1000])
             client.log_dict(run_id, data, "training_history.json")
         elif dataset_name in FIGURES:
             client.log_figure(run_id, data, FIGURES[dataset_name])

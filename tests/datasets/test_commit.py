@@ -48,8 +48,9 @@ class Tile:
 
 
 def folder_dataset(path: Path) -> SparkPartitionedDataset:
-    return SparkPartitionedDataset(path=str(path), dataset="pillow.ImageDataset", filename_suffix=".png",
-                                   overwrite=True)
+    return SparkPartitionedDataset(
+        path=str(path), dataset="pillow.ImageDataset", filename_suffix=".png", overwrite=True
+    )
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -98,8 +99,12 @@ def _start_writer(folder: Path, source: str, target: Path) -> subprocess.Popen:
     """``source`` run as a script on ``target``, in its own process group (killed whole)."""
     script = folder / "writer.py"
     script.write_text(textwrap.dedent(source))
-    return subprocess.Popen([sys.executable, str(script), str(target)], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, str(script), str(target)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _kill_when(process: subprocess.Popen, ready, timeout: float = 60) -> None:
@@ -134,9 +139,15 @@ def test_a_killed_rewrite_of_the_tile_folder_keeps_the_last_complete_one(tmp_pat
 
 # ------------------------------------------------------------------ a class raster
 
+
 def raster(value: int, size: int = 64) -> GeoRaster:
-    return GeoRaster(np.full((1, size, size), value, np.uint8), "EPSG:26919", Affine(224, 0, 3e5, 0, -224, 4.7e6),
-                     nodata=0, colormap={0: (0, 0, 0, 0), 1: (228, 26, 28, 255)})
+    return GeoRaster(
+        np.full((1, size, size), value, np.uint8),
+        "EPSG:26919",
+        Affine(224, 0, 3e5, 0, -224, 4.7e6),
+        nodata=0,
+        colormap={0: (0, 0, 0, 0), 1: (228, 26, 28, 255)},
+    )
 
 
 def test_a_failed_rewrite_of_a_raster_keeps_the_last_good_one(tmp_path, monkeypatch):

@@ -23,8 +23,11 @@ from landuse_kedro import datasets
 from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy
 
 DATASET_CLASSES = sorted(
-    (obj for obj in (getattr(datasets, name) for name in datasets.__all__)
-     if isinstance(obj, type) and issubclass(obj, AbstractDataset)),
+    (
+        obj
+        for obj in (getattr(datasets, name) for name in datasets.__all__)
+        if isinstance(obj, type) and issubclass(obj, AbstractDataset)
+    ),
     key=lambda cls: cls.__name__,
 )
 GLOBALS = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "globals.yml").read_text())
@@ -83,7 +86,8 @@ def test_the_yaml_examples_say_what_the_project_catalog_says(tmp_path):
             project_entry = resolver.resolve_pattern(name)
             stated = {key: value for key, value in example.items() if key not in NOT_COMPARED}
             assert {key: project_entry.get(key) for key in stated} == stated, (
-                f"{cls.__name__}'s example '{name}' differs from the project's catalog: {project_entry}")
+                f"{cls.__name__}'s example '{name}' differs from the project's catalog: {project_entry}"
+            )
             compared += 1
     assert compared >= len(DATASET_CLASSES)
 
@@ -93,10 +97,16 @@ def _python_example(cls: type) -> doctest.DocTest | None:
     return tests[0] if tests else None
 
 
-@pytest.mark.parametrize("cls", [
-    pytest.param(cls, marks=[pytest.mark.spark] if "pyspark" in (cls.__doc__ or "") else [], id=cls.__name__)
-    for cls in DATASET_CLASSES if _python_example(cls) is not None
-])
+@pytest.mark.parametrize(
+    "cls",
+    [
+        pytest.param(
+            cls, marks=[pytest.mark.spark] if "pyspark" in (cls.__doc__ or "") else [], id=cls.__name__
+        )
+        for cls in DATASET_CLASSES
+        if _python_example(cls) is not None
+    ],
+)
 def test_the_python_example_runs(cls, tmp_path):
     from pyspark.sql import SparkSession
 

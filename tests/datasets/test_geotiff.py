@@ -59,7 +59,9 @@ def test_windowed_read_and_pickling(filepath, scene):
     source = pickle.loads(pickle.dumps(dataset.load()))
     window = ((10, 40), (250, 300))
     np.testing.assert_array_equal(source.read(window=window, indexes=2), scene.array[1, 10:40, 250:300])
-    np.testing.assert_array_equal(source.read(window=window, indexes=[1, 3]), scene.array[[0, 2], 10:40, 250:300])
+    np.testing.assert_array_equal(
+        source.read(window=window, indexes=[1, 3]), scene.array[[0, 2], 10:40, 250:300]
+    )
 
 
 def test_written_tiled_and_compressed_with_overridable_options(tmp_path, scene):
@@ -101,8 +103,9 @@ def test_round_trip_on_azure_blob_storage(azurite, scene):  # noqa: F811 - the f
         dataset = GeoTiffDataset(filepath=f"{folder}/{name}", credentials={"connection_string": azurite})
         dataset.save(scene)
         source = pickle.loads(pickle.dumps(dataset.load()))
-        np.testing.assert_array_equal(source.read(window=((0, 64), (100, 164)), indexes=[1, 2, 3]),
-                                      scene.array[:3, 0:64, 100:164])
+        np.testing.assert_array_equal(
+            source.read(window=((0, 64), (100, 164)), indexes=[1, 2, 3]), scene.array[:3, 0:64, 100:164]
+        )
     assert "AccountKey" not in repr(source)
 
 
@@ -110,10 +113,14 @@ def test_class_names_are_saved_for_gdal_and_qgis(tmp_path):
     import xml.etree.ElementTree as ET
 
     path = tmp_path / "predicted_classes.tif"
-    raster = GeoRaster(np.array([[[0, 1], [2, 3]]], np.uint8), "EPSG:26919", Affine(224, 0, 3e5, 0, -224, 4.7e6),
-                       nodata=0, colormap={0: (0, 0, 0, 0), 1: (228, 26, 28, 255), 2: (255, 255, 255, 255),
-                                           3: (26, 150, 65, 255)},
-                       categories=("nodata", "Developed", "Cultivated", "Undeveloped"))
+    raster = GeoRaster(
+        np.array([[[0, 1], [2, 3]]], np.uint8),
+        "EPSG:26919",
+        Affine(224, 0, 3e5, 0, -224, 4.7e6),
+        nodata=0,
+        colormap={0: (0, 0, 0, 0), 1: (228, 26, 28, 255), 2: (255, 255, 255, 255), 3: (26, 150, 65, 255)},
+        categories=("nodata", "Developed", "Cultivated", "Undeveloped"),
+    )
     GeoTiffDataset(filepath=str(path)).save(raster)
     with rasterio.open(path) as dataset:
         assert str(path) + ".aux.xml" in dataset.files  # GDAL found and read its PAM sidecar
@@ -121,8 +128,17 @@ def test_class_names_are_saved_for_gdal_and_qgis(tmp_path):
     assert [c.text for c in pam.iter("Category")] == ["nodata", "Developed", "Cultivated", "Undeveloped"]
     style = ET.parse(tmp_path / "predicted_classes.qml")
     entries = [(e.get("value"), e.get("label"), e.get("color")) for e in style.iter("paletteEntry")]
-    assert entries == [("1", "Developed", "#e41a1c"), ("2", "Cultivated", "#ffffff"), ("3", "Undeveloped", "#1a9641")]
-    GeoTiffDataset(filepath=str(tmp_path / "plain.tif")).save(GeoRaster(np.ones((1, 2, 2), np.uint8), "EPSG:26919",
-                                                                        Affine(1, 0, 3e5, 0, -1, 4.7e6)))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.tif", "predicted_classes.qml",
-                                                          "predicted_classes.tif", "predicted_classes.tif.aux.xml"]
+    assert entries == [
+        ("1", "Developed", "#e41a1c"),
+        ("2", "Cultivated", "#ffffff"),
+        ("3", "Undeveloped", "#1a9641"),
+    ]
+    GeoTiffDataset(filepath=str(tmp_path / "plain.tif")).save(
+        GeoRaster(np.ones((1, 2, 2), np.uint8), "EPSG:26919", Affine(1, 0, 3e5, 0, -1, 4.7e6))
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "plain.tif",
+        "predicted_classes.qml",
+        "predicted_classes.tif",
+        "predicted_classes.tif.aux.xml",
+    ]

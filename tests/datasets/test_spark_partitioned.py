@@ -43,8 +43,9 @@ class Tile:
 
 
 def dataset(path: Path) -> SparkPartitionedDataset:
-    return SparkPartitionedDataset(path=str(path), dataset="pillow.ImageDataset", filename_suffix=".png",
-                                   overwrite=True)
+    return SparkPartitionedDataset(
+        path=str(path), dataset="pillow.ImageDataset", filename_suffix=".png", overwrite=True
+    )
 
 
 def test_partitions_are_computed_and_saved_by_spark_tasks(spark, tmp_path):

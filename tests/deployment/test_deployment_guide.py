@@ -43,11 +43,15 @@ def submit_command(master: str) -> str:
 
 def test_every_block_of_the_build_install_and_run_steps_is_run_here_or_says_why_not():
     marks = [mark for mark, _ in guide_blocks()]
-    assert marks and all(m.startswith(("tested: ", "not run here: ")) for m in marks), \
+    assert marks and all(m.startswith(("tested: ", "not run here: ")) for m in marks), (
         f"a shell block of steps 2-4 has no <!-- tested: NAME --> or <!-- not run here: WHY --> mark: {marks}"
+    )
     assert sorted(m for m in marks if m.startswith("tested: ")) == [
-        f"tested: {name}" for name in ("build", "install", "submit", "unpack")]
-    assert [m.split(":")[1].split("(")[0].strip() for m in marks if m.startswith("not run here:")] == NOT_RUN_HERE
+        f"tested: {name}" for name in ("build", "install", "submit", "unpack")
+    ]
+    assert [
+        m.split(":")[1].split("(")[0].strip() for m in marks if m.startswith("not run here:")
+    ] == NOT_RUN_HERE
 
 
 def test_the_wheel_the_guide_names_is_the_one_kedro_package_builds():

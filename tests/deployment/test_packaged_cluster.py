@@ -11,7 +11,6 @@ the run, the driver and each executor, must report that it imported landuse_kedr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -19,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -29,7 +27,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT, _free_port, _wait_for_workers, stop_process
+from tests.conftest import PROJECT_ROOT, spark_cluster
 from tests.deployment.test_deployment_guide import ENV_NAME, guide_block, submit_command
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -46,8 +44,15 @@ def _bash(script: str, cwd: Path, env: dict[str, str], log: Path) -> None:
     with log.open("ab") as out:
         out.write(f"$ {script}\n".encode())
         out.flush()
-        done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=cwd, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, timeout=900, check=False)
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=cwd,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            timeout=900,
+            check=False,
+        )
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
     assert done.returncode == 0, f"failed ({done.returncode}): {script}\nlog {log}:\n{tail}"
 
@@ -58,53 +63,36 @@ def _clean_env(path: list[Path], **variables: str) -> dict[str, str]:
     and without the checkout on PATH; ``path`` first."""
     env = {k: v for k, v in os.environ.items() if not PYTHON_OR_SPARK.match(k)}
     checkout = PROJECT_ROOT.resolve()
-    system = [d for d in os.environ.get("PATH", "").split(os.pathsep)
-              if d and not Path(d).resolve().is_relative_to(checkout)]
-    return {**env, "PATH": os.pathsep.join([*map(str, path), *system]), "KEDRO_DISABLE_TELEMETRY": "true",
-            "TF_CPP_MIN_LOG_LEVEL": "2", "SPARK_LOCAL_IP": "127.0.0.1", **variables}
+    system = [
+        d
+        for d in os.environ.get("PATH", "").split(os.pathsep)
+        if d and not Path(d).resolve().is_relative_to(checkout)
+    ]
+    return {
+        **env,
+        "PATH": os.pathsep.join([*map(str, path), *system]),
+        "KEDRO_DISABLE_TELEMETRY": "true",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "SPARK_LOCAL_IP": "127.0.0.1",
+        **variables,
+    }
 
 
 def _spark3_home() -> Path:
     python = SPARK3 / "bin" / "python"
     if not python.exists():
-        pytest.fail(f"{SPARK3} is missing: `make test` builds it (or `make {SPARK3.relative_to(PROJECT_ROOT)}/.installed`)")
-    found = subprocess.run([str(python), "-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"],
-                           capture_output=True, text=True, check=True, env=_clean_env([]))
+        pytest.fail(
+            f"{SPARK3} is missing: `make test` builds it "
+            f"(or `make {SPARK3.relative_to(PROJECT_ROOT)}/.installed`)"
+        )
+    found = subprocess.run(
+        [str(python), "-c", "import os, pyspark; print(os.path.dirname(pyspark.__file__))"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_clean_env([]),
+    )
     return Path(found.stdout.strip())
-
-
-@contextlib.contextmanager
-def _cluster(spark_home: Path, folder: Path, env: dict[str, str]):
-    """A master and two 1-core workers of the Spark at ``spark_home`` on 127.0.0.1, started in the
-    background (``wait()`` until both registered), all stopped afterwards whatever happened."""
-    port, ui_port = _free_port(), _free_port()
-    url = f"spark://127.0.0.1:{port}"
-
-    def start(log: str, *args: str) -> subprocess.Popen:
-        with (folder / log).open("wb") as out:
-            return subprocess.Popen([str(spark_home / "bin" / "spark-class"), *args], env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-
-    folder.mkdir(parents=True)
-    processes = [start("master.log", "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1",
-                       "--port", str(port), "--webui-port", str(ui_port))]
-    workers = [folder / f"worker{i}" for i in range(2)]
-    try:
-        for i, work in enumerate(workers):
-            work.mkdir()
-            processes.append(start(f"worker{i}.log", "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1",
-                                   "--port", str(_free_port()), "--webui-port", str(_free_port()),
-                                   "--cores", "1", "--memory", "1g", "--work-dir", str(work), url))
-
-        def state() -> dict:
-            with urllib.request.urlopen(f"http://127.0.0.1:{ui_port}/json/", timeout=5) as answer:
-                return json.load(answer)
-
-        yield SimpleNamespace(url=url, workers=workers, state=state,
-                              wait=lambda: _wait_for_workers(ui_port, 2, folder))
-    finally:
-        for process in reversed(processes):
-            stop_process(process)
 
 
 def _checkout_copy(target: Path) -> Path:
@@ -147,9 +135,11 @@ def _dependencies_only(env_path: Path, wheel: Path, log: Path) -> None:
     env = {**_clean_env([]), "UV_CACHE_DIR": str(UV_CACHE)}
     python = str(env_path / "bin" / "python")
     base = getattr(sys, "_base_executable", sys.executable)
-    for args in (["venv", "--seed", "--python", base, str(env_path)],
-                 ["pip", "install", "--python", python, str(wheel)],
-                 ["pip", "uninstall", "--python", python, "landuse_kedro"]):
+    for args in (
+        ["venv", "--seed", "--python", base, str(env_path)],
+        ["pip", "install", "--python", python, str(wheel)],
+        ["pip", "uninstall", "--python", python, "landuse_kedro"],
+    ):
         _bash(" ".join(map(_quote, [uv, *args])), cwd=log.parent, env=env, log=log)
 
 
@@ -188,8 +178,13 @@ def _install_import_audit(env_path: Path, log: Path) -> None:
     """An import hook in the fresh environment (a .pth line runs it at every interpreter start):
     the driver and the executors' Python workers run this environment's interpreter, so each
     reports the file every landuse_kedro module came from."""
-    site = subprocess.run([str(env_path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                          capture_output=True, text=True, check=True, env=_clean_env([])).stdout.strip()
+    site = subprocess.run(
+        [str(env_path / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=_clean_env([]),
+    ).stdout.strip()
     (Path(site) / "landuse_import_audit.py").write_text(f"LOG = {str(log)!r}\n{AUDIT}")
     (Path(site) / "landuse_import_audit.pth").write_text("import landuse_import_audit\n")
 
@@ -200,13 +195,17 @@ def packaged_run(tiny_chain_project: Path, tmp_path_factory) -> SimpleNamespace:
     root = tmp_path_factory.mktemp("deployment")
     env_path, data_root, head = root / "env", root / "storage", root / "head"
     node = _clean_env([spark_home / "bin"], SPARK_HOME=str(spark_home), ENV=str(env_path))
-    with _cluster(spark_home, root / "cluster", node) as cluster:  # boots while the wheel is built
+    with spark_cluster(spark_home, root / "cluster", node) as cluster:  # boots while the wheel is built
         checkout = _checkout_copy(root / "checkout")
         _cluster_environment(checkout / "conf", cluster.url, data_root)
         _inputs(tiny_chain_project / "data", data_root)
-        _bash(guide_block("build"), cwd=checkout, log=root / "build.log",
-              env=_clean_env([Path(sys.executable).parent]))
-        wheel, = checkout.glob("dist/landuse_kedro-*-py3-none-any.whl")
+        _bash(
+            guide_block("build"),
+            cwd=checkout,
+            log=root / "build.log",
+            env=_clean_env([Path(sys.executable).parent]),
+        )
+        (wheel,) = checkout.glob("dist/landuse_kedro-*-py3-none-any.whl")
         _dependencies_only(env_path, wheel, root / "install.log")
         _bash(guide_block("install"), cwd=checkout, env=node, log=root / "install.log")
         imports = root / "imports.jsonl"
@@ -217,19 +216,35 @@ def packaged_run(tiny_chain_project: Path, tmp_path_factory) -> SimpleNamespace:
         _bash(submit_command(cluster.url), cwd=head, env=node, log=root / "submit.log")
         state = cluster.state()
     records = [json.loads(line) for line in imports.read_text().splitlines()] if imports.exists() else []
-    return SimpleNamespace(root=root, head=head, wheel=wheel, env_path=env_path, data_root=data_root,
-                           workers=cluster.workers, url=cluster.url, state=state, log=root / "submit.log",
-                           records=records, local=tiny_chain_project / "data")
+    return SimpleNamespace(
+        root=root,
+        head=head,
+        wheel=wheel,
+        env_path=env_path,
+        data_root=data_root,
+        workers=cluster.workers,
+        url=cluster.url,
+        state=state,
+        log=root / "submit.log",
+        records=records,
+        local=tiny_chain_project / "data",
+    )
 
 
 def test_the_run_environment_is_the_local_one_but_for_master_and_data_root(packaged_run):
     conf = packaged_run.head / "conf"
     assert not (packaged_run.head / "src").exists()
     ours, local = conf / ENV_NAME, conf / "test"
-    assert sorted(p.name for p in ours.iterdir()) == sorted([*(p.name for p in local.iterdir()), "globals.yml"])
+    assert sorted(p.name for p in ours.iterdir()) == sorted(
+        [*(p.name for p in local.iterdir()), "globals.yml"]
+    )
     for file in local.iterdir():
         changed = set(file.read_text().splitlines()) ^ set((ours / file.name).read_text().splitlines())
-        expected = {"spark.master: local[2]", f"spark.master: {packaged_run.url}"} if file.name == "spark.yml" else set()
+        expected = (
+            {"spark.master: local[2]", f"spark.master: {packaged_run.url}"}
+            if file.name == "spark.yml"
+            else set()
+        )
         assert changed == expected, file.name
     assert (ours / "globals.yml").read_text() == f"data_root: {packaged_run.data_root}\n"
 
@@ -289,7 +304,9 @@ def _table(path: Path) -> pd.DataFrame:
     """A table with its paths made relative to their data root (the runs' roots differ)."""
     frame = pd.read_parquet(path)
     for column in frame.select_dtypes("object").columns:
-        frame[column] = frame[column].map(lambda v: LAYER_PREFIX.sub("<data_root>/", v) if isinstance(v, str) else v)
+        frame[column] = frame[column].map(
+            lambda v: LAYER_PREFIX.sub("<data_root>/", v) if isinstance(v, str) else v
+        )
     keys = [c for c in ("region", "tile_id", "path", "row", "col") if c in frame.columns]
     return frame.sort_values(keys, ignore_index=True)
 
@@ -297,8 +314,11 @@ def _table(path: Path) -> pd.DataFrame:
 def test_the_outputs_equal_the_local_runs(packaged_run):
     ours, local = _output_files(packaged_run.data_root), _output_files(packaged_run.local)
     assert sorted(ours) == sorted(local)
-    assert {"07_model_output/scoring_predictions.parquet", "07_model_output/development_predictions.parquet",
-            "08_reporting/scoring_metrics.json"} <= set(ours)
+    assert {
+        "07_model_output/scoring_predictions.parquet",
+        "07_model_output/development_predictions.parquet",
+        "08_reporting/scoring_metrics.json",
+    } <= set(ours)
     for name, path in ours.items():
         other = local[name]
         if name.endswith(".parquet"):
@@ -308,7 +328,9 @@ def test_the_outputs_equal_the_local_runs(packaged_run):
         elif name.endswith(".tif"):
             with rasterio.open(path) as a, rasterio.open(other) as b:
                 np.testing.assert_array_equal(a.read(), b.read(), err_msg=name)
-                assert (a.transform, a.crs, a.nodata, a.tags()) == (b.transform, b.crs, b.nodata, b.tags()), name
+                assert (a.transform, a.crs, a.nodata, a.tags()) == (b.transform, b.crs, b.nodata, b.tags()), (
+                    name
+                )
         elif name.endswith(".png"):  # figures: drawn by each environment's matplotlib; same size
             assert Image.open(path).size == Image.open(other).size, name
         elif name.endswith((".json", ".geojson")):

@@ -27,8 +27,10 @@ START_TIMEOUT_S = 30
 
 
 def connection_string(port: int, key: str = SESSION_KEY) -> str:
-    return (f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={key};"
-            f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};")
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={key};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
+    )
 
 
 def free_port() -> int:
@@ -62,10 +64,20 @@ def azurite(tmp_path_factory) -> Iterator[str]:
     log = workdir / "azurite.log"
     with log.open("w") as log_handle:
         process = subprocess.Popen(
-            [str(executable), "--blobHost", "127.0.0.1", "--blobPort", str(port),
-             "--location", str(workdir / "data"), "--skipApiVersionCheck", "--loose",
-             "--disableTelemetry"],
-            stdout=log_handle, stderr=subprocess.STDOUT,
+            [
+                str(executable),
+                "--blobHost",
+                "127.0.0.1",
+                "--blobPort",
+                str(port),
+                "--location",
+                str(workdir / "data"),
+                "--skipApiVersionCheck",
+                "--loose",
+                "--disableTelemetry",
+            ],
+            stdout=log_handle,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "AZURITE_ACCOUNTS": f"{AZURITE_ACCOUNT}:{SESSION_KEY}"},
             start_new_session=True,
         )

@@ -50,8 +50,11 @@ NOT_COMPARED = re.compile(r"seconds|per_second|elapsed|duration|_time|^bytes$")
 
 def _test_parameters(project: Path) -> dict:
     """The `test` environment's tiny sizes, passed as runtime parameters: one home for them."""
-    loader = OmegaConfigLoader(conf_source=str(project / "conf"), env="test",
-                               **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "custom_resolvers"})
+    loader = OmegaConfigLoader(
+        conf_source=str(project / "conf"),
+        env="test",
+        **{k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "custom_resolvers"},
+    )
     return loader["parameters"]
 
 
@@ -60,8 +63,7 @@ def azurite_chain(azurite, tiny_chain_project: Path, tmp_path_factory) -> dict:
     """Upload the local run's raw scene to the container, then run the chain in env `azurite`."""
     fs = adlfs.AzureBlobFileSystem(connection_string=azurite)
     for folder in RAW:
-        fs.put(str(tiny_chain_project / "data" / "01_raw" / folder), f"{DATA_ROOT}/01_raw/",
-               recursive=True)
+        fs.put(str(tiny_chain_project / "data" / "01_raw" / folder), f"{DATA_ROOT}/01_raw/", recursive=True)
     project = make_project_copy(tmp_path_factory.mktemp("azurite_chain") / "project")
     params = _test_parameters(project)
     logs = _LogCapture()
@@ -77,8 +79,14 @@ def azurite_chain(azurite, tiny_chain_project: Path, tmp_path_factory) -> dict:
             logging.getLogger().removeHandler(logs)
             _stop_spark_jvm()  # and no later test inherits it
         remote = _outputs(project, ENV, params)
-    return {"project": project, "remote": remote, "local": _outputs(tiny_chain_project, "test"),
-            "fs": fs, "logs": logs.text, "spark_log": spark_log}
+    return {
+        "project": project,
+        "remote": remote,
+        "local": _outputs(tiny_chain_project, "test"),
+        "fs": fs,
+        "logs": logs.text,
+        "spark_log": spark_log,
+    }
 
 
 @contextlib.contextmanager
@@ -132,7 +140,10 @@ def _outputs(project: Path, env: str, params: dict | None = None) -> dict:
             "first_tile": np.asarray(tiles[first]()),
             "training_metrics": catalog.load("training_metrics"),
             "scoring_metrics": catalog.load("scoring_metrics"),
-            **{name: catalog.load(name)[region]() for name in ("development_agreement", "development_summary")},
+            **{
+                name: catalog.load(name)[region]()
+                for name in ("development_agreement", "development_summary")
+            },
             "development_tile_classes": catalog.load("development_tile_classes"),
             "predicted_class_raster": catalog.load("region_class_rasters")[f"{region}/predicted"]().read(),
             "class_raster_mosaic": catalog.load("class_raster_mosaics")["smoothed"]().read(),

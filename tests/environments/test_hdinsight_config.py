@@ -27,8 +27,10 @@ ENV = "hdinsight"
 # adlfs normalise the URL report it without the host (the account then comes from the credentials).
 ACCOUNT_HOST = "@mystorageaccount.dfs.core.windows.net"
 DATA_ROOT = "abfss://landuse/landuse-kedro/"
-PLACEHOLDER = ("DefaultEndpointsProtocol=https;AccountName=mystorageaccount;"
-               "AccountKey=cGxhY2Vob2xkZXIta2V5LW5vdC1hLXNlY3JldA==;EndpointSuffix=core.windows.net")
+PLACEHOLDER = (
+    "DefaultEndpointsProtocol=https;AccountName=mystorageaccount;"
+    "AccountKey=cGxhY2Vob2xkZXIta2V5LW5vdC1hLXNlY3JldA==;EndpointSuffix=core.windows.net"
+)
 IN_MEMORY = {"MemoryDataset", "SharedMemoryDataset"}
 
 
@@ -51,8 +53,12 @@ def in_data_root(url: str) -> bool:
 
 def pipeline_datasets() -> set[str]:
     # Every pipeline module (the registry's own test fails on a broken one).
-    return {name for pipe in find_pipelines(raise_errors=False).values() for name in pipe.datasets()
-            if name != "parameters" and not name.startswith("params:")}
+    return {
+        name
+        for pipe in find_pipelines(raise_errors=False).values()
+        for name in pipe.datasets()
+        if name != "parameters" and not name.startswith("params:")
+    }
 
 
 @pytest.fixture
@@ -61,8 +67,9 @@ def placeholder_credentials(monkeypatch) -> str:
     return PLACEHOLDER
 
 
-def test_every_dataset_resolves_to_the_adls_gen2_container(project_copy: Path,
-                                                           placeholder_credentials: str) -> None:
+def test_every_dataset_resolves_to_the_adls_gen2_container(
+    project_copy: Path, placeholder_credentials: str
+) -> None:
     catalog = load_catalog(project_copy, env=ENV)
     names = set(catalog.keys()) | {name for name in pipeline_datasets() if name in catalog}
     checked, wrong = [], {}
@@ -80,8 +87,9 @@ def test_every_dataset_resolves_to_the_adls_gen2_container(project_copy: Path,
     assert len(checked) >= 10, checked
 
 
-def test_storage_credentials_come_from_the_environment(project_copy: Path,
-                                                       placeholder_credentials: str) -> None:
+def test_storage_credentials_come_from_the_environment(
+    project_copy: Path, placeholder_credentials: str
+) -> None:
     bootstrap_project(project_copy)
     with KedroSession.create(project_path=project_copy, env=ENV) as session:
         loader = session.load_context().config_loader
@@ -115,17 +123,31 @@ def _activate(credentials_file: Path, block_title: str) -> None:
     credentials_file.write_text("\n".join(lines[:active_start] + lines[active_end:] + block) + "\n")
 
 
-@pytest.mark.parametrize(("block", "variables"), [
-    ("Account key", {"AZURE_STORAGE_ACCOUNT_KEY": "account_key"}),
-    ("Service principal", {"AZURE_TENANT_ID": "tenant_id", "AZURE_CLIENT_ID": "client_id",
-                           "AZURE_CLIENT_SECRET": "client_secret"}),
-])
+@pytest.mark.parametrize(
+    ("block", "variables"),
+    [
+        ("Account key", {"AZURE_STORAGE_ACCOUNT_KEY": "account_key"}),
+        (
+            "Service principal",
+            {
+                "AZURE_TENANT_ID": "tenant_id",
+                "AZURE_CLIENT_ID": "client_id",
+                "AZURE_CLIENT_SECRET": "client_secret",
+            },
+        ),
+    ],
+)
 def test_documented_alternative_logins_work_and_name_their_variables(
-        project_copy: Path, monkeypatch, block: str, variables: dict[str, str]) -> None:
+    project_copy: Path, monkeypatch, block: str, variables: dict[str, str]
+) -> None:
     _activate(project_copy / "conf" / ENV / "credentials.yml", block)
     for variable in variables:  # ids must look like GUIDs: azure-identity validates them
-        monkeypatch.setenv(variable, "00000000-0000-0000-0000-000000000000"
-                           if variable.endswith("_ID") else f"placeholder-{variable.lower()}")
+        monkeypatch.setenv(
+            variable,
+            "00000000-0000-0000-0000-000000000000"
+            if variable.endswith("_ID")
+            else f"placeholder-{variable.lower()}",
+        )
     catalog = load_catalog(project_copy, env=ENV)
     assert in_data_root(dataset_url(catalog.get("naip_scenes")))
 
@@ -140,11 +162,17 @@ def test_the_wheel_leaves_the_clusters_spark_alone() -> None:
     (HDInsight 5.1: Spark 3.3); a laptop's `local` extra still gets pyspark 4."""
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
     assert not [r for r in project["dependencies"] if Requirement(r).name == "pyspark"]
-    spark = {extra: Requirement(next(r for r in reqs if r.startswith("pyspark"))).specifier
-             for extra, reqs in project["optional-dependencies"].items()
-             if any(r.startswith("pyspark") for r in reqs)}
+    spark = {
+        extra: Requirement(next(r for r in reqs if r.startswith("pyspark"))).specifier
+        for extra, reqs in project["optional-dependencies"].items()
+        if any(r.startswith("pyspark") for r in reqs)
+    }
     assert "3.3.1" in spark["cluster"] and "4.0.0" in spark["local"] and "3.3.1" not in spark["local"]
     # Nor does anything installed here require pyspark outside an extra.
-    pulling = [d.metadata["Name"] for d in distributions() for r in d.requires or []
-               if Requirement(r).name == "pyspark" and Requirement(r).marker is None]
+    pulling = [
+        d.metadata["Name"]
+        for d in distributions()
+        for r in d.requires or []
+        if Requirement(r).name == "pyspark" and Requirement(r).marker is None
+    ]
     assert not pulling, pulling

@@ -43,8 +43,7 @@ def test_missing_container_is_named(project_copy: Path, azurite_env: str, caplog
     assert SESSION_KEY not in shown
 
 
-def test_wrong_key_is_refused_without_echoing_it(project_copy: Path, azurite, monkeypatch,
-                                                 caplog) -> None:
+def test_wrong_key_is_refused_without_echoing_it(project_copy: Path, azurite, monkeypatch, caplog) -> None:
     wrong_key = base64.b64encode(os.urandom(64)).decode()
     port = azurite.split("127.0.0.1:")[1].split("/")[0]
     monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", connection_string(int(port), wrong_key))

@@ -1,4 +1,5 @@
-"""build_classifier's contract (uint8 in, probabilities out, portable .keras file) and fine-tuning controls."""
+"""build_classifier's contract (uint8 in, probabilities out, portable .keras file) and fine-tuning
+controls."""
 
 from __future__ import annotations
 
@@ -56,7 +57,9 @@ def test_the_classifier_cut_at_its_pooled_features_is_the_classifier(classifier,
     features, head = features_and_head(classifier)
     pooled = features.predict_on_batch(tiles)
     assert pooled.shape == (5, 1280)
-    np.testing.assert_allclose(head.predict_on_batch(pooled), classifier.predict_on_batch(tiles), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        head.predict_on_batch(pooled), classifier.predict_on_batch(tiles), rtol=1e-5, atol=1e-6
+    )
     assert [id(w) for w in head.trainable_weights] == [id(w) for w in classifier.trainable_weights]
 
 
@@ -71,11 +74,19 @@ def test_save_load_round_trip_needs_no_custom_objects(classifier, tiles, tmp_pat
 def test_unfreeze_top_blocks_keeps_batchnorm_frozen(classifier):
     try:
         unfrozen = unfreeze_top(classifier, 2)
-        assert unfrozen == ["block14_expand_conv", "block14_dw_conv", "block14_project_conv",
-                            "block15_expand_conv", "block15_dw_conv", "block15_project_conv", "head_conv"]
+        assert unfrozen == [
+            "block14_expand_conv",
+            "block14_dw_conv",
+            "block14_project_conv",
+            "block15_expand_conv",
+            "block15_dw_conv",
+            "block15_project_conv",
+            "head_conv",
+        ]
         base = classifier.get_layer("backbone")
-        assert all(not layer.trainable for layer in base.layers
-                   if isinstance(layer, keras.layers.BatchNormalization))
+        assert all(
+            not layer.trainable for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)
+        )
         assert not base.get_layer("block13_project_conv").trainable
         with pytest.raises(ValueError, match="between 0 and 16"):
             unfreeze_top(classifier, 17)
@@ -88,8 +99,10 @@ def test_fine_tuning_moves_top_weights_but_not_batchnorm_statistics():
     model = build_classifier(num_classes=3, image_size=96)  # random weights saturate ReLU6: zero gradients
     unfreeze_top(model, 1)
     base = model.get_layer("backbone")
-    before = {name: [np.array(w) for w in base.get_layer(name).get_weights()]
-              for name in ("block15_project_conv", "block15_project_bn", "block14_project_conv")}
+    before = {
+        name: [np.array(w) for w in base.get_layer(name).get_weights()]
+        for name in ("block15_project_conv", "block15_project_bn", "block14_project_conv")
+    }
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     x = np.random.default_rng(1).integers(0, 256, size=(8, 96, 96, 3), dtype=np.uint8)
     model.fit(x, np.arange(8) % 3, batch_size=8, epochs=1, verbose=0)
@@ -100,10 +113,13 @@ def test_fine_tuning_moves_top_weights_but_not_batchnorm_statistics():
     np.testing.assert_array_equal(after["block14_project_conv"][0], before["block14_project_conv"][0])
 
 
-@pytest.mark.parametrize("backbone, preprocess_type, n_blocks", [
-    ("mobilenet_v2", keras.layers.Rescaling, 17),
-    ("resnet50", keras.layers.Normalization, 16),
-])
+@pytest.mark.parametrize(
+    "backbone, preprocess_type, n_blocks",
+    [
+        ("mobilenet_v2", keras.layers.Rescaling, 17),
+        ("resnet50", keras.layers.Normalization, 16),
+    ],
+)
 def test_keras_applications_from_scratch(backbone, preprocess_type, n_blocks):
     model = build_classifier(backbone, weights="none", num_classes=4, image_size=32)
     assert isinstance(model.get_layer("preprocess"), preprocess_type)
@@ -117,7 +133,9 @@ def test_resnet_rgb_input_equals_keras_bgr_preprocessing():
     model = build_classifier("resnet50", weights="none", image_size=32)
     base = model.get_layer("backbone")
     x = np.random.default_rng(3).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
-    expected = keras.ops.convert_to_numpy(base(keras.applications.resnet50.preprocess_input(x.astype(np.float32))))
+    expected = keras.ops.convert_to_numpy(
+        base(keras.applications.resnet50.preprocess_input(x.astype(np.float32)))
+    )
     flip_first_conv_to_rgb(base)
     features = keras.ops.convert_to_numpy(base(model.get_layer("preprocess")(x)))
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-4)
@@ -132,11 +150,14 @@ def test_imagenet_download_failure_is_explained(monkeypatch):
         build_classifier("mobilenet_v2", weights="imagenet", image_size=96)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"backbone": "vgg16"}, "efficientnet_lite0, mobilenet_v2, resnet50"),
-    ({"weights": "noisy_student"}, "imagenet, none"),
-    ({"num_classes": 1}, "at least 2"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"backbone": "vgg16"}, "efficientnet_lite0, mobilenet_v2, resnet50"),
+        ({"weights": "noisy_student"}, "imagenet, none"),
+        ({"num_classes": 1}, "at least 2"),
+    ],
+)
 def test_bad_arguments_list_the_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_classifier(**kwargs)

@@ -44,12 +44,15 @@ def model() -> keras.Model:
 
 @pytest.fixture(scope="module")
 def logits(model) -> dict[str, np.ndarray]:
-    """Keras logits for the two photos, preprocessed exactly as for the golden file, plus their pixel hashes."""
+    """Keras logits for the two photos, preprocessed exactly as for the golden file, plus their pixel
+    hashes."""
     make_golden = _golden_module()
     images = {name: make_golden.reference_input(getattr(skimage.data, name)()) for name in EXPECTED}
     batch = (np.stack(list(images.values())).astype(np.float32) - 127.0) / 128.0
     out = model.predict_on_batch(batch)
-    return {name: (row, make_golden.pixels_sha256(images[name])) for name, row in zip(images, out, strict=True)}
+    return {
+        name: (row, make_golden.pixels_sha256(images[name])) for name, row in zip(images, out, strict=True)
+    }
 
 
 def test_architecture_matches_the_weights_file(model):
@@ -66,9 +69,13 @@ def test_architecture_matches_the_weights_file(model):
 
 def test_weights_are_mapped_by_name(model):
     state = read_torch_state_dict(imagenet_weights_path())
-    np.testing.assert_array_equal(model.get_layer("block00_dw_bn").get_weights()[2], state["_blocks.0._bn1.running_mean"])
-    np.testing.assert_array_equal(model.get_layer("block03_dw_conv").get_weights()[0][:, :, 5, 0],
-                                  state["_blocks.3._depthwise_conv.weight"][5, 0])
+    np.testing.assert_array_equal(
+        model.get_layer("block00_dw_bn").get_weights()[2], state["_blocks.0._bn1.running_mean"]
+    )
+    np.testing.assert_array_equal(
+        model.get_layer("block03_dw_conv").get_weights()[0][:, :, 5, 0],
+        state["_blocks.3._depthwise_conv.weight"][5, 0],
+    )
     np.testing.assert_array_equal(model.get_layer("predictions").get_weights()[0], state["_fc.weight"].T)
 
 

@@ -35,7 +35,9 @@ def keras_model():
     x = keras.layers.DepthwiseConv2D(3, padding="same", activation="relu6")(x)
     x = keras.layers.Conv2D(24, 1, activation="relu6")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
-    outputs = keras.layers.Dense(6, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=2.0))(x)
+    outputs = keras.layers.Dense(
+        6, activation="softmax", kernel_initializer=keras.initializers.RandomNormal(stddev=2.0)
+    )(x)
     return keras.Model(inputs, outputs)
 
 
@@ -56,18 +58,26 @@ def test_int8_is_a_qdq_graph_with_per_channel_conv_weights_and_a_float_head(mode
     ops = [node.op_type for node in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops  # QDQ format, not QLinear operators
     initializers = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    weights = {node.input[0]: initializers[node.input[1]] for node in graph.node
-               if node.op_type == "DequantizeLinear" and node.input[0] in initializers
-               and initializers[node.input[0]].dtype == np.int8}
+    weights = {
+        node.input[0]: initializers[node.input[1]]
+        for node in graph.node
+        if node.op_type == "DequantizeLinear"
+        and node.input[0] in initializers
+        and initializers[node.input[0]].dtype == np.int8
+    }
     conv_inputs = {name for node in graph.node if node.op_type == "Conv" for name in node.input}
-    dequantized_conv_weights = {node.input[0] for node in graph.node
-                                if node.op_type == "DequantizeLinear" and node.output[0] in conv_inputs
-                                and node.input[0] in weights}
+    dequantized_conv_weights = {
+        node.input[0]
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and node.output[0] in conv_inputs and node.input[0] in weights
+    }
     assert len(dequantized_conv_weights) == 3  # every conv runs on int8 weights ...
     for name in dequantized_conv_weights:  # ... with one scale per output channel
         assert weights[name].size == initializers[name].shape[0] > 1
     softmax = next(node for node in graph.node if node.op_type == "Softmax")
-    assert not any(node.op_type == "QuantizeLinear" and node.input[0] == softmax.output[0] for node in graph.node)
+    assert not any(
+        node.op_type == "QuantizeLinear" and node.input[0] == softmax.output[0] for node in graph.node
+    )
 
 
 def test_int8_predictions_stay_close_to_fp32(models) -> None:
@@ -83,8 +93,11 @@ def test_a_keras_artifact_is_converted_before_quantisation(keras_model, models) 
     converted = artifact_to_onnx(keras_to_artifact(keras_model))
     assert converted.format == "onnx"
     images = tiles(8, seed=3)
-    np.testing.assert_allclose(load_predictor("onnx", converted.payload, 1)(images),
-                               load_predictor("onnx", models["fp32"].payload, 1)(images), atol=1e-5)
+    np.testing.assert_allclose(
+        load_predictor("onnx", converted.payload, 1)(images),
+        load_predictor("onnx", models["fp32"].payload, 1)(images),
+        atol=1e-5,
+    )
     with pytest.raises(ValueError, match="needs an ONNX model"):
         quantize_onnx(keras_to_artifact(keras_model), tiles(4, seed=4))
     with pytest.raises(ValueError, match="at least one tile"):
@@ -101,7 +114,9 @@ def test_calibration_sample_is_seeded_sorted_and_without_repeats() -> None:
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path) -> None:
     cpuinfo = tmp_path / "cpuinfo"
-    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n\n"
-                       "processor\t: 1\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    cpuinfo.write_text(
+        "processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n\n"
+        "processor\t: 1\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
+    )
     assert cpu_flags(cpuinfo) == {"avx2": True, "avx512f": True, "avx512_vnni": True, "avx_vnni": False}
     assert not any(cpu_flags(tmp_path / "missing").values())

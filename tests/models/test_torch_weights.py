@@ -27,14 +27,28 @@ def shipped() -> Path:
 
 
 def _header() -> bytes:
-    return b"".join(pickle.dumps(obj, protocol=2) for obj in (
-        LEGACY_MAGIC, SUPPORTED_PROTOCOL, {"protocol_version": 1001, "little_endian": True,
-                                           "type_sizes": {"short": 2, "int": 4, "long": 4}}))
+    return b"".join(
+        pickle.dumps(obj, protocol=2)
+        for obj in (
+            LEGACY_MAGIC,
+            SUPPORTED_PROTOCOL,
+            {
+                "protocol_version": 1001,
+                "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4},
+            },
+        )
+    )
 
 
-def write_legacy(path: Path, tensors: dict[str, tuple[str, int, tuple, tuple]],
-                 storages: dict[str, np.ndarray], monkeypatch) -> None:
-    """Write a file the way torch.save's legacy path does, using stand-in torch modules (torch is not installed).
+def write_legacy(
+    path: Path,
+    tensors: dict[str, tuple[str, int, tuple, tuple]],
+    storages: dict[str, np.ndarray],
+    monkeypatch,
+) -> None:
+    """Write a file the way torch.save's legacy path does, using stand-in torch modules (torch is not
+    installed).
 
     ``tensors``: name -> (storage key, offset, shape, stride); ``storages``: key -> flat float32/int64 data.
     """
@@ -101,12 +115,17 @@ def test_shipped_file_has_the_lite0_tensors(shipped):
 def test_strided_and_shared_storages(tmp_path, monkeypatch):
     base = np.arange(12, dtype=np.float32)
     path = tmp_path / "synthetic.pth"
-    write_legacy(path, {
-        "matrix": ("0", 0, (3, 4), (4, 1)),
-        "transposed": ("0", 0, (4, 3), (1, 4)),   # a .T view of the same storage
-        "tail": ("0", 8, (2, 2), (2, 1)),          # offset into it
-        "steps": ("1", 0, (), ()),                  # a 0-d int64 tensor
-    }, {"0": base, "1": np.array([7], dtype=np.int64)}, monkeypatch)
+    write_legacy(
+        path,
+        {
+            "matrix": ("0", 0, (3, 4), (4, 1)),
+            "transposed": ("0", 0, (4, 3), (1, 4)),  # a .T view of the same storage
+            "tail": ("0", 8, (2, 2), (2, 1)),  # offset into it
+            "steps": ("1", 0, (), ()),  # a 0-d int64 tensor
+        },
+        {"0": base, "1": np.array([7], dtype=np.int64)},
+        monkeypatch,
+    )
     arrays = read_torch_state_dict(path)
     np.testing.assert_array_equal(arrays["matrix"], base.reshape(3, 4))
     np.testing.assert_array_equal(arrays["transposed"], base.reshape(3, 4).T)
@@ -124,12 +143,15 @@ def test_foreign_global_is_refused_not_executed(tmp_path):
         read_torch_state_dict(path)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"PK\x03\x04 this is a zip archive", "zip format"),
-    (b"\x00\x01garbage bytes that are not a pickle", "magic number"),
-    (pickle.dumps({"weights": [1, 2, 3]}, protocol=2), "not a PyTorch legacy file"),
-    (b"", "magic number"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"PK\x03\x04 this is a zip archive", "zip format"),
+        (b"\x00\x01garbage bytes that are not a pickle", "magic number"),
+        (pickle.dumps({"weights": [1, 2, 3]}, protocol=2), "not a PyTorch legacy file"),
+        (b"", "magic number"),
+    ],
+)
 def test_foreign_files_are_clear_errors(tmp_path, content, message):
     path = tmp_path / "foreign.pth"
     path.write_bytes(content)
@@ -148,15 +170,21 @@ def test_truncated_file_is_a_clear_error(tmp_path, shipped):
         read_torch_state_dict(path)
 
 
-@pytest.mark.parametrize("layout, message", [
-    (("0", 11, (3,), (-4,)), r"'bad': negative stride in \(-4,\)"),      # would read before the buffer
-    (("0", 0, (4, 3), (0, 1)), r"'bad': zero stride in \(0, 1\)"),       # a broadcast view
-    (("0", 0, (2**20, 2**20), (1, 1)), r"'bad': 1099511627776 elements exceed the cap of 100000000"),
-    (("0", 4, (3, 3), (3, 1)), r"'bad': offset 4 .* reaches element 12, past the end of its storage "
-                               r"of 12 elements"),
-    (("0", 12, (), ()), "past the end of its storage"),                  # a 0-d tensor after the end
-    (("0", -1, (2,), (1,)), "offset -1"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        (("0", 11, (3,), (-4,)), r"'bad': negative stride in \(-4,\)"),  # would read before the buffer
+        (("0", 0, (4, 3), (0, 1)), r"'bad': zero stride in \(0, 1\)"),  # a broadcast view
+        (("0", 0, (2**20, 2**20), (1, 1)), r"'bad': 1099511627776 elements exceed the cap of 100000000"),
+        (
+            ("0", 4, (3, 3), (3, 1)),
+            r"'bad': offset 4 .* reaches element 12, past the end of its storage "
+            r"of 12 elements",
+        ),
+        (("0", 12, (), ()), "past the end of its storage"),  # a 0-d tensor after the end
+        (("0", -1, (2,), (1,)), "offset -1"),
+    ],
+)
 def test_layouts_outside_the_storage_are_refused(tmp_path, monkeypatch, layout, message):
     path = tmp_path / "crafted.pth"
     good = ("0", 0, (3, 4), (4, 1))
@@ -167,8 +195,12 @@ def test_layouts_outside_the_storage_are_refused(tmp_path, monkeypatch, layout, 
 
 def test_the_largest_layout_inside_the_storage_still_loads(tmp_path, monkeypatch):
     path = tmp_path / "edge.pth"
-    write_legacy(path, {"last": ("0", 11, (), ()), "all": ("0", 3, (3, 3), (3, 1))},
-                 {"0": np.arange(12, dtype=np.float32)}, monkeypatch)
+    write_legacy(
+        path,
+        {"last": ("0", 11, (), ()), "all": ("0", 3, (3, 3), (3, 1))},
+        {"0": np.arange(12, dtype=np.float32)},
+        monkeypatch,
+    )
     arrays = read_torch_state_dict(path)
     assert arrays["last"] == 11
     np.testing.assert_array_equal(arrays["all"], np.arange(3, 12, dtype=np.float32).reshape(3, 3))
@@ -179,7 +211,7 @@ def test_storage_claiming_too_many_elements_is_refused_before_reading(tmp_path, 
     write_legacy(path, {"w": ("0", 0, (2,), (1,))}, {"0": np.zeros(2, dtype=np.float32)}, monkeypatch)
     data = bytearray(path.read_bytes())
     count_at = len(data) - 8 - 2 * 4  # the int64 element count just before the storage bytes
-    data[count_at:count_at + 8] = np.int64(2**62).tobytes()
+    data[count_at : count_at + 8] = np.int64(2**62).tobytes()
     path.write_bytes(bytes(data))
     with pytest.raises(TorchWeightsError, match=r"storage '0' claims 4611686018427387904 elements"):
         read_torch_state_dict(path)

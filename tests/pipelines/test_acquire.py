@@ -34,12 +34,18 @@ def _item(item_id: str, collection: str, local: Path, href: str, year: int, asse
     with rasterio.open(local) as src:
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds, densify_pts=21)
     return {
-        "type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": collection,
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": collection,
         "bbox": [west, south, east, north],
-        "geometry": {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north],
-                                                          [west, north], [west, south]]]},
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+        },
         "properties": {"datetime": f"{year}-07-01T00:00:00Z"},
-        "links": [], "assets": {asset: {"href": href, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}},
+        "links": [],
+        "assets": {asset: {"href": href, "type": "image/tiff; application=geotiff; profile=cloud-optimized"}},
     }
 
 
@@ -48,11 +54,19 @@ def _cut_quads(scene: Path, out: Path) -> list[Path]:
     paths = []
     with rasterio.open(scene) as src:
         half_w, half_h = src.width // 2, src.height // 2
-        for i, (col0, row0) in enumerate([(0, 0), (half_w - OVERLAP, 0), (0, half_h - OVERLAP),
-                                          (half_w - OVERLAP, half_h - OVERLAP)]):
-            w = Window(col0, row0, min(half_w + OVERLAP, src.width - col0), min(half_h + OVERLAP, src.height - row0))
-            profile = {**src.profile, "width": int(w.width), "height": int(w.height),
-                       "transform": src.window_transform(w), "alpha": "unspecified"}  # NIR is no alpha
+        for i, (col0, row0) in enumerate(
+            [(0, 0), (half_w - OVERLAP, 0), (0, half_h - OVERLAP), (half_w - OVERLAP, half_h - OVERLAP)]
+        ):
+            w = Window(
+                col0, row0, min(half_w + OVERLAP, src.width - col0), min(half_h + OVERLAP, src.height - row0)
+            )
+            profile = {
+                **src.profile,
+                "width": int(w.width),
+                "height": int(w.height),
+                "transform": src.window_transform(w),
+                "alpha": "unspecified",
+            }  # NIR is no alpha
             staged = out / f"{scene.stem}_q{i}.gtiff"
             with rasterio.open(staged, "w", **profile) as dst:
                 dst.write(src.read(window=w))
@@ -68,11 +82,17 @@ def _conus_like(nlcd: Path, out: Path, seed: int, pad: int = 1500) -> None:
     """The sample NLCD inside a much larger COG whose extra land is random codes (incompressible,
     as a real CONUS NLCD is), so reading the whole file would show in the bytes sent."""
     with rasterio.open(nlcd) as src:
-        codes = np.random.default_rng(seed).choice(np.array([21, 41, 52, 71, 81], np.uint8),
-                                                   (src.height + 2 * pad, src.width + 2 * pad))
-        codes[pad:pad + src.height, pad:pad + src.width] = src.read(1)
-        profile = {**src.profile, "driver": "GTiff", "width": codes.shape[1], "height": codes.shape[0],
-                   "transform": src.transform @ Affine.translation(-pad, -pad)}
+        codes = np.random.default_rng(seed).choice(
+            np.array([21, 41, 52, 71, 81], np.uint8), (src.height + 2 * pad, src.width + 2 * pad)
+        )
+        codes[pad : pad + src.height, pad : pad + src.width] = src.read(1)
+        profile = {
+            **src.profile,
+            "driver": "GTiff",
+            "width": codes.shape[1],
+            "height": codes.shape[0],
+            "transform": src.transform @ Affine.translation(-pad, -pad),
+        }
         colormap = src.colormap(1)
     staged = out.with_suffix(".gtiff")
     with rasterio.open(staged, "w", **profile) as dst:
@@ -108,15 +128,35 @@ def acquired(tmp_path_factory):
             # as the command line gives it (README): numbers separated by spaces
             boxes[region] = " ".join(f"{v:.6f}" for v in (west - pad, south - pad, east + pad, north + pad))
             for quad in _cut_quads(scene, served / "naip"):
-                items.append(_item(quad.stem, "naip", quad, f"{files.url}/naip/{quad.name}", int(year), "image"))
-        items.append(_item("nlcd-2016", "nlcd", served / "nlcd" / "nlcd_2016.tif", f"{files.url}/nlcd/nlcd_2016.tif",
-                           2016, "data"))
+                items.append(
+                    _item(quad.stem, "naip", quad, f"{files.url}/naip/{quad.name}", int(year), "image")
+                )
+        items.append(
+            _item(
+                "nlcd-2016",
+                "nlcd",
+                served / "nlcd" / "nlcd_2016.tif",
+                f"{files.url}/nlcd/nlcd_2016.tif",
+                2016,
+                "data",
+            )
+        )
         with stac_api(items, root / "stac") as stac_url:
-            params = {"acquire": {
-                "stac_url": stac_url, "sign": None, "regions": boxes, "years": " ".join(map(str, YEARS)),
-                "nlcd": {"margin": 1000, "editions": {
-                    2011: {"href": f"{files.url}/nlcd/nlcd_2011.tif"},
-                    2016: {"collection": "nlcd", "item": "nlcd-2016", "asset": "data"}}}}}
+            params = {
+                "acquire": {
+                    "stac_url": stac_url,
+                    "sign": None,
+                    "regions": boxes,
+                    "years": " ".join(map(str, YEARS)),
+                    "nlcd": {
+                        "margin": 1000,
+                        "editions": {
+                            2011: {"href": f"{files.url}/nlcd/nlcd_2011.tif"},
+                            2016: {"collection": "nlcd", "item": "nlcd-2016", "asset": "data"},
+                        },
+                    },
+                }
+            }
             project = make_project_copy(root / "acquired")
             started = time.perf_counter()
             run_pipeline(project, "acquire", params=params)
@@ -125,9 +165,18 @@ def acquired(tmp_path_factory):
             first_mtimes = {p: p.stat().st_mtime_ns for p in (project / "data" / "01_raw").rglob("*.tif")}
             run_pipeline(project, "acquire", params=params)  # again: everything is present
             second_sent = dict(files.sent)
-            yield {"original": original, "project": project, "served": served, "stac_url": stac_url,
-                   "params": params["acquire"], "fetch_s": fetch_s, "first_sent": first_sent, "requests": first_requests,
-                   "second_sent": second_sent, "first_mtimes": first_mtimes}
+            yield {
+                "original": original,
+                "project": project,
+                "served": served,
+                "stac_url": stac_url,
+                "params": params["acquire"],
+                "fetch_s": fetch_s,
+                "first_sent": first_sent,
+                "requests": first_requests,
+                "second_sent": second_sent,
+                "first_mtimes": first_mtimes,
+            }
 
 
 @pytest.fixture(scope="module")
@@ -155,17 +204,22 @@ def test_nlcd_is_read_by_windows_never_whole(acquired):
         name = f"nlcd/nlcd_{year}.tif"
         size = (served / name).stat().st_size
         assert 0 < sent[name] < size / 2, (name, sent[name], size)
-        with rasterio.open(acquired["project"] / "data" / "01_raw" / "nlcd" / f"nlcd_{year}.tif") as got, \
-                rasterio.open(served / name) as full:
+        with (
+            rasterio.open(acquired["project"] / "data" / "01_raw" / "nlcd" / f"nlcd_{year}.tif") as got,
+            rasterio.open(served / name) as full,
+        ):
             assert got.crs == full.crs and got.res == full.res
             assert got.width * got.height < full.width * full.height
             codes = got.read(1)
             for name, box in acquired["params"]["regions"].items():  # each region's window: the served codes
-                west, south, east, north = transform_bounds("EPSG:4326", full.crs, *nodes._bbox(box, name),
-                                                            densify_pts=21)
+                west, south, east, north = transform_bounds(
+                    "EPSG:4326", full.crs, *nodes._bbox(box, name), densify_pts=21
+                )
                 here = got.window(west, south, east, north).round_offsets().round_lengths()
                 there = full.window(west, south, east, north).round_offsets().round_lengths()
-                region = codes[here.row_off:here.row_off + here.height, here.col_off:here.col_off + here.width]
+                region = codes[
+                    here.row_off : here.row_off + here.height, here.col_off : here.col_off + here.width
+                ]
                 assert region.shape == (there.height, there.width) and (region > 0).any()
                 np.testing.assert_array_equal(region, full.read(1, window=there))
             assert (codes == 0).mean() > 0.5  # the land between the regions' windows was never read
@@ -174,9 +228,11 @@ def test_nlcd_is_read_by_windows_never_whole(acquired):
     naip_size = sum(p.stat().st_size for p in (served / "naip").glob("*.tif"))
     nlcd = sum(v for k, v in sent.items() if k.startswith("nlcd/"))
     nlcd_size = sum(p.stat().st_size for p in (served / "nlcd").glob("*.tif"))
-    print(f"\nacquire figures: fetch {acquired['fetch_s']:.1f} s; NAIP {sum(naip.values())} bytes read of "
-          f"{naip_size} served ({len(naip)} COGs); NLCD {nlcd} bytes read of {nlcd_size}; "
-          f"{acquired['requests']} GET requests")
+    print(
+        f"\nacquire figures: fetch {acquired['fetch_s']:.1f} s; NAIP {sum(naip.values())} bytes read of "
+        f"{naip_size} served ({len(naip)} COGs); NLCD {nlcd} bytes read of {nlcd_size}; "
+        f"{acquired['requests']} GET requests"
+    )
 
 
 def test_second_run_fetches_nothing(acquired):
@@ -192,11 +248,17 @@ def test_data_preparation_on_acquired_equals_originals(prepared):
         a, b = pd.read_parquet(original / name), pd.read_parquet(acquired / name)
         assert len(a) > 0
         pd.testing.assert_frame_equal(a.drop(columns=_paths(a)), b.drop(columns=_paths(b)))
-    tiles = sorted(p.relative_to(original / "05_model_input") for p in (original / "05_model_input").rglob("*.png"))
+    tiles = sorted(
+        p.relative_to(original / "05_model_input") for p in (original / "05_model_input").rglob("*.png")
+    )
     assert len(tiles) > 20
-    assert tiles == sorted(p.relative_to(acquired / "05_model_input") for p in (acquired / "05_model_input").rglob("*.png"))
+    assert tiles == sorted(
+        p.relative_to(acquired / "05_model_input") for p in (acquired / "05_model_input").rglob("*.png")
+    )
     for tile in tiles:
-        assert (original / "05_model_input" / tile).read_bytes() == (acquired / "05_model_input" / tile).read_bytes()
+        assert (original / "05_model_input" / tile).read_bytes() == (
+            acquired / "05_model_input" / tile
+        ).read_bytes()
     report = json.loads((acquired / "08_reporting" / "acquire_report.json").read_text())
     assert report["fetched"] == {}  # the last run found everything present
     assert len(report["already_present"]) == 8
@@ -204,13 +266,21 @@ def test_data_preparation_on_acquired_equals_originals(prepared):
 
 def _paths(frame: pd.DataFrame) -> list[str]:
     """Columns holding file locations (they name each project's own folder)."""
-    return [c for c in frame.columns if frame[c].dtype == object and frame[c].astype(str).str.contains("/").any()]
+    return [
+        c for c in frame.columns if frame[c].dtype == object and frame[c].astype(str).str.contains("/").any()
+    ]
 
 
 def test_unreachable_api_is_named():
     closed = f"http://127.0.0.1:{free_port()}"
-    params = {"stac_url": closed, "collection": "naip", "asset": "image", "regions": {"x": [-71, 42, -70.9, 42.1]},
-              "years": [2016], "timeout_s": 5}
+    params = {
+        "stac_url": closed,
+        "collection": "naip",
+        "asset": "image",
+        "regions": {"x": [-71, 42, -70.9, 42.1]},
+        "years": [2016],
+        "timeout_s": 5,
+    }
     with pytest.raises(ConnectionError, match=f"STAC API at {closed} is unreachable"):
         nodes.search_naip(params, FileIndex(()))
 
@@ -247,7 +317,9 @@ def test_boxes_and_years_as_the_command_line_gives_them():
 def test_an_unreadable_cog_is_named_without_its_token():
     secret = "sig=s3cr3t-token"
     signed = f"http://127.0.0.1:{free_port()}/naip/x.tif?{secret}"
-    with pytest.raises(ConnectionError, match=r"Cannot read the NAIP quad http://127.0.0.1:\d+/naip/x.tif") as caught:
+    with pytest.raises(
+        ConnectionError, match=r"Cannot read the NAIP quad http://127.0.0.1:\d+/naip/x.tif"
+    ) as caught:
         nodes.open_signed(signed, lambda href: href, "the NAIP quad")
     assert "s3cr3t" not in str(caught.value)
 
@@ -260,13 +332,26 @@ def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
     x0, y0 = (v[0] for v in transform_points("EPSG:4326", "EPSG:26919", [-72.0], [42.3]))
     x0, y0 = round(x0), round(y0)
     cx, cy = (v[0] for v in transform_points("EPSG:26919", "EPSG:26918", [x0], [y0 - 200]))
-    quads = {"a": ("EPSG:26919", x0, y0, 50), "b": ("EPSG:26919", x0 + 200, y0, 100),
-             "c": ("EPSG:26918", round(cx), round(cy), 150)}
+    quads = {
+        "a": ("EPSG:26919", x0, y0, 50),
+        "b": ("EPSG:26919", x0 + 200, y0, 100),
+        "c": ("EPSG:26918", round(cx), round(cy), 150),
+    }
     items = []
     for name, (crs, left, top, value) in quads.items():
         path = tmp_path / f"{name}.tif"
-        with rasterio.open(path, "w", driver="GTiff", width=200, height=200, count=4, dtype="uint8", crs=crs,
-                           transform=Affine(1, 0, left, 0, -1, top), alpha="unspecified") as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=200,
+            height=200,
+            count=4,
+            dtype="uint8",
+            crs=crs,
+            transform=Affine(1, 0, left, 0, -1, top),
+            alpha="unspecified",
+        ) as dst:
             dst.write(np.full((4, 200, 200), value, np.uint8))
         items.append({"id": name, "href": str(path)})
     acquire = {"regions": {"r": [-72.1, 42.2, -71.9, 42.4]}, "sign": None, "block_rows": 64}
@@ -278,8 +363,8 @@ def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
     image = np.zeros((4, mosaic.height, mosaic.width), np.uint8)
     with caplog.at_level("WARNING"):
         for window, block in mosaic.blocks():
-            image[:, window.row_off:window.row_off + window.height, :] = block
-    assert (image[:, :200, dx:dx + 200] == 50).all() and (image[:, :200, dx + 200:dx + 400] == 100).all()
-    assert (image[0, 200:400, dx:dx + 200] == 150).mean() > 0.9  # the zone-18 quad, warped below a
-    assert set(np.unique(image)) <= {0, 50, 100, 150}               # nearest neighbour: no blended values
+            image[:, window.row_off : window.row_off + window.height, :] = block
+    assert (image[:, :200, dx : dx + 200] == 50).all() and (image[:, :200, dx + 200 : dx + 400] == 100).all()
+    assert (image[0, 200:400, dx : dx + 200] == 150).mean() > 0.9  # the zone-18 quad, warped below a
+    assert set(np.unique(image)) <= {0, 50, 100, 150}  # nearest neighbour: no blended values
     assert "lie between quads" in caplog.text and "acquire.nodata: 0" in caplog.text

@@ -61,8 +61,9 @@ def test_both_pipelines_ran_on_the_cluster(runs):
 def test_cluster_tiles_and_manifest_equal_the_local_ones(runs):
     projects, _ = runs
     local, cluster = (projects[name] / "data/05_model_input" for name in ("local", "cluster"))
-    pd.testing.assert_frame_equal(pd.read_parquet(local / "tile_manifest.parquet"),
-                                  pd.read_parquet(cluster / "tile_manifest.parquet"))
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(local / "tile_manifest.parquet"), pd.read_parquet(cluster / "tile_manifest.parquet")
+    )
     pngs = sorted(p.relative_to(local) for p in local.rglob("*.png"))
     assert pngs and pngs == sorted(p.relative_to(cluster) for p in cluster.rglob("*.png"))
     assert all(filecmp.cmp(local / p, cluster / p, shallow=False) for p in pngs)
@@ -73,10 +74,12 @@ def test_cluster_maps_equal_the_local_ones(runs):
     local, cluster = (projects[name] / OUTPUTS for name in ("local", "cluster"))
     tiles = pd.read_parquet(local / "development_tile_classes.parquet")
     assert len(tiles) > 0 and tiles["error"].isna().all()
-    pd.testing.assert_frame_equal(tiles, pd.read_parquet(cluster / "development_tile_classes.parquet"),
-                                  check_exact=False, atol=1e-5)
+    pd.testing.assert_frame_equal(
+        tiles, pd.read_parquet(cluster / "development_tile_classes.parquet"), check_exact=False, atol=1e-5
+    )
     for name in [f"regions/middlesex/{kind}_classes.tif" for kind in ("older", "predicted", "smoothed")] + [
-            "county/smoothed_classes.tif"]:
+        "county/smoothed_classes.tif"
+    ]:
         with rasterio.open(local / name) as a, rasterio.open(cluster / name) as b:
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.transform == b.transform and a.crs == b.crs

@@ -22,8 +22,14 @@ from tests.conftest import corrupt_block, local_spark_session, run_pipeline
 CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
 LAND_COVER = {
     "classes": CLASSES,
-    "nlcd_to_class": {"Developed": [21, 22, 23, 24], "Cultivated": [81, 82], "Forest": [41, 42, 43, 90],
-                      "Shrub": [51, 52], "Barren": [31], "Herbaceous": [71, 72, 73, 74, 95]},
+    "nlcd_to_class": {
+        "Developed": [21, 22, 23, 24],
+        "Cultivated": [81, 82],
+        "Forest": [41, 42, 43, 90],
+        "Shrub": [51, 52],
+        "Barren": [31],
+        "Herbaceous": [71, 72, 73, 74, 95],
+    },
     "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
     "three_class_other": "Undeveloped",
 }
@@ -32,8 +38,15 @@ OPTIONS = {"min_purity": 0.9, "validation_regions": ["middlesex"], "max_tiles_pe
 UTM, ALBERS = CRS.from_epsg(32619), CRS.from_epsg(5070)
 # One band of three tiles per code, left to right, in UTM: 6 classes, then water (dropped).
 BAND_CODES = np.array([21, 81, 41, 52, 31, 71, 11], dtype=np.uint8)
-COLOURS = {21: (150, 150, 150), 81: (200, 190, 90), 41: (30, 90, 40), 52: (120, 110, 70),
-           31: (210, 200, 180), 71: (140, 180, 90), 11: (40, 60, 120)}
+COLOURS = {
+    21: (150, 150, 150),
+    81: (200, 190, 90),
+    41: (30, 90, 40),
+    52: (120, 110, 70),
+    31: (210, 200, 180),
+    71: (140, 180, 90),
+    11: (40, 60, 120),
+}
 ORIGINS = {"middlesex": (310_000.0, 4_702_000.0), "worcester": (300_000.0, 4_690_000.0)}
 
 
@@ -41,8 +54,15 @@ def band_code(x: np.ndarray, x0: float, tile_size: int) -> np.ndarray:
     return BAND_CODES[((x - x0) // (3 * tile_size)).astype(int) % len(BAND_CODES)]
 
 
-def write_scene_set(data_root: Path, *, tile_size: int = 32, years=(2012, 2016), nlcd_years=(2011, 2016),
-                    tile_rows: int = 2, unlabelled_cols: int = 1) -> None:
+def write_scene_set(
+    data_root: Path,
+    *,
+    tile_size: int = 32,
+    years=(2012, 2016),
+    nlcd_years=(2011, 2016),
+    tile_rows: int = 2,
+    unlabelled_cols: int = 1,
+) -> None:
     """NAIP-like 4-band 1 m scenes in UTM 19N and NLCD-like 30 m rasters in CONUS Albers that
     cover all but the ``unlabelled_cols`` rightmost tile columns of each scene. Land cover comes
     in vertical bands three tiles wide, aligned with the tile grid in UTM."""
@@ -57,17 +77,20 @@ def write_scene_set(data_root: Path, *, tile_size: int = 32, years=(2012, 2016),
             image[3] = 100
             image = np.clip(image + rng.integers(-8, 9, image.shape), 1, 255).astype(np.uint8)
             if region == "worcester" and year == years[-1]:
-                image[:, 5:9, 4 * tile_size + 4: 4 * tile_size + 8] = 0  # a nodata hole in one tile
+                image[:, 5:9, 4 * tile_size + 4 : 4 * tile_size + 8] = 0  # a nodata hole in one tile
             GeoTiffDataset(filepath=str(data_root / "01_raw" / "naip" / f"{region}_{year}.tif")).save(
-                GeoRaster(image, UTM, Affine(1, 0, x0, 0, -1, y0), nodata=0))
+                GeoRaster(image, UTM, Affine(1, 0, x0, 0, -1, y0), nodata=0)
+            )
     # NLCD: Albers 30 m over both regions; each cell gets the band of its centre's UTM position.
-    boxes = [transform_bounds(UTM, ALBERS, x0 - 200, y0 - height - 200, x0 + width + 200, y0 + 200)
-             for x0, y0 in ORIGINS.values()]
+    boxes = [
+        transform_bounds(UTM, ALBERS, x0 - 200, y0 - height - 200, x0 + width + 200, y0 + 200)
+        for x0, y0 in ORIGINS.values()
+    ]
     left, bottom = min(b[0] for b in boxes), min(b[1] for b in boxes)
     right, top = max(b[2] for b in boxes), max(b[3] for b in boxes)
     transform = Affine(30, 0, left // 30 * 30, 0, -30, top // 30 * 30 + 30)
     shape = (int((top - bottom) // 30) + 2, int((right - left) // 30) + 2)
-    rows, cols = np.mgrid[0:shape[0], 0:shape[1]]
+    rows, cols = np.mgrid[0 : shape[0], 0 : shape[1]]
     ax, ay = transform @ (cols.ravel() + 0.5, rows.ravel() + 0.5)
     ux, uy = map(np.asarray, transform_points(ALBERS, UTM, ax, ay))
     codes = np.zeros(ux.shape, np.uint8)
@@ -77,7 +100,8 @@ def write_scene_set(data_root: Path, *, tile_size: int = 32, years=(2012, 2016),
         codes[near & (ux >= x0 + width - unlabelled_cols * tile_size)] = 0  # beyond NLCD coverage
     for year in nlcd_years:
         GeoTiffDataset(filepath=str(data_root / "01_raw" / "nlcd" / f"nlcd_{year}.tif")).save(
-            GeoRaster(codes.reshape(1, *shape), ALBERS, transform, nodata=0))
+            GeoRaster(codes.reshape(1, *shape), ALBERS, transform, nodata=0)
+        )
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +121,9 @@ def spark():
 
 
 def plans_of(root: Path, **tiling) -> dict:
-    return nodes.plan_scenes(loaders(root / "01_raw" / "naip"), loaders(root / "01_raw" / "nlcd"),
-                             LAND_COVER, {**TILING, **tiling})
+    return nodes.plan_scenes(
+        loaders(root / "01_raw" / "naip"), loaders(root / "01_raw" / "nlcd"), LAND_COVER, {**TILING, **tiling}
+    )
 
 
 def candidates_of(root: Path, **options) -> pd.DataFrame:
@@ -107,8 +132,10 @@ def candidates_of(root: Path, **options) -> pd.DataFrame:
 
 # ------------------------------------------------------------------ pairing and labelling
 
-@pytest.mark.parametrize(("year", "expected"), [(2012, 2011), (2016, 2016), (2013, 2011), (2014, 2016),
-                                                (2020, 2016), (2005, 2011)])
+
+@pytest.mark.parametrize(
+    ("year", "expected"), [(2012, 2011), (2016, 2016), (2013, 2011), (2014, 2016), (2020, 2016), (2005, 2011)]
+)
 def test_scene_gets_the_nlcd_of_the_nearest_year_ties_older(year, expected):
     assert tiling.nearest_year(year, {2011: "a", 2016: "b"}) == expected
     assert tiling.nearest_year(2012, {2010: "a", 2014: "b"}) == 2010
@@ -116,7 +143,12 @@ def test_scene_gets_the_nlcd_of_the_nearest_year_ties_older(year, expected):
 
 def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root, spark):
     candidates = candidates_of(scene_root)
-    assert set(candidates["scene"]) == {"middlesex_2012", "middlesex_2016", "worcester_2012", "worcester_2016"}
+    assert set(candidates["scene"]) == {
+        "middlesex_2012",
+        "middlesex_2016",
+        "worcester_2012",
+        "worcester_2016",
+    }
     assert set(candidates.loc[candidates.scene == "middlesex_2012", "nlcd_year"]) == {2011}
     assert len(candidates) == 4 * 2 * (len(BAND_CODES) * 3 + 1)
 
@@ -126,10 +158,10 @@ def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root, spark):
         tile = scene.loc[3 * band + 1].iloc[0]
         assert tile["class_name"] == CLASSES[lut[code]] and tile["purity"] >= 0.9
         assert tile["reject_reason"] is None or band == 1  # tile 4: the nodata hole
-    assert scene.loc[4].iloc[0]["reject_reason"] == tiling.IMAGE_NODATA    # hole in row 0 only
+    assert scene.loc[4].iloc[0]["reject_reason"] == tiling.IMAGE_NODATA  # hole in row 0 only
     assert scene.loc[4].iloc[1]["reject_reason"] is None
     assert set(scene.loc[[18, 19], "reject_reason"]) == {tiling.DROPPED_DOMINANT}  # water band
-    assert set(scene.loc[21, "reject_reason"]) == {tiling.OUTSIDE_LABELS}         # past NLCD coverage
+    assert set(scene.loc[21, "reject_reason"]) == {tiling.OUTSIDE_LABELS}  # past NLCD coverage
     assert (candidates.loc[candidates.reject_reason.isna(), "purity"] >= 0.9).all()
     assert (candidates.loc[candidates.reject_reason == tiling.IMPURE, "purity"] < 0.9).all()
 
@@ -149,8 +181,9 @@ def test_unreadable_window_is_rejected_with_its_reason_not_skipped(scene_root, t
     source = GeoTiffDataset(filepath=str(scene_root / "01_raw" / "naip" / "middlesex_2016.tif")).load()
     with source.open() as dataset:
         raster = GeoRaster(dataset.read(), dataset.crs, dataset.transform, nodata=dataset.nodata)
-    GeoTiffDataset(filepath=str(naip / "middlesex_2016.tif"),
-                   save_args={"blockxsize": 32, "blockysize": 32}).save(raster)
+    GeoTiffDataset(
+        filepath=str(naip / "middlesex_2016.tif"), save_args={"blockxsize": 32, "blockysize": 32}
+    ).save(raster)
     corrupt_block(naip / "middlesex_2016.tif", x=4, y=1)  # the window of tile (row 1, col 4)
     plans = nodes.plan_scenes(loaders(naip), loaders(scene_root / "01_raw" / "nlcd"), LAND_COVER, TILING)
     candidates = nodes.label_tiles(plans, OPTIONS).set_index(["row", "col"])
@@ -166,15 +199,25 @@ def test_unreadable_window_is_rejected_with_its_reason_not_skipped(scene_root, t
 
 # ------------------------------------------------------------------ selection
 
+
 def hand_made_candidates() -> pd.DataFrame:
     rows = []
     counts = {"middlesex": [3, 4, 5, 6, 7, 8], "worcester": [9, 2, 4, 4, 4, 4], "essex": [1, 3, 3, 3, 3, 3]}
     for region, per_class in counts.items():
         for name, n in zip(CLASSES, per_class):
             for i in range(n):
-                rows.append({"tile_id": f"{region}_2016_{name}_{i}", "scene": f"{region}_2016", "region": region,
-                             "year": 2016, "nlcd_year": 2016, "class_name": name, "purity": 1.0,
-                             "reject_reason": None})
+                rows.append(
+                    {
+                        "tile_id": f"{region}_2016_{name}_{i}",
+                        "scene": f"{region}_2016",
+                        "region": region,
+                        "year": 2016,
+                        "nlcd_year": 2016,
+                        "class_name": name,
+                        "purity": 1.0,
+                        "reject_reason": None,
+                    }
+                )
     rows.append({**rows[0], "tile_id": "rejected", "reject_reason": tiling.IMPURE})
     return pd.DataFrame(rows)
 
@@ -183,16 +226,20 @@ def test_balanced_region_disjoint_and_seeded_selection():
     candidates = hand_made_candidates()
     selection = nodes.select_tiles(candidates, LAND_COVER, OPTIONS)
     per_split = selection.groupby(["split", "class_name"]).size().unstack()
-    assert (per_split.loc["validation"] == 3).all()   # middlesex's rarest class has 3
-    assert (per_split.loc["train"] == 5).all()        # worcester + essex: Cultivated 2 + 3
+    assert (per_split.loc["validation"] == 3).all()  # middlesex's rarest class has 3
+    assert (per_split.loc["train"] == 5).all()  # worcester + essex: Cultivated 2 + 3
     assert set(selection.loc[selection.split == "validation", "region"]) == {"middlesex"}
     assert set(selection.loc[selection.split == "train", "region"]) == {"worcester", "essex"}
     assert "rejected" not in set(selection.tile_id)
-    assert list(selection.partition) == sorted(selection.split + "/" + selection.class_name + "/" + selection.tile_id)
+    assert list(selection.partition) == sorted(
+        selection.split + "/" + selection.class_name + "/" + selection.tile_id
+    )
 
     again = nodes.select_tiles(candidates.sample(frac=1, random_state=1), LAND_COVER, OPTIONS)
     pd.testing.assert_frame_equal(selection, again)
-    others = [set(nodes.select_tiles(candidates, LAND_COVER, {**OPTIONS, "seed": s}).tile_id) for s in range(5)]
+    others = [
+        set(nodes.select_tiles(candidates, LAND_COVER, {**OPTIONS, "seed": s}).tile_id) for s in range(5)
+    ]
     assert any(o != set(selection.tile_id) for o in others)
     capped = nodes.select_tiles(candidates, LAND_COVER, {**OPTIONS, "max_tiles_per_class": 2})
     assert (capped.groupby(["split", "class_name"]).size() == 2).all()
@@ -200,19 +247,28 @@ def test_balanced_region_disjoint_and_seeded_selection():
 
 def test_empty_class_after_filtering_is_named():
     candidates = hand_made_candidates()
-    candidates.loc[(candidates.region == "middlesex") & (candidates.class_name == "Shrub"), "reject_reason"] = "impure"
+    candidates.loc[
+        (candidates.region == "middlesex") & (candidates.class_name == "Shrub"), "reject_reason"
+    ] = "impure"
     with pytest.raises(ValueError, match=r"No usable validation tile of class\(es\) \['Shrub'\]"):
         nodes.select_tiles(candidates, LAND_COVER, OPTIONS)
 
 
-@pytest.mark.parametrize(("regions", "message"), [(["suffolk"], "suffolk"), ([], "validation_regions"),
-                                                  (["middlesex", "worcester", "essex"], "none is left")])
+@pytest.mark.parametrize(
+    ("regions", "message"),
+    [
+        (["suffolk"], "suffolk"),
+        ([], "validation_regions"),
+        (["middlesex", "worcester", "essex"], "none is left"),
+    ],
+)
 def test_validation_regions_must_leave_a_training_region(regions, message):
     with pytest.raises(ValueError, match=message):
         nodes.select_tiles(hand_made_candidates(), LAND_COVER, {**OPTIONS, "validation_regions": regions})
 
 
 # ------------------------------------------------------------------ bad input
+
 
 def write(path: Path, array: np.ndarray, crs, transform: Affine) -> None:
     GeoTiffDataset(filepath=str(path)).save(GeoRaster(array, crs, transform))
@@ -224,10 +280,18 @@ def test_bad_inputs_get_clear_errors(scene_root, tmp_path):
     x0, y0 = ORIGINS["middlesex"]
     cases = {
         "two_bands_2016": (np.ones((2, 64, 64), np.uint8), UTM, Affine(1, 0, x0, 0, -1, y0), "2 band"),
-        "degrees_2016": (np.ones((3, 64, 64), np.uint8), "EPSG:4326", Affine(1e-5, 0, -71.3, 0, -1e-5, 42.45),
-                         "not a projected CRS in metres"),
-        "elsewhere_2016": (np.ones((3, 64, 64), np.uint8), UTM, Affine(1, 0, 500_000, 0, -1, 4_500_000),
-                           "does not overlap the NLCD"),
+        "degrees_2016": (
+            np.ones((3, 64, 64), np.uint8),
+            "EPSG:4326",
+            Affine(1e-5, 0, -71.3, 0, -1e-5, 42.45),
+            "not a projected CRS in metres",
+        ),
+        "elsewhere_2016": (
+            np.ones((3, 64, 64), np.uint8),
+            UTM,
+            Affine(1, 0, 500_000, 0, -1, 4_500_000),
+            "does not overlap the NLCD",
+        ),
         "tiny_2016": (np.ones((3, 20, 20), np.uint8), UTM, Affine(1, 0, x0, 0, -1, y0), "smaller than one"),
     }
     for key, (array, crs, transform, message) in cases.items():
@@ -249,17 +313,28 @@ def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path
     is on the map, and each carries the land cover of the NLCD bands (``band_code``) under it."""
     x0, y0 = ORIGINS["middlesex"]
     lon, lat = transform_points(UTM, "EPSG:4326", [x0 + 100], [y0 - 20])
-    write(tmp_path / "middlesex_2016.tif", np.full((3, 300, 800), 90, np.uint8), "EPSG:4326",
-          Affine(1e-5, 0, lon[0], 0, -1e-5, lat[0]))
-    plans = nodes.plan_scenes(loaders(tmp_path), loaders(scene_root / "01_raw" / "nlcd"), LAND_COVER,
-                              {**TILING, "target_crs": "EPSG:32619"})
+    write(
+        tmp_path / "middlesex_2016.tif",
+        np.full((3, 300, 800), 90, np.uint8),
+        "EPSG:4326",
+        Affine(1e-5, 0, lon[0], 0, -1e-5, lat[0]),
+    )
+    plans = nodes.plan_scenes(
+        loaders(tmp_path),
+        loaders(scene_root / "01_raw" / "nlcd"),
+        LAND_COVER,
+        {**TILING, "target_crs": "EPSG:32619"},
+    )
     candidates = nodes.label_tiles(plans, OPTIONS)
     assert set(candidates.crs) == {"EPSG:32619"}
 
     # Where: a grid of 32 m tiles from the top-left corner of the scene's footprint in UTM.
-    left, _, right, top = transform_bounds("EPSG:4326", UTM, lon[0], lat[0] - 300e-5, lon[0] + 800e-5, lat[0],
-                                           densify_pts=21)
-    assert candidates.minx.min() == pytest.approx(left, abs=1) and candidates.maxy.max() == pytest.approx(top, abs=1)
+    left, _, right, top = transform_bounds(
+        "EPSG:4326", UTM, lon[0], lat[0] - 300e-5, lon[0] + 800e-5, lat[0], densify_pts=21
+    )
+    assert candidates.minx.min() == pytest.approx(left, abs=1) and candidates.maxy.max() == pytest.approx(
+        top, abs=1
+    )
     assert len(candidates) == int((right - left) // 32) * len(set(candidates.row)) > 100
     np.testing.assert_allclose(candidates.minx, candidates.minx.min() + 32 * candidates.col)
     np.testing.assert_allclose(candidates.maxy, candidates.maxy.max() - 32 * candidates.row)
@@ -284,7 +359,11 @@ def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path
     for tile in candidates.itertuples():
         if tile.class_name is not None:  # its purity within its band's bounds
             band = band_of_class[tile.class_name]
-            assert band_share(tile, band, -slack) - 1 / 32 <= tile.purity <= band_share(tile, band, slack) + 1 / 32, tile
+            assert (
+                band_share(tile, band, -slack) - 1 / 32
+                <= tile.purity
+                <= band_share(tile, band, slack) + 1 / 32
+            ), tile
         for name, band in band_of_class.items():  # most of the tile surely in one band: its class
             if band_share(tile, band, -slack) > 0.5:
                 assert tile.class_name == name, tile
@@ -303,6 +382,7 @@ def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path
 
 # ------------------------------------------------------------------ end to end
 
+
 def test_pipeline_end_to_end_is_idempotent(project_copy):
     write_scene_set(project_copy / "data", tile_size=224, tile_rows=1)
     stale = project_copy / "data" / "05_model_input" / "train" / "Forest" / "stale_tile.png"
@@ -314,8 +394,10 @@ def test_pipeline_end_to_end_is_idempotent(project_copy):
     manifest = pd.read_parquet(data / "05_model_input" / "tile_manifest.parquet")
     assert list(manifest.columns[:16]) == nodes.MANIFEST_COLUMNS[:16]
     assert not stale.exists()
-    pngs = sorted(str(p.relative_to(data / "05_model_input").with_suffix("")) for p in
-                  (data / "05_model_input").rglob("*.png"))
+    pngs = sorted(
+        str(p.relative_to(data / "05_model_input").with_suffix(""))
+        for p in (data / "05_model_input").rglob("*.png")
+    )
     assert pngs == sorted(manifest.partition)
     assert set(manifest.split) == {"train", "validation"}
     assert set(manifest.loc[manifest.split == "validation", "region"]) == {"middlesex"}
@@ -328,7 +410,9 @@ def test_pipeline_end_to_end_is_idempotent(project_copy):
     assert image.mode == "RGB" and image.size == (224, 224)
     source = GeoTiffDataset(filepath=str(data / "01_raw" / "naip" / f"{first.scene}.tif")).load()
     window = ((first.row_off, first.row_off + 224), (first.col_off, first.col_off + 224))
-    np.testing.assert_array_equal(np.asarray(image), source.read(window=window, indexes=[1, 2, 3]).transpose(1, 2, 0))
+    np.testing.assert_array_equal(
+        np.asarray(image), source.read(window=window, indexes=[1, 2, 3]).transpose(1, 2, 0)
+    )
 
     report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
     candidates = pd.read_parquet(data / "02_intermediate" / "tile_candidates.parquet")
@@ -336,11 +420,18 @@ def test_pipeline_end_to_end_is_idempotent(project_copy):
     assert set(report["rejected"]) == set(tiling.REJECT_REASONS)
     assert report["tiles_seen"] == report["usable"] + sum(report["rejected"].values())
     assert report["kept_total"] == len(manifest) == report["usable"] - report["balanced_out"]
-    assert report["kept"]["validation"] == manifest[manifest.split == "validation"].class_name.value_counts().reindex(CLASSES).to_dict()
+    assert (
+        report["kept"]["validation"]
+        == manifest[manifest.split == "validation"].class_name.value_counts().reindex(CLASSES).to_dict()
+    )
     assert (data / "08_reporting" / "preparation_report.png").stat().st_size > 10_000
 
     run_pipeline(project_copy, "data_preparation")
-    pd.testing.assert_frame_equal(manifest, pd.read_parquet(data / "05_model_input" / "tile_manifest.parquet"))
-    again = sorted(str(p.relative_to(data / "05_model_input").with_suffix("")) for p in
-                   (data / "05_model_input").rglob("*.png"))
+    pd.testing.assert_frame_equal(
+        manifest, pd.read_parquet(data / "05_model_input" / "tile_manifest.parquet")
+    )
+    again = sorted(
+        str(p.relative_to(data / "05_model_input").with_suffix(""))
+        for p in (data / "05_model_input").rglob("*.png")
+    )
     assert again == pngs

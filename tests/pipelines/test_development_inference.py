@@ -58,6 +58,7 @@ D, C, U = 1, 2, 3
 
 # --- smoothing ---------------------------------------------------------------------------------
 
+
 def test_lone_tile_surrounded_by_another_class_is_smoothed_away():
     grid = np.full((3, 3), U, dtype=np.uint8)
     grid[1, 1] = D
@@ -100,16 +101,26 @@ def test_uniform_grid_is_unchanged_by_smoothing():
 
 # --- tables ------------------------------------------------------------------------------------
 
+
 def _tiles() -> pd.DataFrame:
-    return pd.DataFrame({
-        "tile_id": ["t0", "t1", "t2", "t3", "t4", "t5"],
-        "row": [0, 0, 0, 1, 1, 1],
-        "col": [0, 1, 2, 0, 1, 2],
-        "older_class": ["Undeveloped", "Undeveloped", "Cultivated", "Developed", "Undeveloped", None],
-        "predicted_class": ["Developed", "Developed", "Developed", "Developed", "Undeveloped", "Developed"],
-        "prob_Developed": [0.95, 0.7, 0.99, 0.9, 0.1, 0.99],
-        "older_share": [0.55, 1.0, 0.9, 1.0, 1.0, 0.0],
-    })
+    return pd.DataFrame(
+        {
+            "tile_id": ["t0", "t1", "t2", "t3", "t4", "t5"],
+            "row": [0, 0, 0, 1, 1, 1],
+            "col": [0, 1, 2, 0, 1, 2],
+            "older_class": ["Undeveloped", "Undeveloped", "Cultivated", "Developed", "Undeveloped", None],
+            "predicted_class": [
+                "Developed",
+                "Developed",
+                "Developed",
+                "Developed",
+                "Undeveloped",
+                "Developed",
+            ],
+            "prob_Developed": [0.95, 0.7, 0.99, 0.9, 0.1, 0.99],
+            "older_share": [0.55, 1.0, 0.9, 1.0, 1.0, 0.0],
+        }
+    )
 
 
 def test_to_grid_places_classes_and_nodata():
@@ -147,8 +158,9 @@ def test_agreement_counts_only_tiles_with_both_labels():
 
 def test_summary_counts_every_tile_including_nodata():
     tiles = _tiles().assign(smoothed_class=["Developed"] * 5 + [None])
-    table = class_summary(tiles, CLASSES, {"older": "older_class", "predicted": "predicted_class",
-                                           "smoothed": "smoothed_class"})
+    table = class_summary(
+        tiles, CLASSES, {"older": "older_class", "predicted": "predicted_class", "smoothed": "smoothed_class"}
+    )
     assert table["class"].tolist() == CLASSES + ["nodata"]
     for title in ("older", "predicted", "smoothed"):
         assert table[f"{title}_tiles"].sum() == len(tiles)
@@ -158,6 +170,7 @@ def test_summary_counts_every_tile_including_nodata():
 
 
 # --- georeferencing ----------------------------------------------------------------------------
+
 
 def test_tile_grid_transform_maps_grid_cells_to_tile_bounds():
     scene = Affine(0.6, 0, 300_000.0, 0, -0.6, 4_700_000.0)
@@ -201,19 +214,40 @@ def test_every_default_map_colour_stands_out_on_white():
 
 
 def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
-    candidates = pd.DataFrame({
-        "region": ["essex"], "rank": [1], "tile_id": ["a"], "row": [np.int64(4)], "col": [7],
-        "change_probability": [0.93], "older_class": ["Undeveloped"], "older_share": [0.8],
-        "predicted_class": ["Developed"], "smoothed_class": [None],
-        "minx": [330_000.0], "miny": [4_690_000.0], "maxx": [330_134.4], "maxy": [4_690_134.4],
-        "crs": ["EPSG:26919"],
-    })
+    candidates = pd.DataFrame(
+        {
+            "region": ["essex"],
+            "rank": [1],
+            "tile_id": ["a"],
+            "row": [np.int64(4)],
+            "col": [7],
+            "change_probability": [0.93],
+            "older_class": ["Undeveloped"],
+            "older_share": [0.8],
+            "predicted_class": ["Developed"],
+            "smoothed_class": [None],
+            "minx": [330_000.0],
+            "miny": [4_690_000.0],
+            "maxx": [330_134.4],
+            "maxy": [4_690_134.4],
+            "crs": ["EPSG:26919"],
+        }
+    )
     collection = candidates_geojson(candidates, CANDIDATE_PROPERTIES)
     feature = collection["features"][0]
     assert feature["id"] == "a"
-    assert feature["properties"] == {"region": "essex", "rank": 1, "tile_id": "a", "row": 4, "col": 7,
-                                     "change_probability": 0.93, "older_class": "Undeveloped", "older_share": 0.8,
-                                     "predicted_class": "Developed", "smoothed_class": None}
+    assert feature["properties"] == {
+        "region": "essex",
+        "rank": 1,
+        "tile_id": "a",
+        "row": 4,
+        "col": 7,
+        "change_probability": 0.93,
+        "older_class": "Undeveloped",
+        "older_share": 0.8,
+        "predicted_class": "Developed",
+        "smoothed_class": None,
+    }
     assert type(feature["properties"]["row"]) is int  # numpy scalars would not serialise
     ring = np.array(feature["geometry"]["coordinates"][0])
     lons, lats = warp("EPSG:26919", "EPSG:4326", [330_000.0, 330_134.4], [4_690_000.0, 4_690_134.4])
@@ -223,6 +257,7 @@ def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
 
 
 # --- bad inputs --------------------------------------------------------------------------------
+
 
 def _fake_scene(crs: str):
     return lambda: SimpleNamespace(crs=CRS.from_user_input(crs))
@@ -247,10 +282,12 @@ def test_region_with_scenes_in_different_crss_is_refused():
 
 
 def test_older_label_lookup_regroups_nlcd_codes():
-    land_cover = {"classes": ["Developed", "Cultivated", "Forest"],
-                  "nlcd_to_class": {"Developed": [21, 22], "Cultivated": [82], "Forest": [41]},
-                  "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
-                  "three_class_other": "Undeveloped"}
+    land_cover = {
+        "classes": ["Developed", "Cultivated", "Forest"],
+        "nlcd_to_class": {"Developed": [21, 22], "Cultivated": [82], "Forest": [41]},
+        "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
+        "three_class_other": "Undeveloped",
+    }
     masked = older_label_lookup(land_cover, {"water": "mask", "water_codes": [11]})
     assert [masked[code] for code in (21, 22, 82, 41, 12, 95)] == [0, 0, 1, 2, 2, 2]
     assert masked[11] == DROPPED and masked[0] == DROPPED
@@ -259,17 +296,22 @@ def test_older_label_lookup_regroups_nlcd_codes():
 
 
 def test_unknown_water_mode_is_refused():
-    land_cover = {"classes": ["Developed", "Forest"], "three_class": {"Developed": "Developed"},
-                  "three_class_other": "Undeveloped"}
+    land_cover = {
+        "classes": ["Developed", "Forest"],
+        "three_class": {"Developed": "Developed"},
+        "three_class_other": "Undeveloped",
+    }
     assert map_classes(land_cover, {"water": "keep"})[-1] == "Water"
     with pytest.raises(ValueError, match="water"):
         map_classes(land_cover, {"water": "drop"})
 
 
 def test_too_many_failed_tiles_fail_the_run_naming_the_reasons():
-    reports = {"a": lambda: {"tiles": 60, "failure_reasons": {"cannot read window (x): IOError": 6}},
-               "b": lambda: {"tiles": 40, "failure_reasons": {"other: y": 1}},
-               "earlier": lambda: {"tiles": 1, "failure_reasons": {"stale": 1}}}  # not this run's region
+    reports = {
+        "a": lambda: {"tiles": 60, "failure_reasons": {"cannot read window (x): IOError": 6}},
+        "b": lambda: {"tiles": 40, "failure_reasons": {"other: y": 1}},
+        "earlier": lambda: {"tiles": 1, "failure_reasons": {"stale": 1}},
+    }  # not this run's region
     options = {"regions": ["a", "b"]}
     check_tile_failures(reports, {"max_failed_fraction": 0.1}, options)  # 7% is tolerated at 10%
     with pytest.raises(RuntimeError, match=r"7 of 100 tiles failed.*6 x cannot read window \(x\)"):
@@ -280,7 +322,10 @@ def test_too_many_failed_tiles_fail_the_run_naming_the_reasons():
 
 def test_regions_are_a_list_or_names_separated_by_spaces():
     assert region_names({"regions": ["essex", "norfolk"]}) == ["essex", "norfolk"]
-    assert region_names({"regions": "essex  norfolk"}) == ["essex", "norfolk"]  # --params regions="essex norfolk"
+    assert region_names({"regions": "essex  norfolk"}) == [
+        "essex",
+        "norfolk",
+    ]  # --params regions="essex norfolk"
     assert region_names({"regions": "essex"}) == ["essex"]
     for wrong in ([], ["essex", "essex"], ""):
         with pytest.raises(ValueError, match="distinct regions"):
@@ -306,12 +351,21 @@ COLOURS = {"F": (40, 150, 40), "D": (200, 60, 60), "W": (30, 60, 150), "C": (220
 CORRUPTED = (2, 3)
 HOLE = (1, 0)  # a forest tile with 9 pixels of no image data: masked, never a prediction
 # (2, 0): older Cultivated, and the colour rule calls the tan tile Developed (red beats green).
-EXPECTED_CANDIDATES = ["testville_2016_r0000_c0002", "testville_2016_r0001_c0001", "testville_2016_r0002_c0000"]
+EXPECTED_CANDIDATES = [
+    "testville_2016_r0000_c0002",
+    "testville_2016_r0001_c0001",
+    "testville_2016_r0002_c0000",
+]
 # otherville: the same 2016 scene 700 m east, all forest in the NLCD and no 2012 scene (its gallery
 # shows the older labels): every red or tan tile is a candidate.
 OTHERVILLE_OFFSET = 700
-OTHERVILLE_CANDIDATES = ["otherville_2016_r0000_c0002", "otherville_2016_r0000_c0003", "otherville_2016_r0001_c0001",
-                         "otherville_2016_r0002_c0000", "otherville_2016_r0002_c0003"]
+OTHERVILLE_CANDIDATES = [
+    "otherville_2016_r0000_c0002",
+    "otherville_2016_r0000_c0003",
+    "otherville_2016_r0001_c0001",
+    "otherville_2016_r0002_c0000",
+    "otherville_2016_r0002_c0003",
+]
 
 
 def _scene(layout: list[str], hole: tuple[int, int] | None = None, east: float = 0.0):
@@ -324,9 +378,11 @@ def _scene(layout: list[str], hole: tuple[int, int] | None = None, east: float =
         for col, key in enumerate(line):
             block = np.asarray(COLOURS[key] + (90,), dtype=np.int16)[:, None, None]
             noise = rng.integers(-5, 6, size=(4, TILE, TILE))
-            pixels[:, row * TILE:(row + 1) * TILE, col * TILE:(col + 1) * TILE] = np.clip(block + noise, 1, 255)
+            pixels[:, row * TILE : (row + 1) * TILE, col * TILE : (col + 1) * TILE] = np.clip(
+                block + noise, 1, 255
+            )
     if hole is not None:
-        pixels[:, hole[0] * TILE + 3:hole[0] * TILE + 6, hole[1] * TILE + 3:hole[1] * TILE + 6] = 0
+        pixels[:, hole[0] * TILE + 3 : hole[0] * TILE + 6, hole[1] * TILE + 3 : hole[1] * TILE + 6] = 0
     return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0] + east, 0, -1, ORIGIN[1]), nodata=0)
 
 
@@ -341,8 +397,9 @@ def _nlcd():
                 token = NLCD[row].split()[col]
                 code = MIX[(c * size - margin) % TILE // size] if token == "mix" else int(token)
                 codes[r, c] = 41 if code == 4 else code
-    return GeoRaster(codes[None], "EPSG:26919",
-                     Affine(size, 0, ORIGIN[0] - margin, 0, -size, ORIGIN[1] + margin))
+    return GeoRaster(
+        codes[None], "EPSG:26919", Affine(size, 0, ORIGIN[0] - margin, 0, -size, ORIGIN[1] + margin)
+    )
 
 
 def colour_rule_model():
@@ -366,9 +423,11 @@ def colour_rule_model():
         "colour_rule",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, [None, TILE, TILE, 3])],
         [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, [None, 6])],
-        [helper.make_tensor("w_int8", TensorProto.INT8, [3, 6], weights.ravel()),
-         helper.make_tensor("w_scale", TensorProto.FLOAT, [], [0.1 / 127]),
-         helper.make_tensor("b", TensorProto.FLOAT, [6], bias)],
+        [
+            helper.make_tensor("w_int8", TensorProto.INT8, [3, 6], weights.ravel()),
+            helper.make_tensor("w_scale", TensorProto.FLOAT, [], [0.1 / 127]),
+            helper.make_tensor("b", TensorProto.FLOAT, [6], bias),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -380,18 +439,40 @@ RUN_PARAMS = {
     "scoring": {"image_size": TILE, "batch_size": 4, "max_failed_fraction": 0.1},  # 1 of 24 tiles fails
     "development_inference": {
         "regions": "testville otherville",  # as --params gives it: names separated by spaces
-        "older_naip_year": 2012, "gallery_size": 2,
-        "candidates": {"from_classes": ["Undeveloped", "Cultivated"], "min_older_share": 0.6,
-                       "min_probability": 0.8, "prediction": "predicted"},
+        "older_naip_year": 2012,
+        "gallery_size": 2,
+        "candidates": {
+            "from_classes": ["Undeveloped", "Cultivated"],
+            "min_older_share": 0.6,
+            "min_probability": 0.8,
+            "prediction": "predicted",
+        },
     },
 }
-OTHERVILLE_ALONE = RUN_PARAMS | {"development_inference": RUN_PARAMS["development_inference"]
-                                 | {"regions": ["otherville"], "gallery_size": 1}}
-REGION_FILES = ["07_model_output/regions/{}/" + name for name in (
-    "older_classes.tif", "predicted_classes.tif", "smoothed_classes.tif", "predicted_classes.tif.aux.xml",
-    "predicted_classes.qml", "change_candidates.csv", "change_candidates.geojson")] + [
-    "08_reporting/regions/{}/" + name for name in (
-    "development_agreement.json", "development_maps.png", "change_candidate_gallery.png", "development_summary.csv")]
+OTHERVILLE_ALONE = RUN_PARAMS | {
+    "development_inference": RUN_PARAMS["development_inference"]
+    | {"regions": ["otherville"], "gallery_size": 1}
+}
+REGION_FILES = [
+    "07_model_output/regions/{}/" + name
+    for name in (
+        "older_classes.tif",
+        "predicted_classes.tif",
+        "smoothed_classes.tif",
+        "predicted_classes.tif.aux.xml",
+        "predicted_classes.qml",
+        "change_candidates.csv",
+        "change_candidates.geojson",
+    )
+] + [
+    "08_reporting/regions/{}/" + name
+    for name in (
+        "development_agreement.json",
+        "development_maps.png",
+        "change_candidate_gallery.png",
+        "development_summary.csv",
+    )
+]
 
 
 @pytest.fixture(scope="module")
@@ -404,15 +485,18 @@ def region_run(tmp_path_factory):
     cwd = Path.cwd()
     os.chdir(project)
     try:
-        catalog.save("naip_scenes", {"testville_2012": _scene(OLDER),
-                                     "otherville_2016": _scene(NEWER, east=OTHERVILLE_OFFSET)})
+        catalog.save(
+            "naip_scenes",
+            {"testville_2012": _scene(OLDER), "otherville_2016": _scene(NEWER, east=OTHERVILLE_OFFSET)},
+        )
         catalog.save("nlcd_rasters", {"nlcd_2011": _nlcd()})
         catalog.save("scoring_model", colour_rule_model())
     finally:
         os.chdir(cwd)
     newer = project / "data/01_raw/naip/testville_2016.tif"
     GeoTiffDataset(filepath=str(newer), save_args={"blockxsize": TILE, "blockysize": TILE}).save(
-        _scene(NEWER, hole=HOLE))
+        _scene(NEWER, hole=HOLE)
+    )
     corrupt_block(newer, x=CORRUPTED[1], y=CORRUPTED[0])
     run_pipeline(project, "development_inference", params=RUN_PARAMS)
     return project
@@ -433,7 +517,9 @@ def test_every_full_tile_of_each_region_is_in_every_output(region_run):
     tiles = _load(region_run, "development_tile_classes")
     for region in ("testville", "otherville"):
         region_tiles = tiles[tiles["region"] == region]
-        assert sorted(zip(region_tiles["row"], region_tiles["col"])) == [(r, c) for r in range(3) for c in range(4)]
+        assert sorted(zip(region_tiles["row"], region_tiles["col"])) == [
+            (r, c) for r in range(3) for c in range(4)
+        ]
         summary = _load(region_run, "development_summary", region)
         assert set(summary["region"]) == {region}
         for title in ("older", "predicted", "smoothed"):
@@ -465,7 +551,14 @@ def test_every_output_names_its_region(region_run):
     assert {feature["properties"]["region"] for feature in geojson["features"]} == {"otherville"}
     assert _load(region_run, "development_agreement", "otherville")["region"] == "otherville"
     # the CSV's columns are the GeoJSON's properties plus the footprint in the scene's CRS
-    assert list(table.columns) == [*geojson["features"][0]["properties"], "minx", "miny", "maxx", "maxy", "crs"]
+    assert list(table.columns) == [
+        *geojson["features"][0]["properties"],
+        "minx",
+        "miny",
+        "maxx",
+        "maxy",
+        "crs",
+    ]
 
 
 def test_class_rasters_are_aligned_with_the_tiles(region_run):
@@ -487,21 +580,31 @@ def test_predictions_and_older_labels_land_on_the_right_tiles(region_run):
     codes = {"Developed": 1, "Cultivated": 2, "Undeveloped": 3}
     predicted = _load(region_run, "region_class_rasters", "testville/predicted").read(indexes=1)
     older = _load(region_run, "region_class_rasters", "testville/older").read(indexes=1)
-    expected_new = [[codes["Developed"] if key == "D" else codes["Undeveloped"] for key in line] for line in NEWER]
-    expected_new[2][0] = codes["Developed"]  # the tan cultivated tile is redder than green: the rule says Developed
+    expected_new = [
+        [codes["Developed"] if key == "D" else codes["Undeveloped"] for key in line] for line in NEWER
+    ]
+    expected_new[2][0] = codes[
+        "Developed"
+    ]  # the tan cultivated tile is redder than green: the rule says Developed
     otherville = _load(region_run, "region_class_rasters", "otherville/predicted").read(indexes=1)
     np.testing.assert_array_equal(otherville, expected_new)  # the same scene, nothing corrupt or masked
     expected_new[CORRUPTED[0]][CORRUPTED[1]] = NODATA
     expected_new[HOLE[0]][HOLE[1]] = NODATA  # masked: part of it is outside the imagery
     np.testing.assert_array_equal(predicted, expected_new)
     assert older[1, 3] == NODATA  # water, masked by default
-    assert older[2, 0] == codes["Cultivated"] and older[0, 3] == codes["Developed"] and older[0, 0] == codes["Undeveloped"]
+    assert (
+        older[2, 0] == codes["Cultivated"]
+        and older[0, 3] == codes["Developed"]
+        and older[0, 0] == codes["Undeveloped"]
+    )
     assert older[0, 1] == codes["Undeveloped"]  # the mixed tile: 5/8 undeveloped beats 3/8 developed
 
 
 def test_the_mosaic_holds_each_region_where_it_lies(region_run):
-    regions = {region: rasterio.open(region_run / f"data/07_model_output/regions/{region}/smoothed_classes.tif")
-               for region in ("testville", "otherville")}
+    regions = {
+        region: rasterio.open(region_run / f"data/07_model_output/regions/{region}/smoothed_classes.tif")
+        for region in ("testville", "otherville")
+    }
     seen = dict.fromkeys(regions, 0)
     with rasterio.open(region_run / "data/07_model_output/county/smoothed_classes.tif") as mosaic:
         assert mosaic.crs.to_epsg() == 5070 and mosaic.tags()["regions"] == "testville otherville"
@@ -511,8 +614,12 @@ def test_the_mosaic_holds_each_region_where_it_lies(region_run):
         xs, ys = rasterio.transform.xy(mosaic.transform, rows, cols)
         xs, ys = warp("EPSG:5070", "EPSG:26919", xs, ys)
         for x, y, code in zip(xs, ys, codes[rows, cols]):
-            inside = [(name, source) for name, source in regions.items()
-                      if source.bounds.left <= x < source.bounds.right and source.bounds.bottom < y <= source.bounds.top]
+            inside = [
+                (name, source)
+                for name, source in regions.items()
+                if source.bounds.left <= x < source.bounds.right
+                and source.bounds.bottom < y <= source.bounds.top
+            ]
             assert len(inside) == 1, (x, y)  # every mapped cell lies in exactly one region
             name, source = inside[0]
             assert source.read(1)[source.index(x, y)] == code  # nearest neighbour: the region's own class
@@ -543,8 +650,9 @@ def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
         for feature in geojson["features"]:
             properties = feature["properties"]
             assert properties["tile_id"] == feature["id"]
-            assert properties["older_class"] == ("Cultivated" if feature["id"] == "testville_2016_r0002_c0000"
-                                                 else "Undeveloped")
+            assert properties["older_class"] == (
+                "Cultivated" if feature["id"] == "testville_2016_r0002_c0000" else "Undeveloped"
+            )
             assert properties["predicted_class"] == "Developed" and properties["change_probability"] >= 0.8
             assert properties["older_share"] >= 0.6
             lon, lat = np.array(feature["geometry"]["coordinates"][0]).mean(axis=0)
@@ -557,14 +665,16 @@ def test_change_candidates_are_the_true_changes_in_wgs84(region_run):
 def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(region_run, monkeypatch):
     scenes = _load(region_run, "naip_scenes")
     monkeypatch.chdir(region_run)  # the scenes' paths are relative to the project
-    key, scene = newer_scene(scenes, "testville", {"newer_year": 2016}, {"tile_size": TILE, "resolution": 1.0})
+    key, scene = newer_scene(
+        scenes, "testville", {"newer_year": 2016}, {"tile_size": TILE, "resolution": 1.0}
+    )
     grid = tiling_grid(key, scene, {"resolution": 1.0})
     crop = neighbourhood_rgb(scene, grid, 0, 3, TILE)  # top-right tile: no row above, no column right
     assert crop.shape == (3 * TILE, 3 * TILE, 3)
-    assert not crop[:TILE].any() and not crop[:, 2 * TILE:].any()
-    centre = crop[TILE:2 * TILE, TILE:2 * TILE].reshape(-1, 3).mean(axis=0)
+    assert not crop[:TILE].any() and not crop[:, 2 * TILE :].any()
+    centre = crop[TILE : 2 * TILE, TILE : 2 * TILE].reshape(-1, 3).mean(axis=0)
     assert centre == pytest.approx(COLOURS["D"], abs=2)  # tile (0, 3) is developed red
-    below_left = crop[2 * TILE:, :TILE].reshape(-1, 3).mean(axis=0)
+    below_left = crop[2 * TILE :, :TILE].reshape(-1, 3).mean(axis=0)
     assert below_left == pytest.approx(COLOURS[NEWER[1][2]], abs=2)  # tile (1, 2)
 
 
@@ -589,15 +699,19 @@ def test_a_mistyped_region_fails_before_spark_starts(region_run):
     from landuse_kedro.hooks import spark_is_running
 
     assert not spark_is_running(), "a session from another test is still up: this check would be void"
-    params = RUN_PARAMS | {"development_inference": RUN_PARAMS["development_inference"]
-                           | {"regions": ["testville", "testvile"]}}
+    params = RUN_PARAMS | {
+        "development_inference": RUN_PARAMS["development_inference"] | {"regions": ["testville", "testvile"]}
+    }
     with pytest.raises(ValueError, match=r"Unknown region\(s\) 'testvile'.*regions otherville, testville\."):
         run_pipeline(region_run, "development_inference", params=params)
     assert not spark_is_running()  # plan_regions refused it before the first Spark node
 
 
 def test_a_parameter_without_its_pipeline_prefix_is_refused(region_run):
-    with pytest.raises(ValueError, match=r"Unknown runtime parameter\(s\) 'regions' \(did you mean "
-                                         r"[^)]*\bdevelopment_inference.regions\b[^)]*\?\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"Unknown runtime parameter\(s\) 'regions' \(did you mean "
+        r"[^)]*\bdevelopment_inference.regions\b[^)]*\?\)",
+    ):
         load_catalog(region_run, params={"regions": "essex"})
     assert load_catalog(region_run, params={"development_inference": {"regions": "essex"}}) is not None

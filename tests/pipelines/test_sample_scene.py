@@ -63,8 +63,11 @@ def test_scenes_are_naip_like(generated):
 
 def test_regions_are_disjoint(generated):
     raw, _ = generated
-    boxes = [transform_bounds(s.crs, "EPSG:5070", *s.bounds) for s in load_folder(raw / "naip").values()
-             if s.path.endswith("_2012.tif")]
+    boxes = [
+        transform_bounds(s.crs, "EPSG:5070", *s.bounds)
+        for s in load_folder(raw / "naip").values()
+        if s.path.endswith("_2012.tif")
+    ]
     for i, (l1, b1, r1, t1) in enumerate(boxes):
         for l2, b2, r2, t2 in boxes[i + 1 :]:
             assert r1 <= l2 or r2 <= l1 or t1 <= b2 or t2 <= b1
@@ -95,7 +98,9 @@ def test_same_seed_same_data_and_another_seed_differs(generated):
     nlcd = nodes.make_nlcd_rasters(first, config)["nlcd_2011"]
     np.testing.assert_array_equal(nlcd.array, nodes.make_nlcd_rasters(again, config)["nlcd_2011"].array)
 
-    other = nodes.render_naip_scenes(nodes.generate_land_cover({**config, "seed": config["seed"] + 1}), config)
+    other = nodes.render_naip_scenes(
+        nodes.generate_land_cover({**config, "seed": config["seed"] + 1}), config
+    )
     assert not np.array_equal(other["worcester_2016"]().array, scene.array)
 
 
@@ -125,8 +130,10 @@ def test_development_grows_exactly_where_the_truth_says(generated):
 
 
 def test_label_noise_changes_only_the_look_of_undeveloped_parcels(generated):
-    config = {**copy.deepcopy(generated[1]["sample_scene"]), "label_noise": {
-        "share": 1.0, "looks_like": {"Shrub": "Herbaceous", "Barren": "Cultivated"}}}
+    config = {
+        **copy.deepcopy(generated[1]["sample_scene"]),
+        "label_noise": {"share": 1.0, "looks_like": {"Shrub": "Herbaceous", "Barren": "Cultivated"}},
+    }
     for region in nodes.generate_land_cover(config).values():
         for year in ("older", "newer"):
             labels, drawn = region.codes[year], region.appearance(year)
@@ -159,8 +166,16 @@ def test_near_infrared_follows_vegetation(generated):
     codes = scene_labels(nlcd, scene)
     red, nir = (scene.read(indexes=band).astype(float) for band in (1, 4))
     ndvi = (nir - red) / (nir + red + 1)
-    mean = {kind: ndvi[np.isin(codes, group)].mean() for kind, group in
-            {"forest": [41, 42, 43], "grass": [71], "barren": [31], "water": [11], "developed": [22, 23, 24]}.items()}
+    mean = {
+        kind: ndvi[np.isin(codes, group)].mean()
+        for kind, group in {
+            "forest": [41, 42, 43],
+            "grass": [71],
+            "barren": [31],
+            "water": [11],
+            "developed": [22, 23, 24],
+        }.items()
+    }
     assert mean["forest"] > mean["barren"] and mean["grass"] > mean["developed"] > mean["water"]
     assert mean["water"] < 0
 
@@ -172,8 +187,15 @@ def test_near_infrared_follows_vegetation(generated):
         ({"nlcd_codes": {"Barren": {31: 0.5, 99: 0.5}}}, "outside NLCD"),
         ({"scene_size": 10}, "at least 64"),
         ({"layout": "hexagons"}, "layout"),
-        ({"regions": {"a": {"crs": "EPSG:26919", "lon": -71.0, "lat": 42.0},
-                      "b": {"crs": "EPSG:26919", "lon": -71.001, "lat": 42.0}}}, "overlap"),
+        (
+            {
+                "regions": {
+                    "a": {"crs": "EPSG:26919", "lon": -71.0, "lat": 42.0},
+                    "b": {"crs": "EPSG:26919", "lon": -71.001, "lat": 42.0},
+                }
+            },
+            "overlap",
+        ),
     ],
 )
 def test_bad_parameters_are_named(generated, change, message):

@@ -37,8 +37,9 @@ def scoring_project(tmp_path_factory) -> tuple[Path, dict[str, int], object]:
     project = make_project_copy(tmp_path_factory.mktemp("scoring") / "project")
     counts = write_tiles(project / VALIDATION, per_class=4, size=SIZE)
     artifact = keras_to_onnx(tiny_model(SIZE))
-    ModelFileDataset(filepath=str(project / "data/06_models/scoring_model.onnx"),
-                     version=Version(None, None)).save(artifact)
+    ModelFileDataset(
+        filepath=str(project / "data/06_models/scoring_model.onnx"), version=Version(None, None)
+    ).save(artifact)
     return project, counts, artifact
 
 
@@ -62,14 +63,22 @@ def test_every_file_is_counted_and_each_failure_named(scoring_project, local_run
     files = image_files(project / VALIDATION)
 
     assert sorted(predictions["path"]) == files
-    assert metrics["counts"] == {"input": len(files), "scored": len(files) - counts["bad"],
-                                 "failed": counts["bad"], "labelled": counts["labelled"]}
+    assert metrics["counts"] == {
+        "input": len(files),
+        "scored": len(files) - counts["bad"],
+        "failed": counts["bad"],
+        "labelled": counts["labelled"],
+    }
     reasons = {Path(f["path"]).name: f["error"] for f in metrics["failures"]}
     assert set(reasons) == set(BAD_FILES)
     assert all(BAD_FILES[name] in reason for name, reason in reasons.items())
     assert (project / "data/08_reporting/scoring_confusion_matrix.png").stat().st_size > 0
     # the model from elsewhere is scored as it is (fp32, while the parameters ask for int8), and said so
-    assert metrics["model"] == {"format": "onnx", "precision": "fp32", "bytes": len(scoring_project[2].payload)}
+    assert metrics["model"] == {
+        "format": "onnx",
+        "precision": "fp32",
+        "bytes": len(scoring_project[2].payload),
+    }
 
 
 def test_accuracy_matches_the_model_scored_in_process(scoring_project, local_run):
@@ -92,8 +101,10 @@ def test_accuracy_matches_the_model_scored_in_process(scoring_project, local_run
 
 # --- a real cluster -----------------------------------------------------------------------------
 
-def test_standalone_cluster_gives_the_local_results(scoring_project, local_run, standalone_cluster,
-                                                    monkeypatch):
+
+def test_standalone_cluster_gives_the_local_results(
+    scoring_project, local_run, standalone_cluster, monkeypatch
+):
     project, _, _ = scoring_project
     local_predictions, local_metrics = local_run
     monkeypatch.setenv("SPARK_MASTER_URL", standalone_cluster.wait())
@@ -116,7 +127,9 @@ def test_a_run_where_every_file_fails_fails_after_writing_its_rows(tmp_path, sco
     folder.mkdir(parents=True)
     for name, data in odd_files(SIZE).items():
         (folder / name).write_bytes(data)
-    ModelFileDataset(filepath=str(project / "data/06_models/scoring_model.onnx"), version=Version(None, None)).save(artifact)
+    ModelFileDataset(
+        filepath=str(project / "data/06_models/scoring_model.onnx"), version=Version(None, None)
+    ).save(artifact)
 
     with pytest.raises(Exception, match=r"6 of 6 files failed .*commonest reasons: .*unsupported image mode"):
         run_pipeline(project, "spark_scoring")
@@ -134,14 +147,19 @@ def test_after_training_scoring_agrees_with_the_training_evaluation(tiny_chain_p
     scoring = json.loads((reports / "scoring_metrics.json").read_text())
     assert scoring["model"]["precision"] == training["scoring_model"]["precision"]
 
-    assert scoring["counts"] == {"input": training["validation_tiles"], "scored": training["validation_tiles"],
-                                 "failed": 0, "labelled": training["validation_tiles"]}
+    assert scoring["counts"] == {
+        "input": training["validation_tiles"],
+        "scored": training["validation_tiles"],
+        "failed": 0,
+        "labelled": training["validation_tiles"],
+    }
     for view in ("six_class", "three_class"):
         assert scoring[view]["accuracy"] == pytest.approx(training["scoring_model"][view]["accuracy"])
         assert scoring[view]["confusion_matrix"] == training["scoring_model"][view]["confusion_matrix"]
 
 
 # --- a failed or killed re-run never destroys the last good table (issue 19) --------------------
+
 
 def test_a_failed_or_killed_rerun_keeps_the_last_scoring_table(scoring_project, tmp_path):
     import shutil
@@ -164,17 +182,30 @@ def test_a_failed_or_killed_rerun_keeps_the_last_scoring_table(scoring_project, 
 
     base = make_model(SIZE)
     five = keras.Model(base.input, keras.layers.Dense(5, activation="softmax")(base.layers[-2].output))
-    models = ModelFileDataset(filepath=str(project / "data/06_models/scoring_model.onnx"), version=Version(None, None))
+    models = ModelFileDataset(
+        filepath=str(project / "data/06_models/scoring_model.onnx"), version=Version(None, None)
+    )
     models.save(keras_to_onnx(five))
     with pytest.raises(Exception, match="does not match"):
         run_pipeline(project, "spark_scoring", params=TOLERANT)
     pd.testing.assert_frame_equal(pd.read_parquet(table).sort_values("path", ignore_index=True), good)
 
     # killed driver: the whole process group (driver, JVM, Python workers) while Spark writes
-    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "spark_scoring", "--env", "test",
-               "--params", "scoring.max_failed_fraction=1.0"]
-    process = subprocess.Popen(command, cwd=project, start_new_session=True,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "kedro",
+        "run",
+        "--pipelines",
+        "spark_scoring",
+        "--env",
+        "test",
+        "--params",
+        "scoring.max_failed_fraction=1.0",
+    ]
+    process = subprocess.Popen(
+        command, cwd=project, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 120
     while not list(table.parent.glob(f"{table.name}.staging-*")):
         assert process.poll() is None, "the run ended before Spark started writing"
@@ -186,7 +217,8 @@ def test_a_failed_or_killed_rerun_keeps_the_last_scoring_table(scoring_project, 
     pd.testing.assert_frame_equal(pd.read_parquet(table).sort_values("path", ignore_index=True), good)
 
     # the next successful run replaces the table and removes what the killed one left
-    ModelFileDataset(filepath=str(project / "data/06_models/scoring_model.onnx"),
-                     version=Version(None, None)).save(keras_to_onnx(base))
+    ModelFileDataset(
+        filepath=str(project / "data/06_models/scoring_model.onnx"), version=Version(None, None)
+    ).save(keras_to_onnx(base))
     run_pipeline(project, "spark_scoring", params=TOLERANT)
     assert leftovers(table) == [] and len(pd.read_parquet(table)) == len(good)

@@ -51,10 +51,26 @@ def tiny_tile_set(per_class: dict[str, dict[str, int]], size: int = SIZE, seed: 
                 key = f"{split}/{name}/{tile_id}"
                 image = tile(CLASSES.index(name), rng, size)
                 partitions[key] = image
-                rows.append({"tile_id": tile_id, "split": split, "region": "test", "year": 2016,
-                             "class_name": name, "purity": 1.0, "row_off": 0, "col_off": 0,
-                             "width": size, "height": size, "minx": 0.0, "miny": 0.0, "maxx": 1.0,
-                             "maxy": 1.0, "crs": "EPSG:26910", "partition": key})
+                rows.append(
+                    {
+                        "tile_id": tile_id,
+                        "split": split,
+                        "region": "test",
+                        "year": 2016,
+                        "class_name": name,
+                        "purity": 1.0,
+                        "row_off": 0,
+                        "col_off": 0,
+                        "width": size,
+                        "height": size,
+                        "minx": 0.0,
+                        "miny": 0.0,
+                        "maxx": 1.0,
+                        "maxy": 1.0,
+                        "crs": "EPSG:26910",
+                        "partition": key,
+                    }
+                )
     return partitions, pd.DataFrame(rows)
 
 
@@ -77,7 +93,8 @@ MIN_ACCURACY = 0.5  # 3x chance; the worst of the 18 runs was 0.83 (20 of 24 til
 @pytest.fixture(scope="module")
 def trained_project(tmp_path_factory) -> Path:
     """One short training run (test parameters: 1 head epoch + 1 fine-tuning epoch, head learning
-    rate 0.01, int8 scoring asked for) on 6 classes x 4 tiles per split, written through the catalog like data_preparation does."""
+    rate 0.01, int8 scoring asked for) on 6 classes x 4 tiles per split, written through the catalog
+    like data_preparation does."""
     project = make_project_copy(tmp_path_factory.mktemp("training") / "project")
     partitions, manifest = tiny_tile_set({"train": every_class(4), "validation": every_class(4)})
     cwd = Path.cwd()
@@ -139,7 +156,9 @@ def test_training_run_reports_six_and_three_class_scores(trained_project: Path) 
             assert image.format == "PNG" and image.width > 300
 
 
-def test_onnx_export_and_keras_model_pick_the_same_class_for_every_validation_tile(trained_project: Path) -> None:
+def test_onnx_export_and_keras_model_pick_the_same_class_for_every_validation_tile(
+    trained_project: Path,
+) -> None:
     import onnxruntime as ort
 
     cwd = Path.cwd()
@@ -147,7 +166,9 @@ def test_onnx_export_and_keras_model_pick_the_same_class_for_every_validation_ti
     try:
         catalog = load_catalog(trained_project)
         keras_model = catalog.load("landuse_classifier")
-        artifacts = {name: catalog.load(name) for name in ("scoring_model_fp32", "scoring_model_int8", "scoring_model")}
+        artifacts = {
+            name: catalog.load(name) for name in ("scoring_model_fp32", "scoring_model_int8", "scoring_model")
+        }
         tiles = catalog.load("model_input_tiles")
     finally:
         os.chdir(cwd)
@@ -193,7 +214,12 @@ def test_three_class_view_groups_everything_but_developed_and_cultivated() -> No
     assert land.three_class_names == ("Developed", "Cultivated", "Undeveloped")
     grouped = land.three_class_indices(np.arange(len(CLASSES)))
     assert dict(zip(CLASSES, grouped.tolist())) == {
-        "Developed": 0, "Cultivated": 1, "Forest": 2, "Shrub": 2, "Barren": 2, "Herbaceous": 2,
+        "Developed": 0,
+        "Cultivated": 1,
+        "Forest": 2,
+        "Shrub": 2,
+        "Barren": 2,
+        "Herbaceous": 2,
     }
     # Forest <-> Shrub confusions are errors in 6 classes and right answers in 3.
     truth = np.array([CLASSES.index(c) for c in ("Forest", "Shrub", "Developed", "Cultivated")])
@@ -225,8 +251,12 @@ def test_augmentation_only_turns_and_flips_without_jitter_and_repeats_with_the_s
     changed = 0
     for out, label in zip(first, labels):
         # the output is one of the 8 symmetries of some input tile with the same label
-        candidates = [np.rot90(v, k) for img in images[tiles.labels == label]
-                      for v in (img, img[:, ::-1]) for k in range(4)]
+        candidates = [
+            np.rot90(v, k)
+            for img in images[tiles.labels == label]
+            for v in (img, img[:, ::-1])
+            for k in range(4)
+        ]
         assert any(np.array_equal(out, c) for c in candidates)
         changed += not any(np.array_equal(out, img) for img in images)
     assert changed > 0  # augmentation did something
@@ -277,7 +307,9 @@ def test_tile_set_decodes_manifest_tiles_in_class_order() -> None:
         for image, label, tile_id in zip(tiles.images, tiles.labels, tiles.tile_ids, strict=True):
             np.testing.assert_array_equal(image, np.asarray(partitions[rows.loc[tile_id, "partition"]]))
             assert CLASSES[label] == rows.loc[tile_id, "class_name"], (split, tile_id)
-            nearest = np.argmin([np.linalg.norm(image.mean(axis=(0, 1)) - hue(i)) for i in range(len(CLASSES))])
+            nearest = np.argmin(
+                [np.linalg.norm(image.mean(axis=(0, 1)) - hue(i)) for i in range(len(CLASSES))]
+            )
             assert label == nearest, (split, tile_id)
 
 
@@ -357,9 +389,21 @@ def tiny_backbone(monkeypatch):
 def phase_params(**overrides) -> dict:
     # "imagenet" so the fine-tune phase runs (weights: none trains from scratch, no second phase);
     # the stand-in builder ignores it.
-    params = {**TRAINING, "backbone": "tiny", "weights": "imagenet", "dropout": 0.0, "batch_size": 8,
-              "seed": 3, "epochs": 3, "learning_rate": 0.01, "fine_tune_epochs": 3, "fine_tune_blocks": 1,
-              "fine_tune_learning_rate": 0.01, "patience": 2, "augmentation": {"flip": True}}
+    params = {
+        **TRAINING,
+        "backbone": "tiny",
+        "weights": "imagenet",
+        "dropout": 0.0,
+        "batch_size": 8,
+        "seed": 3,
+        "epochs": 3,
+        "learning_rate": 0.01,
+        "fine_tune_epochs": 3,
+        "fine_tune_blocks": 1,
+        "fine_tune_learning_rate": 0.01,
+        "patience": 2,
+        "augmentation": {"flip": True},
+    }
     return {**params, **overrides}
 
 
@@ -374,22 +418,29 @@ def test_fine_tuning_is_kept_only_when_it_lowers_the_validation_loss(
     assert [e["phase"] for e in history["epochs"]][:3] == ["head"] * 3
     assert history["head_input"] == ("cached_features" if cache_features else "images")
     assert history["kept_phase"] == kept
-    best_of = {phase: min(e["val_loss"] for e in history["epochs"] if e["phase"] == phase)
-               for phase in ("head", "fine_tune")}
+    best_of = {
+        phase: min(e["val_loss"] for e in history["epochs"] if e["phase"] == phase)
+        for phase in ("head", "fine_tune")
+    }
     assert history["best_val_loss"] == min(best_of.values()) == best_of[kept]
     validation = tile_set["validation"]
-    loss = model.evaluate(validation.images, validation.labels, batch_size=8, verbose=0, return_dict=True)["loss"]
+    loss = model.evaluate(validation.images, validation.labels, batch_size=8, verbose=0, return_dict=True)[
+        "loss"
+    ]
     assert loss == pytest.approx(history["best_val_loss"], rel=1e-4)  # the returned weights are the kept ones
 
 
 def test_training_from_scratch_trains_on_images_without_a_feature_cache(tiny_backbone) -> None:
     tile_set = assemble_small({"train": every_class(2), "validation": every_class(1)})
-    _, history = nodes.train_classifier(tile_set, LAND_COVER, phase_params(weights="none", epochs=1), SMALL_SCORING)
+    _, history = nodes.train_classifier(
+        tile_set, LAND_COVER, phase_params(weights="none", epochs=1), SMALL_SCORING
+    )
     assert history["head_input"] == "images" and history["feature_cache"] is None
     assert {e["phase"] for e in history["epochs"]} == {"head"}  # nothing frozen, nothing to fine-tune
 
 
 # --- cached backbone features -------------------------------------------------------------------
+
 
 def test_dihedral_views_follow_the_augmentation_settings() -> None:
     assert features.dihedral_views({"flip": True, "rotate90": True}) == tuple(range(8))
@@ -401,7 +452,9 @@ def test_dihedral_views_follow_the_augmentation_settings() -> None:
 def test_the_eight_views_are_the_eight_symmetries_augmentation_draws_from() -> None:
     images = np.random.default_rng(2).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     for image_index, image in enumerate(images):
-        symmetries = [np.rot90(v, k) for v in (image, image[:, ::-1]) for k in range(4)]  # as in the augment test
+        symmetries = [
+            np.rot90(v, k) for v in (image, image[:, ::-1]) for k in range(4)
+        ]  # as in the augment test
         views = [features.dihedral(images, view)[image_index] for view in range(8)]
         np.testing.assert_array_equal(views[0], image)
         assert all(any(np.array_equal(v, s) for s in symmetries) for v in views)
@@ -424,10 +477,16 @@ def test_cached_features_are_the_backbone_features_of_each_view_and_the_head_is_
         expected = feature_model.predict(features.dihedral(train.images, view), verbose=0)
         np.testing.assert_allclose(cache.train[view], expected, rtol=1e-5, atol=1e-5)
     assert not np.allclose(cache.train[0], cache.train[1])  # views differ: 8 samples per tile, not 1
-    np.testing.assert_allclose(cache.validation, feature_model.predict(validation.images, verbose=0), atol=1e-5)
+    np.testing.assert_allclose(
+        cache.validation, feature_model.predict(validation.images, verbose=0), atol=1e-5
+    )
     # the head on cached features is the classifier on images, and shares its weights
-    np.testing.assert_allclose(head.predict(cache.validation, verbose=0), model.predict(validation.images, verbose=0),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        head.predict(cache.validation, verbose=0),
+        model.predict(validation.images, verbose=0),
+        rtol=1e-5,
+        atol=1e-5,
+    )
     assert {id(w) for w in head.weights} <= {id(w) for w in model.weights}
 
 
@@ -436,8 +495,12 @@ def test_a_cached_epoch_shows_every_tile_once_in_one_of_its_views_with_new_draws
     view, tile = np.meshgrid(np.arange(n_views), np.arange(n), indexing="ij")
     labels = (np.arange(n) % 3).astype(np.int32)
     cache = features.FeatureCache(  # each row says which (view, tile) it is
-        train=np.stack([view, tile], axis=-1).astype(np.float32), train_labels=labels,
-        validation=np.zeros((2, 2), np.float32), validation_labels=np.zeros(2, np.int32), views=tuple(range(8)))
+        train=np.stack([view, tile], axis=-1).astype(np.float32),
+        train_labels=labels,
+        validation=np.zeros((2, 2), np.float32),
+        validation_labels=np.zeros(2, np.int32),
+        views=tuple(range(8)),
+    )
 
     def epoch(dataset):
         batches = list(dataset.as_numpy_iterator())
@@ -456,6 +519,7 @@ def test_a_cached_epoch_shows_every_tile_once_in_one_of_its_views_with_new_draws
 
 # --- the int8 export and which precision scores ---------------------------------------------------
 
+
 def test_int8_calibration_sees_a_seeded_sample_of_training_tiles_only(monkeypatch) -> None:
     from types import SimpleNamespace
 
@@ -469,7 +533,9 @@ def test_int8_calibration_sees_a_seeded_sample_of_training_tiles_only(monkeypatc
     model = SimpleNamespace(format="onnx", payload=b"fp32 model")
 
     def calibrate(seed: int, tiles: int) -> np.ndarray:
-        nodes.quantize_scoring_model(model, tile_set, {"seed": seed, "int8": {**INT8, "calibration_tiles": tiles}})
+        nodes.quantize_scoring_model(
+            model, tile_set, {"seed": seed, "int8": {**INT8, "calibration_tiles": tiles}}
+        )
         return seen[-1]
 
     sample = calibrate(3, 10)
@@ -483,15 +549,20 @@ def test_int8_calibration_sees_a_seeded_sample_of_training_tiles_only(monkeypatc
     np.testing.assert_array_equal(calibrate(3, 500), train)  # fewer tiles than asked: all of them
 
 
-@pytest.mark.parametrize(("requested", "backend", "int8_accuracy", "chosen"), [
-    ("int8", "onnx", 0.905, "int8"),   # 0.5 points below fp32: within the 1-point allowance
-    ("int8", "onnx", 0.90, "int8"),    # exactly 1 point below
-    ("int8", "onnx", 0.89, "fp32"),    # 2 points below: int8 is set aside
-    ("int8", "onnx", 0.95, "int8"),
-    ("int8", "keras", 0.95, "fp32"),   # int8 is an ONNX model
-    ("fp32", "onnx", 0.95, "fp32"),
-])
-def test_int8_scores_only_within_the_allowed_accuracy_drop(requested, backend, int8_accuracy, chosen, caplog) -> None:
+@pytest.mark.parametrize(
+    ("requested", "backend", "int8_accuracy", "chosen"),
+    [
+        ("int8", "onnx", 0.905, "int8"),  # 0.5 points below fp32: within the 1-point allowance
+        ("int8", "onnx", 0.90, "int8"),  # exactly 1 point below
+        ("int8", "onnx", 0.89, "fp32"),  # 2 points below: int8 is set aside
+        ("int8", "onnx", 0.95, "int8"),
+        ("int8", "keras", 0.95, "fp32"),  # int8 is an ONNX model
+        ("fp32", "onnx", 0.95, "fp32"),
+    ],
+)
+def test_int8_scores_only_within_the_allowed_accuracy_drop(
+    requested, backend, int8_accuracy, chosen, caplog
+) -> None:
     assert nodes.choose_precision(requested, backend, {"fp32": 0.91, "int8": int8_accuracy}, 0.01) == chosen
     assert ("scoring uses fp32" in caplog.text) == (requested == "int8" and chosen == "fp32")
 
@@ -499,5 +570,6 @@ def test_int8_scores_only_within_the_allowed_accuracy_drop(requested, backend, i
 def test_an_unknown_precision_is_refused_before_training() -> None:
     partitions, manifest = tiny_tile_set({"train": every_class(1), "validation": every_class(1)}, size=SMALL)
     with pytest.raises(ValueError, match=r"scoring.precision is 'int4'"):
-        nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING,
-                                {**SMALL_SCORING, "precision": "int4"})
+        nodes.assemble_tile_set(
+            loaders(partitions), manifest, LAND_COVER, TRAINING, {**SMALL_SCORING, "precision": "int4"}
+        )

@@ -48,8 +48,9 @@ def clean_leftovers(fs: fsspec.AbstractFileSystem, path: str) -> None:
                 logger.warning("Removed %s, the replaced output an interrupted swap left behind", entry)
             else:
                 _move(fs, entry, path)
-                logger.warning("Restored %s from %s: a swap was interrupted before the new output arrived",
-                               path, entry)
+                logger.warning(
+                    "Restored %s from %s: a swap was interrupted before the new output arrived", path, entry
+                )
 
 
 def swap_in(fs: fsspec.AbstractFileSystem, staged: str, path: str) -> None:
@@ -72,4 +73,4 @@ def _move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
         fs.mv(source, target)
         return
     for name in fs.find(source):
-        fs.mv(name, target + name[len(source.rstrip("/")):])
+        fs.mv(name, target + name[len(source.rstrip("/")) :])

@@ -118,7 +118,9 @@ class FileIndexDataset(AbstractDataset[None, FileIndex]):
             raise DatasetError(f"No folder '{self._path}' to list files from.")
         found = sorted(p for p in fs.find(self._path) if p.lower().endswith(self._suffixes))
         if not found and not self._allow_empty:
-            raise DatasetError(f"No {' or '.join(f'*{s}' for s in self._suffixes)} files under '{self._path}'.")
+            raise DatasetError(
+                f"No {' or '.join(f'*{s}' for s in self._suffixes)} files under '{self._path}'."
+            )
         urls = tuple(_unstrip(fs, p, self._protocol) for p in found)
         return FileIndex(urls, self._protocol, self._storage_options)
 

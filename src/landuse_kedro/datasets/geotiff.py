@@ -63,8 +63,10 @@ class RasterSource:
     open_args: dict[str, Any] = field(default_factory=dict, repr=False)
 
     def __repr__(self) -> str:
-        return (f"RasterSource({self.protocol}://{self.path}, {self.count}x{self.height}x{self.width} "
-                f"{self.dtypes[0]}, {self.crs.to_string() if self.crs else None}, res={self.res})")
+        return (
+            f"RasterSource({self.protocol}://{self.path}, {self.count}x{self.height}x{self.width} "
+            f"{self.dtypes[0]}, {self.crs.to_string() if self.crs else None}, res={self.res})"
+        )
 
     @property
     def bounds(self) -> BoundingBox:
@@ -80,8 +82,9 @@ class RasterSource:
         """A fresh rasterio handle; the caller closes it (``with source.open() as dataset``)."""
         return _open(self.path, self.protocol, self.storage_options, **self.open_args)
 
-    def read(self, window: WindowLike | None = None, indexes: int | list[int] | None = None,
-             **kwargs: Any) -> np.ndarray:
+    def read(
+        self, window: WindowLike | None = None, indexes: int | list[int] | None = None, **kwargs: Any
+    ) -> np.ndarray:
         """Pixels of ``window`` (all of the raster when None): (bands, rows, cols), or (rows, cols)
         when ``indexes`` is one int, as ``rasterio``'s ``read``."""
         with self.open() as dataset:
@@ -237,10 +240,14 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             DatasetError: ``data`` is neither, or a StreamedRaster is to be written as a COG.
         """
         if not isinstance(data, GeoRaster | StreamedRaster):
-            raise DatasetError(f"GeoTiffDataset saves a GeoRaster or a StreamedRaster, got {type(data).__name__}.")
+            raise DatasetError(
+                f"GeoTiffDataset saves a GeoRaster or a StreamedRaster, got {type(data).__name__}."
+            )
         if isinstance(data, StreamedRaster) and str(self._save_args.get("driver", "")).upper() == "COG":
-            raise DatasetError("The COG driver cannot write window by window: save a GeoRaster, "
-                               "or write a GTiff (the default driver).")
+            raise DatasetError(
+                "The COG driver cannot write window by window: save a GeoRaster, "
+                "or write a GTiff (the default driver)."
+            )
         profile = {
             "driver": "GTiff",
             "width": data.width,
@@ -295,16 +302,24 @@ def _legend_files(path: str, data: GeoRaster) -> dict[str, bytes]:
     if not data.categories:
         return {}
     names = "".join(f"<Category>{escape(name)}</Category>" for name in data.categories)
-    pam = f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{names}</CategoryNames></PAMRasterBand></PAMDataset>\n'
+    pam = (
+        f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{names}</CategoryNames></PAMRasterBand>'
+        "</PAMDataset>\n"
+    )
     entries = "".join(
-        f'<paletteEntry value="{value}" color="#{r:02x}{g:02x}{b:02x}" alpha="{rgba[3] if len(rgba) > 3 else 255}" '
+        f'<paletteEntry value="{value}" color="#{r:02x}{g:02x}{b:02x}" '
+        f'alpha="{rgba[3] if len(rgba) > 3 else 255}" '
         f'label="{escape(data.categories[value], {chr(34): "&quot;"})}"/>'
-        for value, rgba in sorted((data.colormap or {}).items()) if 0 < value < len(data.categories)
-        for r, g, b in [rgba[:3]])
-    qml = ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
-           '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
-           '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
-           f"<colorPalette>{entries}</colorPalette></rasterrenderer></pipe></qgis>\n")
+        for value, rgba in sorted((data.colormap or {}).items())
+        if 0 < value < len(data.categories)
+        for r, g, b in [rgba[:3]]
+    )
+    qml = (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
+        '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
+        f"<colorPalette>{entries}</colorPalette></rasterrenderer></pipe></qgis>\n"
+    )
     stem = str(PurePosixPath(path).with_suffix(""))
     return {f"{path}.aux.xml": pam.encode(), f"{stem}.qml": qml.encode()}
 

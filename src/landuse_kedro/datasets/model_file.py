@@ -22,10 +22,17 @@ from kedro.io.core import (
 ModelFormat = Literal["onnx", "keras"]
 Precision = Literal["fp32", "int8"]
 
-QUANTIZED_OPS = frozenset({
-    "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "QLinearConv", "QLinearMatMul",
-    "ConvInteger", "MatMulInteger",
-})
+QUANTIZED_OPS = frozenset(
+    {
+        "QuantizeLinear",
+        "DequantizeLinear",
+        "DynamicQuantizeLinear",
+        "QLinearConv",
+        "QLinearMatMul",
+        "ConvInteger",
+        "MatMulInteger",
+    }
+)
 """ONNX operators that only an integer-quantised graph holds."""
 
 
@@ -39,7 +46,9 @@ class ModelArtifact:
     def __post_init__(self) -> None:
         detected = detect_model_format(self.payload)
         if detected != self.format:
-            raise DatasetError(f"Model bytes are {detected or 'not a Keras or ONNX model'}, expected {self.format}.")
+            raise DatasetError(
+                f"Model bytes are {detected or 'not a Keras or ONNX model'}, expected {self.format}."
+            )
 
     def __repr__(self) -> str:
         return f"ModelArtifact(format={self.format!r}, {len(self.payload):,} bytes)"

@@ -109,8 +109,10 @@ class SparkPartitionedDataset(PartitionedDataset):
         """Each partition saved under ``root`` at the path it has under the dataset's folder: by
         Spark tasks when a session is active, else by the driver; the same per-partition save."""
         folder = len(self._partition_to_path("")) - len(self._filename_suffix)
-        items = [(self._join_protocol(root + self._sep + self._partition_to_path(key)[folder:]), value)
-                 for key, value in data.items()]
+        items = [
+            (self._join_protocol(root + self._sep + self._partition_to_path(key)[folder:]), value)
+            for key, value in data.items()
+        ]
         spark = _active_session()
         config = self._dataset_config
         if spark is not None and config.get("credentials"):
@@ -127,8 +129,13 @@ class SparkPartitionedDataset(PartitionedDataset):
             raise DatasetError(f"Spark tasks wrote {written} of {len(items)} partitions of '{self._path}'.")
 
 
-def _save_each(dataset_type: type, config: dict[str, Any], filepath_arg: str, lazily: bool,
-               partitions: Iterable[tuple[str, Any]]) -> Iterator[int]:
+def _save_each(
+    dataset_type: type,
+    config: dict[str, Any],
+    filepath_arg: str,
+    lazily: bool,
+    partitions: Iterable[tuple[str, Any]],
+) -> Iterator[int]:
     """Save ``(filepath, value)`` pairs through ``dataset_type``; yields how many were saved."""
     written = 0
     for filepath, value in partitions:

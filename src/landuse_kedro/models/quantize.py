@@ -49,7 +49,9 @@ def calibration_sample(n_tiles: int, wanted: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_tiles, size=wanted, replace=False))
 
 
-def quantize_onnx(model: ModelArtifact, calibration_images: np.ndarray, batch_size: int = 16) -> ModelArtifact:
+def quantize_onnx(
+    model: ModelArtifact, calibration_images: np.ndarray, batch_size: int = 16
+) -> ModelArtifact:
     """The int8 QDQ model of an fp32 ONNX ``model`` (uint8 image input), activation ranges calibrated
     (min-max) on ``calibration_images`` (N, H, W, 3) uint8. ONNX Runtime's quantiser works on files,
     hence the temporary folder."""
@@ -72,7 +74,7 @@ def quantize_onnx(model: ModelArtifact, calibration_images: np.ndarray, batch_si
     class Tiles(CalibrationDataReader):
         def __init__(self) -> None:
             self._batches: Iterator[dict[str, np.ndarray]] = iter(
-                {input_name: calibration_images[i:i + batch_size]}
+                {input_name: calibration_images[i : i + batch_size]}
                 for i in range(0, len(calibration_images), batch_size)
             )
 
@@ -85,7 +87,9 @@ def quantize_onnx(model: ModelArtifact, calibration_images: np.ndarray, batch_si
         quant_pre_process(str(fp32), str(prepared), skip_symbolic_shape=True)  # folds, infers shapes (ONNX)
         head = [node.name for node in onnx.load(str(prepared)).graph.node if node.op_type in HEAD_OPS]
         quantize_static(
-            str(prepared), str(int8), Tiles(),
+            str(prepared),
+            str(int8),
+            Tiles(),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
             activation_type=QuantType.QUInt8,

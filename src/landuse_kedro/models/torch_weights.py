@@ -53,8 +53,9 @@ class _TensorRef:
     stride: tuple[int, ...]
 
 
-def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None,
-                       metadata=None):
+def _rebuild_tensor_v2(
+    storage, storage_offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None
+):
     return _TensorRef(storage, int(storage_offset), tuple(size), tuple(stride))
 
 
@@ -78,8 +79,12 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"
-                and isinstance(pid[1], _StorageType)):
+        if not (
+            isinstance(pid, tuple)
+            and len(pid) >= 5
+            and pid[0] == "storage"
+            and isinstance(pid[1], _StorageType)
+        ):
             raise TorchWeightsError(f"unexpected persistent id {pid!r}")
         _, storage_type, key, _location, size = pid[:5]
         if key not in self.storages:
@@ -102,8 +107,9 @@ def _read_storage(f: io.BufferedIOBase, key: str, storage: _Storage) -> None:
         raise TorchWeightsError(f"file ends before storage {key!r}")
     (count,) = struct.unpack("<q", header)
     if not 0 <= count <= MAX_ELEMENTS:  # checked before read(), which allocates what it is asked
-        raise TorchWeightsError(f"storage {key!r} claims {count} elements; the reader accepts 0 to "
-                                f"{MAX_ELEMENTS} (MAX_ELEMENTS)")
+        raise TorchWeightsError(
+            f"storage {key!r} claims {count} elements; the reader accepts 0 to {MAX_ELEMENTS} (MAX_ELEMENTS)"
+        )
     if count != storage.size:
         raise TorchWeightsError(f"storage {key!r} holds {count} elements, the pickle says {storage.size}")
     raw = f.read(count * storage.dtype.itemsize)
@@ -122,27 +128,33 @@ def _check_layout(name: str, ref: _TensorRef, storage_size: int) -> None:
     """
     shape, stride = ref.shape, ref.stride
     if not all(type(v) is int for v in (ref.offset, *shape, *stride)):
-        raise TorchWeightsError(f"tensor {name!r}: offset, size and stride must be integers "
-                                f"(offset {ref.offset!r}, size {shape!r}, stride {stride!r})")
+        raise TorchWeightsError(
+            f"tensor {name!r}: offset, size and stride must be integers "
+            f"(offset {ref.offset!r}, size {shape!r}, stride {stride!r})"
+        )
     if len(shape) != len(stride):
         raise TorchWeightsError(f"tensor {name!r}: size {shape} and stride {stride} differ in length")
     if any(n < 0 for n in shape):
         raise TorchWeightsError(f"tensor {name!r}: negative dimension in size {shape}")
     if any(s <= 0 for s in stride):
         kind = "negative" if any(s < 0 for s in stride) else "zero"
-        raise TorchWeightsError(f"tensor {name!r}: {kind} stride in {stride}; only positive strides "
-                                "are accepted")
+        raise TorchWeightsError(
+            f"tensor {name!r}: {kind} stride in {stride}; only positive strides are accepted"
+        )
     count = math.prod(shape)
     if count > MAX_ELEMENTS:
-        raise TorchWeightsError(f"tensor {name!r}: {count} elements exceed the cap of {MAX_ELEMENTS} "
-                                "(MAX_ELEMENTS)")
+        raise TorchWeightsError(
+            f"tensor {name!r}: {count} elements exceed the cap of {MAX_ELEMENTS} (MAX_ELEMENTS)"
+        )
     if count == 0:
         return
     end = ref.offset + sum((n - 1) * s for n, s in zip(shape, stride, strict=True)) + 1
     if ref.offset < 0 or end > storage_size:
-        raise TorchWeightsError(f"tensor {name!r}: offset {ref.offset} with size {shape} and stride "
-                                f"{stride} reaches element {end - 1}, past the end of its storage "
-                                f"of {storage_size} elements")
+        raise TorchWeightsError(
+            f"tensor {name!r}: offset {ref.offset} with size {shape} and stride "
+            f"{stride} reaches element {end - 1}, past the end of its storage "
+            f"of {storage_size} elements"
+        )
 
 
 def _materialise(name: str, ref: _TensorRef) -> np.ndarray:
@@ -151,13 +163,14 @@ def _materialise(name: str, ref: _TensorRef) -> np.ndarray:
     if any(n == 0 for n in ref.shape):
         return np.zeros(ref.shape, dtype=data.dtype.newbyteorder("="))
     view = np.lib.stride_tricks.as_strided(
-        data[ref.offset:], shape=ref.shape, strides=[s * data.itemsize for s in ref.stride], writeable=False
+        data[ref.offset :], shape=ref.shape, strides=[s * data.itemsize for s in ref.stride], writeable=False
     )
     return np.array(view, dtype=data.dtype.newbyteorder("="))
 
 
-def read_torch_state_dict(path: str | Path, skip_suffixes: tuple[str, ...] = ("num_batches_tracked",)
-                          ) -> dict[str, np.ndarray]:
+def read_torch_state_dict(
+    path: str | Path, skip_suffixes: tuple[str, ...] = ("num_batches_tracked",)
+) -> dict[str, np.ndarray]:
     """Tensors of a legacy ``torch.save(state_dict)`` file as numpy arrays, in file order.
 
     ``num_batches_tracked`` counters are dropped by default: they are training bookkeeping, not weights.
@@ -168,8 +181,9 @@ def read_torch_state_dict(path: str | Path, skip_suffixes: tuple[str, ...] = ("n
     with path.open("rb") as f:
         head = f.read(4)
         if head.startswith(b"PK"):
-            raise TorchWeightsError(f"{path} is PyTorch's zip format (torch>=1.6 default); only the legacy "
-                                    "format is supported")
+            raise TorchWeightsError(
+                f"{path} is PyTorch's zip format (torch>=1.6 default); only the legacy format is supported"
+            )
         f.seek(0)
         magic = _load_pickle(f, "magic number")
         if magic != LEGACY_MAGIC:

@@ -43,8 +43,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.summarise_preparation,
-                inputs=["tile_candidates", "tile_manifest", "params:land_cover", "params:tiling",
-                        "params:data_preparation"],
+                inputs=[
+                    "tile_candidates",
+                    "tile_manifest",
+                    "params:land_cover",
+                    "params:tiling",
+                    "params:data_preparation",
+                ],
                 outputs="preparation_report",
                 name="summarise_preparation",
             ),

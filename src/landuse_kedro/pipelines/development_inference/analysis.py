@@ -35,8 +35,10 @@ def smooth_classes(grid: np.ndarray, n_classes: int, centre_weight: float) -> np
     kernel = np.ones((3, 3), dtype=np.float64)
     kernel[1, 1] = centre_weight
     votes = np.stack(
-        [correlate((grid == code).astype(np.float64), kernel, mode="constant", cval=0.0)
-         for code in range(1, n_classes + 1)]
+        [
+            correlate((grid == code).astype(np.float64), kernel, mode="constant", cval=0.0)
+            for code in range(1, n_classes + 1)
+        ]
     )
     best = votes.max(axis=0) - 1e-9
     lowest_best = np.argmax(votes >= best, axis=0) + 1
@@ -55,8 +57,12 @@ def to_grid(tiles: pd.DataFrame, column: str, codes: Mapping[str, int]) -> np.nd
     return grid
 
 
-def agreement(tiles: pd.DataFrame, map_classes: Sequence[str], older: str = "older_class",
-              newer: str = "predicted_class") -> dict:
+def agreement(
+    tiles: pd.DataFrame,
+    map_classes: Sequence[str],
+    older: str = "older_class",
+    newer: str = "predicted_class",
+) -> dict:
     """Accuracy and confusion matrix (rows older labels, columns predictions) over tiles that have
     both; how many were left out and why is reported, not hidden."""
     both = tiles[older].notna() & tiles[newer].notna()
@@ -78,9 +84,15 @@ def agreement(tiles: pd.DataFrame, map_classes: Sequence[str], older: str = "old
     }
 
 
-def change_candidates(tiles: pd.DataFrame, from_classes: Sequence[str], to_class: str,
-                      min_probability: float, *, prediction: str = "predicted_class",
-                      min_older_share: float = 0.0) -> pd.DataFrame:
+def change_candidates(
+    tiles: pd.DataFrame,
+    from_classes: Sequence[str],
+    to_class: str,
+    min_probability: float,
+    *,
+    prediction: str = "predicted_class",
+    min_older_share: float = 0.0,
+) -> pd.DataFrame:
     """Tiles whose older label is one of ``from_classes``, covering at least ``min_older_share`` of
     the tile (``older_share``), and whose newer prediction is ``to_class`` with probability
     ``prob_<to_class>`` at least ``min_probability``, as ``change_probability``; ranked by it (ties by
@@ -90,8 +102,11 @@ def change_candidates(tiles: pd.DataFrame, from_classes: Sequence[str], to_class
     rightly sees buildings in it; that is an edge, not a change.
     """
     probability = tiles[f"prob_{to_class}"]
-    chosen = (tiles["older_class"].isin(list(from_classes)) & (tiles[prediction] == to_class)
-              & (probability >= min_probability))
+    chosen = (
+        tiles["older_class"].isin(list(from_classes))
+        & (tiles[prediction] == to_class)
+        & (probability >= min_probability)
+    )
     if min_older_share > 0:
         chosen &= tiles["older_share"] >= min_older_share
     selected = tiles[chosen].assign(change_probability=probability[chosen])
@@ -99,8 +114,9 @@ def change_candidates(tiles: pd.DataFrame, from_classes: Sequence[str], to_class
     return ranked.reset_index(drop=True).assign(rank=np.arange(1, len(ranked) + 1))
 
 
-def class_summary(tiles: pd.DataFrame, map_classes: Sequence[str],
-                  columns: Mapping[str, str]) -> pd.DataFrame:
+def class_summary(
+    tiles: pd.DataFrame, map_classes: Sequence[str], columns: Mapping[str, str]
+) -> pd.DataFrame:
     """Counts and percent of tiles per class for each labelling (like the walkthrough's table),
     plus a ``nodata`` row so failed or masked tiles are counted, never dropped. Percent is of all
     tiles, so each column sums to 100."""

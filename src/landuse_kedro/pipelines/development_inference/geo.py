@@ -26,7 +26,9 @@ def tile_grid_transform(scene_transform: Affine, row_off: int, col_off: int, til
     return scene_transform @ Affine.translation(col_off, row_off) @ Affine.scale(tile_size)
 
 
-def colour_table(map_classes: Sequence[str], colours: Mapping[str, str]) -> dict[int, tuple[int, int, int, int]]:
+def colour_table(
+    map_classes: Sequence[str], colours: Mapping[str, str]
+) -> dict[int, tuple[int, int, int, int]]:
     """GeoTIFF palette: class codes in their map colours, nodata transparent."""
     missing = [name for name in map_classes if name not in colours]
     if missing:
@@ -38,8 +40,15 @@ def colour_table(map_classes: Sequence[str], colours: Mapping[str, str]) -> dict
     return table
 
 
-def class_raster(grid: np.ndarray, crs: str, transform: Affine, palette: Mapping[int, tuple[int, ...]],  # noqa: PLR0917
-                 description: str, map_classes: Sequence[str], tags: Mapping[str, str]) -> GeoRaster:
+def class_raster(
+    grid: np.ndarray,
+    crs: str,
+    transform: Affine,
+    palette: Mapping[int, tuple[int, ...]],  # noqa: PLR0917
+    description: str,
+    map_classes: Sequence[str],
+    tags: Mapping[str, str],
+) -> GeoRaster:
     """A uint8 one-band GeoRaster of class codes with nodata 0, the map's colour table and the
     class names (code i is ``map_classes[i - 1]``), so a GIS shows a legend, not numbers; ``tags``
     (region, years) say what it maps when the file is found alone."""
@@ -62,17 +71,24 @@ def candidates_geojson(candidates: pd.DataFrame, properties: Sequence[str]) -> d
     for tile in candidates.to_dict("records"):
         footprint = {
             "type": "Polygon",
-            "coordinates": [[
-                (tile["minx"], tile["miny"]), (tile["maxx"], tile["miny"]), (tile["maxx"], tile["maxy"]),
-                (tile["minx"], tile["maxy"]), (tile["minx"], tile["miny"]),
-            ]],
+            "coordinates": [
+                [
+                    (tile["minx"], tile["miny"]),
+                    (tile["maxx"], tile["miny"]),
+                    (tile["maxx"], tile["maxy"]),
+                    (tile["minx"], tile["maxy"]),
+                    (tile["minx"], tile["miny"]),
+                ]
+            ],
         }
-        features.append({
-            "type": "Feature",
-            "id": tile["tile_id"],
-            "geometry": transform_geom(tile["crs"], GEOJSON_CRS, footprint),
-            "properties": {name: _json_value(tile[name]) for name in properties},
-        })
+        features.append(
+            {
+                "type": "Feature",
+                "id": tile["tile_id"],
+                "geometry": transform_geom(tile["crs"], GEOJSON_CRS, footprint),
+                "properties": {name: _json_value(tile[name]) for name in properties},
+            }
+        )
     return {"type": "FeatureCollection", "features": features}
 
 
@@ -92,7 +108,12 @@ def mosaic(sources: Sequence[WindowedRaster], crs: str, nodata: int) -> tuple[np
     footprints, sizes = [], []
     for source in sources:
         transform, width, height = calculate_default_transform(
-            source.crs, crs, source.width, source.height, *array_bounds(source.height, source.width, source.transform))
+            source.crs,
+            crs,
+            source.width,
+            source.height,
+            *array_bounds(source.height, source.width, source.transform),
+        )
         footprints.append(array_bounds(height, width, transform))
         sizes.append(min(abs(transform.a), abs(transform.e)))
     size = min(sizes)
@@ -105,8 +126,17 @@ def mosaic(sources: Sequence[WindowedRaster], crs: str, nodata: int) -> tuple[np
     merged = np.full((round((north - south) / size), round((east - west) / size)), nodata, dtype=np.uint8)
     for source in sources:
         warped = np.full_like(merged, nodata)
-        reproject(source.read(indexes=1), warped, src_transform=source.transform, src_crs=source.crs, src_nodata=nodata,
-                  dst_transform=transform, dst_crs=crs, dst_nodata=nodata, resampling=Resampling.nearest)
+        reproject(
+            source.read(indexes=1),
+            warped,
+            src_transform=source.transform,
+            src_crs=source.crs,
+            src_nodata=nodata,
+            dst_transform=transform,
+            dst_crs=crs,
+            dst_nodata=nodata,
+            resampling=Resampling.nearest,
+        )
         empty = merged == nodata
         merged[empty] = warped[empty]
     return merged, transform

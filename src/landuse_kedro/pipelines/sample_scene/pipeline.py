@@ -12,14 +12,27 @@ from landuse_kedro.pipelines.sample_scene import nodes
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(nodes.generate_land_cover, "params:sample_scene", "sample_land_cover",
-                 name="generate_land_cover"),
-            Node(nodes.make_nlcd_rasters, ["sample_land_cover", "params:sample_scene"], "nlcd_rasters",
-                 name="make_nlcd_rasters"),
-            Node(nodes.render_naip_scenes, ["sample_land_cover", "params:sample_scene"], "naip_scenes",
-                 name="render_naip_scenes"),
-            Node(nodes.make_change_truth, "sample_land_cover", "sample_change_truth",
-                 name="make_change_truth"),
+            Node(
+                nodes.generate_land_cover,
+                "params:sample_scene",
+                "sample_land_cover",
+                name="generate_land_cover",
+            ),
+            Node(
+                nodes.make_nlcd_rasters,
+                ["sample_land_cover", "params:sample_scene"],
+                "nlcd_rasters",
+                name="make_nlcd_rasters",
+            ),
+            Node(
+                nodes.render_naip_scenes,
+                ["sample_land_cover", "params:sample_scene"],
+                "naip_scenes",
+                name="render_naip_scenes",
+            ),
+            Node(
+                nodes.make_change_truth, "sample_land_cover", "sample_change_truth", name="make_change_truth"
+            ),
         ],
         tags="sample_scene",
     )

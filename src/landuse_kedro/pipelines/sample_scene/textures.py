@@ -21,12 +21,24 @@ from scipy.special import ndtri
 # The generator's own table: which texture draws which NLCD code.
 KIND_OF_CODE: dict[int, str] = {
     11: "water",
-    21: "developed", 22: "developed", 23: "developed", 24: "developed",
+    21: "developed",
+    22: "developed",
+    23: "developed",
+    24: "developed",
     31: "barren",
-    41: "forest", 42: "forest", 43: "forest", 90: "forest",
-    51: "shrub", 52: "shrub",
-    71: "herbaceous", 72: "herbaceous", 73: "herbaceous", 74: "herbaceous", 95: "herbaceous",
-    81: "cultivated", 82: "cultivated",
+    41: "forest",
+    42: "forest",
+    43: "forest",
+    90: "forest",
+    51: "shrub",
+    52: "shrub",
+    71: "herbaceous",
+    72: "herbaceous",
+    73: "herbaceous",
+    74: "herbaceous",
+    95: "herbaceous",
+    81: "cultivated",
+    82: "cultivated",
 }
 # Share of impervious surface by developed code (NLCD: open space, low, medium, high intensity).
 DEVELOPED_INTENSITY = {21: 0.12, 22: 0.4, 23: 0.65, 24: 0.88}
@@ -50,8 +62,14 @@ SCRUB = np.array([70, 84, 58, 130], np.float32)
 WATER = np.array([38, 54, 62, 18], np.float32)
 TURBID = np.array([72, 88, 74, 30], np.float32)
 ROOFS = np.array(
-    [[70, 70, 76, 64], [120, 118, 116, 108], [150, 150, 150, 138], [132, 82, 66, 92],
-     [205, 205, 200, 186], [96, 72, 62, 78]],
+    [
+        [70, 70, 76, 64],
+        [120, 118, 116, 108],
+        [150, 150, 150, 138],
+        [132, 82, 66, 92],
+        [205, 205, 200, 186],
+        [96, 72, 62, 78],
+    ],
     np.float32,
 )
 
@@ -60,11 +78,11 @@ ROOFS = np.array(
 class RegionFields:
     """Random fields of one region (shared by its years), each (rows, cols) float32, ~N(0, 1)."""
 
-    fine: np.ndarray    # pixel-scale grain
+    fine: np.ndarray  # pixel-scale grain
     crowns: np.ndarray  # band-pass at tree-crown scale (3-8 m)
-    blobs: np.ndarray   # band-pass at shrub scale (1-3 m)
+    blobs: np.ndarray  # band-pass at shrub scale (1-3 m)
     medium: np.ndarray  # patches of ~15 m
-    large: np.ndarray   # patches of ~80 m
+    large: np.ndarray  # patches of ~80 m
 
 
 def _normalise(field: np.ndarray) -> np.ndarray:
@@ -100,7 +118,9 @@ def hash_uniform(*keys: np.ndarray, salt: int = 0) -> np.ndarray:
     look wherever they are drawn from."""
     h = np.full(np.shape(keys[0]), salt * 0x27D4EB2F + 0x165667B1, dtype=np.uint64)
     for key, prime in zip(keys, (0x9E3779B1, 0x85EBCA77, 0xC2B2AE3D, 0x27D4EB2F)):
-        h = (h + np.asarray(key).astype(np.int64).astype(np.uint64) * np.uint64(prime)) & np.uint64(0xFFFFFFFF)
+        h = (h + np.asarray(key).astype(np.int64).astype(np.uint64) * np.uint64(prime)) & np.uint64(
+            0xFFFFFFFF
+        )
         h ^= h >> np.uint64(15)
         h = (h * np.uint64(0x2C1B3C6D)) & np.uint64(0xFFFFFFFF)
         h ^= h >> np.uint64(12)
@@ -125,7 +145,7 @@ class Pixels:
     parcel: np.ndarray
     params: dict[str, np.ndarray]  # per-parcel parameters gathered per pixel
     fields: dict[str, np.ndarray]  # RegionFields gathered per pixel
-    green: float                   # season of the year: 1 lush, 0 dry
+    green: float  # season of the year: 1 lush, 0 dry
 
     def rotated(self, salt: str = "theta") -> tuple[np.ndarray, np.ndarray]:
         theta = self.params[salt]
@@ -139,6 +159,7 @@ class Pixels:
 
 
 # Each renderer returns (colours (n, 4) float32, heights (n,) in metres, for shadows).
+
 
 def render_water(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     turbid = np.clip(0.5 + 0.25 * p.fields["large"] + 0.3 * (p.params["u1"] - 0.5), 0, 1)
@@ -170,7 +191,9 @@ def render_forest(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     colour = np.where(evergreen[:, None], needle, leaf)
     colour = colour * (1.0 + 0.22 * crowns[:, None]) + 4.0 * p.fields["fine"][:, None]
     gaps = crowns + 0.5 * p.fields["medium"] < -1.6 + 1.5 * p.params["u1"]
-    understory = np.where((p.params["u2"] < 0.5)[:, None], p.vegetation(DRY_GRASS, 0.5) * 0.8, SHADOW[None, :] * 1.3)
+    understory = np.where(
+        (p.params["u2"] < 0.5)[:, None], p.vegetation(DRY_GRASS, 0.5) * 0.8, SHADOW[None, :] * 1.3
+    )
     gap_colour = np.where((p.code == 90)[:, None], WATER[None, :] * 1.2, understory)
     colour = np.where(gaps[:, None], gap_colour + 0.3 * p.params["colour"], colour)
     height = np.where(gaps, 0.0, 14.0 + 3.0 * crowns).astype(np.float32)
@@ -181,7 +204,9 @@ def render_shrub(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     soil = _mix(SOIL[None, :], DARK_SOIL[None, :], 0.5 + 0.3 * p.fields["large"] + p.params["u2"] - 0.5)
     soil = _mix(soil, p.vegetation(DRY_GRASS, jitter=0.5), 0.3 + 0.3 * p.fields["medium"])
     soil += p.params["colour"] * 0.6 + 7.0 * p.fields["fine"][:, None]
-    density = 0.08 + 0.62 * p.params["u1"]  # overlaps grass with lone shrubs and open woodland  # share of ground under scrub
+    density = (
+        0.08 + 0.62 * p.params["u1"]
+    )  # overlaps grass with lone shrubs and open woodland  # share of ground under scrub
     shrubs = p.fields["blobs"] + 0.4 * p.fields["medium"] > _threshold_for_share(density)
     scrub = p.vegetation(SCRUB, jitter=0.5) * (1.0 + 0.15 * p.fields["blobs"][:, None])
     colour = np.where(shrubs[:, None], scrub, soil)
@@ -191,11 +216,17 @@ def render_shrub(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
 def render_barren(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     kind = p.params["u1"]  # sand, gravel/soil, rock or quarry
     base = np.where(
-        (kind < 0.33)[:, None], SAND[None, :],
+        (kind < 0.33)[:, None],
+        SAND[None, :],
         np.where((kind < 0.66)[:, None], GRAVEL[None, :], ROCK[None, :]),
     )
     colour = base + p.params["colour"] * 0.7
-    grain = 0.06 * p.fields["medium"] + 0.05 * p.fields["large"] + 0.06 * p.fields["fine"] + 0.05 * p.fields["blobs"]
+    grain = (
+        0.06 * p.fields["medium"]
+        + 0.05 * p.fields["large"]
+        + 0.06 * p.fields["fine"]
+        + 0.05 * p.fields["blobs"]
+    )
     colour *= 1.0 + grain[:, None]
     u, _ = p.rotated()
     ripples = np.sin(u / (2.0 + 3.0 * p.params["u2"]) + 2.0 * p.fields["medium"])
@@ -255,14 +286,23 @@ def render_developed(p: Pixels) -> tuple[np.ndarray, np.ndarray]:
     margin_u = lot_u * (0.38 - 0.3 * intensity) * (0.8 + 0.4 * h_roof)
     margin_v = lot_v * (0.3 - 0.22 * intensity)
     roof = (
-        ~road & ~park & (h_occ < 0.45 + 0.6 * intensity)
-        & (gu > margin_u) & (gu < lot_u - margin_u * 0.6) & (gv > margin_v) & (gv < lot_v - margin_v)
+        ~road
+        & ~park
+        & (h_occ < 0.45 + 0.6 * intensity)
+        & (gu > margin_u)
+        & (gu < lot_u - margin_u * 0.6)
+        & (gv > margin_v)
+        & (gv < lot_v - margin_v)
     )
     roof_colour = ROOFS[np.minimum((h_roof * len(ROOFS)).astype(int), len(ROOFS) - 1)]
     ridge = np.where(gu < (margin_u + lot_u - margin_u * 0.6) / 2.0, 1.08, 0.9)
-    ground = _mix(p.vegetation(GRASS, 0.6), CONCRETE[None, :] * 0.85, intensity * 0.9 + 0.15 * p.fields["medium"])
+    ground = _mix(
+        p.vegetation(GRASS, 0.6), CONCRETE[None, :] * 0.85, intensity * 0.9 + 0.15 * p.fields["medium"]
+    )
     trees = (p.fields["crowns"] + 0.6 * p.fields["medium"] > 0.6 + 1.6 * intensity) & ~road
-    colour = np.where(trees[:, None], p.vegetation(LEAF, 0.5) * (1 + 0.2 * p.fields["crowns"][:, None]), ground)
+    colour = np.where(
+        trees[:, None], p.vegetation(LEAF, 0.5) * (1 + 0.2 * p.fields["crowns"][:, None]), ground
+    )
     colour = np.where(road[:, None], ASPHALT[None, :] * (1.0 + 0.04 * p.fields["medium"][:, None]), colour)
     colour = np.where(roof[:, None], roof_colour * ridge[:, None], colour)
     colour += 5.0 * p.fields["fine"][:, None]
@@ -300,12 +340,12 @@ def cast_shadows(image: np.ndarray, height: np.ndarray, sun: tuple[int, int], st
 class Look:
     """How one acquisition looks: season, sensor calibration, haze, illumination, noise."""
 
-    green: float                       # 1 lush early summer, 0 dry late summer
+    green: float  # 1 lush early summer, 0 dry late summer
     gain: tuple[float, float, float, float]
     offset: tuple[float, float, float, float]
-    ramp: float                        # brightness change across the scene
-    noise: float                       # sensor noise (DN)
-    blur: float                        # optics / resampling softness (px)
+    ramp: float  # brightness change across the scene
+    noise: float  # sensor noise (DN)
+    blur: float  # optics / resampling softness (px)
     sun: tuple[int, int]
 
 

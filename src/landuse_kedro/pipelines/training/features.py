@@ -60,21 +60,28 @@ def feature_predictor(features_model, threads: int) -> Callable[[np.ndarray], np
     return load_predictor("onnx", keras_to_onnx(features_model).payload, threads)
 
 
-def extract(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, views: tuple[int, ...],
-            batch_size: int) -> np.ndarray:
+def extract(
+    predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray, views: tuple[int, ...], batch_size: int
+) -> np.ndarray:
     """(len(views), N, D) features of ``images`` in each view, batch by batch."""
     out: np.ndarray | None = None
     for v, view in enumerate(views):
         for start in range(0, len(images), batch_size):
-            batch = predict(dihedral(images[start:start + batch_size], view))
+            batch = predict(dihedral(images[start : start + batch_size], view))
             if out is None:
                 out = np.empty((len(views), len(images), batch.shape[-1]), np.float32)
-            out[v, start:start + len(batch)] = batch
+            out[v, start : start + len(batch)] = batch
     return out
 
 
-def cache_features(features_model, train: TileArrays, validation: TileArrays,
-                   augmentation: Mapping[str, Any], batch_size: int, threads: int) -> FeatureCache:
+def cache_features(
+    features_model,
+    train: TileArrays,
+    validation: TileArrays,
+    augmentation: Mapping[str, Any],
+    batch_size: int,
+    threads: int,
+) -> FeatureCache:
     """Training tiles in every view ``augmentation`` allows, validation tiles as they are."""
     predict = feature_predictor(features_model, threads)
     views = dihedral_views(augmentation)
@@ -98,7 +105,8 @@ def train_dataset(cache: FeatureCache, batch_size: int, seed: int):
     tiles = tiles.shuffle(n, seed=seed, reshuffle_each_iteration=True)
     draws = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
     dataset = tf.data.Dataset.zip(tiles, draws).map(
-        lambda pair, draw: (tf.gather(table, tf.math.floormod(draw, n_views) * n + pair[0]), pair[1]))
+        lambda pair, draw: (tf.gather(table, tf.math.floormod(draw, n_views) * n + pair[0]), pair[1])
+    )
     return dataset.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 

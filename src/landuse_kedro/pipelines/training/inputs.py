@@ -55,7 +55,9 @@ def decode_split(
     for i, key in enumerate(rows["partition"]):
         image = partitions[key]().convert("RGB")
         if image.size != (image_size, image_size):
-            raise ValueError(f"Tile '{key}' is {image.size[0]}x{image.size[1]}, expected {image_size}x{image_size}.")
+            raise ValueError(
+                f"Tile '{key}' is {image.size[0]}x{image.size[1]}, expected {image_size}x{image_size}."
+            )
         images[i] = np.asarray(image)
     index = {name: i for i, name in enumerate(classes)}
     labels = rows["class_name"].map(index).to_numpy(dtype=np.int32)
@@ -110,7 +112,9 @@ def augment(images, seeds, augmentation: Mapping[str, float]):
     return tf.image.convert_image_dtype(tf.clip_by_value(x, 0.0, 1.0), tf.uint8, saturate=True)
 
 
-def make_dataset(tiles: TileArrays, batch_size: int, seed: int, augmentation: Mapping[str, float] | None = None):
+def make_dataset(
+    tiles: TileArrays, batch_size: int, seed: int, augmentation: Mapping[str, float] | None = None
+):
     """Batches of (uint8 images, labels); shuffled and augmented (new draws every epoch) when
     ``augmentation`` is given, in file order otherwise."""
     import tensorflow as tf
