@@ -484,7 +484,7 @@ the scene's CRS (minx, miny, maxx, maxy, crs), the GeoJSON has it as geometry in
 
 
 def select_change_candidates(
-    development_tile_classes: pd.DataFrame, land_cover: dict[str, Any], options: dict[str, Any]
+    development_tile_classes: pd.DataFrame, options: dict[str, Any]
 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """Find the tiles that look newly developed: older label in ``candidates.from_classes`` covering at
     least ``min_older_share`` of the tile, newer prediction (raw or smoothed, per
@@ -492,7 +492,6 @@ def select_change_candidates(
 
     Args:
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
-        land_cover: ``params:land_cover`` (not read: the classes come with the tiles).
         options: ``params:development_inference`` (``regions``, ``candidates``).
 
     Returns:

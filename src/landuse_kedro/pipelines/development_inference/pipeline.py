@@ -45,7 +45,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.select_change_candidates,
-                ["development_tile_classes", "params:land_cover", OPTIONS],
+                ["development_tile_classes", OPTIONS],
                 ["change_candidates_table", "change_candidates"],
                 name="select_change_candidates",
             ),
