@@ -16,8 +16,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LAND_COVER = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters.yml").read_text())["land_cover"]
+"""The project's own ``params:land_cover``: class order, NLCD table, 3-class view."""
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("PYSPARK_PYTHON", sys.executable)

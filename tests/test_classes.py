@@ -6,12 +6,11 @@ import pickle
 
 import numpy as np
 import pytest
-import yaml
 
 from landuse_kedro.classes import DROPPED, NO_LABEL, LandCover
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import LAND_COVER
 
-PARAMS = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters.yml").read_text())["land_cover"]
+PARAMS = LAND_COVER
 
 
 @pytest.fixture(scope="module")

@@ -25,16 +25,9 @@ from landuse_kedro.raster import (
     to_classes,
     valid_on_grid,
 )
+from tests.conftest import LAND_COVER
 
-CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
-NLCD_TO_CLASS = {
-    "Developed": [21, 22, 23, 24],
-    "Cultivated": [81, 82],
-    "Forest": [41, 42, 43, 90],
-    "Shrub": [51, 52],
-    "Barren": [31],
-    "Herbaceous": [71, 72, 73, 74, 95],
-}
+CLASSES, NLCD_TO_CLASS = LAND_COVER["classes"], LAND_COVER["nlcd_to_class"]
 UTM = CRS.from_epsg(32619)
 ALBERS = CRS.from_epsg(5070)
 

@@ -17,22 +17,9 @@ from landuse_kedro.classes import class_lookup
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.pipelines.data_preparation import nodes
 from landuse_kedro.raster import GeoRaster
-from tests.conftest import corrupt_block, local_spark_session, run_pipeline
+from tests.conftest import LAND_COVER, corrupt_block, local_spark_session, run_pipeline
 
-CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
-LAND_COVER = {
-    "classes": CLASSES,
-    "nlcd_to_class": {
-        "Developed": [21, 22, 23, 24],
-        "Cultivated": [81, 82],
-        "Forest": [41, 42, 43, 90],
-        "Shrub": [51, 52],
-        "Barren": [31],
-        "Herbaceous": [71, 72, 73, 74, 95],
-    },
-    "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
-    "three_class_other": "Undeveloped",
-}
+CLASSES = LAND_COVER["classes"]
 TILING = {"tile_size": 32, "resolution": 1.0, "target_crs": None}
 OPTIONS = {"min_purity": 0.9, "validation_regions": ["middlesex"], "max_tiles_per_class": None, "seed": 42}
 UTM, ALBERS = CRS.from_epsg(32619), CRS.from_epsg(5070)
