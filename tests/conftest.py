@@ -72,6 +72,14 @@ def run_pipeline(
         os.chdir(cwd)
 
 
+def registered_pipelines() -> dict:
+    """The project's pipelines by name, as ``kedro run --pipelines`` finds them."""
+    from kedro.framework.project import configure_project, pipelines
+
+    configure_project("landuse_kedro")
+    return dict(pipelines)
+
+
 def load_catalog(project: Path, env: str = "test", params: dict | None = None):
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project

@@ -1,10 +1,14 @@
 """A name seen in a log or in kedro-viz leads straight to the code: every node is named after its function."""
 
-from kedro.framework.project import configure_project, pipelines
+from tests.conftest import registered_pipelines
 
 
 def test_every_node_is_named_after_its_function():
-    configure_project("landuse_kedro")
-    nodes = [node for name, pipeline in pipelines.items() if name != "__default__" for node in pipeline.nodes]
+    nodes = [
+        node
+        for name, pipeline in registered_pipelines().items()
+        if name != "__default__"
+        for node in pipeline.nodes
+    ]
     assert len(nodes) > 20, "the registry was not read"
     assert [node.name for node in nodes if node.name != node.func.__name__] == []

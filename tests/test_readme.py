@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy
+from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, registered_pipelines
 
 README = (PROJECT_ROOT / "README.md").read_text()
 
@@ -43,9 +43,7 @@ def test_make_targets_exist():
 
 
 def test_pipelines_named_in_the_readme_are_registered():
-    from kedro.framework.project import configure_project, pipelines
-
-    configure_project("landuse_kedro")
+    pipelines = registered_pipelines()
     named = _options("--pipelines")
     assert named, "the README shows how to run one pipeline"
     assert named <= set(pipelines), named - set(pipelines)

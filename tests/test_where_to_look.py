@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 import landuse_kedro
-from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy
+from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, registered_pipelines
 
 DOC = PROJECT_ROOT / "docs" / "architecture.md"
 SECTION = "## Where to look"
@@ -59,12 +59,7 @@ def location(config: dict, project: Path) -> str:
 def where_to_look_rows() -> list[Row]:
     """The table's rows, sorted by entry then pipeline: one per (dataset, node writing it), and one
     per dataset that pipelines read and no node writes."""
-    from kedro.framework.project import configure_project
-
-    configure_project("landuse_kedro")
-    from landuse_kedro.pipeline_registry import register_pipelines
-
-    pipelines = {name: pipe for name, pipe in register_pipelines().items() if name != "__default__"}
+    pipelines = {name: pipe for name, pipe in registered_pipelines().items() if name != "__default__"}
     with tempfile.TemporaryDirectory() as folder:
         project = make_project_copy(Path(folder) / "project")  # no developer's local credentials
         resolver = load_catalog(project, env="local").config_resolver

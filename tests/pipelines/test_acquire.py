@@ -23,7 +23,7 @@ from rasterio.windows import Window
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.pipelines.acquire import nodes
-from tests.conftest import make_project_copy, run_pipeline
+from tests.conftest import make_project_copy, registered_pipelines, run_pipeline
 from tests.stac_server import RangeFileServer, free_port, stac_api
 
 YEARS = (2012, 2016)
@@ -295,12 +295,7 @@ def test_no_item_for_box_and_year_is_named(acquired):
 
 
 def test_never_part_of_the_default_run():
-    from kedro.framework.project import configure_project
-
-    from landuse_kedro.pipeline_registry import register_pipelines
-
-    configure_project("landuse_kedro")
-    pipelines = register_pipelines()
+    pipelines = registered_pipelines()
     fetched = {"naip_scenes", "nlcd_rasters", "acquire_report"}
     assert fetched <= pipelines["acquire"].all_outputs()
     assert not fetched & pipelines["__default__"].all_outputs()

@@ -11,7 +11,6 @@ from rasterio.warp import transform_bounds
 
 from landuse_kedro.classes import class_lookup
 from landuse_kedro.datasets import GeoTiffDataset
-from landuse_kedro.pipeline_registry import register_pipelines
 from landuse_kedro.pipelines.sample_scene import nodes
 from landuse_kedro.raster import (
     labels_on_grid,
@@ -19,7 +18,7 @@ from landuse_kedro.raster import (
     tile_value_counts,
     to_classes,
 )
-from tests.conftest import load_catalog, make_project_copy, run_pipeline
+from tests.conftest import load_catalog, make_project_copy, registered_pipelines, run_pipeline
 
 ALLOWED_CODES = {11, 21, 22, 23, 24, 31, 41, 42, 43, 51, 52, 71, 72, 73, 74, 81, 82, 90, 95}
 
@@ -207,10 +206,7 @@ def test_bad_parameters_are_named(generated, change, message):
 
 
 def test_never_part_of_the_default_run():
-    from kedro.framework.project import configure_project
-
-    configure_project("landuse_kedro")
-    pipelines = register_pipelines()
+    pipelines = registered_pipelines()
     generated = {"naip_scenes", "nlcd_rasters", "sample_change_truth"}
     assert generated <= pipelines["sample_scene"].all_outputs()
     assert not generated & pipelines["__default__"].all_outputs()
