@@ -1,7 +1,7 @@
 """What the benchmark scripts share: the Data Catalog of a Kedro project, opened as `kedro run` would.
 
 Imported by the scripts beside it (`from _project import project_catalog`: a script's own folder is
-first on ``sys.path``). Run on its own it does nothing (`make benchmark` runs every `benchmarks/*.py`).
+first on ``sys.path``). Run on its own it does nothing; `make benchmark` skips every `benchmarks/_*.py`.
 """
 
 from __future__ import annotations

@@ -34,8 +34,7 @@ from rasterio.windows import from_bounds
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
-from kedro.framework.session import KedroSession  # noqa: E402
-from kedro.framework.startup import bootstrap_project  # noqa: E402
+from _project import project_catalog  # noqa: E402
 
 from landuse_kedro.pipelines.development_inference.analysis import (  # noqa: E402
     change_candidates,
@@ -119,13 +118,9 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    project = args.project.resolve()
-    os.chdir(project)  # relative data paths resolve against the project
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, env=args.env) as session:
-        context = session.load_context()
-        catalog, options = context.catalog, context.params["development_inference"]
-        land_cover = context.params["land_cover"]
+    with project_catalog(args.project, args.env) as catalog:
+        params = catalog.load("parameters")
+        options, land_cover = params["development_inference"], params["land_cover"]
         region = region_names(options)[0]
         truth_rasters = catalog.load("sample_change_truth")
         if region not in truth_rasters:

@@ -18,8 +18,7 @@ import pandas as pd
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
-from kedro.framework.session import KedroSession  # noqa: E402
-from kedro.framework.startup import bootstrap_project  # noqa: E402
+from _project import project_catalog  # noqa: E402
 
 from landuse_kedro.classes import class_lookup  # noqa: E402
 from landuse_kedro.datasets import GeoTiffDataset  # noqa: E402
@@ -39,9 +38,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--env", default="base")
     env = parser.parse_args().env
-    bootstrap_project(PROJECT)
-    with KedroSession.create(project_path=PROJECT, env=env) as session:
-        params = session.load_context().params
+    with project_catalog(PROJECT, env) as catalog:
+        params = catalog.load("parameters")
     config, land_cover_params = params["sample_scene"], params["land_cover"]
 
     start = time.perf_counter()
