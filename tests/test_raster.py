@@ -70,24 +70,17 @@ def test_to_classes_marks_nodata_and_dropped_codes():
     np.testing.assert_array_equal(to_classes(codes, lut, nodata=0), [[NO_LABEL, DROPPED, 0], [2, DROPPED, 5]])
 
 
-LAND_COVER = LandCover.from_params(
-    {
-        "classes": CLASSES,
-        "nlcd_to_class": NLCD_TO_CLASS,
-        "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
-        "three_class_other": "Undeveloped",
-    }
-)
+LAND = LandCover.from_params(LAND_COVER)
 
 
 def test_three_class_lookup_regroups_class_pixels_and_keeps_dropped_and_unlabelled():
-    lut = LAND_COVER.three_class_lookup()
+    lut = LAND.three_class_lookup()
     assert lut.dtype == np.uint8 and lut.shape == (256,)
     np.testing.assert_array_equal(lut[np.arange(6)], [0, 1, 2, 2, 2, 2])
     assert lut[DROPPED] == DROPPED and lut[NO_LABEL] == NO_LABEL
     # NLCD codes straight to 3-class pixels: 22 Developed, 82 Cultivated, 43 Forest, 11 water
     codes = np.array([[22, 82], [43, 11]], dtype=np.uint8)
-    np.testing.assert_array_equal(lut[to_classes(codes, LAND_COVER.nlcd_lookup())], [[0, 1], [2, DROPPED]])
+    np.testing.assert_array_equal(lut[to_classes(codes, LAND.nlcd_lookup())], [[0, 1], [2, DROPPED]])
 
 
 # ------------------------------------------------------------------ labelling and purity
@@ -110,7 +103,7 @@ def test_tile_counts_and_purity_on_hand_made_tiles():
 
 
 def test_plurality_reused_for_three_classes():
-    names, lut = LAND_COVER.three_class_names, LAND_COVER.three_class_lookup()
+    names, lut = LAND.three_class_names, LAND.three_class_lookup()
     six = np.array([[2, 3, 0, 1], [4, 0, 0, 5]], dtype=np.uint8)  # two 2 x 2 tiles
     winner, purity = plurality(tile_value_counts(lut[six], 2), len(names))
     assert [names[i] for i in winner.ravel()] == ["Undeveloped", "Developed"]

@@ -25,14 +25,9 @@ from landuse_kedro.scoring import (
     score_images,
 )
 from landuse_kedro.tiling import task_count
-from tests.conftest import local_spark_session
+from tests.conftest import LAND_COVER, local_spark_session
 
-CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
-LAND_COVER = {
-    "classes": CLASSES,
-    "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
-    "three_class_other": "Undeveloped",
-}
+CLASSES = LAND_COVER["classes"]
 SIZE = 32
 SCORING = {"backend": "onnx", "batch_size": 4, "threads_per_worker": 1, "image_size": SIZE}
 

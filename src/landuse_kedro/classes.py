@@ -50,8 +50,9 @@ class LandCover:
 
     Attributes:
         classes: the model's classes; index i of a probability vector is ``classes[i]``.
-        nlcd_to_class: ``(class, NLCD codes)`` pairs as the parameters list them, or None when
-            the parameters have none (scoring needs no NLCD table).
+        nlcd_table: the checked NLCD code -> class index table (:func:`class_lookup`) as 256
+            bytes (immutable, so the object stays frozen and picklable), or None when the
+            parameters have no ``nlcd_to_class`` (scoring needs no NLCD table).
         three_class_of: the 3-class group of each of ``classes``, in the same order.
         three_class_names: the 3-class groups in a stable order: the named groups as
             ``land_cover.three_class`` lists them, then ``three_class_other`` (the catch-all).
@@ -67,7 +68,7 @@ class LandCover:
     """
 
     classes: tuple[str, ...]
-    nlcd_to_class: tuple[tuple[str, tuple[int, ...]], ...] | None
+    nlcd_table: bytes | None
     three_class_of: tuple[str, ...]
     three_class_names: tuple[str, ...]
     three_class_other: str
@@ -97,15 +98,11 @@ class LandCover:
             )
         other = str(land_cover["three_class_other"])
         table = land_cover.get("nlcd_to_class")
-        nlcd_to_class = None
-        if table is not None:
-            class_lookup(table, classes)  # refuse a bad table now, not in the first node that reads NLCD
-            nlcd_to_class = tuple(
-                (str(name), tuple(int(code) for code in codes or ())) for name, codes in table.items()
-            )
+        # checked now, not in the first node that reads NLCD
+        nlcd_table = None if table is None else class_lookup(table, classes).tobytes()
         return cls(
             classes=classes,
-            nlcd_to_class=nlcd_to_class,
+            nlcd_table=nlcd_table,
             three_class_of=tuple(groups.get(name, other) for name in classes),
             three_class_names=tuple(dict.fromkeys([*groups.values(), other])),
             three_class_other=other,
@@ -113,9 +110,9 @@ class LandCover:
 
     def nlcd_lookup(self) -> np.ndarray:
         """uint8 table NLCD code -> index in :attr:`classes`; codes the table omits -> ``DROPPED``."""
-        if self.nlcd_to_class is None:
+        if self.nlcd_table is None:
             raise ValueError("land_cover.nlcd_to_class is missing: NLCD codes cannot be mapped to classes.")
-        return class_lookup(dict(self.nlcd_to_class), self.classes)
+        return np.frombuffer(self.nlcd_table, dtype=np.uint8).copy()
 
     def to_three_class(self, label: str | None) -> str | None:
         """The 3-class group of a class name; None (no prediction) stays None."""

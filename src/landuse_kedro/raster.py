@@ -23,8 +23,6 @@ from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
 from rasterio.windows import Window, from_bounds
 
-# The class values of label pixels and the NLCD table live with the rest of the vocabulary
-# (``classes.LandCover``); re-exported for the modules and scripts that read them here.
 from landuse_kedro.classes import NO_LABEL
 
 

@@ -20,6 +20,7 @@ from landuse_kedro.raster import WindowedRaster
 from landuse_kedro.scoring import active_spark_session
 from landuse_kedro.tiling import (
     REJECT_REASONS,
+    WINDOW_PLACE,
     ScenePlan,
     TileWindow,
     finish_candidates,
@@ -40,14 +41,7 @@ MANIFEST_COLUMNS = [
     "year",
     "class_name",
     "purity",
-    "row_off",
-    "col_off",
-    "width",
-    "height",
-    "minx",
-    "miny",
-    "maxx",
-    "maxy",
+    *WINDOW_PLACE,
     "crs",
     "partition",
     "scene",

@@ -76,7 +76,11 @@ def map_classes(land_cover: dict[str, Any], options: dict[str, Any]) -> list[str
     Returns:
         The 3-class names (``LandCover.three_class_names``), plus Water when ``water: keep``.
     """
-    names = list(LandCover.from_params(land_cover).three_class_names)
+    return _map_classes(LandCover.from_params(land_cover), options)
+
+
+def _map_classes(land: LandCover, options: dict[str, Any]) -> list[str]:
+    names = list(land.three_class_names)
     return names + [WATER] if _water_mode(options) == "keep" else names
 
 
@@ -91,7 +95,8 @@ def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> n
     """uint8 table NLCD code -> index in :func:`map_classes`: land_cover's NLCD classes regrouped to
     three, water codes to Water (or DROPPED when masked, so a mostly-water tile is masked), 0 (NLCD's
     no data) DROPPED, any other code to the "other" class (Undeveloped: the walkthrough's rest)."""
-    names, land = map_classes(land_cover, options), LandCover.from_params(land_cover)
+    land = LandCover.from_params(land_cover)
+    names = _map_classes(land, options)
     lut = land.three_class_lookup()[land.nlcd_lookup()]
     lut[lut == DROPPED] = names.index(land.three_class_other)
     lut[0] = DROPPED
