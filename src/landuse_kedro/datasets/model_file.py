@@ -64,6 +64,10 @@ class ModelArtifact:
         graph = onnx.load_model_from_string(self.payload).graph
         return "int8" if any(node.op_type in QUANTIZED_OPS for node in graph.node) else "fp32"
 
+    def summary(self) -> dict[str, Any]:
+        """What a report records of the model that scored: format, precision and size in bytes."""
+        return {"format": self.format, "precision": self.precision, "bytes": len(self.payload)}
+
 
 def detect_model_format(payload: bytes) -> ModelFormat | None:
     """Keras 3 ``.keras`` files are zip archives holding ``config.json``; ONNX files are protobuf

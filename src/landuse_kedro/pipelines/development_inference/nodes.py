@@ -421,11 +421,7 @@ def measure_agreement(
         failure reasons, and the agreement of raw and smoothed predictions with the older labels.
     """
     names = map_classes(land_cover, options)
-    model = {
-        "format": scoring_model.format,
-        "precision": scoring_model.precision,
-        "bytes": len(scoring_model.payload),
-    }
+    model = scoring_model.summary()
     return {
         region: {
             "region": region,

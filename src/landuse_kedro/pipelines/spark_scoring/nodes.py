@@ -60,7 +60,7 @@ def summarise_scoring(
     predictions: DataFrame,
     images: FileIndex | DataFrame,
     land_cover: dict[str, Any],
-    scoring_model: ModelArtifact | None = None,
+    scoring_model: ModelArtifact,
 ) -> dict[str, Any]:
     """Account for every listed file and measure accuracy from the written predictions table, with
     training's evaluation code, so the same model gets the same accuracy from both pipelines.
@@ -69,7 +69,7 @@ def summarise_scoring(
         predictions: ``scoring_predictions`` as written.
         images: ``scored_image_list``, the listing the scorer saw.
         land_cover: ``params:land_cover`` (classes and the 3-class rule).
-        scoring_model: ``scoring_model``, recorded by format, precision and size; None records no model.
+        scoring_model: ``scoring_model``, recorded by format, precision and size.
 
     Returns:
         ``scoring_metrics``: ``counts`` (input = scored + failed, labelled), ``failures`` (path and
@@ -121,13 +121,7 @@ def summarise_scoring(
             "labelled": sum(row["count"] for row in pairs),
         },
         "failures": failures,
-        "model": None
-        if scoring_model is None
-        else {
-            "format": scoring_model.format,
-            "precision": scoring_model.precision,
-            "bytes": len(scoring_model.payload),
-        },
+        "model": scoring_model.summary(),
         "six_class": None,
         "three_class": None,
     }
