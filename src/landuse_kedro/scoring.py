@@ -14,11 +14,10 @@ import hashlib
 import io
 import logging
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -140,18 +139,16 @@ def _onnx_predictor(payload: bytes, threads: int) -> Predictor:
 
 
 def _keras_predictor(payload: bytes, threads: int) -> Predictor:
-    import keras
     import tensorflow as tf
+
+    from landuse_kedro.models.onnx_export import artifact_to_keras
 
     try:  # only possible before TensorFlow's runtime starts; a worker that already ran TF keeps its own
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:
         pass
-    with tempfile.TemporaryDirectory() as folder:  # Keras loads only from a path
-        path = Path(folder) / "model.keras"
-        path.write_bytes(payload)
-        model = keras.models.load_model(path, compile=False)
+    model = artifact_to_keras(payload)
 
     def predict(images: np.ndarray) -> np.ndarray:
         return np.asarray(model.predict_on_batch(images))

@@ -49,14 +49,19 @@ def keras_to_artifact(model: keras.Model) -> ModelArtifact:
         return ModelArtifact("keras", path.read_bytes())
 
 
+def artifact_to_keras(payload: bytes) -> keras.Model:
+    """The Keras model of a ``.keras`` file's bytes, uncompiled (the reverse of :func:`keras_to_artifact`)."""
+    import keras
+
+    with tempfile.TemporaryDirectory() as folder:  # Keras loads only from a path
+        path = Path(folder) / "model.keras"
+        path.write_bytes(payload)
+        return keras.models.load_model(path, compile=False)
+
+
 def artifact_to_onnx(model: ModelArtifact) -> ModelArtifact:
     """``model`` as ONNX: itself, or its ``.keras`` file converted (so int8 export works whatever
     ``scoring.backend`` exported)."""
     if model.format == "onnx":
         return model
-    import keras
-
-    with tempfile.TemporaryDirectory() as folder:  # Keras loads only from a path
-        path = Path(folder) / "model.keras"
-        path.write_bytes(model.payload)
-        return keras_to_onnx(keras.models.load_model(path, compile=False))
+    return keras_to_onnx(artifact_to_keras(model.payload))

@@ -12,7 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,8 @@ from matplotlib.figure import Figure
 
 from landuse_kedro import evaluation
 from landuse_kedro.classes import LandCover
-from landuse_kedro.datasets.model_file import ModelArtifact
+from landuse_kedro.datasets.model_file import ModelArtifact, Precision
+from landuse_kedro.models.quantize import calibration_sample
 from landuse_kedro.pipelines.training import features
 from landuse_kedro.pipelines.training.inputs import (
     TileArrays,
@@ -31,7 +32,7 @@ from landuse_kedro.pipelines.training.inputs import (
 
 logger = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "int8")
+PRECISIONS = get_args(Precision)
 
 
 def assemble_tile_set(
@@ -297,7 +298,7 @@ def quantize_scoring_model(
         ``scoring_model_int8``: the int8 ONNX model.
     """
     from landuse_kedro.models.onnx_export import artifact_to_onnx
-    from landuse_kedro.models.quantize import calibration_sample, quantize_onnx
+    from landuse_kedro.models.quantize import quantize_onnx
 
     train = tile_set["train"]
     chosen = calibration_sample(len(train), int(training["int8"]["calibration_tiles"]), training["seed"])
@@ -395,6 +396,9 @@ def evaluate_classifier(
         {p: e["accuracy_6"] for p, e in exports.items()},
         float(training["int8"]["max_accuracy_drop"]),
     )
+    calibrated = calibration_sample(
+        len(tile_set["train"]), int(training["int8"]["calibration_tiles"]), training["seed"]
+    )
     metrics = {
         "split": training["splits"]["validation"],
         "validation_tiles": len(validation),
@@ -414,7 +418,7 @@ def evaluate_classifier(
             p: {k: v for k, v in e.items() if k not in ("six_class", "three_class")}
             for p, e in exports.items()
         },
-        "int8_calibration_tiles": min(int(training["int8"]["calibration_tiles"]), len(tile_set["train"])),
+        "int8_calibration_tiles": len(calibrated),
         "classes": list(land.classes),
     }
     metrics["accuracy_6"] = metrics["six_class"]["accuracy"]
