@@ -197,7 +197,7 @@ def labels_on_grid(
     destination = np.full((height, width), fill, dtype=label_source_dtype(label_source))
     dst_crs = CRS.from_user_input(dst_crs)
     box = window_bounds(dst_transform, Window(0, 0, width, height))
-    window = _covering_window(
+    window = covering_window(
         label_source, transform_bounds(dst_crs, label_source.crs, *box, densify_pts=21), margin
     )
     if window is None:
@@ -228,14 +228,14 @@ def label_source_dtype(label_source: WindowedRaster) -> np.dtype:
 def overlaps(source: WindowedRaster, other: WindowedRaster) -> bool:
     """Whether two rasters share any ground (compared in ``other``'s CRS)."""
     return (
-        _covering_window(
+        covering_window(
             other, transform_bounds(source.crs, other.crs, *_source_bounds(source), densify_pts=21), 0
         )
         is not None
     )
 
 
-def _covering_window(source: WindowedRaster, box: Sequence[float], margin: int) -> Window | None:
+def covering_window(source: WindowedRaster, box: Sequence[float], margin: int) -> Window | None:
     """Integer window of ``source`` covering ``box`` plus ``margin`` pixels, clipped to the raster;
     None when they do not intersect."""
     window = from_bounds(*box, transform=source.transform)

@@ -193,8 +193,9 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             self._path = fsspec.core.strip_protocol(filepath)
         self._load_args = deepcopy(load_args or {})
         save_args = deepcopy(save_args or {})
+        self._cog = str(save_args.get("driver", "GTiff")).upper() == "COG"
         defaults = DEFAULT_SAVE_ARGS
-        if str(save_args.get("driver", "GTiff")).upper() == "COG":
+        if self._cog:
             defaults = {key: value for key, value in defaults.items() if key not in GTIFF_ONLY}
         self._save_args = {**defaults, **save_args}
         self.metadata = metadata
@@ -243,7 +244,7 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             raise DatasetError(
                 f"GeoTiffDataset saves a GeoRaster or a StreamedRaster, got {type(data).__name__}."
             )
-        if isinstance(data, StreamedRaster) and str(self._save_args.get("driver", "")).upper() == "COG":
+        if isinstance(data, StreamedRaster) and self._cog:
             raise DatasetError(
                 "The COG driver cannot write window by window: save a GeoRaster, "
                 "or write a GTiff (the default driver)."

@@ -25,10 +25,10 @@ from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import transform_bounds
-from rasterio.windows import Window, from_bounds
+from rasterio.windows import Window
 
 from landuse_kedro.datasets.file_index import FileIndex
-from landuse_kedro.raster import GeoRaster, window_bounds
+from landuse_kedro.raster import GeoRaster, covering_window, window_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -499,19 +499,8 @@ class _NlcdWindows:
 
     def _window(self, source: Any, box: tuple[float, ...]) -> Window | None:
         west, south, east, north = transform_bounds(LONLAT, source.crs, *box, densify_pts=21)
-        w = from_bounds(
-            west - self.margin,
-            south - self.margin,
-            east + self.margin,
-            north + self.margin,
-            transform=source.transform,
-        )
-        row0, col0 = max(math.floor(w.row_off), 0), max(math.floor(w.col_off), 0)
-        row1 = min(math.ceil(w.row_off + w.height), source.height)
-        col1 = min(math.ceil(w.col_off + w.width), source.width)
-        if row1 <= row0 or col1 <= col0:
-            return None
-        return Window(col0, row0, col1 - col0, row1 - row0)
+        m = self.margin  # in map units, so it widens the box; covering_window's margin is in pixels
+        return covering_window(source, (west - m, south - m, east + m, north + m), 0)
 
 
 def summarise_acquisition(
