@@ -82,7 +82,6 @@ class MlflowHooks:
 
     def __init__(self) -> None:
         self._settings: dict[str, Any] = {}
-        self._params: dict[str, Any] = {}
         self._project_path = Path.cwd()
         self._client: Any = None
         self._run_id: str | None = None
@@ -94,11 +93,10 @@ class MlflowHooks:
         except MissingConfigException:
             self._settings = {}
         self._project_path = Path(context.project_path)
-        self._params = {block: context.params.get(block) or {} for block in PARAM_BLOCKS}
         self._run_id = None
 
     @hook_impl
-    def before_pipeline_run(self, run_params: dict[str, Any], pipeline) -> None:
+    def before_pipeline_run(self, run_params: dict[str, Any], pipeline, catalog) -> None:
         self._run_id = None
         if TRIGGER not in pipeline.all_outputs():
             return
@@ -143,10 +141,11 @@ class MlflowHooks:
                 "kedro.session_id": str(run_params.get("session_id")),
             },
         )
+        values = catalog.load("parameters")  # read here: only training runs pay for it
         params = [
             Param(f"{block}.{key}", json.dumps(value) if isinstance(value, list | dict) else str(value))
             for block in PARAM_BLOCKS
-            for key, value in flatten(self._params[block])
+            for key, value in flatten(values.get(block) or {})
         ]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run.info.run_id, params=params[start : start + 100])
@@ -160,27 +159,22 @@ class MlflowHooks:
         if self._run_id is None:
             return
         client, run_id = self._client, self._run_id
-        if dataset_name == "training_metrics":
+        if dataset_name in ("training_metrics", "training_history"):
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            metrics = [Metric(key, value, now, 0) for key, value in numeric_leaves(data).items()]
-            for start in range(0, len(metrics), 1000):
+            if dataset_name == "training_metrics":
+                metrics = [Metric(key, value, now, 0) for key, value in numeric_leaves(data).items()]
+            else:  # one step per epoch
+                metrics = [
+                    Metric(key, float(record[key]), now, step)
+                    for step, record in enumerate(data.get("epochs", []), start=1)
+                    for key in EPOCH_METRICS
+                    if key in record
+                ]
+            for start in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics per batch
                 client.log_batch(run_id, metrics=metrics[start : start + 1000])
-            client.log_dict(run_id, data, "training_metrics.json")
-        elif dataset_name == "training_history":
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            metrics = [
-                Metric(key, float(record[key]), now, step)
-                for step, record in enumerate(data.get("epochs", []), start=1)
-                for key in EPOCH_METRICS
-                if key in record
-            ]
-            for start in range(0, len(metrics), 1000):
-                client.log_batch(run_id, metrics=metrics[start : start + 1000])
-            client.log_dict(run_id, data, "training_history.json")
+            client.log_dict(run_id, data, f"{dataset_name}.json")
         elif dataset_name in FIGURES:
             client.log_figure(run_id, data, FIGURES[dataset_name])
         elif dataset_name == "scoring_model":
