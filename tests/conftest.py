@@ -144,7 +144,8 @@ def tiny_chain_project(tmp_path_factory) -> Path:
 # ------------------------------------------------------------------ a real Spark standalone cluster
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -169,7 +170,7 @@ def spark_cluster(spark_home: Path, folder: Path, env: dict[str, str] | None = N
     background: ``wait()`` blocks until both workers registered; ``state()`` is the master's JSON
     (applications, workers). Every process is stopped afterwards, whatever happened."""
     env = env or {**os.environ, "SPARK_HOME": str(spark_home), "SPARK_LOCAL_IP": "127.0.0.1"}
-    port, ui_port = _free_port(), _free_port()
+    port, ui_port = free_port(), free_port()
     url = f"spark://127.0.0.1:{port}"
 
     def start(log: str, *args: str) -> subprocess.Popen:
@@ -189,7 +190,7 @@ def spark_cluster(spark_home: Path, folder: Path, env: dict[str, str] | None = N
     try:
         for i, work in enumerate(workers):
             work.mkdir()
-            ports = ("--port", str(_free_port()), "--webui-port", str(_free_port()))
+            ports = ("--port", str(free_port()), "--webui-port", str(free_port()))
             resources = ("--cores", "1", "--memory", "1g", "--work-dir", str(work))
             worker = ("--host", "127.0.0.1", *ports, *resources, url)
             processes.append(start(f"worker{i}.log", "org.apache.spark.deploy.worker.Worker", *worker))

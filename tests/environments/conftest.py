@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.conftest import PROJECT_ROOT, stop_process
+from tests.conftest import PROJECT_ROOT, free_port, stop_process
 
 AZURITE_BIN = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_ACCOUNT = "devstoreaccount1"  # conf/azurite/globals.yml azure.account
@@ -31,12 +31,6 @@ def connection_string(port: int, key: str = SESSION_KEY) -> str:
         f"DefaultEndpointsProtocol=http;AccountName={AZURITE_ACCOUNT};AccountKey={key};"
         f"BlobEndpoint=http://127.0.0.1:{port}/{AZURITE_ACCOUNT};"
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until_answering(process: subprocess.Popen, port: int, log: Path) -> None:

@@ -23,8 +23,8 @@ from rasterio.windows import Window
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.pipelines.acquire import nodes
-from tests.conftest import make_project_copy, registered_pipelines, run_pipeline
-from tests.stac_server import RangeFileServer, free_port, stac_api
+from tests.conftest import free_port, make_project_copy, registered_pipelines, run_pipeline
+from tests.stac_server import RangeFileServer, stac_api
 
 YEARS = (2012, 2016)
 OVERLAP = 16  # px shared by neighbouring quads
