@@ -1,13 +1,14 @@
 """Training time and 6-class validation accuracy, in one run on the same tiles:
 
-1. the whole `train_classifier` node with the parameters from before issue 13 (head trained on images,
-   the backbone re-run every epoch, then 4 fine-tuning epochs) against the current defaults (head
-   trained on cached backbone features);
+1. the whole `train_classifier` node with the parameters from before issue 13 (head on the top
+   features only, trained on images, the backbone re-run every epoch, then 4 fine-tuning epochs)
+   against the current defaults (head on mid-level and top features, trained on cached features);
 2. head training alone at equal epochs: on images against on cached features (their extraction included);
 3. where the feature cache lives: in memory against a round trip through a file (a `05_model_input`
    catalog dataset would be a pickle like this one).
 
-    .venv/bin/python benchmarks/training_speed.py [--project .] [--env local]
+    .venv/bin/python benchmarks/training_speed.py [--project .] [--env local] \
+        [--seeds 42 1 2 3 4 5 [--compare features|head_input]]
 
 The tiles are the project's prepared ones (`kedro run --pipelines data_preparation` first), read
 through the Data Catalog; without them, random tiles give the times but meaningless accuracies.
@@ -34,6 +35,7 @@ from _project import project_catalog  # noqa: E402  (benchmarks/_project.py)
 ROOT = Path(__file__).resolve().parents[1]
 
 BEFORE_ISSUE_13 = {
+    "mid_level_features": False,
     "cache_features": False,
     "epochs": 12,
     "patience": 3,
@@ -154,8 +156,15 @@ def main() -> None:
         type=int,
         nargs="*",
         default=[],
-        help="also train the head on images and on cached features at each of these seeds "
-        "(current parameters otherwise): the accuracy spread across seeds, paired",
+        help="also train twice at each of these seeds, the two settings of --compare (current "
+        "parameters otherwise): the accuracy spread across seeds, paired",
+    )
+    parser.add_argument(
+        "--compare",
+        choices=list(COMPARISONS),
+        default="features",
+        help="features: top only against mid-level + top (both on cached features by default); "
+        "head_input: the head trained on images against on cached features",
     )
     args = parser.parse_args()
 
@@ -179,9 +188,10 @@ def main() -> None:
     print(describe(*list(runs.items())[-1]), flush=True)
     old, new = runs.values()
 
-    # Head only, equal epochs and no early stopping: on images vs on cached features.
+    # Head only, equal epochs and no early stopping: on images vs on cached features, the same model
+    # (the before run's top features only).
     epochs = old["head_epochs"]
-    equal = {"epochs": epochs, "patience": epochs, "fine_tune_epochs": 0}
+    equal = {"epochs": epochs, "patience": epochs, "fine_tune_epochs": 0, "mid_level_features": False}
     head_images = old["history"]["head_seconds"]  # the before run's head phase is exactly this
     cached = train(tile_set, land_cover, {**after, **equal, "cache_features": True}, scoring)
     head_cached = cached["history"]["head_seconds"]
@@ -206,31 +216,37 @@ def main() -> None:
         "and backbone come from the same run): kept in memory."
     )
     if args.seeds:
-        compare_seeds(tile_set, land_cover, after, scoring, args.seeds)
+        compare_seeds(tile_set, land_cover, after, scoring, args.seeds, args.compare)
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs", flush=True)
 
 
-def compare_seeds(tile_set, land_cover, training, scoring, seeds: list[int]) -> None:
-    """One validation tile is 0.6 points: the seed alone moves accuracy by more than that, so the
-    two ways of training the head are compared seed by seed (same tiles, same parameters)."""
+COMPARISONS = {
+    "features": ("mid_level_features", {"top features only": False, "mid-level + top features": True}),
+    "head_input": ("cache_features", {"head on images": False, "head on cached features": True}),
+}
+"""--compare: the parameter that differs between the two trainings at each seed."""
+
+
+def compare_seeds(tile_set, land_cover, training, scoring, seeds: list[int], comparison: str) -> None:
+    """One validation tile is 0.6 points: the seed alone moves accuracy by more than that, so two
+    settings are compared seed by seed (same tiles, every other parameter as given)."""
+    key, settings = COMPARISONS[comparison]
     n = len(tile_set["validation"])
-    correct: dict[str, list[int]] = {"images": [], "cached": []}
+    correct: dict[str, list[int]] = {name: [] for name in settings}
     for seed in seeds:
-        for head_input, cache in (("images", False), ("cached", True)):
-            run = train(tile_set, land_cover, {**training, "seed": seed, "cache_features": cache}, scoring)
-            correct[head_input].append(round(run["accuracy"] * n))
+        for name, value in settings.items():
+            run = train(tile_set, land_cover, {**training, "seed": seed, key: value}, scoring)
+            correct[name].append(round(run["accuracy"] * n))
         print(
-            f"  seed {seed}: head on images {correct['images'][-1]}/{n}, on cached features "
-            f"{correct['cached'][-1]}/{n}",
-            flush=True,
+            f"  seed {seed}: " + ", ".join(f"{name} {c[-1]}/{n}" for name, c in correct.items()), flush=True
         )
-    means = {k: 100 * float(np.mean(v)) / n for k, v in correct.items()}
-    differences = np.subtract(correct["cached"], correct["images"])
+    (first, a), (second, b) = correct.items()
+    differences = np.subtract(b, a)
     print(
-        f"Over seeds {seeds}: 6-class validation accuracy, head on images {means['images']:.1f}%, on cached "
-        f"features {means['cached']:.1f}% (mean); cached minus images per seed {differences.tolist()} tiles "
-        f"(cached better at {int((differences > 0).sum())}, equal at {int((differences == 0).sum())}, "
-        f"worse at {int((differences < 0).sum())} of {len(seeds)} seeds)",
+        f"Over seeds {seeds}, 6-class validation accuracy (tiles right per seed, mean): "
+        f"{first} {a} {100 * np.mean(a) / n:.1f}%, {second} {b} {100 * np.mean(b) / n:.1f}%; "
+        f"{second} better at {int((differences > 0).sum())}, equal at {int((differences == 0).sum())}, "
+        f"worse at {int((differences < 0).sum())} of {len(seeds)} seeds",
         flush=True,
     )
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from landuse_kedro.models.backbones import (
+    MID_LEVEL_OUTPUTS,
     backbone_blocks,
     build_classifier,
     features_and_head,
@@ -20,6 +21,9 @@ from landuse_kedro.models.backbones import (
 @pytest.fixture(scope="module")
 def classifier() -> keras.Model:
     return build_classifier()  # efficientnet_lite0, shipped ImageNet weights, 6 classes, 224
+
+
+POOLED = 40 + 80 + 1280  # Lite0's block04 and block07 outputs, then its top feature map
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +50,7 @@ def test_preprocessing_is_baked_in(classifier):
 def test_backbone_is_frozen_and_imagenet_loaded(classifier):
     base = classifier.get_layer("backbone")
     assert isinstance(base, keras.Model) and not base.trainable
-    assert num_parameters(classifier)["trainable"] == 1280 * 6 + 6  # only the new head
+    assert num_parameters(classifier)["trainable"] == POOLED * 6 + 6  # only the new head
     reference = keras.ops.convert_to_numpy(base.get_layer("stem_conv").kernel)
     assert np.abs(reference).max() > 1.0  # ImageNet stem, not a glorot init (|w| < 0.3 at fan-in 27)
 
@@ -56,11 +60,32 @@ def test_the_classifier_cut_at_its_pooled_features_is_the_classifier(classifier,
     the head's weights are the classifier's own variables, not copies."""
     features, head = features_and_head(classifier)
     pooled = features.predict_on_batch(tiles)
-    assert pooled.shape == (5, 1280)
+    assert pooled.shape == (5, POOLED)
     np.testing.assert_allclose(
         head.predict_on_batch(pooled), classifier.predict_on_batch(tiles), rtol=1e-5, atol=1e-6
     )
     assert [id(w) for w in head.trainable_weights] == [id(w) for w in classifier.trainable_weights]
+
+
+def test_pooled_features_are_the_mid_level_maps_then_the_top_map_averaged(classifier, tiles):
+    """Recomputed from the backbone's own layers, outside the classifier's graph."""
+    base = classifier.get_layer("backbone")
+    names = [*MID_LEVEL_OUTPUTS["efficientnet_lite0"], "head_relu"]
+    maps = keras.Model(base.inputs, [base.get_layer(name).output for name in names])
+    preprocessed = classifier.get_layer("preprocess")(tiles)
+    expected = np.concatenate(
+        [keras.ops.convert_to_numpy(m).mean(axis=(1, 2)) for m in maps(preprocessed)], axis=1
+    )
+    assert [m.shape[1:3] for m in maps.outputs] == [(28, 28), (14, 14), (7, 7)]  # stride 8, 16, 32
+    pooled = features_and_head(classifier)[0].predict_on_batch(tiles)
+    np.testing.assert_allclose(pooled, expected, rtol=1e-4, atol=1e-5)
+    assert np.abs(pooled[:, :120]).max() > 0.1  # the mid-level part carries signal
+
+
+def test_without_mid_level_features_the_head_sees_the_top_map_only(tiles):
+    top_only = build_classifier(image_size=64, mid_level_features=False)
+    assert features_and_head(top_only)[0].output.shape == (None, 1280)
+    assert num_parameters(top_only)["trainable"] == 1280 * 6 + 6
 
 
 def test_save_load_round_trip_needs_no_custom_objects(classifier, tiles, tmp_path):
@@ -92,7 +117,7 @@ def test_unfreeze_top_blocks_keeps_batchnorm_frozen(classifier):
             unfreeze_top(classifier, 17)
     finally:
         unfreeze_top(classifier, 0)
-    assert num_parameters(classifier)["trainable"] == 1280 * 6 + 6
+    assert num_parameters(classifier)["trainable"] == POOLED * 6 + 6
 
 
 def test_fine_tuning_moves_top_weights_but_not_batchnorm_statistics():
@@ -124,13 +149,16 @@ def test_keras_applications_from_scratch(backbone, preprocess_type, n_blocks):
     model = build_classifier(backbone, weights="none", num_classes=4, image_size=32)
     assert isinstance(model.get_layer("preprocess"), preprocess_type)
     assert len(backbone_blocks(model)) == n_blocks
+    base = model.get_layer("backbone")
+    mid_level = [base.get_layer(name).output.shape[1] for name in MID_LEVEL_OUTPUTS[backbone]]
+    assert mid_level == [32 // 8, 32 // 16]  # the taps sit at stride 8 and 16 in every backbone
     x = np.random.default_rng(2).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
     np.testing.assert_allclose(model.predict_on_batch(x).sum(axis=1), 1.0, atol=1e-5)
 
 
 def test_resnet_rgb_input_equals_keras_bgr_preprocessing():
     """Normalization(RGB means) + flipped first conv == keras' caffe preprocess_input on the original net."""
-    model = build_classifier("resnet50", weights="none", image_size=32)
+    model = build_classifier("resnet50", weights="none", image_size=32, mid_level_features=False)
     base = model.get_layer("backbone")
     x = np.random.default_rng(3).integers(0, 256, size=(2, 32, 32, 3), dtype=np.uint8)
     expected = keras.ops.convert_to_numpy(

@@ -148,7 +148,7 @@ def test_training_run_reports_six_and_three_class_scores(trained_project: Path) 
     history = read_json(trained_project, "training_history.json")
     assert [e["phase"] for e in history["epochs"]] == ["head", "fine_tune"]
     assert history["head_input"] == "cached_features"
-    assert history["feature_cache"]["views"] == 8 and history["feature_cache"]["features"] == 1280
+    assert history["feature_cache"] == {**history["feature_cache"], "views": 8, "features": 40 + 80 + 1280}
     assert history["kept_phase"] in {"head", "fine_tune"}
     assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history["epochs"][0])
     for png in ("training_confusion_matrix.png", "learning_curve.png"):
@@ -363,9 +363,10 @@ def test_class_outside_land_cover_classes_is_named() -> None:
         nodes.assemble_tile_set(loaders(partitions), manifest, LAND_COVER, TRAINING, SMALL_SCORING)
 
 
-def tiny_classifier(backbone, weights, num_classes, image_size, dropout):
+def tiny_classifier(backbone, weights, num_classes, image_size, dropout, mid_level_features=False):
     """A frozen one-conv 'backbone' (orientation-sensitive, like a real one) and a two-layer head,
-    with build_classifier's layer names, so phase logic runs in a second."""
+    with build_classifier's layer names, so phase logic runs in a second (one feature map: no mid-level
+    features)."""
     import keras
 
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8")

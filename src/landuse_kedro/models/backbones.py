@@ -28,6 +28,15 @@ _RESNET_MEAN_RGB = (123.68, 116.779, 103.939)
 # Block ids in layer names: blockNN_ (Lite0), block_N_ / expanded_conv_ (MobileNetV2),
 # convS_blockN_ (ResNet50).
 _BLOCK_ID = re.compile(r"^(block\d+|block_\d+|expanded_conv|conv\d_block\d+)_")
+# The last block at stride 8 and at stride 16 of each backbone: the mid-level features pooled beside
+# the top ones when ``mid_level_features``. Land cover seen from above is texture and layout, which
+# ImageNet's top layer (made to name objects) abstracts away; on the sample scene these two taps took
+# the head from about 90% to about 93% validation accuracy (mean of six seeds, see the README).
+MID_LEVEL_OUTPUTS = {
+    "efficientnet_lite0": ("block04_add", "block07_add"),
+    "mobilenet_v2": ("block_5_add", "block_9_add"),
+    "resnet50": ("conv3_block4_out", "conv4_block6_out"),
+}
 
 
 def _preprocessing(backbone: str) -> keras.layers.Layer:
@@ -69,13 +78,18 @@ def _keras_application(backbone: str, image_size: int, weights: str) -> keras.Mo
     return model
 
 
-def _backbone(backbone: str, image_size: int, weights: str) -> keras.Model:
+def _backbone(backbone: str, image_size: int, weights: str, mid_level_features: bool) -> keras.Model:
+    """The backbone as one nested model: its top feature map, after its ``MID_LEVEL_OUTPUTS`` maps if
+    ``mid_level_features`` (the same layers and weights either way)."""
     if backbone == "efficientnet_lite0":
         model = efficientnet_lite.efficientnet_lite0(
             (image_size, image_size, 3), weights=None if weights == "none" else weights
         )
     else:
         model = _keras_application(backbone, image_size, weights)
+    if mid_level_features:
+        taps = [model.get_layer(name).output for name in MID_LEVEL_OUTPUTS[backbone]]
+        return keras.Model(model.inputs, [*taps, model.outputs[0]], name="backbone")
     model.name = "backbone"
     return model
 
@@ -86,12 +100,16 @@ def build_classifier(
     num_classes: int = 6,
     image_size: int = 224,
     dropout: float = 0.2,
+    mid_level_features: bool = True,
 ) -> keras.Model:
     """uint8 ``(image_size, image_size, 3)`` RGB -> softmax over ``num_classes``.
 
     Layers: ``image`` (input) -> ``preprocess`` -> ``backbone`` (nested model) -> ``pool`` -> ``dropout`` ->
-    ``probabilities``. With pretrained weights the backbone is frozen and called with ``training=False``
-    so its BatchNorm statistics never move (transfer learning; see ``unfreeze_top`` for fine-tuning).
+    ``probabilities``. ``pool`` is the top feature map averaged over the tile; with
+    ``mid_level_features`` it is the concatenation (bottom to top) of that and the averaged
+    ``MID_LEVEL_OUTPUTS`` maps (``pool_0``, ``pool_1``, ...), 1400 features instead of 1280 for Lite0.
+    With pretrained weights the backbone is frozen and called with ``training=False`` so its BatchNorm
+    statistics never move (transfer learning; see ``unfreeze_top`` for fine-tuning).
     With ``weights: none`` there is nothing to transfer: the whole network trains from scratch, BatchNorm
     included, which is the honest baseline for "does ImageNet help". Compile it yourself.
     """
@@ -107,13 +125,17 @@ def build_classifier(
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
 
-    base = _backbone(backbone, image_size, weights)
+    base = _backbone(backbone, image_size, weights, mid_level_features)
     from_scratch = weights == "none"
     base.trainable = from_scratch
     inputs = keras.Input((image_size, image_size, 3), dtype="uint8", name="image")
     x = _preprocessing(backbone)(inputs)
-    x = base(x) if from_scratch else base(x, training=False)
-    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    maps = base(x) if from_scratch else base(x, training=False)
+    if mid_level_features:
+        pooled = [keras.layers.GlobalAveragePooling2D(name=f"pool_{i}")(m) for i, m in enumerate(maps)]
+        x = keras.layers.Concatenate(name="pool")(pooled)
+    else:
+        x = keras.layers.GlobalAveragePooling2D(name="pool")(maps)
     x = keras.layers.Dropout(dropout, name="dropout")(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=f"landuse_{backbone}")

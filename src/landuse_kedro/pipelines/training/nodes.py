@@ -164,6 +164,7 @@ def train_classifier(
         num_classes=len(classes),
         image_size=scoring["image_size"],
         dropout=training["dropout"],
+        mid_level_features=training.get("mid_level_features", True),
     )
     batch, seed = training["batch_size"], training["seed"]
 
