@@ -1,5 +1,5 @@
 """Prints the EfficientNet-Lite0 port's costs: .pth parse, model build, parameters, predict images/s,
-logit error.
+logit error, and what the mid-level features (``training.mid_level_features``) cost in ONNX scoring.
 
 Run: .venv/bin/python benchmarks/models_efficientnet_lite0.py [--batch 64 --threads 2 --repeats 5]
 """
@@ -72,6 +72,34 @@ def main() -> None:
             f"{label:>17}: {args.batch / np.median(times):6.1f} images/s median "
             f"(best {args.batch / min(times):.1f}), batch {args.batch}, {args.threads} threads"
         )
+
+    mid_level_cost(tiles, args.threads, args.repeats)
+
+
+def mid_level_cost(tiles, threads: int, repeats: int) -> None:
+    """ONNX Runtime images/s of the classifier with and without the mid-level features, the two
+    timed in turn within each repeat so that a neighbour's load falls on both."""
+    import numpy as np
+
+    from landuse_kedro.models import build_classifier
+    from landuse_kedro.models.onnx_export import keras_to_onnx
+    from landuse_kedro.scoring import load_predictor
+
+    predictors = {
+        mid_level: load_predictor(
+            "onnx", keras_to_onnx(build_classifier(mid_level_features=mid_level)).payload, threads
+        )
+        for mid_level in (False, True)
+    }
+    times: dict[bool, list[float]] = {False: [], True: []}
+    for _ in range(repeats + 1):  # the first round warms up
+        for mid_level, predict in predictors.items():
+            times[mid_level].append(_timed(lambda: predict(tiles))[1])
+    rates = {k: len(tiles) / np.median(v[1:]) for k, v in times.items()}
+    print(
+        f"ONNX, top features only {rates[False]:.1f} images/s, mid-level + top {rates[True]:.1f} images/s "
+        f"({rates[True] / rates[False]:.3f}x), batch {len(tiles)}, {threads} threads"
+    )
 
 
 if __name__ == "__main__":

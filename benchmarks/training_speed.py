@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 BEFORE_ISSUE_13 = {
     "mid_level_features": False,
+    "batch_size": 32,
     "cache_features": False,
     "epochs": 12,
     "patience": 3,
@@ -189,9 +190,14 @@ def main() -> None:
     old, new = runs.values()
 
     # Head only, equal epochs and no early stopping: on images vs on cached features, the same model
-    # (the before run's top features only).
+    # and batches (the before run's top features only, batch 32).
     epochs = old["head_epochs"]
-    equal = {"epochs": epochs, "patience": epochs, "fine_tune_epochs": 0, "mid_level_features": False}
+    equal = {
+        "epochs": epochs,
+        "patience": epochs,
+        "fine_tune_epochs": 0,
+        **{key: BEFORE_ISSUE_13[key] for key in ("mid_level_features", "batch_size")},
+    }
     head_images = old["history"]["head_seconds"]  # the before run's head phase is exactly this
     cached = train(tile_set, land_cover, {**after, **equal, "cache_features": True}, scoring)
     head_cached = cached["history"]["head_seconds"]

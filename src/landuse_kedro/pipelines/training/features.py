@@ -8,7 +8,7 @@ flips and quarter turns that ``training.augmentation`` allows (8 with both), the
 image pipeline draws from. Colour jitter is not cached: caching a jittered copy per view measured
 no better head on the sample scene; it still applies to fine-tuning, which runs on images.
 
-The cache lives in memory (about 24 MB for 576 tiles x 8 views x 1280 floats): a file in
+The cache lives in memory (about 26 MB for 576 tiles x 8 views x 1400 floats): a file in
 ``05_model_input`` would add a save and a load per run and could not be reused by the next run
 (``benchmarks/training_speed.py`` measures the round trip).
 """
