@@ -311,8 +311,9 @@ def slope(tiles: list[float], seconds: list[float]) -> float:
 
 
 def machine() -> dict[str, Any]:
-    grep = "grep -o 'avx512f\\|avx_vnni\\|avx2' /proc/cpuinfo | sort -u"
-    flags = subprocess.run(grep, shell=True, capture_output=True, text=True, check=False).stdout
+    from landuse_kedro.models.quantize import cpu_flags
+
+    flags = [flag for flag, present in cpu_flags().items() if present]
     model = next(
         (
             line.split(":", 1)[1].strip()
@@ -321,7 +322,7 @@ def machine() -> dict[str, Any]:
         ),
         "?",
     )
-    return {"cpu": model, "cores": os.cpu_count(), "flags": flags.split(), "load": os.getloadavg()}
+    return {"cpu": model, "cores": os.cpu_count(), "flags": flags, "load": os.getloadavg()}
 
 
 def main() -> None:  # noqa: PLR0915 - one straight script
