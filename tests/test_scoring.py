@@ -225,15 +225,28 @@ def test_onnx_export_and_keras_give_the_same_classes(artifacts, keras_model):
     assert len(set(expected.argmax(axis=1))) > 1, "the test model should not predict one class only"
 
 
-def test_scoring_says_the_precision_it_runs_and_warns_when_it_is_not_the_one_asked_for(artifacts, caplog):
+def test_scoring_says_the_precision_it_runs_and_warns_only_when_fp32_was_asked_for_and_int8_runs(
+    artifacts, caplog
+):
+    from landuse_kedro.models.quantize import quantize_onnx
     from landuse_kedro.scoring import log_precision
 
-    with caplog.at_level("INFO", logger="landuse_kedro.scoring"):
-        assert log_precision(artifacts["onnx"], {**SCORING, "precision": "fp32"}) == "fp32"
-    assert "Scoring with the fp32 onnx model" in caplog.text and "WARNING" not in caplog.text
-    caplog.clear()
-    assert log_precision(artifacts["onnx"], {**SCORING, "precision": "int8"}) == "fp32"  # scored as it is
-    assert "scoring.precision is int8 but scoring_model is fp32" in caplog.text
+    def records(model, requested: str) -> list[tuple[str, str]]:
+        caplog.clear()
+        with caplog.at_level("INFO", logger="landuse_kedro.scoring"):
+            assert log_precision(model, {**SCORING, "precision": requested}) == model.precision
+        return [(r.levelname, r.getMessage()) for r in caplog.records]
+
+    fp32 = artifacts["onnx"]
+    assert records(fp32, "fp32") == [("INFO", "Scoring with the fp32 onnx model")]
+    # int8 asked for, fp32 runs (training set int8 aside, or a model from elsewhere): said, no warning
+    said = records(fp32, "int8")
+    assert [level for level, _ in said] == ["INFO", "INFO"]
+    assert "scoring.precision is int8 but scoring_model is fp32" in said[0][1]
+    # fp32 asked for, int8 runs: less than was asked for, a warning
+    int8 = quantize_onnx(fp32, np.stack([random_tile(i) for i in range(4)]))
+    warned = records(int8, "fp32")
+    assert warned[0][0] == "WARNING" and "scoring.precision is fp32 but scoring_model is int8" in warned[0][1]
 
 
 def test_a_worker_loads_a_model_once(artifacts):

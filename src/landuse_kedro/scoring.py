@@ -455,12 +455,15 @@ def check_failure_rate(total: int, errors: Iterable[str], max_failed_fraction: f
 
 def log_precision(scoring_model: ModelArtifact, scoring: dict[str, Any]) -> str:
     """Say which precision scoring runs, read from the model itself; ``scoring.precision`` chose
-    the export at training time, so a model from elsewhere (or an int8 export that training set
-    aside as too inaccurate) is scored as it is, with a warning when it differs."""
+    the export at training time, so a model from elsewhere is scored as it is. An fp32 model where
+    int8 was asked for is the expected case (training keeps fp32 when int8 loses accuracy, and a model
+    from elsewhere is usually fp32): said at INFO. An int8 model where fp32 was asked for is a warning:
+    full precision was asked for and is not what runs."""
     precision = scoring_model.precision
     requested = scoring.get("precision")
     if requested is not None and requested != precision:
-        logger.warning(
+        logger.log(
+            logging.WARNING if requested == "fp32" else logging.INFO,
             "params:scoring.precision is %s but scoring_model is %s: scoring it as it is (training "
             "picks the export; see training_metrics.json `scoring_model`).",
             requested,
