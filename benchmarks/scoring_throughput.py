@@ -32,7 +32,7 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 from _project import project_catalog  # noqa: E402  (benchmarks/_project.py)
 
 from landuse_kedro.datasets.file_index import FileIndex, FileIndexDataset  # noqa: E402
-from landuse_kedro.scoring import decode_image, load_predictor, score_images  # noqa: E402
+from landuse_kedro.scoring import decode_image, load_predictor, predict_classes, score_images  # noqa: E402
 
 WALKTHROUGH_TILES = 11_760
 CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
@@ -175,9 +175,7 @@ def labelled(folder: Path, size: int) -> tuple[np.ndarray, np.ndarray] | None:
 
 def accuracy(artifact, images: np.ndarray, labels: np.ndarray, batch: int) -> tuple[float, np.ndarray]:
     predict = load_predictor(artifact.format, artifact.payload, os.cpu_count() or 2)
-    predicted = np.concatenate(
-        [predict(images[i : i + batch]).argmax(axis=1) for i in range(0, len(images), batch)]
-    )
+    predicted = predict_classes(predict, images, batch)
     return float(np.mean(predicted == labels)), predicted
 
 

@@ -249,6 +249,22 @@ def test_scoring_says_the_precision_it_runs_and_warns_only_when_fp32_was_asked_f
     assert warned[0][0] == "WARNING" and "scoring.precision is fp32 but scoring_model is int8" in warned[0][1]
 
 
+def test_predicting_in_batches_gives_the_whole_set_s_classes(artifacts):
+    from landuse_kedro.scoring import predict_classes
+
+    predict = load_predictor("onnx", artifacts["onnx"].payload, threads=1)
+    images = np.stack([random_tile(i) for i in range(5)])
+    batches: list[int] = []
+
+    def counted(batch: np.ndarray) -> np.ndarray:
+        batches.append(len(batch))
+        return predict(batch)
+
+    classes = predict_classes(counted, images, batch_size=2)
+    assert batches == [2, 2, 1]
+    np.testing.assert_array_equal(classes, predict(images).argmax(axis=1))
+
+
 def test_a_worker_loads_a_model_once(artifacts):
     fetched = []
 

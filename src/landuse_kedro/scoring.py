@@ -119,6 +119,14 @@ def load_predictor(model_format: ModelFormat, payload: bytes, threads: int) -> P
     raise ValueError(f"Unknown model format '{model_format}': expected 'onnx' or 'keras'.")
 
 
+def predict_classes(predict: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """Class indices of ``images``, predicted ``batch_size`` at a time (one batch of activations in
+    memory, not the whole set's)."""
+    return np.concatenate(
+        [predict(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
+    )
+
+
 def _onnx_predictor(payload: bytes, threads: int) -> Predictor:
     import onnxruntime as ort
 

@@ -365,7 +365,7 @@ def evaluate_classifier(
         ``training_metrics``: the Keras model's scores and confusion matrices, each export's accuracy and
         agreement with Keras, and ``scoring_model`` (the chosen export's backend, precision and scores).
     """
-    from landuse_kedro.scoring import load_predictor
+    from landuse_kedro.scoring import load_predictor, predict_classes
 
     validation = tile_set["validation"]
     probabilities = landuse_classifier.predict(
@@ -376,12 +376,7 @@ def evaluate_classifier(
     exports: dict[str, dict[str, Any]] = {}
     for precision, artifact in (("fp32", scoring_model_fp32), ("int8", scoring_model_int8)):
         exported = load_predictor(artifact.format, artifact.payload, threads=os.cpu_count() or 1)
-        exported_predicted = np.concatenate(
-            [
-                exported(validation.images[i : i + scoring["batch_size"]]).argmax(axis=1)
-                for i in range(0, len(validation), scoring["batch_size"])
-            ]
-        )
+        exported_predicted = predict_classes(exported, validation.images, scoring["batch_size"])
         scores = evaluation.six_and_three_class_scores(validation.labels, exported_predicted, land)
         exports[precision] = {
             "format": artifact.format,
