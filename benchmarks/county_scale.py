@@ -1,40 +1,51 @@
-"""County scale (issue 10): development_inference and data_preparation on a county-sized input.
+"""County scale: development_inference and data_preparation on a county-sized input, against
+scoring alone, for the int8 and the fp32 scoring model in one run.
 
     .venv/bin/python benchmarks/county_scale.py [--raw data/01_raw] [--sizes 13x3,13x6,13x13]
-        [--score-tiles 2000] [--json county_scale.json] [--work DIR] [--keep]
+        [--precision int8 fp32] [--score-tiles 2000] [--json county_scale.json] [--work DIR] [--keep]
 
 Run it on a quiet machine: the default sizes take tens of minutes on 2 cores and several GB of
 PNGs for a while (each size's project is deleted once measured, unless --keep; a failed run keeps
 its work folder and names the child's log). Environment variables (KEDRO_DISABLE_TELEMETRY,
 PYSPARK_PYTHON, SPARK_LOCAL_IP, TF_CPP_MIN_LOG_LEVEL) are set as the tests set them.
 
-For each size ROWSxCOLS (copies of a 3136 px sample scene = 196 tiles each; the defaults give about
-7,600 / 15,300 / 33,100 tiles), ``county_input.build_county_input`` makes a VRT mosaic of the
-sample scene's ``01_raw`` (generated in a throw-away project when ``--raw`` has no NAIP) plus NLCD
-covering it, and a throw-away project copy gets a ``conf/county`` environment that only overrides
-configuration: ``naip_scenes`` (``.vrt``) and ``nlcd_rasters`` at the county, ``spark.yml`` as
-conf/local but ``local[2]`` without console progress, region ``county`` (NAIP 2016 vs NLCD 2011,
-gallery NAIP 2012) and validation region ``holdout`` (a 2 x 2 mosaic south of the county). The
-scoring model, EfficientNet-Lite0 with ImageNet weights and a fresh 6-class head exported to ONNX,
-is built once here and saved into every copy. Each pipeline runs through a real KedroSession
-(``env="county"``) in a fresh child process, so memory figures are per size and pipeline.
+For each size ROWSxCOLS (copies of a sample scene, 196 tiles each for the 3136 px default scene; the
+defaults give about 7,600 / 15,300 / 33,100 tiles), ``county_input.build_county_input`` makes a VRT
+mosaic of the sample scene's ``01_raw`` (generated in a throw-away project when ``--raw`` has no NAIP)
+plus NLCD covering it, and a throw-away project copy gets a ``conf/county`` environment that only
+overrides configuration: ``naip_scenes`` (``.vrt``) and ``nlcd_rasters`` at the county, ``spark.yml``
+as conf/local but ``local[2]`` without console progress, region ``county`` (NAIP 2016 vs NLCD 2011,
+gallery NAIP 2012) and validation region ``holdout`` (a 2 x 2 mosaic south of the county).
+
+The scoring models: EfficientNet-Lite0 with ImageNet weights and a fresh 6-class head exported to
+ONNX (fp32: the trained model's graph and cost), and its int8 twin calibrated as training does (a
+seeded sample of ``training.int8.calibration_tiles`` training tiles: here the smallest size's PNGs).
+``--precision`` picks which to measure; by default ``scoring.precision`` (int8), then the other. Each
+is saved as a new version of the copy's ``scoring_model`` through its catalog, where the pipelines
+read it. Each pipeline runs through a real KedroSession (``env="county"``) in a fresh child process,
+so memory figures are per size, pipeline and precision.
 
 Figures (wall clock; another busy process on the 2 cores lowers them: see the load average):
-- DI tiles/s: county tiles / seconds of the whole development_inference run (``session.run``,
-  Spark start included); score node: the same tiles / seconds from ``score_regions`` starting to
-  ``development_predictions`` saved (the Spark job that reads, labels and scores every window).
+- where the seconds go, per run: the Spark session's start, the Python workers' start with the
+  project's imports and the model load (one task per core, before the pipeline; Spark reuses those
+  workers), planning (the nodes before the score node), the score node, each output node, and the
+  rest (dataset loads between nodes, Kedro's session and hooks). "Whole" is their sum: what a
+  ``kedro run`` costs.
+- DI tiles/s: county tiles / seconds of the whole development_inference run; score node: the same
+  tiles / seconds from ``score_regions`` starting to ``development_predictions`` saved (the Spark job
+  that reads, labels and scores every window).
 - scoring-only images/s: ``score_images`` (the spark_scoring node) on local[2] with the same model
-  and Spark settings, second (warm) job, on ``--score-tiles`` PNGs that data_preparation wrote at
-  the smallest size (cycled when fewer). Ratio = DI tiles/s / scoring-only images/s; bar >= 0.8.
-- DP: data_preparation seconds; tiles seen (county + holdout, both years) and kept (written as
-  PNG) per second, from preparation_report.json; bar: kept/s >= 3 x 78 = 234 (issue 10) and
-  3 x 55.6 (benchmarks/prepare_tiles.py with the code before issue 10, AMD EPYC AVX-512, 2026-12-01, quiet).
+  file, precision and Spark settings, second (warm) job, on ``--score-tiles`` PNGs that
+  data_preparation wrote at the smallest size (cycled when fewer). Ratio = DI tiles/s / scoring-only
+  images/s, per precision.
+- DP: data_preparation seconds (Spark start and workers' warm-up included, once per size: it uses no
+  model); tiles seen (county + holdout, both years) and kept (written as PNG) per second, from
+  preparation_report.json.
 - growth exponent: least-squares slope of log(seconds) against log(tiles) over the sizes; 1 is
-  linear, "doubling takes at most 2.2x" means <= log2(2.2) = 1.14. Marginal rates, (tiles
-  largest - smallest) / (seconds largest - smallest), leave the fixed costs out (Spark start,
-  cold Python workers), which dominate small sizes.
+  linear. Marginal rates, (tiles largest - smallest) / (seconds largest - smallest), leave the
+  fixed costs out, which dominate small sizes.
 - peak RSS: VmHWM of the child (the Python driver) read at its end, and of the Spark driver JVM
-  (a descendant, polled every 0.5 s and read again at the end); bar: sum < 1.5 GB, ~constant.
+  (a descendant, polled every 0.5 s and read again at the end).
 """
 
 from __future__ import annotations
@@ -64,14 +75,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from tests.conftest import make_project_copy  # noqa: E402  (also sets Spark/Kedro env variables)
 
 if TYPE_CHECKING:
-    from kedro.framework.session import KedroSession
-
     from landuse_kedro.datasets.model_file import ModelArtifact
 
 ENV = "county"
 PIPELINES = ("development_inference", "data_preparation")
-BAR_RATIO, BAR_GROWTH, BAR_RSS_MB = 0.8, 2.2, 1536
-BAR_KEPT, BASELINE_KEPT = 3 * 78, 55.6  # issue 10's 78 tiles/s; the old code measured on 2 AVX-512 cores
 
 
 # ------------------------------------------------------------------ child side
@@ -158,9 +165,17 @@ class NodeTimer:
 
 
 def child(project: Path, pipeline: str, result: Path, score_tiles: int, png_root: Path) -> None:
-    """One pipeline run (or the scoring-only jobs) in this fresh process; figures to ``result``."""
+    """One pipeline run (or the scoring-only jobs) in this fresh process; figures to ``result``.
+
+    The fixed costs are timed apart, in the order a run pays them: the Spark session (started here,
+    as SparkHooks would at the first Spark node; the hook then reuses it), the Python workers'
+    start with the project's imports and, for scoring, the model load (:func:`warm_workers`: one
+    task per core, the workers Spark then reuses), then the pipeline itself, node by node.
+    """
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
+
+    from landuse_kedro.hooks import start_spark
 
     os.chdir(project)
     bootstrap_project(project)
@@ -168,13 +183,24 @@ def child(project: Path, pipeline: str, result: Path, score_tiles: int, png_root
     out: dict[str, Any] = {"pipeline": pipeline, "load_before": os.getloadavg()}
     watch.start()
     with KedroSession.create(project_path=project, env=ENV) as session:
-        if pipeline == "scoring_only":
-            out.update(_scoring_only(session, png_root, score_tiles))
-        else:
-            session._hook_manager.register(timer)  # no settings.py in a copy: add the hook here
-            started = time.perf_counter()
-            session.run(pipeline_names=[pipeline])
-            out["seconds"], out["nodes"] = time.perf_counter() - started, timer.seconds()
+        context = session.load_context()
+        started = time.perf_counter()
+        spark = start_spark(dict(context.config_loader["spark"]))
+        out["spark_start_seconds"] = time.perf_counter() - started
+        model = None if pipeline == "data_preparation" else context.catalog.load("scoring_model")
+        out["model"] = model.summary() if model is not None else None
+        out["warm_up_seconds"], out["workers"] = warm_workers(spark, model, context.params["scoring"])
+        try:
+            if pipeline == "scoring_only":
+                out.update(_scoring_only(context, model, png_root, score_tiles))
+            else:
+                session._hook_manager.register(timer)  # no settings.py in a copy: add the hook here
+                started = time.perf_counter()
+                session.run(pipeline_names=[pipeline])
+                out["run_seconds"], out["nodes"] = time.perf_counter() - started, timer.seconds()
+                out["seconds"] = out["spark_start_seconds"] + out["warm_up_seconds"] + out["run_seconds"]
+        finally:
+            spark.stop()  # SparkHooks leaves a session it did not start running: stop it here
     out["jvm_hwm_mb"], out["jvm_pids"] = watch.stop() / 1024, sorted(watch.peaks)
     out["python_hwm_mb"] = _status_kb("self", "VmHWM") / 1024
     out["load_after"] = os.getloadavg()
@@ -194,19 +220,45 @@ def child(project: Path, pipeline: str, result: Path, score_tiles: int, png_root
     result.write_text(json.dumps(out, indent=1))
 
 
-def _scoring_only(session: KedroSession, png_root: Path, count: int) -> dict[str, Any]:
-    """The spark_scoring node (``score_images``) twice on the same PNGs; the second job is warm."""
-    from landuse_kedro.datasets.file_index import FileIndex
-    from landuse_kedro.hooks import start_spark
-    from landuse_kedro.scoring import score_images
+def warm_workers(spark, model: ModelArtifact | None, scoring: dict[str, Any]) -> tuple[float, int]:
+    """Seconds for one task per core to start its Python worker, import the project's Spark code
+    and (given a model) load the model into the per-worker cache the scorers use
+    (``scoring.cached_predictor``, same key and threads), and how many distinct workers did."""
+    import pandas as pd
 
-    context = session.load_context()
-    params, model = context.params, context.catalog.load("scoring_model")
+    from landuse_kedro.scoring import cached_predictor, model_key
+
+    cores = spark.sparkContext.defaultParallelism
+    payload = spark.sparkContext.broadcast(model.payload) if model is not None else None
+    key, fmt = (model_key(model), model.format) if model is not None else ("", "onnx")
+    threads = int(scoring["threads_per_worker"])
+
+    def warm(frames):
+        import landuse_kedro.tiling  # noqa: F401  (what every window task imports)
+
+        for _ in frames:
+            pass
+        if payload is not None:
+            cached_predictor(key, fmt, lambda: payload.value, threads)
+        yield pd.DataFrame({"pid": [os.getpid()]})
+
+    started = time.perf_counter()
+    rows = spark.range(cores, numPartitions=cores).mapInPandas(warm, "pid long").collect()
+    return time.perf_counter() - started, len({row.pid for row in rows})
+
+
+def _scoring_only(context, model: ModelArtifact, png_root: Path, count: int) -> dict[str, Any]:
+    """The spark_scoring node (``score_images``) twice on the same PNGs, with the same model file
+    and precision as development_inference; the first job pays what warm_workers left (Arrow,
+    listing), the second is warm."""
+    from landuse_kedro.datasets.file_index import FileIndex
+    from landuse_kedro.scoring import active_spark_session, score_images
+
+    params, spark = context.params, active_spark_session()
     pngs = sorted(str(p) for p in png_root.rglob("*.png"))
     if not pngs:
         raise SystemExit(f"no PNG tiles under {png_root}")
     index = FileIndex(tuple(pngs[i % len(pngs)] for i in range(count)))
-    spark = start_spark(dict(context.config_loader["spark"]))
     seconds, output = [], str(Path(tempfile.mkdtemp(prefix="scoring_only_")) / "p.parquet")
     try:
         for _ in range(2):
@@ -223,7 +275,6 @@ def _scoring_only(session: KedroSession, png_root: Path, count: int) -> dict[str
             failed = spark.read.parquet(output).where("error is not null").count()
             assert failed == 0, f"{failed} scoring-only failures"
     finally:
-        spark.stop()
         shutil.rmtree(Path(output).parent, ignore_errors=True)
     return {"images": count, "distinct_files": len(pngs), "seconds_cold": seconds[0], "seconds": seconds[1]}
 
@@ -299,11 +350,42 @@ def sample_raw(raw: Path, work: Path) -> Path:
     return project / "data" / "01_raw"
 
 
-def scoring_model() -> ModelArtifact:
+def fp32_model() -> ModelArtifact:
+    """EfficientNet-Lite0 (ImageNet weights, shipped) with a fresh 6-class head, as ONNX: the trained
+    model's graph and cost, without training."""
     from landuse_kedro.models import build_classifier
     from landuse_kedro.models.onnx_export import keras_to_onnx
 
     return keras_to_onnx(build_classifier("efficientnet_lite0", weights="imagenet", image_size=224))
+
+
+def int8_model(fp32: ModelArtifact, tiles: Path) -> tuple[ModelArtifact, int]:
+    """The int8 twin, calibrated as training's ``quantize_scoring_model`` does: on a seeded sample
+    (``training.int8.calibration_tiles``, ``training.seed``) of training tiles, here the PNGs that
+    data_preparation wrote under ``tiles``."""
+    from landuse_kedro.models.onnx_export import artifact_to_onnx
+    from landuse_kedro.models.quantize import calibration_sample, quantize_onnx
+    from landuse_kedro.scoring import decode_image
+
+    training = yaml.safe_load((ROOT / "conf" / "base" / "parameters_training.yml").read_text())["training"]
+    pngs = sorted(tiles.rglob("*.png"))
+    if not pngs:
+        raise SystemExit(f"no training tiles under {tiles} to calibrate int8 on")
+    chosen = calibration_sample(len(pngs), int(training["int8"]["calibration_tiles"]), training["seed"])
+    images = np.stack([decode_image(pngs[i].read_bytes(), 224) for i in chosen])
+    return quantize_onnx(artifact_to_onnx(fp32), images), len(chosen)
+
+
+def save_scoring_model(project: Path, model: ModelArtifact) -> None:
+    """A new version of ``scoring_model`` through the copy's own catalog, where the pipelines read it."""
+    from _project import project_catalog
+
+    with project_catalog(project, ENV) as catalog:
+        catalog.save("scoring_model", model)
+
+
+def default_precision() -> str:
+    return yaml.safe_load((ROOT / "conf" / "base" / "parameters.yml").read_text())["scoring"]["precision"]
 
 
 def slope(tiles: list[float], seconds: list[float]) -> float:
@@ -329,6 +411,12 @@ def main() -> None:  # noqa: PLR0915 - one straight script
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--raw", type=Path, default=ROOT / "data" / "01_raw")
     parser.add_argument("--sizes", default="13x3,13x6,13x13", help="ROWSxCOLS scene copies, ...")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        choices=("int8", "fp32"),
+        help="scoring model precisions to measure (default: scoring.precision, then the other)",
+    )
     parser.add_argument("--score-tiles", type=int, default=2000)
     parser.add_argument("--json", type=Path, help="also write every figure here")
     parser.add_argument("--work", type=Path, help="work folder, kept (default: a temporary one)")
@@ -342,10 +430,9 @@ def main() -> None:  # noqa: PLR0915 - one straight script
         return
 
     from county_input import build_county_input
-    from kedro.io.core import Version
 
-    from landuse_kedro.datasets.model_file import ModelFileDataset
-
+    default = default_precision()
+    precisions = list(dict.fromkeys(args.precision or [default, {"int8": "fp32"}.get(default, "int8")]))
     sizes = sorted(
         (tuple(int(v) for v in size.split("x")) for size in args.sizes.split(",")),
         key=lambda size: size[0] * size[1],
@@ -355,45 +442,53 @@ def main() -> None:  # noqa: PLR0915 - one straight script
     started, info = time.perf_counter(), machine()
     print(
         f"machine: {info['cpu']}, {info['cores']} cores, {' '.join(info['flags'])}; "
-        f"load average {info['load'][0]:.2f} at start; work folder {work}"
+        f"load average {info['load'][0]:.2f} at start; work folder {work}; precisions "
+        f"{', '.join(precisions)} (project default {default})"
     )
     raw = sample_raw(args.raw.resolve(), work)
-    artifact = scoring_model()
+    models: dict[str, ModelArtifact] = {"fp32": fp32_model()}
     runs: list[dict[str, Any]] = []
-    scoring: dict[str, Any] = {}
-    for rows, cols in sizes:  # smallest first: its PNGs feed scoring-only
+    scoring: dict[str, dict[str, Any]] = {}
+    for rows, cols in sizes:  # smallest first: its PNGs calibrate int8 and feed scoring-only
         name = f"{rows}x{cols}"
         county = build_county_input(raw, work / name / "county", rows, cols)
         project = make_project_copy(work / name / "project")
         county_conf(project, work / name / "county")
-        ModelFileDataset(
-            filepath=str(project / "data" / "06_models" / "scoring_model"), version=Version(None, None)
-        ).save(artifact)
         run = {"size": name, "tiles": county["tiles"]["county_2016"], "county_seconds": county["seconds"]}
-        for pipeline in PIPELINES:
-            run[pipeline] = run_child(project, pipeline, work / name / f"{pipeline}.log", args)
-            print(f"{name} {pipeline}: {run[pipeline]['seconds']:.1f} s")
-        di, dp = run["development_inference"], run["data_preparation"]
-        per_copy = (county["scene_px"] // 224) ** 2  # 196 for the 3136 px sample scenes
-        assert di["tiles"] == di["unique_tiles"] == run["tiles"] == rows * cols * per_copy, di
-        assert di["failed"] == 0 and dp["rejected"]["unreadable"] == 0, (di, dp)
-        assert dp["tiles_seen"] == sum(county["tiles"].values()), (dp, county["tiles"])
-        runs.append(run)
-        if not scoring:
-            scoring = run_child(
-                project,
-                "scoring_only",
-                work / name / "scoring_only.log",
-                args,
-                project / "data" / "05_model_input",
+        dp = run["data_preparation"] = run_child(project, "data_preparation", work / name / "dp.log", args)
+        print(f"{name} data_preparation: {dp['seconds']:.1f} s")
+        if "int8" in precisions and "int8" not in models:
+            models["int8"], calibrated = int8_model(
+                models["fp32"], project / "data" / "05_model_input" / "train"
             )
-            print(f"scoring-only: {scoring['images'] / scoring['seconds']:.1f} images/s warm")
+            print(f"int8 model calibrated on {calibrated} training tiles of {name}")
+        per_copy = (county["scene_px"] // 224) ** 2  # 196 for the 3136 px sample scenes
+        assert dp["rejected"]["unreadable"] == 0, dp
+        assert dp["tiles_seen"] == sum(county["tiles"].values()), (dp, county["tiles"])
+        run["development_inference"] = {}
+        for precision in precisions:
+            save_scoring_model(project, models[precision])
+            log = work / name / f"di_{precision}.log"
+            di = run["development_inference"][precision] = run_child(
+                project, "development_inference", log, args
+            )
+            assert di["model"]["precision"] == precision, di["model"]
+            assert di["tiles"] == di["unique_tiles"] == run["tiles"] == rows * cols * per_copy, di
+            assert di["failed"] == 0, di
+            print(f"{name} development_inference ({precision}): {di['seconds']:.1f} s")
+            if precision not in scoring:
+                png_root = project / "data" / "05_model_input"
+                log = work / name / f"scoring_only_{precision}.log"
+                scoring[precision] = run_child(project, "scoring_only", log, args, png_root)
+                rate = scoring[precision]["images"] / scoring[precision]["seconds"]
+                print(f"scoring-only ({precision}): {rate:.1f} images/s warm")
+        runs.append(run)
         if not args.keep:  # PNGs of a large size take GBs; logs stay until the end
             shutil.rmtree(project, ignore_errors=True)
             shutil.rmtree(work / name / "county", ignore_errors=True)
     if args.work is None and not args.keep:  # kept on a failure, for its logs
         shutil.rmtree(work, ignore_errors=True)
-    report(runs, scoring, info, time.perf_counter() - started, args.json)
+    report(runs, scoring, precisions, info, time.perf_counter() - started, args.json)
 
 
 def _marginal(first: dict[str, Any], last: dict[str, Any], count: str, seconds: str) -> float:
@@ -401,115 +496,159 @@ def _marginal(first: dict[str, Any], last: dict[str, Any], count: str, seconds: 
     return (last[count] - first[count]) / extra if extra > 0 else math.nan
 
 
+OUTPUT_NODES = "outputs (every node after score_regions)"
+
+
+def fixed_costs(child_result: dict[str, Any], score_node: str | None) -> dict[str, float]:
+    """Where a run's seconds go: Spark start, workers' warm-up (+ model load), then each node;
+    with ``score_node``, the nodes before it are planning and those after it outputs."""
+    costs = {
+        "Spark session start": child_result["spark_start_seconds"],
+        "Python workers' start + imports" + (" + model load" if child_result["model"] else ""): child_result[
+            "warm_up_seconds"
+        ],
+    }
+    nodes = child_result["nodes"]
+    if score_node is None:
+        costs.update(nodes)
+        return costs
+    names = list(nodes)
+    at = names.index(score_node)
+    costs["planning (nodes before the score node)"] = sum(nodes[n] for n in names[:at])
+    costs[f"{score_node} (Spark job: read, label, score)"] = nodes[score_node]
+    costs.update({f"  {n}": nodes[n] for n in names[at + 1 :]})
+    costs[OUTPUT_NODES] = sum(nodes[n] for n in names[at + 1 :])
+    costs["the rest: dataset loads, Kedro session, hooks"] = child_result["run_seconds"] - sum(nodes.values())
+    return costs
+
+
 def report(
     runs: list[dict[str, Any]],
-    scoring: dict[str, Any],
+    scoring: dict[str, dict[str, Any]],
+    precisions: list[str],
     info: dict[str, Any],
     seconds: float,
     json_path: Path | None,
 ) -> None:
-    score_rate = scoring["images"] / scoring["seconds"]
+    score_rate = {p: scoring[p]["images"] / scoring[p]["seconds"] for p in precisions}
     rows = []
     for run in runs:
-        di, dp = run["development_inference"], run["data_preparation"]
-        node = di["nodes"]["score_regions"]
-        rss = {p: (run[p]["python_hwm_mb"], run[p]["jvm_hwm_mb"]) for p in PIPELINES}
-        rows.append(
-            {
-                "size": run["size"],
-                "tiles": run["tiles"],
-                "di_seconds": di["seconds"],
-                "di_tiles_per_s": run["tiles"] / di["seconds"],
-                "score_node_seconds": node,
-                "score_node_tiles_per_s": run["tiles"] / node,
-                "dp_seconds": dp["seconds"],
-                "dp_tiles_seen": dp["tiles_seen"],
-                "dp_seen_per_s": dp["tiles_seen"] / dp["seconds"],
-                "dp_kept": dp["kept_total"],
-                "dp_kept_per_s": dp["kept_total"] / dp["seconds"],
-                "rss_mb": {p: {"python": py, "jvm": jvm, "sum": py + jvm} for p, (py, jvm) in rss.items()},
-                "di_nodes": di["nodes"],
-                "dp_nodes": dp["nodes"],
-                "load": [di["load_before"][0], di["load_after"][0], dp["load_after"][0]],
+        dp = run["data_preparation"]
+        for precision in precisions:
+            di = run["development_inference"][precision]
+            node = di["nodes"]["score_regions"]
+            rss = {
+                "development_inference": (di["python_hwm_mb"], di["jvm_hwm_mb"]),
+                "data_preparation": (dp["python_hwm_mb"], dp["jvm_hwm_mb"]),
             }
-        )
+            rows.append(
+                {
+                    "size": run["size"],
+                    "precision": precision,
+                    "tiles": run["tiles"],
+                    "di_seconds": di["seconds"],
+                    "di_tiles_per_s": run["tiles"] / di["seconds"],
+                    "score_node_seconds": node,
+                    "score_node_tiles_per_s": run["tiles"] / node,
+                    "dp_seconds": dp["seconds"],
+                    "dp_tiles_seen": dp["tiles_seen"],
+                    "dp_seen_per_s": dp["tiles_seen"] / dp["seconds"],
+                    "dp_kept": dp["kept_total"],
+                    "dp_kept_per_s": dp["kept_total"] / dp["seconds"],
+                    "rss_mb": {
+                        p: {"python": py, "jvm": jvm, "sum": py + jvm} for p, (py, jvm) in rss.items()
+                    },
+                    "di_fixed_costs": fixed_costs(di, "score_regions"),
+                    "dp_fixed_costs": fixed_costs(dp, None),
+                    "load": [dp["load_before"][0], di["load_before"][0], di["load_after"][0]],
+                }
+            )
     print(
-        "\n| size | county tiles | DI s | DI tiles/s | score node s | score node tiles/s | DP s "
+        "\n| size | precision | county tiles | DI s | DI tiles/s | score node s | score node tiles/s | DP s "
         "| DP seen/s | DP kept | DP kept/s | peak RSS DI py+JVM MB | peak RSS DP py+JVM MB |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         rss = " | ".join(f"{v['python']:.0f} + {v['jvm']:.0f} = {v['sum']:.0f}" for v in r["rss_mb"].values())
         print(
-            f"| {r['size']} | {r['tiles']:,} | {r['di_seconds']:.1f} | "
+            f"| {r['size']} | {r['precision']} | {r['tiles']:,} | {r['di_seconds']:.1f} | "
             f"{r['di_tiles_per_s']:.1f} | {r['score_node_seconds']:.1f} | "
             f"{r['score_node_tiles_per_s']:.1f} | {r['dp_seconds']:.1f} | "
             f"{r['dp_seen_per_s']:.1f} | {r['dp_kept']:,} | {r['dp_kept_per_s']:.1f} | {rss} |"
         )
-    first, last, tiles = rows[0], rows[-1], [r["tiles"] for r in rows]
-    summary = {
-        "scoring_only_images_per_s": score_rate,
-        "scoring_only_first_job_images_per_s": scoring["images"] / scoring["seconds_cold"],
-        "ratio_di_whole": last["di_tiles_per_s"] / score_rate,
-        "ratio_di_score_node": last["score_node_tiles_per_s"] / score_rate,
-        "growth_di": slope(tiles, [r["di_seconds"] for r in rows]),
-        "growth_score_node": slope(tiles, [r["score_node_seconds"] for r in rows]),
-        "growth_dp": slope([r["dp_tiles_seen"] for r in rows], [r["dp_seconds"] for r in rows]),
-        "tiles_ratio": last["tiles"] / first["tiles"],
-        "time_ratio_di": last["di_seconds"] / first["di_seconds"],
-        "time_ratio_dp": last["dp_seconds"] / first["dp_seconds"],
-        "rss_max_mb": max(v["sum"] for r in rows for v in r["rss_mb"].values()),
-        "rss_min_mb": min(v["sum"] for r in rows for v in r["rss_mb"].values()),
-        "dp_kept_per_s_largest": last["dp_kept_per_s"],
-        # (tiles(largest) - tiles(smallest)) / (time(largest) - time(smallest)): fixed costs out
-        "marginal_di_tiles_per_s": _marginal(first, last, "tiles", "di_seconds"),
-        "marginal_score_node_tiles_per_s": _marginal(first, last, "tiles", "score_node_seconds"),
-        "marginal_dp_kept_per_s": _marginal(first, last, "dp_kept", "dp_seconds"),
-    }
-    s, met = summary, (lambda ok: "met" if ok else "NOT met")
-    print(
-        f"\nscoring-only (score_images, local[2], warm, {scoring['images']} PNGs of 224 px, "
-        f"{scoring['distinct_files']} distinct): {score_rate:.1f} images/s "
-        f"(first job {s['scoring_only_first_job_images_per_s']:.1f})"
-    )
-    for r in rows:
+    summary: dict[str, Any] = {}
+    for precision in precisions:
+        mine = [r for r in rows if r["precision"] == precision]
+        first, last, tiles = mine[0], mine[-1], [r["tiles"] for r in mine]
+        rate, job = score_rate[precision], scoring[precision]
+        s = summary[precision] = {
+            "scoring_only_images_per_s": rate,
+            "scoring_only_first_job_images_per_s": job["images"] / job["seconds_cold"],
+            "ratio_di_whole": last["di_tiles_per_s"] / rate,
+            "ratio_di_score_node": last["score_node_tiles_per_s"] / rate,
+            "growth_di": slope(tiles, [r["di_seconds"] for r in mine]),
+            "growth_score_node": slope(tiles, [r["score_node_seconds"] for r in mine]),
+            "marginal_di_tiles_per_s": _marginal(first, last, "tiles", "di_seconds"),
+            "marginal_score_node_tiles_per_s": _marginal(first, last, "tiles", "score_node_seconds"),
+            "model": job["model"],
+        }
         print(
-            f"{r['size']}: DI / scoring-only = {r['di_tiles_per_s'] / score_rate:.2f} whole "
-            f"pipeline, {r['score_node_tiles_per_s'] / score_rate:.2f} score node"
+            f"\n[{precision}] scoring-only (score_images, local[2], warm, {job['images']} PNGs of 224 px, "
+            f"{job['distinct_files']} distinct, {job['model']['bytes'] / 2**20:.1f} MB {precision} "
+            f"model): {rate:.1f} images/s (first job {s['scoring_only_first_job_images_per_s']:.1f})"
         )
+        for r in mine:
+            print(
+                f"[{precision}] {r['size']} ({r['tiles']:,} tiles): development_inference / scoring-only = "
+                f"{r['di_tiles_per_s'] / rate:.2f} whole pipeline, {r['score_node_tiles_per_s'] / rate:.2f} "
+                "score node"
+            )
+        print(
+            f"[{precision}] largest size: DI / scoring-only {s['ratio_di_whole']:.2f} (whole), "
+            f"{s['ratio_di_score_node']:.2f} (score node); growth exponent (slope of log s vs log tiles) "
+            f"DI {s['growth_di']:.2f}, score node {s['growth_score_node']:.2f}; marginal rates "
+            f"smallest -> largest (fixed costs out): DI {s['marginal_di_tiles_per_s']:.1f} tiles/s "
+            f"({s['marginal_di_tiles_per_s'] / rate:.2f}x scoring-only), score node "
+            f"{s['marginal_score_node_tiles_per_s']:.1f} tiles/s"
+        )
+        print(f"[{precision}] development_inference fixed costs at {last['size']} (s):")
+        for what, value in last["di_fixed_costs"].items():
+            print(f"    {what}: {value:.1f}")
+    dp_rows = [r for r in rows if r["precision"] == precisions[0]]
+    for r in dict.fromkeys((dp_rows[0]["size"], dp_rows[-1]["size"])):
+        costs = next(x for x in dp_rows if x["size"] == r)["dp_fixed_costs"]
+        print(
+            f"data_preparation fixed costs and nodes at {r} (s): "
+            + ", ".join(f"{k} {v:.1f}" for k, v in costs.items())
+        )
+    first, last = dp_rows[0], dp_rows[-1]
+    dp = summary["data_preparation"] = {
+        "growth_dp": slope([r["dp_tiles_seen"] for r in dp_rows], [r["dp_seconds"] for r in dp_rows]),
+        "kept_per_s_largest": last["dp_kept_per_s"],
+        "seen_per_s_largest": last["dp_seen_per_s"],
+        "marginal_kept_per_s": _marginal(first, last, "dp_kept", "dp_seconds"),
+        "time_ratio": last["dp_seconds"] / first["dp_seconds"],
+        "tiles_ratio": last["tiles"] / first["tiles"],
+    }
     print(
-        f"largest size: DI / scoring-only {s['ratio_di_whole']:.2f} (whole), "
-        f"{s['ratio_di_score_node']:.2f} (score node); bar >= {BAR_RATIO}: "
-        f"{met(s['ratio_di_whole'] >= BAR_RATIO)} (whole), "
-        f"{met(s['ratio_di_score_node'] >= BAR_RATIO)} (node)"
+        f"data_preparation at {last['size']}: {dp['kept_per_s_largest']:.1f} kept tiles/s "
+        f"({dp['seen_per_s_largest']:.1f} seen/s); growth exponent {dp['growth_dp']:.2f}; marginal "
+        f"{dp['marginal_kept_per_s']:.1f} kept tiles/s; time ratio {dp['time_ratio']:.2f} for "
+        f"{dp['tiles_ratio']:.2f}x the tiles (from {first['size']})"
     )
-    growth_bar = math.log2(BAR_GROWTH)
+    rss_all = [v["sum"] for r in rows for v in r["rss_mb"].values()]
     print(
-        f"growth exponent (slope of log s vs log tiles): DI {s['growth_di']:.2f}, score node "
-        f"{s['growth_score_node']:.2f}, DP {s['growth_dp']:.2f}; bar <= {growth_bar:.2f} "
-        f"(doubling <= {BAR_GROWTH}x): {met(max(s['growth_di'], s['growth_dp']) <= growth_bar)}"
+        f"driver peak RSS (Python VmHWM + JVM VmHWM): {min(rss_all):.0f}-{max(rss_all):.0f} MB over sizes, "
+        f"pipelines and precisions (max/min {max(rss_all) / min(rss_all):.2f})"
     )
-    print(
-        f"time(largest)/time(smallest): DI {s['time_ratio_di']:.2f}, DP {s['time_ratio_dp']:.2f} "
-        f"for {s['tiles_ratio']:.2f}x the county tiles"
-    )
-    print(
-        f"driver peak RSS (Python VmHWM + JVM VmHWM): {s['rss_min_mb']:.0f}-"
-        f"{s['rss_max_mb']:.0f} MB over sizes and pipelines; bar < {BAR_RSS_MB} MB: "
-        f"{met(s['rss_max_mb'] < BAR_RSS_MB)}, max/min {s['rss_max_mb'] / s['rss_min_mb']:.2f}"
-    )
-    print(
-        f"marginal rates, smallest -> largest size (fixed costs such as Spark start and cold "
-        f"workers out): DI {s['marginal_di_tiles_per_s']:.1f} tiles/s, score node "
-        f"{s['marginal_score_node_tiles_per_s']:.1f} tiles/s, DP "
-        f"{s['marginal_dp_kept_per_s']:.1f} kept tiles/s"
-    )
-    kept = s["dp_kept_per_s_largest"]
-    print(
-        f"data_preparation kept tiles/s at the largest size: {kept:.1f}; bar 3 x 78 = "
-        f"{BAR_KEPT}: {met(kept >= BAR_KEPT)}; 3 x {BASELINE_KEPT} (old code on 2 AVX-512 cores) = "
-        f"{3 * BASELINE_KEPT:.1f}: {met(kept >= 3 * BASELINE_KEPT)}"
-    )
+    if len(precisions) == 2:
+        a, b = precisions
+        at = {r["precision"]: r for r in rows if r["size"] == rows[-1]["size"]}
+        print(
+            f"{a} / {b}, same run: scoring-only {score_rate[a] / score_rate[b]:.2f}x, development_inference "
+            f"at {rows[-1]['size']} {at[a]['di_tiles_per_s'] / at[b]['di_tiles_per_s']:.2f}x (whole), "
+            f"{at[a]['score_node_tiles_per_s'] / at[b]['score_node_tiles_per_s']:.2f}x (score node)"
+        )
     end_load = os.getloadavg()
     print(
         f"machine: {info['cpu']}, {info['cores']} cores, flags {' '.join(info['flags'])}; load "
@@ -521,6 +660,7 @@ def report(
             json.dumps(
                 {
                     "machine": {**info, "load_end": end_load},
+                    "precisions": precisions,
                     "sizes": rows,
                     "scoring_only": scoring,
                     "summary": summary,
