@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from landuse_kedro.classes import LandCover
+from landuse_kedro.parameters import as_list
 from landuse_kedro.raster import WindowedRaster
 from landuse_kedro.scoring import active_spark_session
 from landuse_kedro.tiling import (
@@ -174,7 +175,7 @@ def select_tiles(
     """
     classes = list(LandCover.from_params(land_cover).classes)
     regions = sorted(tile_candidates["region"].unique())
-    validation = list(options.get("validation_regions") or [])
+    validation = [str(name) for name in as_list(options.get("validation_regions"))]
     unknown = sorted(set(validation) - set(regions))
     if unknown or not validation:
         raise ValueError(
@@ -182,6 +183,11 @@ def select_tiles(
         )
     if not set(regions) - set(validation):
         raise ValueError(f"Every region {regions} is a validation region: none is left to train on.")
+    logger.info(
+        "Validation regions: %s; training regions: %s",
+        ", ".join(sorted(validation)),
+        ", ".join(sorted(set(regions) - set(validation))),
+    )
     usable = tile_candidates[tile_candidates["reject_reason"].isna()].sort_values("tile_id")
     usable = usable.assign(split=np.where(usable["region"].isin(validation), "validation", "train"))
     rng = np.random.default_rng(int(options.get("seed", 0)))

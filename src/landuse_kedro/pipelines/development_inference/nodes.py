@@ -21,6 +21,7 @@ from rasterio.windows import Window
 
 from landuse_kedro.classes import DROPPED, LandCover
 from landuse_kedro.datasets.model_file import ModelArtifact
+from landuse_kedro.parameters import as_list
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
     agreement,
@@ -108,10 +109,10 @@ def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> n
 
 
 def region_names(options: dict[str, Any]) -> list[str]:
-    """``development_inference.regions`` as a list. YAML gives a list; on the command line, where
-    Kedro splits ``--params`` at commas, ``regions=[essex]`` or ``regions="essex norfolk"``."""
+    """``development_inference.regions`` as a list (:func:`landuse_kedro.parameters.as_list`: a YAML
+    list, one name, or names separated by spaces, as ``--params`` gives them)."""
     regions = options["regions"]
-    names = regions.split() if isinstance(regions, str) else [str(name) for name in regions]
+    names = [str(name) for name in as_list(regions)]
     if not names or len(set(names)) != len(names):
         raise ValueError(f"development_inference.regions must name distinct regions, got {regions!r}.")
     return names
