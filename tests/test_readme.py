@@ -156,3 +156,44 @@ def test_the_readme_names_each_warning_a_run_still_shows():
     section = README.split("## What the logs show\n", 1)[1].split("\n## ", 1)[0]
     for warning in KNOWN_WARNINGS:
         assert warning in section, warning
+
+
+# ------------------------------------------------------------ "Using real NAIP and NLCD", step 4 verbatim
+
+
+def test_step_4_of_using_real_naip_runs_as_written(tiny_chain_project, tmp_path: Path):
+    """Step 4's command, through a shell, on a copy of the chain's project whose scenes are renamed as a
+    user's own (`east`: middlesex, `west`: essex): the run holds out east, trains on west, maps east."""
+    (command,) = _section_commands("Using real NAIP and NLCD")
+    assert "validation_regions=east," in command and "development_inference.regions=east" in command
+    project = tmp_path / "project"
+    shutil.copytree(tiny_chain_project, project, ignore=shutil.ignore_patterns("notebooks"))
+    naip = project / "data/01_raw/naip"
+    for scene in sorted(naip.iterdir()):
+        region, year = scene.stem.rsplit("_", 1)
+        renamed = {"middlesex": "east", "essex": "west"}.get(region)
+        if renamed:
+            scene.rename(naip / f"{renamed}_{year}.tif")
+        else:
+            scene.unlink()
+    env = {
+        **os.environ,
+        "KEDRO_ENV": "test",
+        "COLUMNS": "200",
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+    }
+    done = subprocess.run(
+        command.strip(),
+        shell=True,
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    log = done.stdout + done.stderr
+    assert done.returncode == 0, f"{command}\n{log[-4000:]}"
+    assert "Validation regions: east; training regions: west" in log
+    assert "Region east:" in log
+    assert (project / "data/07_model_output/regions/east/smoothed_classes.tif").is_file()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -574,3 +575,101 @@ def test_an_unknown_precision_is_refused_before_training() -> None:
         nodes.assemble_tile_set(
             loaders(partitions), manifest, LAND_COVER, TRAINING, {**SMALL_SCORING, "precision": "int4"}
         )
+
+
+# ------------------------------------------------------------ a model no better than guessing (issue 32)
+
+
+def shuffled_tile_set(seed: int = 7):
+    """The tiny set with its tiles dealt out at random over the labels: no tile's colour says its class."""
+    partitions, manifest = tiny_tile_set({"train": every_class(4), "validation": every_class(4)})
+    keys = list(partitions)
+    images = [partitions[key] for key in np.random.default_rng(seed).permutation(keys)]
+    return dict(zip(keys, images, strict=True)), manifest
+
+
+def train_on(project: Path, tile_set) -> None:
+    partitions, manifest = tile_set
+    cwd = Path.cwd()
+    os.chdir(project)
+    try:
+        catalog = load_catalog(project)
+        catalog.save("model_input_tiles", partitions)
+        catalog.save("tile_manifest", manifest)
+    finally:
+        os.chdir(cwd)
+    run_pipeline(project, "training", params=DEFAULT_PROMOTION)
+
+
+DEFAULT_PROMOTION = {**HEAD_LEARNING_RATE, "training": {"learning_rate": 0.01, "promote_chance_model": False}}
+"""The project's rule (the test environment promotes any model: its tiny chain cannot beat chance)."""
+
+
+def scoring_model_versions(project: Path) -> list[bytes]:
+    folder = project / "data" / "06_models" / "scoring_model.onnx"
+    return [path.read_bytes() for path in sorted(folder.glob("*/scoring_model.onnx"))]
+
+
+def test_the_learned_model_is_above_chance_and_promoted(trained_project: Path) -> None:
+    metrics = read_json(trained_project, "training_metrics.json")
+    test = metrics["chance_test"]
+    assert (test["tiles"], test["chance"]) == (24, pytest.approx(1 / 6))
+    assert test["above_chance"] and test["p_value"] < test["max_p_value"] == 0.01
+    assert metrics["scoring_model"]["promoted"] is True
+    assert metrics["train_tiles_per_class"]["below_minimum"] == every_class(4)  # 4 < 24: warned
+    assert len(scoring_model_versions(trained_project)) == 1
+
+
+def test_a_model_no_better_than_chance_stops_the_run_when_there_is_no_earlier_model(
+    tmp_path: Path, caplog
+) -> None:
+    project = make_project_copy(tmp_path / "project")
+    with pytest.raises(
+        ValueError, match=r"not clearly better than guessing.*no earlier scoring_model"
+    ) as error:
+        train_on(project, shuffled_tile_set())
+    assert "more regions" in str(error.value) and "data_preparation.min_purity" in str(error.value)
+    metrics = read_json(project, "training_metrics.json")  # the evaluation was recorded
+    test = metrics["chance_test"]
+    assert test["p_value"] >= 0.01 and test["above_chance"] is False
+    assert metrics["scoring_model"]["promoted"] is False
+    assert "not clearly better than guessing" in caplog.text and f"p = {test['p_value']:.3g}" in caplog.text
+    assert scoring_model_versions(project) == []
+    # the user's explicit choice promotes it anyway (still warned)
+    caplog.clear()
+    run_pipeline(
+        project,
+        "training",
+        params={**DEFAULT_PROMOTION, "training": {"learning_rate": 0.01, "promote_chance_model": True}},
+    )
+    metrics = read_json(project, "training_metrics.json")
+    assert metrics["chance_test"]["above_chance"] is False and metrics["scoring_model"]["promoted"] is True
+    assert "not clearly better than guessing" in caplog.text
+    assert len(scoring_model_versions(project)) == 1
+
+
+def test_a_model_no_better_than_chance_leaves_scoring_on_the_previous_model(
+    trained_project: Path, tmp_path: Path, caplog
+) -> None:
+    project = tmp_path / "project"
+    shutil.copytree(trained_project, project)
+    (previous,) = scoring_model_versions(project)
+    train_on(project, shuffled_tile_set())
+    metrics = read_json(project, "training_metrics.json")
+    assert metrics["chance_test"]["above_chance"] is False and metrics["scoring_model"]["promoted"] is False
+    assert "Scoring keeps the previous scoring_model" in caplog.text
+    assert scoring_model_versions(project) == [previous, previous]  # saved again as this run's version
+    # while the run's own exports were saved, and differ from what scoring runs
+    assert read_json(project, "training_metrics.json")["scoring_model"]["bytes"] > 0
+    fp32 = sorted((project / "data/06_models/scoring_model_fp32.onnx").glob("*/*.onnx"))
+    assert len(fp32) == 2 and fp32[-1].read_bytes() != previous
+
+
+def test_the_chance_test_is_a_one_sided_binomial_test_against_the_largest_class() -> None:
+    labels = np.repeat(np.arange(6), 4)
+    test = nodes.chance_test(4 / 24, labels, 6, 0.01)  # as many right as guessing gets
+    assert test["above_chance"] is False and test["p_value"] == pytest.approx(0.5845, abs=1e-4)
+    assert nodes.chance_test(9 / 24, labels, 6, 0.01)["above_chance"] is False  # p = 0.0118
+    assert nodes.chance_test(10 / 24, labels, 6, 0.01)["above_chance"] is True  # p = 0.0033
+    unbalanced = np.array([0] * 12 + [1] * 4 + [2] * 4 + [3] * 4)  # always "0" is right half the time
+    assert nodes.chance_test(12 / 24, unbalanced, 6, 0.01)["chance"] == 0.5

@@ -134,6 +134,7 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
         credentials: dict[str, Any] | None = None,
         fs_args: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        optional: bool = False,
     ) -> None:
         """Creates a new instance of ``ModelFileDataset`` pointing to one model file.
 
@@ -148,7 +149,10 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
             fs_args: Further arguments to the fsspec filesystem.
             metadata: Any arbitrary metadata; ignored by Kedro, read by plugins (kedro-viz's
                 ``layer``).
+            optional: Load gives None while no file (no version) exists, instead of failing: for
+                a node that reads the model a previous run saved, if any (``previous_scoring_model``).
         """
+        self._optional = optional
         protocol, path = get_protocol_and_path(filepath, version)
         self._protocol = protocol
         self._fs = fsspec.filesystem(protocol, **deepcopy(credentials or {}), **deepcopy(fs_args or {}))
@@ -160,15 +164,18 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
             glob_function=self._fs.glob,
         )
 
-    def load(self) -> ModelArtifact:
+    def load(self) -> ModelArtifact | None:
         """Reads the model file (the newest version when versioned).
 
         Returns:
-            A :class:`ModelArtifact` whose ``format`` is detected from the bytes.
+            A :class:`ModelArtifact` whose ``format`` is detected from the bytes; None when
+            ``optional`` and there is no file yet.
 
         Raises:
             DatasetError: The file is neither a Keras ``.keras`` archive nor an ONNX graph.
         """
+        if self._optional and not self._exists():
+            return None
         load_path = get_filepath_str(self._get_load_path(), self._protocol)
         with self._fs.open(load_path, "rb") as handle:
             payload = handle.read()
@@ -204,7 +211,12 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
         return self._fs.exists(load_path)
 
     def _describe(self) -> dict[str, Any]:
-        return {"filepath": self._filepath, "protocol": self._protocol, "version": self._version}
+        return {
+            "filepath": self._filepath,
+            "protocol": self._protocol,
+            "version": self._version,
+            "optional": self._optional,
+        }
 
     def _invalidate_cache(self) -> None:
         filepath = get_filepath_str(self._filepath, self._protocol)

@@ -337,6 +337,55 @@ def choose_precision(requested: str, backend: str, accuracy: Mapping[str, float]
     return "int8"
 
 
+def chance_test(accuracy: float, labels: np.ndarray, num_classes: int, max_p_value: float) -> dict[str, Any]:
+    """Is ``accuracy`` on the validation ``labels`` clearly better than guessing? One-sided binomial
+    test against chance: the largest class's share of the tiles (1 / classes on a balanced set), the
+    best a model that ignores its input can expect. Warns when ``p >= max_p_value``."""
+    from scipy.stats import binomtest
+
+    tiles = len(labels)
+    correct = round(accuracy * tiles)
+    chance = max(float(np.bincount(labels, minlength=num_classes).max()) / tiles, 1 / num_classes)
+    p_value = float(binomtest(correct, tiles, chance, alternative="greater").pvalue)
+    above = p_value < max_p_value
+    if not above:
+        logger.warning(
+            "The model is not clearly better than guessing: %d of %d validation tiles right (%.1f%%) against "
+            "chance %.1f%% (one-sided binomial test, p = %.3g >= training.chance_p_value %g).",
+            correct,
+            tiles,
+            100 * accuracy,
+            100 * chance,
+            p_value,
+            max_p_value,
+        )
+    return {
+        "test": "one-sided binomial, accuracy > chance",
+        "correct": correct,
+        "tiles": tiles,
+        "accuracy": accuracy,
+        "chance": chance,
+        "p_value": p_value,
+        "max_p_value": max_p_value,
+        "above_chance": above,
+    }
+
+
+def tiles_per_class(labels: np.ndarray, classes: list[str], minimum: int) -> dict[str, Any]:
+    """Training tiles per class, and a warning naming the classes below ``minimum``
+    (``training.min_train_tiles_per_class``)."""
+    counts = dict(zip(classes, np.bincount(labels, minlength=len(classes)).tolist(), strict=True))
+    below = {name: count for name, count in counts.items() if count < minimum}
+    if below:
+        logger.warning(
+            "Class(es) with fewer than %d training tiles (training.min_train_tiles_per_class): %s. Expect a "
+            "weak model: add regions or years of scenes, or lower data_preparation.min_purity.",
+            minimum,
+            ", ".join(f"{name} {count}" for name, count in below.items()),
+        )
+    return {"counts": counts, "minimum": minimum, "below_minimum": below}
+
+
 def evaluate_classifier(
     landuse_classifier: Any,
     tile_set: dict[str, TileArrays],
@@ -358,12 +407,15 @@ def evaluate_classifier(
         scoring_model_int8: ``scoring_model_int8`` from :func:`quantize_scoring_model`.
         training_history: ``training_history`` (kept phase, training time).
         land_cover: ``params:land_cover`` (classes and the 3-class rule).
-        training: ``params:training`` (``batch_size``, ``splits``, ``int8``, the model settings recorded).
+        training: ``params:training`` (``batch_size``, ``splits``, ``int8``, ``chance_p_value``,
+            ``promote_chance_model``, ``min_train_tiles_per_class``, the model settings recorded).
         scoring: ``params:scoring`` (``backend``, ``precision``, ``batch_size``).
 
     Returns:
         ``training_metrics``: the Keras model's scores and confusion matrices, each export's accuracy and
-        agreement with Keras, and ``scoring_model`` (the chosen export's backend, precision and scores).
+        agreement with Keras, ``scoring_model`` (the chosen export's backend, precision and scores, and
+        whether it is ``promoted``), ``chance_test`` (:func:`chance_test` of the chosen export) and
+        ``train_tiles_per_class`` (:func:`tiles_per_class`).
     """
     from landuse_kedro.scoring import load_predictor, predict_classes
 
@@ -419,6 +471,15 @@ def evaluate_classifier(
     }
     metrics["accuracy_6"] = metrics["six_class"]["accuracy"]
     metrics["accuracy_3"] = metrics["three_class"]["accuracy"]
+    metrics["chance_test"] = chance_test(
+        exports[chosen]["accuracy_6"], validation.labels, len(land.classes), float(training["chance_p_value"])
+    )
+    metrics["train_tiles_per_class"] = tiles_per_class(
+        tile_set["train"].labels, list(land.classes), int(training["min_train_tiles_per_class"])
+    )
+    metrics["scoring_model"]["promoted"] = bool(
+        metrics["chance_test"]["above_chance"] or training["promote_chance_model"]
+    )
     logger.info(
         "Validation accuracy: %.1f%% (6 classes), %.1f%% (3 classes) on %d tiles; scoring exports "
         "fp32 %.1f%%, int8 %.1f%% (6 classes): scoring_model is %s",
@@ -433,21 +494,54 @@ def evaluate_classifier(
 
 
 def select_scoring_model(
-    scoring_model_fp32: ModelArtifact, scoring_model_int8: ModelArtifact, training_metrics: Mapping[str, Any]
+    scoring_model_fp32: ModelArtifact,
+    scoring_model_int8: ModelArtifact,
+    training_metrics: Mapping[str, Any],
+    previous_scoring_model: ModelArtifact | None,
 ) -> ModelArtifact:
     """Save the export that scoring runs, as the evaluation chose it, so spark_scoring and
-    development_inference read ``scoring_model`` whatever its precision.
+    development_inference read ``scoring_model`` whatever its precision. A model the evaluation did
+    not promote (not clearly above chance) never replaces a previous one: scoring keeps the previous
+    ``scoring_model`` (saved again as this run's version, so the run's later pipelines read it), and
+    with none the run stops.
 
     Args:
         scoring_model_fp32: ``scoring_model_fp32``.
         scoring_model_int8: ``scoring_model_int8``.
-        training_metrics: ``training_metrics`` (``scoring_model.precision``).
+        training_metrics: ``training_metrics`` (``scoring_model.precision``, ``scoring_model.promoted``,
+            ``chance_test``).
+        previous_scoring_model: ``previous_scoring_model``: the newest saved ``scoring_model``, None
+            before the first.
 
     Returns:
-        ``scoring_model``: one of the two exports.
+        ``scoring_model``: one of the two exports, or the previous scoring model.
+
+    Raises:
+        ValueError: The model was not promoted and there is no previous scoring model.
     """
-    precision = training_metrics["scoring_model"]["precision"]
-    return {"fp32": scoring_model_fp32, "int8": scoring_model_int8}[precision]
+    if training_metrics["scoring_model"]["promoted"]:
+        precision = training_metrics["scoring_model"]["precision"]
+        return {"fp32": scoring_model_fp32, "int8": scoring_model_int8}[precision]
+    test = training_metrics["chance_test"]
+    why = (
+        f"This run's model is not clearly better than guessing ({100 * test['accuracy']:.1f}% of "
+        f"{test['tiles']} validation tiles against chance {100 * test['chance']:.1f}%, p = "
+        f"{test['p_value']:.3g}), so it does not become scoring_model."
+    )
+    todo = (
+        "Give training more tiles per class: more regions, more years of scenes, or a lower "
+        "data_preparation.min_purity (training_metrics.json: train_tiles_per_class); or set "
+        "training.promote_chance_model: true to score with it anyway."
+    )
+    if previous_scoring_model is None:
+        raise ValueError(f"{why} There is no earlier scoring_model to score with. {todo}")
+    logger.warning(
+        "%s Scoring keeps the previous scoring_model (%s), saved again as this run's version. %s",
+        why,
+        ", ".join(f"{key} {value}" for key, value in previous_scoring_model.summary().items()),
+        todo,
+    )
+    return previous_scoring_model
 
 
 def plot_confusion_matrices(training_metrics: Mapping[str, Any]) -> Figure:

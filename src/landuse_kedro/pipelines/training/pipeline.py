@@ -50,7 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.select_scoring_model,
-                ["scoring_model_fp32", "scoring_model_int8", "training_metrics"],
+                ["scoring_model_fp32", "scoring_model_int8", "training_metrics", "previous_scoring_model"],
                 "scoring_model",
                 name="select_scoring_model",
             ),
