@@ -186,8 +186,9 @@ def main() -> None:
     parser.add_argument(
         "--folder",
         type=Path,
-        default=Path("data/05_model_input/validation"),
-        help="labelled tiles (<Class>/*.png): accuracy, and speed when there are enough",
+        default=None,
+        help="labelled tiles (<Class>/*.png): accuracy, and speed when there are enough "
+        "(default: the --project's data/05_model_input/validation)",
     )
     parser.add_argument("--project", type=Path, default=Path.cwd(), help="where the trained exports are")
     parser.add_argument("--env", default="local")
@@ -200,6 +201,7 @@ def main() -> None:
     )
     parser.add_argument("--no-prefetch", action="store_true", help="Spark: decode and predict in turn")
     args = parser.parse_args()
+    args.folder = args.folder or args.project / "data" / "05_model_input" / "validation"
 
     from landuse_kedro.models.quantize import describe_cpu
 
