@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.transform import array_bounds
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, reproject, transform_bounds
@@ -160,6 +160,28 @@ def open_on_grid(source: WindowedRaster, grid: Grid) -> Iterator[Any]:
             yield warped
 
 
+def image_fill(source: WindowedRaster, fill: int | None) -> int | None:
+    """The value that marks pixels without image data (when every band holds it) in a scene that
+    declares neither nodata nor a mask: NAIP quarter quads and mosaics of them carry black fill
+    and GDAL's mask calls it valid. None when the scene says it itself (nodata, alpha, a mask:
+    GDAL's dataset mask is the rule then) or when ``fill`` is None (``tiling.image_fill: null``)."""
+    if fill is None or source.nodata is not None:
+        return None
+    if isinstance(fill, bool) or not isinstance(fill, int) or not 0 <= fill <= 255:
+        raise ValueError(f"tiling.image_fill must be a uint8 value (0-255) or null, got {fill!r}.")
+    with source.open() as dataset:
+        declared = any(MaskFlags.all_valid not in flags for flags in dataset.mask_flag_enums)
+    return None if declared else fill
+
+
+def fill_pixels(pixels: np.ndarray, fill: int) -> np.ndarray:
+    """True where every band of ``pixels`` (bands, rows, cols) holds ``fill``."""
+    found = pixels[0] == fill
+    for band in pixels[1:]:
+        found &= band == fill
+    return found
+
+
 def read_on_grid(
     source: WindowedRaster, grid: Grid, window: Window, indexes: Sequence[int] = (1, 2, 3)
 ) -> np.ndarray:
@@ -171,7 +193,17 @@ def read_on_grid(
 def valid_on_grid(source: WindowedRaster, grid: Grid, window: Window) -> np.ndarray:
     """True where the image has data in ``window`` (GDAL's mask: nodata, alpha, outside coverage)."""
     with open_on_grid(source, grid) as dataset:
-        return dataset.dataset_mask(window=window) > 0
+        return has_data(dataset, window)
+
+
+def has_data(dataset: Any, window: Window) -> np.ndarray:
+    """True where an open dataset has image data in ``window``: its per-dataset mask (alpha, an
+    internal mask, a warped view's footprint), else any band off its nodata, GDAL's rule.
+    Not rasterio's ``dataset_mask``, which takes a 4-band RGB's 4th band (NAIP's near infrared)
+    for alpha, so a declared nodata would mask every pixel whose NIR alone is 0."""
+    if MaskFlags.per_dataset in dataset.mask_flag_enums[0]:
+        return dataset.read_masks(1, window=window) > 0
+    return dataset.read_masks(window=window).any(axis=0)
 
 
 # ------------------------------------------------------------------ labels on an image grid

@@ -446,7 +446,13 @@ def score_images(
     return paths.mapInPandas(score, spark_schema(settings.classes))
 
 
-def check_failure_rate(total: int, errors: Iterable[str], max_failed_fraction: float, what: str) -> None:
+def check_failure_rate(
+    total: int,
+    errors: Iterable[str],
+    max_failed_fraction: float,
+    what: str,
+    setting: str = "scoring.max_failed_fraction",
+) -> None:
     """Fail when more than ``max_failed_fraction`` of ``total`` items failed: a wrong key, a wrong
     ``image_size`` or throttled storage fails every file, and that must not pass as a run with
     warnings. Called after the rows and metrics are saved, so they stay for the diagnosis."""
@@ -456,7 +462,7 @@ def check_failure_rate(total: int, errors: Iterable[str], max_failed_fraction: f
         common = "; ".join(f"{count} x {reason}" for reason, count in reasons.head(3).items())
         raise RuntimeError(
             f"{failed} of {total} {what} failed ({failed / total:.0%}, above "
-            f"scoring.max_failed_fraction = {max_failed_fraction}); commonest reasons: {common}. "
+            f"{setting} = {max_failed_fraction}); commonest reasons: {common}. "
             "The rows and metrics are saved."
         )
 

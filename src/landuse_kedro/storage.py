@@ -9,7 +9,9 @@ retries make an unreachable endpoint hang for minutes, so the check uses its own
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+import threading
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from kedro.io.core import get_protocol_and_path
@@ -72,17 +74,75 @@ UNREACHABLE_ERRORS = frozenset(
         "ClientAuthenticationError",
         "ServiceRequestError",
         "ServiceRequestTimeoutError",
+        "ServiceResponseError",  # azure-core: the connection broke while the answer came
         "ConnectionError",
         "TimeoutError",
+        "ClientConnectionError",  # aiohttp (adlfs, fsspec's HTTP): refused, reset, disconnected
+        "ClientPayloadError",  # aiohttp: the body stopped mid-transfer
+        "IncompleteRead",
     }
 )
 """Errors that say the storage is unreachable or refuses us, not that one file is bad."""
+OUTAGE_STATUS = frozenset({401, 403, 429, 500, 502, 503, 504})
+"""HTTP answers that refuse every request alike (credentials, throttling, a service down)."""
+OUTAGE_TEXT = re.compile(
+    r"CURL error|Could not resolve host|Couldn't connect to server|Failed to connect to|"
+    r"Connection (?:refused|reset|timed out)|Operation timed out|Timeout was reached|"
+    r"HTTP (?:response )?code:? (?:401|403|429|50[0234])\b",
+    re.IGNORECASE,
+)
+"""How GDAL's own network reads (``/vsicurl/``, ``/vsiaz/``) report curl's and HTTP's errors: as text."""
+_NOTED = threading.local()
+
+
+def note_read_failure(error: BaseException) -> None:
+    """Keep ``error``, raised by a file object that GDAL reads through (rasterio's Python opener):
+    GDAL reports it only as "Read failed", so :func:`unreachable_cause` looks here too."""
+    _NOTED.error = error
+
+
+def unreachable_cause(error: BaseException) -> BaseException | None:
+    """The error that says the storage is unreachable or refuses us (not that one file or window
+    is bad), or None: ``error`` or one under it (``__cause__``, ``__context__``) of a type in
+    ``UNREACHABLE_ERRORS``, an HTTP error with an ``OUTAGE_STATUS``, a GDAL message matching
+    ``OUTAGE_TEXT``; under a rasterio error also the storage error noted in this thread while GDAL
+    read (:func:`note_read_failure`), which this consumes. Such a run must stop at once instead of
+    recording the same failure for every file or tile."""
+    noted, _NOTED.error = getattr(_NOTED, "error", None), None
+    chain = list(_chain(error))
+    if noted is not None and any(_is_gdal_error(item) for item in chain):
+        chain.extend(_chain(noted))
+    return next((item for item in chain if _says_unreachable(item)), None)
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """Whether ``error`` (or its type's ancestors) is one of ``UNREACHABLE_ERRORS``: such a run
-    must stop at once instead of recording the same failure for every file or tile."""
-    return bool(UNREACHABLE_ERRORS & {kind.__name__ for kind in type(error).__mro__})
+    """Whether :func:`unreachable_cause` finds a cause in ``error``."""
+    return unreachable_cause(error) is not None
+
+
+def _chain(error: BaseException | None) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def _is_gdal_error(error: BaseException) -> bool:
+    return any(
+        kind.__name__ == "RasterioError" or kind.__name__.startswith("CPLE_") for kind in type(error).__mro__
+    )
+
+
+def _says_unreachable(error: BaseException) -> bool:
+    if UNREACHABLE_ERRORS & {kind.__name__ for kind in type(error).__mro__}:
+        return True
+    response = getattr(error, "response", None)
+    status = getattr(error, "status_code", None) or getattr(error, "status", None)
+    status = status or getattr(response, "status_code", None) or getattr(response, "status", None)
+    if isinstance(status, int) and status in OUTAGE_STATUS:
+        return True
+    return _is_gdal_error(error) and OUTAGE_TEXT.search(str(error)) is not None
 
 
 def shippable(options: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -27,6 +27,9 @@ from landuse_kedro.raster import (
     Grid,
     TileGrid,
     WindowedRaster,
+    fill_pixels,
+    has_data,
+    image_fill,
     label_fill,
     labels_on_grid,
     open_on_grid,
@@ -36,7 +39,7 @@ from landuse_kedro.raster import (
     tile_value_counts,
     to_classes,
 )
-from landuse_kedro.storage import is_unreachable, redact_environment_secrets, shippable
+from landuse_kedro.storage import redact_environment_secrets, shippable, unreachable_cause
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +106,8 @@ class ScenePlan:
     """Everything a task needs to cut and label one scene, and no pixels: small and picklable.
 
     ``lut`` maps label codes (NLCD) to indices of ``classes``; ``labels`` is the label raster
-    paired with the scene (its nearest NLCD edition).
+    paired with the scene (its nearest NLCD edition); ``image_fill``: the value that, in every
+    band, marks no image data in a scene that declares no nodata nor mask (``raster.image_fill``).
     """
 
     key: str
@@ -114,6 +118,7 @@ class ScenePlan:
     lut: np.ndarray = field(repr=False)
     classes: tuple[str, ...]
     labels_key: str = ""
+    image_fill: int | None = None
 
     @property
     def tiles(self) -> TileGrid:
@@ -158,7 +163,24 @@ def plan_scene(
             f"{scene.crs.to_string()}) does not overlap the NLCD raster it was paired with "
             f"(bounds {tuple(round(v) for v in labels.bounds)} in {labels.crs.to_string()})."
         )
-    plan = ScenePlan(key, scene, grid, int(tiling["tile_size"]), labels, lut, tuple(classes), labels_key)
+    plan = ScenePlan(
+        key,
+        scene,
+        grid,
+        int(tiling["tile_size"]),
+        labels,
+        lut,
+        tuple(classes),
+        labels_key,
+        image_fill=image_fill(scene, tiling.get("image_fill", 0)),
+    )
+    if plan.image_fill is not None:
+        logger.info(
+            "Scene %s declares no nodata nor mask: pixels %d in every band count as no image data "
+            "(tiling.image_fill)",
+            key,
+            plan.image_fill,
+        )
     if len(plan.tiles) == 0:
         raise ValueError(
             f"Scene '{key}' ({grid.width} x {grid.height} px) is smaller than one {plan.tile_size} px tile."
@@ -190,6 +212,8 @@ class OpenScene:
         self.image = self._stack.enter_context(open_on_grid(plan.scene, plan.grid))
         self.labels = self._stack.enter_context(plan.labels.open())
         self._fill = label_fill(plan.labels)
+        # RGB for the tiles; every band when black fill is looked for (fill is 0 in all of them)
+        self._bands = [1, 2, 3] if plan.image_fill is None else list(range(1, plan.scene.count + 1))
 
     def close(self) -> None:
         self._stack.close()
@@ -200,12 +224,19 @@ class OpenScene:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def label_block(self, block: Block) -> pd.DataFrame:
+    def read_pixels(self, block: Block) -> np.ndarray:
+        """The pixels of ``block``'s window that labelling checks: (bands, rows, cols)."""
+        return self.image.read(self._bands, window=self.plan.tiles.window(*block))
+
+    def label_block(self, block: Block, pixels: np.ndarray | None = None) -> pd.DataFrame:
         """One row per tile of ``block`` (``LABEL_COLUMNS``): class counts of its labels
-        reprojected onto the scene's grid and pixels without image data."""
+        reprojected onto the scene's grid and pixels without image data (GDAL's mask, and the
+        plan's ``image_fill``). The pixels are read (or given): a window that cannot be decoded
+        fails here, where it is labelled, never later when its tile is written."""
         tiles, size = self.plan.tiles, self.plan.tile_size
         row, col, n_rows, n_cols = block
         window = tiles.window(row, col, n_rows, n_cols)
+        pixels = self.read_pixels(block) if pixels is None else pixels
         codes = labels_on_grid(
             self.labels,
             self.plan.grid.crs,
@@ -215,7 +246,9 @@ class OpenScene:
             fill=self._fill,
         )
         counts = tile_value_counts(to_classes(codes, self.plan.lut, self._fill), size)
-        valid = self.image.dataset_mask(window=window) > 0
+        valid = has_data(self.image, window)
+        if self.plan.image_fill is not None:
+            valid &= ~fill_pixels(pixels, self.plan.image_fill)
         missing = (
             np.zeros(counts.shape[:2] + (2,), np.int64) if valid.all() else tile_value_counts(~valid, size, 2)
         )
@@ -232,14 +265,22 @@ class OpenScene:
 
     def read_block(self, block: Block) -> np.ndarray:
         """RGB of every tile of ``block``, row-major: (tiles, size, size, 3) uint8."""
-        row, col, n_rows, n_cols = block
+        return self._tiles_rgb(block, self.image.read([1, 2, 3], window=self.plan.tiles.window(*block)))
+
+    def _tiles_rgb(self, block: Block, pixels: np.ndarray) -> np.ndarray:
+        _, _, n_rows, n_cols = block
         size = self.plan.tile_size
-        pixels = self.image.read([1, 2, 3], window=self.plan.tiles.window(row, col, n_rows, n_cols))
         return (
-            pixels.reshape(3, n_rows, size, n_cols, size)
+            pixels[:3]
+            .reshape(3, n_rows, size, n_cols, size)
             .transpose(1, 3, 2, 4, 0)
             .reshape(n_rows * n_cols, size, size, 3)
         )
+
+    def _labelled(self, block: Block, with_pixels: bool) -> tuple[pd.DataFrame, np.ndarray | None]:
+        """Labels of ``block`` and, when asked, its tiles' RGB: the window is read once for both."""
+        pixels = self.read_pixels(block)
+        return self.label_block(block, pixels), self._tiles_rgb(block, pixels) if with_pixels else None
 
     def read_tile(self, row: int, col: int) -> np.ndarray:
         return self.read_block((row, col, 1, 1))[0]
@@ -251,21 +292,32 @@ class OpenScene:
         block, a storage error), tile by tile, so only the unreadable tiles fail: they come back
         as rows with ``read_error`` set, never skipped."""
         try:
-            yield self.label_block(block), self.read_block(block) if with_pixels else None
+            yield self._labelled(block, with_pixels)
             return
         except Exception as error:  # noqa: BLE001 - retried per tile below, which reports the reason
-            if is_unreachable(error):  # the storage, not the window: fail the task (and the run) now
-                raise
+            self._fail_if_unreachable(error)  # the storage, not the window: fail the task (and the run) now
         row, col, n_rows, n_cols = block
         for r in range(row, row + n_rows):
             for c in range(col, col + n_cols):
                 one = (r, c, 1, 1)
                 try:
-                    yield self.label_block(one), self.read_block(one) if with_pixels else None
+                    yield self._labelled(one, with_pixels)
                 except Exception as error:  # noqa: BLE001 - a bad window is a row, not a failed job
-                    if is_unreachable(error):
-                        raise
+                    self._fail_if_unreachable(error)
                     yield self.failed_tile(one, error), None
+
+    def _fail_if_unreachable(self, error: Exception) -> None:
+        """Raise when ``error`` says the storage is unreachable (``storage.unreachable_cause``),
+        naming the cause that rasterio's "Read failed" hides."""
+        cause = unreachable_cause(error)
+        if cause is error:
+            raise error
+        if cause is not None:
+            raise ConnectionError(
+                redact_environment_secrets(
+                    f"Storage unreachable while reading {self.plan.url}: {type(cause).__name__}: {cause}"
+                )
+            ) from error
 
     def failed_tile(self, block: Block, error: Exception) -> pd.DataFrame:
         frame = _grid_frame(self.plan, block)

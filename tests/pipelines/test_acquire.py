@@ -321,7 +321,7 @@ def test_an_unreadable_cog_is_named_without_its_token():
 
 def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
     """Two quads in zone 19N, one in 18N: the mosaic takes the majority's CRS, warps the other,
-    and says how many pixels between the quads read as valid zeros."""
+    and declares the 0 it fills between them with (the quads declare no nodata, as NAIP) as nodata."""
     from rasterio.warp import transform as transform_points
 
     x0, y0 = (v[0] for v in transform_points("EPSG:4326", "EPSG:26919", [-72.0], [42.3]))
@@ -362,4 +362,5 @@ def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
     assert (image[:, :200, dx : dx + 200] == 50).all() and (image[:, :200, dx + 200 : dx + 400] == 100).all()
     assert (image[0, 200:400, dx : dx + 200] == 150).mean() > 0.9  # the zone-18 quad, warped below a
     assert set(np.unique(image)) <= {0, 50, 100, 150}  # nearest neighbour: no blended values
-    assert "lie between quads" in caplog.text and "acquire.nodata: 0" in caplog.text
+    assert mosaic.nodata == 0 and (image[:, 200:400, dx + 200 :] == 0).all()  # no quad south-east
+    assert nodes.mosaic_naip({"r_2016": items}, {**acquire, "nodata": 255})["r_2016"].nodata == 255

@@ -17,7 +17,13 @@ from landuse_kedro.classes import class_lookup
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.pipelines.data_preparation import nodes
 from landuse_kedro.raster import GeoRaster
-from tests.conftest import LAND_COVER, corrupt_block, local_spark_session, run_pipeline
+from tests.conftest import (
+    LAND_COVER,
+    corrupt_block,
+    local_spark_session,
+    registered_pipelines,
+    run_pipeline,
+)
 
 CLASSES = LAND_COVER["classes"]
 TILING = {"tile_size": 32, "resolution": 1.0, "target_crs": None}
@@ -49,10 +55,12 @@ def write_scene_set(
     nlcd_years=(2011, 2016),
     tile_rows: int = 2,
     unlabelled_cols: int = 1,
+    nodata: int | None = 0,
 ) -> None:
     """NAIP-like 4-band 1 m scenes in UTM 19N and NLCD-like 30 m rasters in CONUS Albers that
     cover all but the ``unlabelled_cols`` rightmost tile columns of each scene. Land cover comes
-    in vertical bands three tiles wide, aligned with the tile grid in UTM."""
+    in vertical bands three tiles wide, aligned with the tile grid in UTM. ``nodata``: what the
+    scenes declare (real NAIP declares none); no pixel is 0 in every band but a hole in one tile."""
     width, height = len(BAND_CODES) * 3 * tile_size + unlabelled_cols * tile_size, tile_rows * tile_size
     rng = np.random.default_rng(0)
     for region, (x0, y0) in ORIGINS.items():
@@ -66,7 +74,7 @@ def write_scene_set(
             if region == "worcester" and year == years[-1]:
                 image[:, 5:9, 4 * tile_size + 4 : 4 * tile_size + 8] = 0  # a nodata hole in one tile
             GeoTiffDataset(filepath=str(data_root / "01_raw" / "naip" / f"{region}_{year}.tif")).save(
-                GeoRaster(image, UTM, Affine(1, 0, x0, 0, -1, y0), nodata=0)
+                GeoRaster(image, UTM, Affine(1, 0, x0, 0, -1, y0), nodata=nodata)
             )
     # NLCD: Albers 30 m over both regions; each cell gets the band of its centre's UTM position.
     boxes = [
@@ -166,8 +174,8 @@ def test_unreadable_window_is_rejected_with_its_reason_not_skipped(scene_root, t
     naip = tmp_path / "naip"
     naip.mkdir()
     source = GeoTiffDataset(filepath=str(scene_root / "01_raw" / "naip" / "middlesex_2016.tif")).load()
-    with source.open() as dataset:
-        raster = GeoRaster(dataset.read(), dataset.crs, dataset.transform, nodata=dataset.nodata)
+    with source.open() as dataset:  # declares no nodata, as NAIP: GDAL's mask then reads no pixel
+        raster = GeoRaster(dataset.read(), dataset.crs, dataset.transform)
     GeoTiffDataset(
         filepath=str(naip / "middlesex_2016.tif"), save_args={"blockxsize": 32, "blockysize": 32}
     ).save(raster)
@@ -182,6 +190,87 @@ def test_unreadable_window_is_rejected_with_its_reason_not_skipped(scene_root, t
     others = candidates.drop(index=(1, 4))
     expected = clean[clean.scene == "middlesex_2016"].set_index(["row", "col"]).drop(index=(1, 4))
     pd.testing.assert_series_equal(others["reject_reason"], expected["reject_reason"])
+
+
+def _rewrite(path: Path, pixels=None, block: int = 32) -> None:
+    """``path`` saved again in ``block`` px internal blocks, declaring no nodata (as NAIP)."""
+    source = GeoTiffDataset(filepath=str(path)).load()
+    with source.open() as dataset:
+        raster = GeoRaster(dataset.read() if pixels is None else pixels, dataset.crs, dataset.transform)
+    GeoTiffDataset(filepath=str(path), save_args={"blockxsize": block, "blockysize": block}).save(raster)
+
+
+def test_black_frame_without_nodata_is_never_a_kept_tile(tmp_path, spark):
+    """NAIP-like scenes that declare no nodata; one has a black frame (0 in every band) around its
+    imagery, as quarter quads do: every tile with fill is rejected as image_nodata."""
+    write_scene_set(tmp_path, nodata=None)
+    scene = tmp_path / "01_raw" / "naip" / "worcester_2016.tif"
+    pixels = GeoTiffDataset(filepath=str(scene)).load().read()
+    pixels[:, :, : 5 * 32 + 10] = 0  # the west edge up to 10 px into tile column 5
+    pixels[:, :12, :] = 0  # the top 12 rows
+    _rewrite(scene, pixels)
+    candidates = candidates_of(tmp_path)
+    usable = candidates[candidates.reject_reason.isna()]
+    framed = candidates[
+        (candidates.scene == "worcester_2016") & ((candidates.col <= 5) | (candidates.row == 0))
+    ]
+    assert len(framed) > 20 and set(framed.reject_reason) == {tiling.IMAGE_NODATA}
+    assert (usable.nodata_pixels == 0).all()
+    source = GeoTiffDataset(filepath=str(scene)).load()
+    for tile in usable[usable.scene == "worcester_2016"].itertuples():  # no kept tile holds fill
+        window = ((tile.row_off, tile.row_off + 32), (tile.col_off, tile.col_off + 32))
+        assert (source.read(window=window) > 0).any(axis=0).all(), tile.tile_id
+    assert len(usable[usable.scene == "worcester_2016"]) > 5  # the imagery inside the frame is kept
+    kept = nodes.select_tiles(candidates, LAND_COVER, OPTIONS)
+    assert not set(kept.tile_id) & set(framed.tile_id)
+
+
+def test_damaged_blocks_in_selected_and_unselected_windows_are_unreadable_rows(project_copy):
+    """Scenes that declare no nodata (GDAL's mask then reads no pixel): a damaged compressed block
+    in a window the last run selected and one in a window never selected (water) are both
+    `unreadable` rows and the run succeeds; above data_preparation.max_failed_fraction the run
+    fails after its report, with the tiles, manifest and candidates of that same run."""
+    data = project_copy / "data"
+    write_scene_set(data, tile_size=224, tile_rows=1, nodata=None)
+    run_pipeline(project_copy, "data_preparation")
+    manifest = pd.read_parquet(data / "05_model_input" / "tile_manifest.parquet")
+    selected = manifest[manifest.scene == "worcester_2012"].iloc[0]
+    scene = data / "01_raw" / "naip" / "worcester_2012.tif"
+    _rewrite(scene, block=224)
+    water = 19  # the water band's middle tile: dropped_dominant, never selected
+    corrupt_block(scene, x=int(selected.col_off) // 224, y=0)
+    corrupt_block(scene, x=water, y=0)
+
+    run_pipeline(project_copy, "data_preparation")
+    candidates = pd.read_parquet(data / "02_intermediate" / "tile_candidates.parquet")
+    unreadable = candidates[candidates.reject_reason == tiling.UNREADABLE]
+    assert sorted(unreadable.col) == sorted([int(selected.col_off) // 224, water])
+    assert set(unreadable.scene) == {"worcester_2012"}
+    assert unreadable.read_error.str.contains("worcester_2012.tif").all()
+    manifest = pd.read_parquet(data / "05_model_input" / "tile_manifest.parquet")
+    assert selected.tile_id not in set(manifest.tile_id) and len(manifest) > 0
+    report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
+    assert report["rejected"]["unreadable"] == 2
+
+    with pytest.raises(
+        RuntimeError, match=r"2 of \d+ tile windows failed.*data_preparation.max_failed_fraction"
+    ):
+        run_pipeline(
+            project_copy, "data_preparation", params={"data_preparation": {"max_failed_fraction": 0.0}}
+        )
+    report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
+    assert report["rejected"]["unreadable"] == 2 and report["tiles_seen"] == len(candidates)
+
+
+def test_a_run_saves_candidates_with_its_tiles_and_checks_failures_after_its_report():
+    """tile_candidates is saved only once the tiles are (a run that fails before leaves the last
+    run's tiles, manifest and candidates together), and the failure budget is checked last."""
+    pipeline = registered_pipelines()["data_preparation"]
+    saves_candidates = next(node for node in pipeline.nodes if "tile_candidates" in node.outputs)
+    assert {"model_input_tiles", "labelled_tiles"} <= set(saves_candidates.inputs)
+    assert "tile_manifest" in saves_candidates.outputs
+    after_report = {node.name for node in pipeline.from_inputs("preparation_report").nodes}
+    assert after_report == {"plot_preparation_report", "check_unreadable_windows"}
 
 
 # ------------------------------------------------------------------ selection

@@ -349,7 +349,7 @@ NLCD = ["4 mix 4 21", "4 4 4 11", "82 4 4 4"]  # 4 -> 41 deciduous forest
 MIX = [21, 21, 21, 41, 41, 52, 52, 71]
 COLOURS = {"F": (40, 150, 40), "D": (200, 60, 60), "W": (30, 60, 150), "C": (220, 200, 120)}
 CORRUPTED = (2, 3)
-HOLE = (1, 0)  # a forest tile with 9 pixels of no image data: masked, never a prediction
+HOLE = (1, 0)  # a forest tile with 9 pixels of black fill, no nodata declared: masked, never a prediction
 # (2, 0): older Cultivated, and the colour rule calls the tan tile Developed (red beats green).
 EXPECTED_CANDIDATES = [
     "testville_2016_r0000_c0002",
@@ -369,8 +369,8 @@ OTHERVILLE_CANDIDATES = [
 
 
 def _scene(layout: list[str], hole: tuple[int, int] | None = None, east: float = 0.0):
-    """4-band scene painted per tile; ``hole``: a tile with a few pixels of no image data (0 in
-    every band, the scene's nodata); ``east``: metres east of testville."""
+    """4-band scene painted per tile, declaring no nodata (as NAIP); ``hole``: a tile with a few
+    pixels of black fill (0 in every band: no image data); ``east``: metres east of testville."""
     height, width = len(layout) * TILE + 7, len(layout[0]) * TILE + 10  # partial tiles at the edges
     pixels = np.zeros((4, height, width), dtype=np.uint8)
     rng = np.random.default_rng(0)
@@ -383,7 +383,7 @@ def _scene(layout: list[str], hole: tuple[int, int] | None = None, east: float =
             )
     if hole is not None:
         pixels[:, hole[0] * TILE + 3 : hole[0] * TILE + 6, hole[1] * TILE + 3 : hole[1] * TILE + 6] = 0
-    return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0] + east, 0, -1, ORIGIN[1]), nodata=0)
+    return GeoRaster(pixels, "EPSG:26919", Affine(1, 0, ORIGIN[0] + east, 0, -1, ORIGIN[1]))
 
 
 def _nlcd():

@@ -28,6 +28,7 @@ from rasterio.windows import Window
 
 from landuse_kedro.datasets.commit import clean_leftovers, staging_path
 from landuse_kedro.raster import GeoRaster
+from landuse_kedro.storage import note_read_failure
 
 DEFAULT_SAVE_ARGS: dict[str, Any] = {
     "tiled": True,
@@ -293,7 +294,44 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
 def _open(path: str, protocol: str, storage_options: dict[str, Any], **open_args: Any):
     if protocol == "file":
         return rasterio.open(path, **open_args)
-    return rasterio.open(path, opener=fsspec.filesystem(protocol, **storage_options), **open_args)
+    filesystem = _NotingFilesystem(fsspec.filesystem(protocol, **storage_options))
+    return rasterio.open(path, opener=filesystem, **open_args)
+
+
+class _NotingFilesystem:
+    """An fsspec filesystem for rasterio's opener whose files note a failed read
+    (``storage.note_read_failure``): GDAL turns it into "Read failed", and an outage must still
+    be told from a damaged block (``storage.unreachable_cause``)."""
+
+    def __init__(self, filesystem: fsspec.AbstractFileSystem) -> None:
+        self._filesystem = filesystem
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._filesystem, name)
+
+    def open(self, path: str, mode: str = "rb", **kwargs: Any) -> _NotingFile:
+        return _NotingFile(self._filesystem.open(path, mode, **kwargs))
+
+
+class _NotingFile:
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._file, name)
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._file.read(size)
+        except Exception as error:  # noqa: BLE001 - raised into GDAL it would be lost, not reported
+            note_read_failure(error)
+            return b""  # a short read: GDAL fails this read with its own error
+
+    def __enter__(self) -> _NotingFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._file.close()
 
 
 def _legend_files(path: str, data: GeoRaster) -> dict[str, bytes]:

@@ -271,13 +271,8 @@ class NaipMosaic:
             self.height,
             time.perf_counter() - started,
         )
-        if gaps and self.nodata is None:
-            logger.warning(
-                "%d px of the mosaic lie between quads and are 0 in every band, but the quads "
-                "declare no nodata, so they read as valid: set acquire.nodata: 0 to mark them "
-                "(pixels black in every band then count as nodata too).",
-                gaps,
-            )
+        if gaps:
+            logger.info("%d px of the mosaic lie between quads: nodata (%s)", gaps, self.nodata)
 
 
 def _has_mask(source: Any) -> bool:
@@ -376,7 +371,9 @@ def _mosaic_grid(
         dtype=dtype,
         descriptions=first[5],
         sign=acquire.get("sign"),
-        nodata=acquire["nodata"] if acquire.get("nodata") is not None else first[6],
+        # NAIP declares no nodata and fills around each quad's footprint with 0: the mosaic declares
+        # the fill it writes (the gaps between quads too), so every reader sees no image data there
+        nodata=next((v for v in (acquire.get("nodata"), first[6]) if v is not None), 0),
         resampling=acquire.get("resampling", "nearest"),
         block_rows=int(acquire.get("block_rows", 1024)),
         tags={"NAIP_ITEMS": ",".join(item["id"] for item in items)},

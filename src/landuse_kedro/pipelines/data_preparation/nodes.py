@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from landuse_kedro.classes import LandCover
 from landuse_kedro.parameters import as_list
 from landuse_kedro.raster import WindowedRaster
-from landuse_kedro.scoring import active_spark_session
+from landuse_kedro.scoring import active_spark_session, check_failure_rate
 from landuse_kedro.tiling import (
     REJECT_REASONS,
     WINDOW_PLACE,
@@ -106,8 +106,10 @@ def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> p
         options: ``params:data_preparation`` (``min_purity``).
 
     Returns:
-        ``tile_candidates``: one row per tile with scene, region, year, NLCD year, majority class,
-        purity and ``reject_reason`` (null when usable).
+        ``labelled_tiles`` (saved as ``tile_candidates`` by :func:`write_manifest`, after the tiles):
+        one row per tile with scene, region, year, NLCD year, majority class, purity and
+        ``reject_reason`` (null when usable; ``unreadable`` with ``read_error`` for a window whose
+        pixels cannot be decoded).
     """
     frame = label_on_spark(active_spark_session(), scene_plans)
     frame = finish_candidates(frame, scene_plans, float(options.get("min_purity", 0.9)))
@@ -236,16 +238,20 @@ def export_tiles(tile_selection: pd.DataFrame, scene_plans: dict[str, ScenePlan]
     }
 
 
-def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str, Any]) -> pd.DataFrame:
-    """Save the manifest only after the tiles (their folder is replaced on every run) and only when the
-    files written are exactly the selected tiles, so a manifest never names a missing tile.
+def write_manifest(
+    tile_selection: pd.DataFrame, model_input_tiles: Mapping[str, Any], labelled_tiles: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Save the manifest and the candidate table only after the tiles (their folder is replaced on
+    every run) and only when the files written are exactly the selected tiles, so a manifest never
+    names a missing tile and a failed run leaves the previous run's tiles, manifest and candidates.
 
     Args:
         tile_selection: ``tile_selection`` from :func:`select_tiles`.
         model_input_tiles: ``model_input_tiles`` as saved (only its keys are read).
+        labelled_tiles: ``labelled_tiles`` from :func:`label_tiles`.
 
     Returns:
-        ``tile_manifest``: the selection's ``MANIFEST_COLUMNS``.
+        ``tile_manifest``: the selection's ``MANIFEST_COLUMNS``; ``tile_candidates``: ``labelled_tiles``.
 
     Raises:
         ValueError: ``model_input_tiles`` holds tiles that were not selected or lacks selected ones.
@@ -257,7 +263,7 @@ def write_manifest(tile_selection: pd.DataFrame, model_input_tiles: Mapping[str,
             f"{len(expected - written)} selected tiles, e.g. "
             f"{sorted(written ^ expected)[:3]}."
         )
-    return tile_selection[MANIFEST_COLUMNS].reset_index(drop=True)
+    return tile_selection[MANIFEST_COLUMNS].reset_index(drop=True), labelled_tiles
 
 
 # ------------------------------------------------------------------ report
@@ -310,6 +316,31 @@ def summarise_preparation(
         "dropped_pixels": int(tile_candidates["dropped_pixels"].sum()),
         "per_scene": {scene: {k: int(v) for k, v in row.items()} for scene, row in per_scene.iterrows()},
     }
+
+
+def check_unreadable_windows(
+    tile_candidates: pd.DataFrame, preparation_report: dict[str, Any], options: dict[str, Any]
+) -> None:
+    """Fail the run, once its outputs and report are written, when more than
+    ``max_failed_fraction`` of the windows could not be read: a damaged copy or failing storage
+    must not pass as a run with a few rejects.
+
+    Args:
+        tile_candidates: ``tile_candidates`` (its ``read_error`` column).
+        preparation_report: ``preparation_report`` (``tiles_seen``; taken so the check runs after it
+            is saved).
+        options: ``params:data_preparation`` (``max_failed_fraction``, default 0.05).
+
+    Raises:
+        RuntimeError: Too many unreadable windows; names the commonest reasons.
+    """
+    check_failure_rate(
+        int(preparation_report["tiles_seen"]),
+        tile_candidates["read_error"].dropna().tolist(),
+        float(options.get("max_failed_fraction", 0.05)),
+        "tile windows",
+        "data_preparation.max_failed_fraction",
+    )
 
 
 def plot_preparation_report(preparation_report: dict[str, Any]) -> Figure:

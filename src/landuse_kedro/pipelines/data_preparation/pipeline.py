@@ -1,5 +1,5 @@
 """data_preparation: plan the scenes, label every tile (Spark), choose a balanced region-split
-set, write it (Spark), report."""
+set, write it (Spark), report, and fail when too many windows were unreadable."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -18,13 +18,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 nodes.label_tiles,
                 inputs=["scene_plans", "params:data_preparation"],
-                outputs="tile_candidates",
+                outputs="labelled_tiles",
                 name="label_tiles",
                 tags="spark",
             ),
             Node(
                 nodes.select_tiles,
-                inputs=["tile_candidates", "params:land_cover", "params:data_preparation"],
+                inputs=["labelled_tiles", "params:land_cover", "params:data_preparation"],
                 outputs="tile_selection",
                 name="select_tiles",
             ),
@@ -37,8 +37,9 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.write_manifest,
-                inputs=["tile_selection", "model_input_tiles"],
-                outputs="tile_manifest",
+                inputs=["tile_selection", "model_input_tiles", "labelled_tiles"],
+                # saved after the tiles: a run that fails before leaves the last run's three outputs
+                outputs=["tile_manifest", "tile_candidates"],
                 name="write_manifest",
             ),
             Node(
@@ -58,6 +59,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs="preparation_report",
                 outputs="preparation_report_plot",
                 name="plot_preparation_report",
+            ),
+            Node(
+                nodes.check_unreadable_windows,
+                inputs=["tile_candidates", "preparation_report", "params:data_preparation"],
+                outputs=None,
+                name="check_unreadable_windows",
             ),
         ],
         tags="data_preparation",  # the spark tag: SparkHooks start the session before those nodes

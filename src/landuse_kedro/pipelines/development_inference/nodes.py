@@ -361,7 +361,8 @@ def classify_tiles(
     tiles.loc[masked, "predicted_class"] = None
     if masked.any():
         logger.info(
-            "%d tiles with pixels outside the imagery are masked (nodata), e.g. %s",
+            "%d tiles with pixels without image data (outside the imagery, nodata, black fill) are "
+            "masked (nodata), e.g. %s",
             int(masked.sum()),
             tiles.loc[masked, "tile_id"].head(3).tolist(),
         )
