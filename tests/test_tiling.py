@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import socket
 import uuid
 
 import fsspec
 import numpy as np
 import pytest
+import rasterio
 from affine import Affine
 from fsspec.implementations.memory import MemoryFileSystem
 from rasterio.errors import RasterioIOError
 
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.raster import GeoRaster
+from landuse_kedro.storage import unreachable_cause
 from landuse_kedro.tiling import OpenScene, plan_scene
+from tests.conftest import corrupt_block
 
 
 @pytest.fixture
@@ -177,3 +181,34 @@ def test_storage_lost_after_the_header_fails_the_task_once_not_per_tile(flaky_pl
     assert rows == []  # no tile was retried alone, none recorded as a failed window
     assert "Cannot connect to host" in str(caught.value)
     assert isinstance(caught.value.__cause__, RasterioIOError)  # what rasterio raised: "Read failed"
+
+
+def test_an_outage_is_told_from_a_damaged_block_under_rasterio_errors(tmp_path):
+    """Real GDAL errors: curl's refused connection is an outage; a damaged block is not, nor is a
+    missing file; a storage error raised under another one (``raise ... from``) is found."""
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(RasterioIOError) as refused, rasterio.Env(GDAL_HTTP_MAX_RETRY=0):
+        rasterio.open(f"/vsicurl/http://127.0.0.1:{port}/scene.tif")
+    assert "CURL error" in str(refused.value) and unreachable_cause(refused.value) is not None
+
+    path = tmp_path / "damaged.tif"
+    GeoTiffDataset(filepath=str(path), save_args={"blockxsize": 32, "blockysize": 32}).save(
+        GeoRaster(np.full((3, 64, 64), 90, np.uint8), "EPSG:26919", Affine(1, 0, 300_000, 0, -1, 4_700_000))
+    )
+    corrupt_block(path, x=1, y=1)
+    with rasterio.open(path) as dataset, pytest.raises(RasterioIOError) as damaged:
+        dataset.read(1)
+    assert unreachable_cause(damaged.value) is None
+    with pytest.raises(RasterioIOError) as missing:
+        rasterio.open(tmp_path / "missing.tif")
+    assert unreachable_cause(missing.value) is None
+
+    try:
+        try:
+            raise TimeoutError("read timed out")
+        except TimeoutError as error:
+            raise OSError("Read failed") from error
+    except OSError as wrapped:
+        assert isinstance(unreachable_cause(wrapped), TimeoutError)
