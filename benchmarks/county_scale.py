@@ -206,9 +206,17 @@ def child(project: Path, pipeline: str, result: Path, score_tiles: int, png_root
     out["load_after"] = os.getloadavg()
     data = project / "data"
     if pipeline == "development_inference":
-        import pandas as pd
+        import pyarrow.parquet as pq
 
-        tiles = pd.read_parquet(data / "07_model_output" / "development_tile_classes.parquet")
+        # On this process's own thread: a pd.read_parquet just before exit leaves Arrow's reader
+        # threads to be torn down by the exit, which can abort it ("terminate called without an
+        # active exception", SIGABRT; apache/arrow#34314), as this child once did after its run.
+        tiles = pq.read_table(
+            data / "07_model_output" / "development_tile_classes.parquet",
+            columns=["tile_id", "error"],
+            use_threads=False,
+            pre_buffer=False,
+        ).to_pandas(use_threads=False)
         out.update(
             tiles=len(tiles),
             unique_tiles=int(tiles["tile_id"].nunique()),
@@ -603,13 +611,17 @@ def report(
                 f"{r['di_tiles_per_s'] / rate:.2f} whole pipeline, {r['score_node_tiles_per_s'] / rate:.2f} "
                 "score node"
             )
+        growth = (
+            f"; growth exponent (slope of log s vs log tiles) DI {s['growth_di']:.2f}, score node "
+            f"{s['growth_score_node']:.2f}; marginal rates smallest -> largest (fixed costs out): DI "
+            f"{s['marginal_di_tiles_per_s']:.1f} tiles/s ({s['marginal_di_tiles_per_s'] / rate:.2f}x "
+            f"scoring-only), score node {s['marginal_score_node_tiles_per_s']:.1f} tiles/s"
+            if len(mine) > 1
+            else " (one size: no growth figures)"
+        )
         print(
             f"[{precision}] largest size: DI / scoring-only {s['ratio_di_whole']:.2f} (whole), "
-            f"{s['ratio_di_score_node']:.2f} (score node); growth exponent (slope of log s vs log tiles) "
-            f"DI {s['growth_di']:.2f}, score node {s['growth_score_node']:.2f}; marginal rates "
-            f"smallest -> largest (fixed costs out): DI {s['marginal_di_tiles_per_s']:.1f} tiles/s "
-            f"({s['marginal_di_tiles_per_s'] / rate:.2f}x scoring-only), score node "
-            f"{s['marginal_score_node_tiles_per_s']:.1f} tiles/s"
+            f"{s['ratio_di_score_node']:.2f} (score node){growth}"
         )
         print(f"[{precision}] development_inference fixed costs at {last['size']} (s):")
         for what, value in last["di_fixed_costs"].items():
@@ -630,11 +642,15 @@ def report(
         "time_ratio": last["dp_seconds"] / first["dp_seconds"],
         "tiles_ratio": last["tiles"] / first["tiles"],
     }
+    growth = (
+        f"; growth exponent {dp['growth_dp']:.2f}; marginal {dp['marginal_kept_per_s']:.1f} kept tiles/s; "
+        f"time ratio {dp['time_ratio']:.2f} for {dp['tiles_ratio']:.2f}x the tiles (from {first['size']})"
+        if len(dp_rows) > 1
+        else ""
+    )
     print(
         f"data_preparation at {last['size']}: {dp['kept_per_s_largest']:.1f} kept tiles/s "
-        f"({dp['seen_per_s_largest']:.1f} seen/s); growth exponent {dp['growth_dp']:.2f}; marginal "
-        f"{dp['marginal_kept_per_s']:.1f} kept tiles/s; time ratio {dp['time_ratio']:.2f} for "
-        f"{dp['tiles_ratio']:.2f}x the tiles (from {first['size']})"
+        f"({dp['seen_per_s_largest']:.1f} seen/s){growth}"
     )
     rss_all = [v["sum"] for r in rows for v in r["rss_mb"].values()]
     print(
