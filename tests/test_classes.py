@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from landuse_kedro.classes import DROPPED, NO_LABEL, LandCover
+from landuse_kedro.classes import DROPPED, NO_LABEL, UNKNOWN, LandCover, unknown_codes
 from tests.conftest import LAND_COVER
 
 PARAMS = LAND_COVER
@@ -29,9 +29,12 @@ def test_every_nlcd_code_of_the_parameters_maps_to_its_class_index(land):
     lut = land.nlcd_lookup()
     listed = {int(code): name for name, codes in PARAMS["nlcd_to_class"].items() for code in codes}
     assert {code: land.classes[lut[code]] for code in listed} == listed
-    # nothing else is mapped: water (11), ice (12), nodata (0) and unknown codes are dropped
-    assert sorted(np.flatnonzero(lut != DROPPED).tolist()) == sorted(listed)
-    assert lut[11] == lut[12] == lut[0] == DROPPED
+    # nothing else is a class: water (11) and ice (12) are dropped, no data (0, 250) unlabelled,
+    # and every other code is unknown (never a class, never silently dropped)
+    assert sorted(np.flatnonzero(lut < len(land.classes)).tolist()) == sorted(listed)
+    assert lut[11] == lut[12] == DROPPED and lut[0] == lut[250] == NO_LABEL
+    legend = {*listed, 11, 12, 0, 250}
+    assert [code for code in range(256) if lut[code] == UNKNOWN] == sorted(set(range(256)) - legend)
     # the indices follow the class order: reversing the classes reverses the indices
     reversed_lut = LandCover.from_params({**PARAMS, "classes": PARAMS["classes"][::-1]}).nlcd_lookup()
     assert all(reversed_lut[code] == len(land.classes) - 1 - lut[code] for code in listed)
@@ -96,3 +99,17 @@ def test_it_travels_to_spark_executors_small_and_equal(land):
     shipped = pickle.dumps(land)
     assert len(shipped) < 1000
     assert pickle.loads(shipped) == land and hash(pickle.loads(shipped)) == hash(land)
+
+
+def test_unknown_codes_are_counted_per_code_and_a_declared_nodata_is_not_one(land):
+    counts = np.zeros(256, np.int64)
+    counts[[41, 11, 0, 250, 200, 127]] = [500, 40, 30, 20, 7, 3]
+    assert unknown_codes(counts, land.nlcd_lookup()) == {127: 3, 200: 7}
+    assert unknown_codes(counts, land.nlcd_lookup(), nodata=127) == {200: 7}  # the raster's own nodata
+
+
+def test_legend_codes_that_are_also_classes_are_refused():
+    with pytest.raises(ValueError, match=r"land_cover\.water_codes \[41\] are mapped to classes"):
+        LandCover.from_params({**PARAMS, "water_codes": [11, 41]})
+    with pytest.raises(ValueError, match="nodata_codes must be NLCD codes 0-255"):
+        LandCover.from_params({**PARAMS, "nodata_codes": [0, 300]})

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import uuid
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import rasterio
+import yaml
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import transform as transform_points
@@ -14,7 +17,9 @@ from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.raster import (
     GeoRaster,
     Grid,
+    RasterLimits,
     TileGrid,
+    code_counts,
     labels_on_grid,
     overlaps,
     plurality,
@@ -25,7 +30,7 @@ from landuse_kedro.raster import (
     to_classes,
     valid_on_grid,
 )
-from tests.conftest import LAND_COVER
+from tests.conftest import LAND_COVER, PROJECT_ROOT
 
 CLASSES, NLCD_TO_CLASS = LAND_COVER["classes"], LAND_COVER["nlcd_to_class"]
 UTM = CRS.from_epsg(32619)
@@ -180,6 +185,42 @@ def test_geographic_crs_is_refused_unless_a_target_crs_is_given():
     grid = scene_grid(wgs84, target_crs="EPSG:32619", resolution=1.0)
     assert grid.crs == UTM and grid.transform.a == 1.0
     assert 30 <= grid.width <= 36 and 40 <= grid.height <= 48  # ~0.4 arc-second ~ 0.83 m x 1.1 m
+
+
+def test_a_scene_without_a_crs_is_refused_with_how_to_fix_it(tmp_path):
+    path = tmp_path / "no_crs.tif"
+    with rasterio.open(path, "w", driver="GTiff", width=40, height=40, count=3, dtype="uint8") as dataset:
+        dataset.write(np.ones((3, 40, 40), np.uint8))
+    scene = GeoTiffDataset(filepath=str(path)).load()
+    assert scene.crs is None
+    for target in (None, "EPSG:32619"):  # a target CRS cannot reproject what has no CRS either
+        with pytest.raises(ValueError, match=r"The scene has no CRS: .*gdal_edit\.py -a_srs"):
+            scene_grid(scene, target_crs=target, resolution=1.0)
+
+
+def test_default_limits_admit_a_state_mosaic_and_refuse_a_header_bomb():
+    limits = RasterLimits()
+    conf = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters.yml").read_text())["tiling"]
+    assert RasterLimits.from_params(conf) == limits  # the defaults are the parameters'
+    massachusetts = SimpleNamespace(width=500_000, height=333_000, block_shapes=((512, 512),) * 4)
+    limits.check(massachusetts, "Massachusetts at 0.6 m")
+    limits.check_tiles((300_000 // 224) * (200_000 // 224), "Massachusetts at 1 m")
+    bomb = SimpleNamespace(width=2**20, height=2**20, block_shapes=((512, 512),) * 3)
+    with pytest.raises(ValueError, match=r"Bomb declares 1048576 x 1048576 px .*tiling\.limits\.max_pixels"):
+        limits.check(bomb, "Bomb")
+    with pytest.raises(ValueError, match=r"tiling\.limits\.max_tiles = 4000000"):
+        limits.check_tiles((2**20 // 224) ** 2, "Bomb")
+    one_strip = SimpleNamespace(width=20_000, height=20_000, block_shapes=((20_000, 20_000),))
+    with pytest.raises(ValueError, match=r"20000 x 20000 px internal blocks.*max_block_pixels"):
+        limits.check(one_strip, "One strip")
+
+
+def test_code_counts_reads_a_window_in_chunks():
+    codes = np.random.default_rng(3).choice([0, 11, 41, 200], size=(1, 50, 70)).astype(np.uint8)
+    source = saved(GeoRaster(codes, ALBERS, Affine(30, 0, 0, 0, -30, 0)))
+    window = Window(5, 7, 61, 40)
+    expected = np.bincount(codes[0, 7:47, 5:66].ravel(), minlength=256)
+    np.testing.assert_array_equal(code_counts(source, window, chunk=16), expected)
 
 
 def test_native_grid_is_kept_and_resampling_warps_with_a_mask():

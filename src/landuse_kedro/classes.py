@@ -18,7 +18,10 @@ import numpy as np
 NO_LABEL = 255
 """Class value of a pixel outside the label raster or on its nodata."""
 DROPPED = 254
-"""Class value of a code the class table does not map (water, ice, anything unknown)."""
+"""Class value of a legend code the class table does not map (water, ice: ``land_cover.water_codes``)."""
+UNKNOWN = 253
+"""Class value of a code outside the legend (another product's, a fill): never a class, never dropped
+silently; a tile with such pixels has no label."""
 
 
 def class_lookup(nlcd_to_class: Mapping[str, Sequence[int]], classes: Sequence[str]) -> np.ndarray:
@@ -57,6 +60,10 @@ class LandCover:
         three_class_names: the 3-class groups in a stable order: the named groups as
             ``land_cover.three_class`` lists them, then ``three_class_other`` (the catch-all).
         three_class_other: the group of every class ``land_cover.three_class`` does not name.
+        water_codes: NLCD codes of the legend with no class (open water, ice): dropped pixels.
+        nodata_codes: NLCD codes that mean "no data" (0, Annual NLCD's 250): unlabelled pixels.
+        max_unknown_fraction: the share of a scene's NLCD pixels that may hold codes outside the
+            legend (``nlcd_to_class`` + ``water_codes`` + ``nodata_codes``) before planning stops.
 
     Example (``conf/base/parameters.yml``)::
 
@@ -72,6 +79,9 @@ class LandCover:
     three_class_of: tuple[str, ...]
     three_class_names: tuple[str, ...]
     three_class_other: str
+    water_codes: tuple[int, ...] = (11, 12)
+    nodata_codes: tuple[int, ...] = (0, 250)
+    max_unknown_fraction: float = 0.0
 
     @classmethod
     def from_params(cls, land_cover: Mapping[str, Any]) -> LandCover:
@@ -100,19 +110,34 @@ class LandCover:
         table = land_cover.get("nlcd_to_class")
         # checked now, not in the first node that reads NLCD
         nlcd_table = None if table is None else class_lookup(table, classes).tobytes()
+        water = _codes(land_cover, "water_codes", cls.water_codes)
+        nodata = _codes(land_cover, "nodata_codes", cls.nodata_codes)
+        if table is not None:
+            mapped = {int(code) for codes in table.values() for code in codes or []}
+            for key, codes in {"water_codes": water, "nodata_codes": nodata}.items():
+                if mapped & set(codes):
+                    raise ValueError(f"land_cover.{key} {sorted(mapped & set(codes))} are mapped to classes.")
         return cls(
             classes=classes,
             nlcd_table=nlcd_table,
             three_class_of=tuple(groups.get(name, other) for name in classes),
             three_class_names=tuple(dict.fromkeys([*groups.values(), other])),
             three_class_other=other,
+            water_codes=water,
+            nodata_codes=nodata,
+            max_unknown_fraction=float(land_cover.get("max_unknown_fraction", 0.0)),
         )
 
     def nlcd_lookup(self) -> np.ndarray:
-        """uint8 table NLCD code -> index in :attr:`classes`; codes the table omits -> ``DROPPED``."""
+        """uint8 table NLCD code -> index in :attr:`classes`; the legend's other codes -> ``DROPPED``
+        (water) or ``NO_LABEL`` (no data); codes outside the legend -> ``UNKNOWN``."""
         if self.nlcd_table is None:
             raise ValueError("land_cover.nlcd_to_class is missing: NLCD codes cannot be mapped to classes.")
-        return np.frombuffer(self.nlcd_table, dtype=np.uint8).copy()
+        lut = np.frombuffer(self.nlcd_table, dtype=np.uint8).copy()
+        lut[lut == DROPPED] = UNKNOWN
+        lut[list(self.water_codes)] = DROPPED
+        lut[list(self.nodata_codes)] = NO_LABEL
+        return lut
 
     def to_three_class(self, label: str | None) -> str | None:
         """The 3-class group of a class name; None (no prediction) stays None."""
@@ -131,3 +156,22 @@ class LandCover:
         lut = np.arange(256, dtype=np.uint8)
         lut[: len(self.classes)] = self.three_class_indices(np.arange(len(self.classes)))
         return lut
+
+
+def _codes(land_cover: Mapping[str, Any], key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    """``land_cover[key]`` as NLCD codes (0-255); ``default`` (NLCD's own) when left out."""
+    if land_cover.get(key) is None:
+        return default
+    codes = tuple(int(code) for code in land_cover[key])
+    if any(not 0 <= code <= 255 for code in codes):
+        raise ValueError(f"land_cover.{key} must be NLCD codes 0-255, got {list(codes)}.")
+    return codes
+
+
+def unknown_codes(counts: np.ndarray, lut: np.ndarray, nodata: float | None = None) -> dict[int, int]:
+    """{code: pixels} of the codes outside the legend in a 256-bin code histogram; a raster's declared
+    ``nodata`` is no data whatever its code."""
+    unknown = (lut == UNKNOWN) & (counts > 0)
+    if nodata is not None and 0 <= nodata <= 255:
+        unknown[int(nodata)] = False
+    return {int(code): int(counts[code]) for code in np.flatnonzero(unknown)}

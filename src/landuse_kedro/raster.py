@@ -82,11 +82,19 @@ class WindowedRaster(Protocol):
 # ------------------------------------------------------------------ the grid tiles are cut on
 
 
+def require_crs(crs: CRS | None, what: str) -> None:
+    """A raster without a CRS cannot be placed on the map, nor reprojected: say how to fix it."""
+    if crs is None:
+        raise ValueError(
+            f"{what} has no CRS: cannot place it on the map (nor reproject it with "
+            "`tiling.target_crs`): give the file its CRS, e.g. `gdal_edit.py -a_srs EPSG:26919 FILE`."
+        )
+
+
 def require_metric(crs: CRS | None, what: str) -> None:
     """Tile sizes are pixels meant as metres: a CRS in degrees (or feet) would give tiles of a
     meaningless size, so refuse it and say how to fix it."""
-    if crs is None:
-        raise ValueError(f"{what} has no CRS: cannot place it on the map.")
+    require_crs(crs, what)
     if not crs.is_projected or crs.linear_units_factor[1] != 1.0:
         units = crs.linear_units_factor[0] if crs.is_projected else "degrees"
         raise ValueError(
@@ -120,6 +128,7 @@ def window_bounds(transform: Affine, window: Window) -> tuple[float, float, floa
 def scene_grid(source: WindowedRaster, target_crs: Any = None, resolution: float | None = None) -> Grid:
     """The grid to tile ``source`` on: its own when it is already metric at ``resolution``,
     else a warp to ``target_crs`` (default: its own CRS) at ``resolution`` metres."""
+    require_crs(source.crs, "The scene")
     crs = CRS.from_user_input(target_crs) if target_crs else source.crs
     require_metric(crs, "The tiling grid" if target_crs else "The scene")
     native_res = (abs(source.transform.a), abs(source.transform.e))
@@ -206,6 +215,47 @@ def has_data(dataset: Any, window: Window) -> np.ndarray:
     return dataset.read_masks(window=window).any(axis=0)
 
 
+@dataclass(frozen=True)
+class RasterLimits:
+    """What a raster's header may claim before planning refuses it (``params:tiling.limits``): a
+    damaged or hostile header (a few KB claiming 2^20 x 2^20 px) must fail in seconds, before Spark,
+    not plan millions of tasks. The defaults admit a state-wide NAIP mosaic (Massachusetts at 0.6 m,
+    500k x 333k px; at 1 m, 1.2 M tiles)."""
+
+    max_pixels: int = 200_000_000_000
+    max_tiles: int = 4_000_000
+    max_block_pixels: int = 67_108_864
+
+    @classmethod
+    def from_params(cls, tiling: dict[str, Any]) -> RasterLimits:
+        return cls(**{key: int(value) for key, value in (tiling.get("limits") or {}).items()})
+
+    def check(self, source: WindowedRaster, what: str) -> None:
+        """Refuse ``source`` when its declared size or an internal block passes the limits (GDAL
+        decodes a whole block, or strip, to read any pixel of it)."""
+        pixels = int(source.width) * int(source.height)
+        if pixels > self.max_pixels:
+            raise ValueError(
+                f"{what} declares {source.width} x {source.height} px ({pixels:.3g}), more than "
+                f"tiling.limits.max_pixels = {self.max_pixels:.3g}: refused before planning (a damaged "
+                "header, or raise the limit)."
+            )
+        for rows, cols in getattr(source, "block_shapes", None) or ():
+            if int(rows) * int(cols) > self.max_block_pixels:
+                raise ValueError(
+                    f"{what} has {cols} x {rows} px internal blocks, more than "
+                    f"tiling.limits.max_block_pixels = {self.max_block_pixels}: reading one pixel "
+                    "decodes a whole block. Rewrite it tiled (e.g. `gdal_translate -co TILED=YES`)."
+                )
+
+    def check_tiles(self, tiles: int, what: str) -> None:
+        if tiles > self.max_tiles:
+            raise ValueError(
+                f"{what} has {tiles} tiles, more than tiling.limits.max_tiles = {self.max_tiles} "
+                "(the driver holds a row per tile): split it, or raise the limit."
+            )
+
+
 # ------------------------------------------------------------------ labels on an image grid
 
 
@@ -255,6 +305,23 @@ def label_fill(label_source: WindowedRaster) -> int:
 def label_source_dtype(label_source: WindowedRaster) -> np.dtype:
     dtypes = getattr(label_source, "dtypes", None)
     return np.dtype(dtypes[0]) if dtypes else np.dtype(np.uint8)
+
+
+def code_counts(source: WindowedRaster, window: Window, chunk: int = 2048) -> np.ndarray:
+    """Pixels of each uint8 code (256 bins) of band 1 in ``window``, read ``chunk`` x ``chunk`` at a
+    time: memory is one chunk whatever the window."""
+    counts = np.zeros(256, dtype=np.int64)
+    with source.open() as dataset:
+        for row in range(int(window.row_off), int(window.row_off + window.height), chunk):
+            for col in range(int(window.col_off), int(window.col_off + window.width), chunk):
+                part = Window(
+                    col,
+                    row,
+                    min(chunk, int(window.col_off + window.width) - col),
+                    min(chunk, int(window.row_off + window.height) - row),
+                )
+                counts += np.bincount(dataset.read(1, window=part).ravel(), minlength=256)
+    return counts
 
 
 def overlaps(source: WindowedRaster, other: WindowedRaster) -> bool:

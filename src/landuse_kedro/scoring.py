@@ -14,7 +14,7 @@ import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -448,15 +448,20 @@ def score_images(
 
 def check_failure_rate(
     total: int,
-    errors: Iterable[str],
+    errors: Iterable[str] | Mapping[str, int],
     max_failed_fraction: float,
     what: str,
     setting: str = "scoring.max_failed_fraction",
 ) -> None:
     """Fail when more than ``max_failed_fraction`` of ``total`` items failed: a wrong key, a wrong
     ``image_size`` or throttled storage fails every file, and that must not pass as a run with
-    warnings. Called after the rows and metrics are saved, so they stay for the diagnosis."""
-    reasons = pd.Series([error.split(":")[0] for error in errors], dtype=object).value_counts()
+    warnings. Called after the rows and metrics are saved, so they stay for the diagnosis.
+    ``errors``: each failure's reason (grouped by what precedes its first colon), or reasons
+    already grouped by cause with their counts."""
+    if isinstance(errors, Mapping):
+        reasons = pd.Series(dict(errors), dtype="int64").sort_values(ascending=False, kind="stable")
+    else:
+        reasons = pd.Series([error.split(":")[0] for error in errors], dtype=object).value_counts()
     failed = int(reasons.sum())
     if total and failed / total > max_failed_fraction:
         common = "; ".join(f"{count} x {reason}" for reason, count in reasons.head(3).items())

@@ -20,13 +20,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+from rasterio.warp import transform_bounds
 from rasterio.windows import transform as window_transform
 
-from landuse_kedro.classes import DROPPED, NO_LABEL
+from landuse_kedro.classes import DROPPED, NO_LABEL, UNKNOWN, unknown_codes
 from landuse_kedro.raster import (
     Grid,
+    RasterLimits,
     TileGrid,
     WindowedRaster,
+    code_counts,
+    covering_window,
     fill_pixels,
     has_data,
     image_fill,
@@ -35,6 +39,7 @@ from landuse_kedro.raster import (
     open_on_grid,
     overlaps,
     plurality,
+    require_crs,
     scene_grid,
     tile_value_counts,
     to_classes,
@@ -47,10 +52,11 @@ BLOCK_TILES = 8
 """Tiles per block side read at once: 8 x 224 px = 1,792 px, about 10 MB of RGB."""
 MAX_BLOCKS_PER_TASK = 16
 """Bounds a Spark task (and so a retry's cost and a straggler's tail)."""
-REJECT_REASONS = UNREADABLE, IMAGE_NODATA, OUTSIDE_LABELS, DROPPED_DOMINANT, IMPURE = (
+REJECT_REASONS = UNREADABLE, IMAGE_NODATA, OUTSIDE_LABELS, UNKNOWN_CODES, DROPPED_DOMINANT, IMPURE = (
     "unreadable",
     "image_nodata",
     "outside_labels",
+    "unknown_codes",
     "dropped_dominant",
     "impure",
 )
@@ -78,6 +84,7 @@ LABEL_COLUMNS = {
     "purity": "double",
     "dropped_pixels": "bigint",
     "unlabelled_pixels": "bigint",
+    "unknown_pixels": "bigint",
     "nodata_pixels": "bigint",
     **WINDOW_PLACE,
     "read_error": "string",
@@ -106,8 +113,10 @@ class ScenePlan:
     """Everything a task needs to cut and label one scene, and no pixels: small and picklable.
 
     ``lut`` maps label codes (NLCD) to indices of ``classes``; ``labels`` is the label raster
-    paired with the scene (its nearest NLCD edition); ``image_fill``: the value that, in every
-    band, marks no image data in a scene that declares no nodata nor mask (``raster.image_fill``).
+    paired with the scene (its nearest NLCD edition); ``unknown_codes`` are the (code, pixels) of
+    label codes outside the legend under the scene, out of ``label_pixels`` checked when planned;
+    ``image_fill``: the value that, in every band, marks no image data in a scene that declares no
+    nodata nor mask (``raster.image_fill``).
     """
 
     key: str
@@ -118,6 +127,8 @@ class ScenePlan:
     lut: np.ndarray = field(repr=False)
     classes: tuple[str, ...]
     labels_key: str = ""
+    unknown_codes: tuple[tuple[int, int], ...] = ()
+    label_pixels: int = 0
     image_fill: int | None = None
 
     @property
@@ -154,14 +165,49 @@ def plan_scene(
     classes: Sequence[str],
     tiling: dict[str, Any],
     labels_key: str = "",
+    max_unknown_fraction: float = 0.0,
 ) -> ScenePlan:
-    """Check that ``scene`` can give labelled tiles and fix the grid they are cut on."""
+    """Check that ``scene`` can give labelled tiles and fix the grid they are cut on, from headers
+    and the label codes under the scene: nothing here grows with a raster's declared pixels.
+
+    Refuses (``ValueError``, before any Spark task) rasters past ``tiling.limits``, label rasters
+    that are not uint8 codes with a CRS, and label codes outside the legend (``lut`` ->
+    ``UNKNOWN``) on more than ``max_unknown_fraction`` of the label pixels under the scene."""
+    limits = RasterLimits.from_params(tiling)
+    labels_name = f"NLCD raster '{labels_key}'" if labels_key else "The label raster"
+    limits.check(scene, f"Scene '{key}'")
+    limits.check(labels, labels_name)
+    if labels.crs is None or labels.dtypes[0] != "uint8":
+        raise ValueError(
+            f"{labels_name} must be uint8 NLCD codes with a CRS, got {labels.dtypes[0]} in {labels.crs}."
+        )
     grid = tiling_grid(key, scene, tiling)
+    limits.check_tiles(
+        (grid.width // int(tiling["tile_size"])) * (grid.height // int(tiling["tile_size"])),
+        f"Scene '{key}' ({grid.width} x {grid.height} px on its grid)",
+    )
     if not overlaps(scene, labels):
         raise ValueError(
             f"Scene '{key}' (bounds {tuple(round(v) for v in scene.bounds)} in "
             f"{scene.crs.to_string()}) does not overlap the NLCD raster it was paired with "
             f"(bounds {tuple(round(v) for v in labels.bounds)} in {labels.crs.to_string()})."
+        )
+    checked, unknown = legend_check(scene, labels, lut)
+    if sum(unknown.values()) > max_unknown_fraction * checked:
+        raise ValueError(
+            f"Scene '{key}': {labels_name} has codes outside the legend under the scene: "
+            f"{_code_list(unknown)} of its {checked} px ({sum(unknown.values()) / checked:.2%}, above "
+            f"land_cover.max_unknown_fraction = {max_unknown_fraction}). The legend is "
+            "land_cover.nlcd_to_class + water_codes + nodata_codes: is this NLCD land cover, in its "
+            "own codes? Add a product's extra codes there, or raise the fraction."
+        )
+    if unknown:
+        logger.warning(
+            "Scene %s: %s has %s outside the legend under the scene (of %d px): tiles on them get no label.",
+            key,
+            labels_name,
+            _code_list(unknown),
+            checked,
         )
     plan = ScenePlan(
         key,
@@ -172,6 +218,8 @@ def plan_scene(
         lut,
         tuple(classes),
         labels_key,
+        tuple(unknown.items()),
+        checked,
         image_fill=image_fill(scene, tiling.get("image_fill", 0)),
     )
     if plan.image_fill is not None:
@@ -188,12 +236,30 @@ def plan_scene(
     return plan
 
 
+def legend_check(
+    scene: WindowedRaster, labels: WindowedRaster, lut: np.ndarray
+) -> tuple[int, dict[int, int]]:
+    """(label pixels under ``scene``, {code: pixels} of those outside the legend): the label raster
+    read at its own resolution (NLCD's 30 m: 1/900 of a 1 m scene's pixels), in bounded chunks."""
+    box = transform_bounds(scene.crs, labels.crs, *scene.bounds, densify_pts=21)
+    window = covering_window(labels, box, 2)
+    if window is None:
+        return 0, {}
+    counts = code_counts(labels, window)
+    return int(counts.sum()), unknown_codes(counts, lut, labels.nodata)
+
+
+def _code_list(unknown: Mapping[int, int]) -> str:
+    return ", ".join(f"code {code}: {pixels} px" for code, pixels in sorted(unknown.items()))
+
+
 def tiling_grid(key: str, scene: WindowedRaster, tiling: dict[str, Any]) -> Grid:
     """The scene's grid in metres at ``resolution``, after checking the scene can give RGB tiles."""
     if scene.count < 3:
         raise ValueError(f"Scene '{key}' has {scene.count} band(s); tiles need at least 3 (R, G, B).")
     if scene.dtypes[0] != "uint8":
         raise ValueError(f"Scene '{key}' is {scene.dtypes[0]}; NAIP-like uint8 imagery is expected.")
+    require_crs(scene.crs, f"Scene '{key}'")
     try:
         return scene_grid(scene, tiling.get("target_crs"), tiling.get("resolution"))
     except ValueError as error:
@@ -259,6 +325,7 @@ class OpenScene:
         frame["purity"] = purity.ravel()
         frame["dropped_pixels"] = counts[..., DROPPED].ravel()
         frame["unlabelled_pixels"] = counts[..., NO_LABEL].ravel()
+        frame["unknown_pixels"] = counts[..., UNKNOWN].ravel()
         frame["nodata_pixels"] = missing[..., 1].ravel()
         frame["read_error"] = None
         return frame[list(LABEL_COLUMNS)]
@@ -328,14 +395,39 @@ class OpenScene:
             purity=0.0,
             dropped_pixels=0,
             unlabelled_pixels=area,
+            unknown_pixels=0,
             nodata_pixels=area,
         )
-        window = self.plan.tiles.window(block[0], block[1])
+        # the window is in the row (row_off, col_off): the reason names only the cause, so failures group
         frame["read_error"] = redact_environment_secrets(
-            f"cannot read window (col_off={window.col_off}, row_off={window.row_off}, "
-            f"{window.width} x {window.height}) of {self.plan.url}: {type(error).__name__}: {error}"
+            f"cannot read window of {self.plan.url}: {error_chain(error)}"
         )
         return frame[list(LABEL_COLUMNS)]
+
+
+def error_chain(error: BaseException) -> str:
+    """``Type: message`` of ``error`` and of each error under it, outermost first: rasterio's
+    "Read failed. See previous exception" hides GDAL's cause (``ZIPDecode: Decoding error``) there."""
+    parts: list[str] = []
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        text = str(cause)
+        if not any(text in part for part in parts):  # GDAL repeats an inner message in the outer one
+            parts.append(f"{type(cause).__name__}: {text}")
+        cause = cause.__cause__ or cause.__context__
+    return " <- ".join(parts)
+
+
+_LONE_NUMBER = re.compile(r"(?<![\w/.:-])\d+(?![\w/.-])")
+
+
+def failure_counts(reasons: Iterable[str | None]) -> dict[str, int]:
+    """Failure reasons grouped by cause, commonest first: numbers standing alone (GDAL's block
+    offsets, scanlines) become ``#``, while paths and names keep theirs; each row keeps its own."""
+    keys = pd.Series([_LONE_NUMBER.sub("#", reason) for reason in reasons if reason], dtype=object)
+    return {str(key): int(count) for key, count in keys.value_counts().items()}
 
 
 def _grid_frame(plan: ScenePlan, block: Block) -> pd.DataFrame:
@@ -376,10 +468,12 @@ class OpenScenes:
 
 
 def tile_label(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
-    """The plurality class of each tile, or None when it has no class pixel or when dropped
-    codes (water, NLCD's 0) outnumber it."""
+    """The plurality class of each tile, or None when it has no class pixel, when dropped codes
+    (water) outnumber it, or when any of its pixels has a code outside the legend (its label would
+    rest on codes nobody mapped)."""
     names = np.asarray(classes, dtype=object)[frame["class_index"].to_numpy()]
     labelled = (frame["class_pixels"] > 0) & (frame["dropped_pixels"] < frame["class_pixels"])
+    labelled &= frame["unknown_pixels"] == 0
     return np.where(labelled & frame["read_error"].isna(), names, None)
 
 
@@ -402,6 +496,7 @@ def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
         frame.read_error.notna(),
         frame.nodata_pixels > 0,
         frame.unlabelled_pixels > 0,
+        frame.unknown_pixels > 0,
         frame.dropped_pixels >= frame.purity * frame.width * frame.height,
         frame.purity < min_purity,
     ]

@@ -511,3 +511,100 @@ def test_pipeline_end_to_end_is_idempotent(project_copy):
         for p in (data / "05_model_input").rglob("*.png")
     )
     assert again == pngs
+
+
+# ------------------------------------------------------------------ the NLCD legend and size limits
+
+
+def nlcd_with_code(scene_root: Path, folder: Path, code: int, x: float, y: float) -> None:
+    """``folder`` gets the scene set's NLCD rasters, nlcd_2011 with ``code`` in the 30 m cell under
+    the UTM point (x, y)."""
+    folder.mkdir()
+    for year in (2011, 2016):
+        source = GeoTiffDataset(filepath=str(scene_root / "01_raw" / "nlcd" / f"nlcd_{year}.tif")).load()
+        with source.open() as dataset:
+            codes = dataset.read()
+            if year == 2011:
+                (ax,), (ay,) = transform_points(UTM, ALBERS, [x], [y])
+                codes[0][dataset.index(ax, ay)] = code
+        write_nodata = GeoRaster(codes, source.crs, source.transform, nodata=source.nodata)
+        GeoTiffDataset(filepath=str(folder / f"nlcd_{year}.tif")).save(write_nodata)
+
+
+def test_nlcd_codes_outside_the_legend_give_no_tile_and_are_named(scene_root, tmp_path, spark):
+    x0, y0 = ORIGINS["middlesex"]
+    nlcd_with_code(scene_root, tmp_path / "nlcd", 200, x0 + 48, y0 - 16)  # middle of tile (0, 1)
+    naip, nlcd = loaders(scene_root / "01_raw" / "naip"), loaders(tmp_path / "nlcd")
+    # above the budget: the run stops when planned, naming the code and its pixels
+    with pytest.raises(ValueError, match=r"'middlesex_2012'.*nlcd_2011.*outside the legend.*code 200: 1 px"):
+        nodes.plan_scenes(naip, nlcd, LAND_COVER, TILING)
+    # below it: tiles on the code have no class, and the report counts it
+    land_cover = {**LAND_COVER, "max_unknown_fraction": 0.05}
+    plans = nodes.plan_scenes(naip, nlcd, land_cover, TILING)
+    candidates = nodes.label_tiles(plans, OPTIONS)
+    on_code = candidates[candidates["unknown_pixels"] > 0]
+    assert set(on_code["scene"]) == {"middlesex_2012"} and 1 <= len(on_code) <= 4
+    assert set(on_code["reject_reason"]) == {tiling.UNKNOWN_CODES}
+    assert (0, 1) in set(zip(on_code["row"], on_code["col"]))
+    manifest = pd.DataFrame(columns=["split", "class_name", "scene", "region"])
+    report = nodes.summarise_preparation(candidates, manifest, land_cover, TILING, OPTIONS, plans)
+    assert report["rejected"][tiling.UNKNOWN_CODES] == len(on_code)
+    assert report["unknown_nlcd_codes"] == {
+        "middlesex_2012": {
+            "nlcd": "nlcd_2011",
+            "pixels": plans["middlesex_2012"].label_pixels,
+            "codes": {"200": 1},
+        }
+    }
+
+
+def bomb(path: Path, side: int = 2**20, count: int = 3) -> None:
+    """A tiled, sparse GeoTIFF (under 1 MB) whose header claims ``side`` x ``side`` px."""
+    import rasterio
+
+    x0, y0 = ORIGINS["middlesex"]
+    profile = {"driver": "GTiff", "width": side, "height": side, "count": count, "dtype": "uint8"}
+    with rasterio.open(
+        path,
+        "w",
+        **profile,
+        crs=UTM,
+        transform=Affine(1, 0, x0, 0, -1, y0),
+        tiled=True,
+        blockxsize=4096,
+        blockysize=4096,
+        compress="deflate",
+        BIGTIFF="YES",
+        SPARSE_OK="TRUE",
+    ) as dataset:
+        dataset.write(np.full((count, 16, 16), 90, np.uint8), window=((0, 16), (0, 16)))
+
+
+def test_a_header_bomb_is_refused_when_planned_in_seconds_with_flat_memory(scene_root, tmp_path):
+    import time
+    import tracemalloc
+
+    (tmp_path / "naip").mkdir()
+    bomb(tmp_path / "naip" / "middlesex_2016.tif")
+    assert (tmp_path / "naip" / "middlesex_2016.tif").stat().st_size < 2**20
+    nlcd = loaders(scene_root / "01_raw" / "nlcd")
+    tracemalloc.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(ValueError, match=r"'middlesex_2016' declares 1048576 x 1048576 px.*max_pixels"):
+            nodes.plan_scenes(loaders(tmp_path / "naip"), nlcd, LAND_COVER, TILING)
+        seconds, (_, peak) = time.perf_counter() - start, tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert seconds < 5 and peak < 20 * 2**20, (seconds, peak)
+    # a smaller claim that passes max_pixels still has too many tiles for the driver
+    bomb(tmp_path / "naip" / "middlesex_2016.tif", side=2**17)
+    with pytest.raises(ValueError, match=r"'middlesex_2016'.* 16777216 tiles.*max_tiles = 4000000"):
+        nodes.plan_scenes(loaders(tmp_path / "naip"), nlcd, LAND_COVER, {**TILING, "tile_size": 32})
+    # an NLCD header bomb is refused too, naming the raster
+    (tmp_path / "nlcd").mkdir()
+    bomb(tmp_path / "nlcd" / "nlcd_2016.tif", count=1)
+    with pytest.raises(ValueError, match=r"NLCD raster 'nlcd_2016' declares 1048576 x 1048576 px"):
+        nodes.plan_scenes(
+            loaders(scene_root / "01_raw" / "naip"), loaders(tmp_path / "nlcd"), LAND_COVER, TILING
+        )

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp
 
-from landuse_kedro.classes import DROPPED
+from landuse_kedro.classes import DROPPED, NO_LABEL, UNKNOWN
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.development_inference.analysis import (
@@ -40,6 +40,7 @@ from landuse_kedro.pipelines.development_inference.nodes import (
     neighbourhood_rgb,
     newer_scene,
     older_label_lookup,
+    plan_regions,
     region_names,
 )
 from landuse_kedro.raster import GeoRaster
@@ -288,11 +289,15 @@ def test_older_label_lookup_regroups_nlcd_codes():
         "three_class": {"Developed": "Developed", "Cultivated": "Cultivated"},
         "three_class_other": "Undeveloped",
     }
-    masked = older_label_lookup(land_cover, {"water": "mask", "water_codes": [11]})
-    assert [masked[code] for code in (21, 22, 82, 41, 12, 95)] == [0, 0, 1, 2, 2, 2]
-    assert masked[11] == DROPPED and masked[0] == DROPPED
-    kept = older_label_lookup(land_cover, {"water": "keep", "water_codes": [11]})
-    assert kept[11] == 3  # Water, the fourth map class
+    masked = older_label_lookup(land_cover, {"water": "mask"})
+    assert [masked[code] for code in (21, 22, 82, 41)] == [0, 0, 1, 2]
+    assert masked[11] == masked[12] == DROPPED and masked[0] == masked[250] == NO_LABEL
+    # codes outside this legend (95 is not in this table) are never the catch-all Undeveloped
+    assert masked[95] == masked[200] == UNKNOWN
+    kept = older_label_lookup({**land_cover, "water_codes": [11]}, {"water": "keep"})
+    assert kept[11] == 3 and kept[12] == UNKNOWN  # Water, the fourth map class; 12 left the legend
+    with pytest.raises(ValueError, match="moved to land_cover.water_codes"):
+        older_label_lookup(land_cover, {"water": "mask", "water_codes": [11]})
 
 
 def test_unknown_water_mode_is_refused():
@@ -307,17 +312,33 @@ def test_unknown_water_mode_is_refused():
 
 
 def test_too_many_failed_tiles_fail_the_run_naming_the_reasons():
+    def report(tiles, failed, masked, reasons):
+        return lambda: {
+            "tiles": tiles,
+            "predicted_tiles": tiles - failed - masked,
+            "failed_tiles": failed,
+            "masked_tiles": masked,
+            "failure_reasons": reasons,
+        }
+
+    reason = "cannot read window of abfs://naip/a.tif: RasterioIOError: Read failed"
     reports = {
-        "a": lambda: {"tiles": 60, "failure_reasons": {"cannot read window (x): IOError": 6}},
-        "b": lambda: {"tiles": 40, "failure_reasons": {"other: y": 1}},
-        "earlier": lambda: {"tiles": 1, "failure_reasons": {"stale": 1}},
-    }  # not this run's region
+        "a": report(60, 6, 20, {reason: 6}),  # masked tiles are not failures
+        "b": report(40, 1, 0, {"other: y": 1}),
+        "earlier": report(1, 1, 0, {"stale": 1}),  # not this run's region
+        "blank": report(9, 0, 9, {}),  # every tile masked: an empty map
+    }
     options = {"regions": ["a", "b"]}
     check_tile_failures(reports, {"max_failed_fraction": 0.1}, options)  # 7% is tolerated at 10%
-    with pytest.raises(RuntimeError, match=r"7 of 100 tiles failed.*6 x cannot read window \(x\)"):
+    # the reasons are grouped by cause, whole: a URL's colon does not cut them
+    with pytest.raises(RuntimeError, match=rf"7 of 100 tiles failed.*6 x {reason}; 1 x other: y"):
         check_tile_failures(reports, {"max_failed_fraction": 0.05}, options)
     with pytest.raises(ValueError, match=r"No saved outputs for region\(s\) \['c'\]"):
         check_tile_failures(reports, {"max_failed_fraction": 0.1}, {"regions": ["a", "c"]})
+    with pytest.raises(
+        RuntimeError, match=r"No tile has a prediction in region\(s\).*'blank': '9 tiles: 0 failed, 9 masked'"
+    ):
+        check_tile_failures(reports, {"max_failed_fraction": 1.0}, {"regions": ["a", "blank"]})
 
 
 def test_regions_are_a_list_or_names_separated_by_spaces():
@@ -359,9 +380,10 @@ EXPECTED_CANDIDATES = [
 # otherville: the same 2016 scene 700 m east, all forest in the NLCD and no 2012 scene (its gallery
 # shows the older labels): every red or tan tile is a candidate.
 OTHERVILLE_OFFSET = 700
+# ... but its red tile (0, 3) lies on NLCD code 200, outside the legend: no older class, no candidate.
+UNKNOWN_CODE_TILE = (0, 3)
 OTHERVILLE_CANDIDATES = [
     "otherville_2016_r0000_c0002",
-    "otherville_2016_r0000_c0003",
     "otherville_2016_r0001_c0001",
     "otherville_2016_r0002_c0000",
     "otherville_2016_r0002_c0003",
@@ -397,6 +419,9 @@ def _nlcd():
                 token = NLCD[row].split()[col]
                 code = MIX[(c * size - margin) % TILE // size] if token == "mix" else int(token)
                 codes[r, c] = 41 if code == 4 else code
+    row, col = UNKNOWN_CODE_TILE  # 8 x 8 NLCD pixels: one otherville tile
+    x0, y0 = (OTHERVILLE_OFFSET + col * TILE + margin) // size, (row * TILE + margin) // size
+    codes[y0 : y0 + TILE // size, x0 : x0 + TILE // size] = 200
     return GeoRaster(
         codes[None], "EPSG:26919", Affine(size, 0, ORIGIN[0] - margin, 0, -size, ORIGIN[1] + margin)
     )
@@ -435,6 +460,7 @@ def colour_rule_model():
 
 
 RUN_PARAMS = {
+    "land_cover": {"max_unknown_fraction": 0.1},  # otherville's code 200: 64 of its ~1,200 NLCD px
     "tiling": {"tile_size": TILE},
     "scoring": {"image_size": TILE, "batch_size": 4, "max_failed_fraction": 0.1},  # 1 of 24 tiles fails
     "development_inference": {
@@ -632,13 +658,17 @@ def test_unreadable_window_is_a_failure_row_naming_scene_and_window(region_run):
     tiles = _load(region_run, "development_tile_classes")
     tiles = tiles[tiles["region"] == "testville"].set_index(["row", "col"])
     failed = tiles.loc[CORRUPTED]
-    assert "testville_2016.tif" in failed["error"] and f"col_off={CORRUPTED[1] * TILE}" in failed["error"]
+    assert "testville_2016.tif" in failed["error"] and failed["col_off"] == CORRUPTED[1] * TILE
+    # GDAL's cause under rasterio's "Read failed. See previous exception", and no offsets of ours
+    assert "RasterioIOError" in failed["error"] and "IReadBlock failed" in failed["error"]
+    assert "col_off" not in failed["error"]
     assert pd.isna(failed["predicted_class"]) and pd.isna(failed["smoothed_class"])
     assert tiles["error"].notna().sum() == 1  # its block's other tiles were read one by one and scored
     predictions = pd.read_parquet(region_run / "data/07_model_output/development_predictions.parquet")
     assert len(predictions) == 24 and predictions["error"].notna().sum() == 1
     agreement = _load(region_run, "development_agreement", "testville")
     assert agreement["failed_tiles"] == 1 and agreement["masked_tiles"] == 1  # the hole's tile
+    assert agreement["predicted_tiles"] == 10 and len(agreement["failure_reasons"]) == 1
     summary = _load(region_run, "development_summary", "testville").set_index("class")
     assert summary.loc["nodata", "predicted_tiles"] == 2  # the unreadable tile and the masked one
 
@@ -705,6 +735,62 @@ def test_a_mistyped_region_fails_before_spark_starts(region_run):
     with pytest.raises(ValueError, match=r"Unknown region\(s\) 'testvile'.*regions otherville, testville\."):
         run_pipeline(region_run, "development_inference", params=params)
     assert not spark_is_running()  # plan_regions refused it before the first Spark node
+
+
+def test_nlcd_codes_outside_the_legend_give_no_older_class_and_are_named(region_run):
+    tiles = _load(region_run, "development_tile_classes").set_index(["region", "row", "col"])
+    on_code = tiles.loc[("otherville", *UNKNOWN_CODE_TILE)]
+    assert on_code["predicted_class"] == "Developed" and pd.isna(on_code["older_class"])  # not Undeveloped
+    assert (tiles.loc["otherville"].drop(UNKNOWN_CODE_TILE)["older_class"] == "Undeveloped").all()
+    assert _load(region_run, "development_agreement", "otherville")["unknown_nlcd_codes"] == {"200": 64}
+    assert _load(region_run, "development_agreement", "testville")["unknown_nlcd_codes"] == {}
+
+
+def test_nlcd_codes_outside_the_legend_above_the_budget_stop_before_spark(region_run):
+    from landuse_kedro.hooks import spark_is_running
+
+    assert not spark_is_running(), "a session from another test is still up: this check would be void"
+    params = RUN_PARAMS | {"land_cover": {"max_unknown_fraction": 0.01}}
+    with pytest.raises(
+        ValueError, match=r"'otherville_2016'.*nlcd_2011.*outside the legend.*code 200: 64 px"
+    ):
+        run_pipeline(region_run, "development_inference", params=params)
+    assert not spark_is_running()
+
+
+def _plan_one(tmp_path: Path, scene: Path, nlcd: GeoRaster):
+    GeoTiffDataset(filepath=str(tmp_path / "nlcd_2011.tif")).save(nlcd)
+    options = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters_development_inference.yml").read_text())
+    options = options["development_inference"] | {"regions": ["testville"], "older_naip_year": None}
+    land_cover = yaml.safe_load((PROJECT_ROOT / "conf/base/parameters.yml").read_text())["land_cover"]
+    return plan_regions(
+        {"testville_2016": GeoTiffDataset(filepath=str(scene)).load},
+        {"nlcd_2011": GeoTiffDataset(filepath=str(tmp_path / "nlcd_2011.tif")).load},
+        land_cover,
+        {"tile_size": TILE, "resolution": 1.0},
+        options,
+    )
+
+
+def test_a_uint16_nlcd_is_refused_when_planned(tmp_path):
+    scene = tmp_path / "testville_2016.tif"
+    GeoTiffDataset(filepath=str(scene)).save(_scene(NEWER))
+    assert _plan_one(tmp_path, scene, _nlcd())["testville"].newer.labels_key == "nlcd_2011"
+    nlcd = _nlcd()
+    wide = GeoRaster(nlcd.array.astype(np.uint16), nlcd.crs, nlcd.transform)
+    with pytest.raises(ValueError, match=r"NLCD raster 'nlcd_2011' must be uint8 NLCD codes .*got uint16"):
+        _plan_one(tmp_path, scene, wide)
+
+
+def test_a_scene_without_a_crs_is_refused_when_planned(tmp_path):
+    scene = tmp_path / "testville_2016.tif"
+    pixels = _scene(NEWER).array
+    with rasterio.open(
+        scene, "w", driver="GTiff", width=pixels.shape[2], height=pixels.shape[1], count=4, dtype="uint8"
+    ) as dataset:
+        dataset.write(pixels)
+    with pytest.raises(ValueError, match=r"Scene 'testville_2016' has no CRS: .*gdal_edit\.py -a_srs"):
+        _plan_one(tmp_path, scene, _nlcd())
 
 
 def test_a_parameter_without_its_pipeline_prefix_is_refused(region_run):

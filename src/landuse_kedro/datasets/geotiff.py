@@ -62,6 +62,7 @@ class RasterSource:
     descriptions: tuple[str | None, ...]
     storage_options: dict[str, Any] = field(default_factory=dict, repr=False)
     open_args: dict[str, Any] = field(default_factory=dict, repr=False)
+    block_shapes: tuple[tuple[int, int], ...] = ()  # (rows, cols) of each band's internal blocks
 
     def __repr__(self) -> str:
         return (
@@ -229,6 +230,7 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
                 descriptions=tuple(dataset.descriptions),
                 storage_options=self._storage_options,
                 open_args=self._load_args,
+                block_shapes=tuple(tuple(shape) for shape in dataset.block_shapes),
             )
 
     def save(self, data: GeoRaster | StreamedRaster) -> None:

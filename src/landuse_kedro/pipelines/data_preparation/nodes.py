@@ -24,6 +24,7 @@ from landuse_kedro.tiling import (
     WINDOW_PLACE,
     ScenePlan,
     TileWindow,
+    failure_counts,
     finish_candidates,
     label_on_spark,
     nearest_year,
@@ -65,8 +66,8 @@ def plan_scenes(
     Args:
         naip_scenes: ``naip_scenes``, ``<region>_<year>`` -> lazy raster loader.
         nlcd_rasters: ``nlcd_rasters``, ``nlcd_<year>`` -> lazy raster loader.
-        land_cover: ``params:land_cover`` (classes and the NLCD code table).
-        tiling: ``params:tiling`` (``tile_size``, ``resolution``, ``target_crs``).
+        land_cover: ``params:land_cover`` (classes, the NLCD legend and ``max_unknown_fraction``).
+        tiling: ``params:tiling`` (``tile_size``, ``resolution``, ``target_crs``, ``limits``).
 
     Returns:
         ``scene_plans``: scene key -> :class:`ScenePlan` (grid, tile grid, NLCD edition, class table).
@@ -74,7 +75,8 @@ def plan_scenes(
     Raises:
         ValueError: No scenes or no NLCD rasters; a key not named ``<region>_<year>`` or ``nlcd_<year>``;
             NLCD that is not uint8 with a CRS; a scene with under 3 bands or not uint8, outside its
-            NLCD or smaller than a tile; or a bad ``land_cover``.
+            NLCD or smaller than a tile; a scene or NLCD past ``tiling.limits``; NLCD codes outside
+            the legend under a scene above ``land_cover.max_unknown_fraction``; or a bad ``land_cover``.
     """
     if not naip_scenes:
         raise ValueError("No NAIP scenes: put <region>_<year>.tif files in naip_scenes (01_raw/naip).")
@@ -93,6 +95,7 @@ def plan_scenes(
             land.classes,
             tiling,
             labels_key=f"nlcd_{nlcd_year}",
+            max_unknown_fraction=land.max_unknown_fraction,
         )
     return plans
 
@@ -142,13 +145,7 @@ def _nlcd_by_year(nlcd_rasters: Loaders) -> dict[int, WindowedRaster]:
         match = _NLCD_KEY.match(key)
         if not match:
             raise ValueError(f"NLCD raster '{key}' is not named nlcd_<year> (e.g. nlcd_2016).")
-        source = nlcd_rasters[key]()
-        if source.crs is None or source.dtypes[0] != "uint8":
-            raise ValueError(
-                f"NLCD raster '{key}' must be uint8 NLCD codes with a CRS, got "
-                f"{source.dtypes[0]} in {source.crs}."
-            )
-        labels[int(match["year"])] = source
+        labels[int(match["year"])] = nlcd_rasters[key]()  # checked by plan_scene where paired
     return labels
 
 
@@ -275,6 +272,7 @@ def summarise_preparation(
     land_cover: dict[str, Any],
     tiling: dict[str, Any],
     options: dict[str, Any],
+    scene_plans: Mapping[str, ScenePlan],
 ) -> dict[str, Any]:
     """Account for every tile: seen, rejected (why), usable, kept per split and class.
 
@@ -284,10 +282,13 @@ def summarise_preparation(
         land_cover: ``params:land_cover`` (the classes).
         tiling: ``params:tiling`` (``tile_size``).
         options: ``params:data_preparation`` (``min_purity``).
+        scene_plans: ``scene_plans`` from :func:`plan_scenes` (the NLCD codes outside the legend).
 
     Returns:
         ``preparation_report``: totals (seen, rejected per reason, usable, balanced out, kept per split
-        and class), the regions of each split, dropped pixels and per-scene counts.
+        and class), failure reasons grouped by cause, the regions of each split, dropped pixels, the
+        NLCD pixels outside the legend per scene and code (NLCD pixels, counted when planned) and
+        per-scene counts.
     """
     classes = list(LandCover.from_params(land_cover).classes)
     usable = tile_candidates["reject_reason"].isna()
@@ -313,7 +314,17 @@ def summarise_preparation(
             split: sorted(tile_manifest.loc[tile_manifest.split == split, "region"].unique())
             for split in SPLITS
         },
+        "failure_reasons": failure_counts(tile_candidates["read_error"]),
         "dropped_pixels": int(tile_candidates["dropped_pixels"].sum()),
+        "unknown_nlcd_codes": {
+            key: {
+                "nlcd": plan.labels_key,
+                "pixels": plan.label_pixels,
+                "codes": {str(c): n for c, n in plan.unknown_codes},
+            }
+            for key, plan in sorted(scene_plans.items())
+            if plan.unknown_codes
+        },
         "per_scene": {scene: {k: int(v) for k, v in row.items()} for scene, row in per_scene.iterrows()},
     }
 

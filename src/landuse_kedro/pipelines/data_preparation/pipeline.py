@@ -50,6 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                     "params:land_cover",
                     "params:tiling",
                     "params:data_preparation",
+                    "scene_plans",
                 ],
                 outputs="preparation_report",
                 name="summarise_preparation",

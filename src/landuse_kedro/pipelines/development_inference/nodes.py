@@ -48,6 +48,7 @@ from landuse_kedro.raster import (
     Grid,
     WindowedRaster,
     read_on_grid,
+    require_crs,
 )
 from landuse_kedro.scoring import (
     WINDOW_COLUMNS,
@@ -55,7 +56,7 @@ from landuse_kedro.scoring import (
     check_failure_rate,
     score_windows,
 )
-from landuse_kedro.tiling import ScenePlan, parse_scene_key, plan_scene
+from landuse_kedro.tiling import ScenePlan, failure_counts, parse_scene_key, plan_scene
 
 logger = logging.getLogger(__name__)
 
@@ -94,14 +95,17 @@ def _water_mode(options: dict[str, Any]) -> str:
 
 def older_label_lookup(land_cover: dict[str, Any], options: dict[str, Any]) -> np.ndarray:
     """uint8 table NLCD code -> index in :func:`map_classes`: land_cover's NLCD classes regrouped to
-    three, water codes to Water (or DROPPED when masked, so a mostly-water tile is masked), 0 (NLCD's
-    no data) DROPPED, any other code to the "other" class (Undeveloped: the walkthrough's rest)."""
+    three, ``land_cover.water_codes`` to Water (or DROPPED when masked, so a mostly-water tile is
+    masked), no-data codes NO_LABEL and codes outside the legend UNKNOWN (a tile on them has no older
+    class: never mapped to the catch-all class)."""
+    if "water_codes" in options:
+        raise ValueError(
+            "development_inference.water_codes moved to land_cover.water_codes (both pipelines read it)."
+        )
     land = LandCover.from_params(land_cover)
     names = _map_classes(land, options)
     lut = land.three_class_lookup()[land.nlcd_lookup()]
-    lut[lut == DROPPED] = names.index(land.three_class_other)
-    lut[0] = DROPPED
-    lut[list(options.get("water_codes", [11]))] = names.index(WATER) if WATER in names else DROPPED
+    lut[list(land.water_codes)] = names.index(WATER) if WATER in names else DROPPED
     return lut
 
 
@@ -164,6 +168,8 @@ def newer_scene(
             f"newer_year={year}). Region {region!r} has the years {sorted(scenes)}."
         )
     sources = {key: naip_scenes[key]() for key in scenes.values()}
+    for key, source in sources.items():
+        require_crs(source.crs, f"Scene '{key}'")
     crss = {key: source.crs.to_string() for key, source in sources.items()}
     if len(set(crss.values())) > 1 and not tiling.get("target_crs"):
         raise ValueError(
@@ -191,7 +197,7 @@ def plan_regions(
         land_cover: ``params:land_cover`` (NLCD table and 3-class rule).
         tiling: ``params:tiling`` (the grid data_preparation cuts too).
         options: ``params:development_inference`` (``regions``, ``older_year``, ``newer_year``,
-            ``older_naip_year``, ``water``, ``water_codes``, ``colours``).
+            ``older_naip_year``, ``water``, ``colours``).
 
     Returns:
         ``region_plans``: region -> :class:`RegionPlan`, in the order of ``regions``.
@@ -199,8 +205,10 @@ def plan_regions(
     Raises:
         ValueError: ``regions`` is empty, repeats a name or names a region without scenes; there is no
             NLCD edition of ``older_year`` or no scene of ``newer_year``; a region's scenes are in
-            different CRSs without ``tiling.target_crs``; ``water`` is neither keep nor mask; or a scene
-            cannot give RGB tiles or does not overlap its NLCD.
+            different CRSs without ``tiling.target_crs``; ``water`` is neither keep nor mask; a scene
+            has no CRS, cannot give RGB tiles or does not overlap its NLCD; the NLCD is not uint8 codes
+            with a CRS; a raster passes ``tiling.limits``; or NLCD codes outside the legend cover more
+            than ``land_cover.max_unknown_fraction`` of the NLCD under a scene.
     """
     regions = region_names(options)
     known = sorted({parse_scene_key(key)[0] for key in naip_scenes})
@@ -219,14 +227,16 @@ def plan_regions(
     scenes = {region: newer_scene(naip_scenes, region, options, tiling) for region in regions}
     names = map_classes(land_cover, options)
     lookup, nlcd = older_label_lookup(land_cover, options), nlcd_rasters[nlcd_key]()
+    budget = LandCover.from_params(land_cover).max_unknown_fraction
     return {
-        region: _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options)
+        region: _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options, budget)
         for region, (key, scene) in scenes.items()
     }
 
 
-def _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options) -> RegionPlan:  # noqa: PLR0913, PLR0917
-    plan = plan_scene(key, scene, nlcd, lookup, names, tiling)
+def _plan_region(region, key, scene, nlcd, lookup, names, naip_scenes, tiling, options, budget) -> RegionPlan:  # noqa: PLR0913, PLR0917
+    nlcd_key = f"nlcd_{int(options['older_year'])}"
+    plan = plan_scene(key, scene, nlcd, lookup, names, tiling, nlcd_key, max_unknown_fraction=budget)
     older_year = options.get("older_naip_year")
     older_key = f"{region}_{older_year}" if older_year else None
     older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
@@ -406,6 +416,7 @@ def measure_agreement(
     scoring_model: ModelArtifact,
     land_cover: dict[str, Any],
     options: dict[str, Any],
+    region_plans: Mapping[str, RegionPlan],
 ) -> dict[str, dict[str, Any]]:
     """Measure per region how often the newer predictions agree with the older labels; disagreement is
     change plus model error.
@@ -417,10 +428,13 @@ def measure_agreement(
         land_cover: ``params:land_cover`` (the map classes).
         options: ``params:development_inference`` (``regions``, ``older_year``, ``newer_year``,
             ``water``).
+        region_plans: ``region_plans`` from :func:`plan_regions` (NLCD codes outside the legend).
 
     Returns:
-        ``development_agreement``: region -> the model, the years, tile counts (all, failed, masked),
-        failure reasons, and the agreement of raw and smoothed predictions with the older labels.
+        ``development_agreement``: region -> the model, the years, tile counts (all, predicted, failed,
+        masked), failure reasons grouped by cause, the older NLCD's codes outside the legend under the
+        scene (NLCD pixels, counted when planned) and the agreement of raw and smoothed predictions
+        with the older labels.
     """
     names = map_classes(land_cover, options)
     model = scoring_model.summary()
@@ -431,9 +445,13 @@ def measure_agreement(
             "older_year": int(options["older_year"]),
             "newer_year": int(options["newer_year"]),
             "tiles": len(tiles),
+            "predicted_tiles": int(tiles["predicted_class"].notna().sum()),
             "failed_tiles": int(tiles["error"].notna().sum()),
             "masked_tiles": int((tiles["error"].isna() & (tiles["image_nodata_pixels"] > 0)).sum()),
-            "failure_reasons": {str(k): int(v) for k, v in tiles["error"].value_counts().items()},
+            "failure_reasons": failure_counts(tiles["error"]),
+            "unknown_nlcd_codes": {
+                str(code): pixels for code, pixels in region_plans[region].newer.unknown_codes
+            },
             "predicted": agreement(tiles, names, "older_class", "predicted_class"),
             "smoothed": agreement(tiles, names, "older_class", "smoothed_class"),
         }
@@ -444,7 +462,11 @@ def measure_agreement(
 def check_tile_failures(
     development_agreement: Mapping[str, Callable[[], dict]], scoring: dict[str, Any], options: dict[str, Any]
 ) -> None:
-    """Fail the run when too many tiles could not be read or scored, after the agreements are saved.
+    """Fail the run when too many tiles could not be read or scored, or a region has no predicted
+    tile (every tile failed or masked: an empty map is no result), after the agreements are saved.
+    Masked tiles (partly outside the imagery, or on its nodata) are not failures: nothing went
+    wrong reading them, so they do not count against ``max_failed_fraction`` (a reprojected scene's
+    warped margins would fail it); they are reported beside the failed tiles.
 
     Args:
         development_agreement: ``development_agreement`` as saved; only this run's regions are read.
@@ -453,18 +475,34 @@ def check_tile_failures(
 
     Raises:
         ValueError: A region of this run has no saved agreement.
-        RuntimeError: More than ``max_failed_fraction`` of the tiles failed; names the commonest reasons.
+        RuntimeError: More than ``max_failed_fraction`` of the tiles failed (names the commonest
+            reasons), or a region has no predicted tile.
     """
-    reports = _this_run(development_agreement, options).values()
-    errors = [
-        reason
-        for report in reports
-        for reason, count in report["failure_reasons"].items()
-        for _ in range(count)
-    ]
+    reports = _this_run(development_agreement, options)
+    empty = {
+        region: f"{report['tiles']} tiles: {report['failed_tiles']} failed, {report['masked_tiles']} masked"
+        for region, report in reports.items()
+        if report["predicted_tiles"] == 0
+    }
+    if empty:
+        raise RuntimeError(
+            f"No tile has a prediction in region(s) {empty}: the map would be empty. Masked tiles have "
+            "image nodata (outside the imagery, or its fill); see development_agreement.json."
+        )
+    reasons: dict[str, int] = {}
+    for report in reports.values():
+        for reason, count in report["failure_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    logger.info(
+        "Tiles: %d predicted, %d failed, %d masked (not counted as failures)",
+        *(
+            sum(report[key] for report in reports.values())
+            for key in ("predicted_tiles", "failed_tiles", "masked_tiles")
+        ),
+    )
     check_failure_rate(
-        sum(report["tiles"] for report in reports),
-        errors,
+        sum(report["tiles"] for report in reports.values()),
+        reasons,
         float(scoring.get("max_failed_fraction", 0.05)),
         "tiles",
     )

@@ -33,7 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.measure_agreement,
-                ["development_tile_classes", "scoring_model", "params:land_cover", OPTIONS],
+                ["development_tile_classes", "scoring_model", "params:land_cover", OPTIONS, "region_plans"],
                 "development_agreement",
                 name="measure_agreement",
             ),
