@@ -4,8 +4,13 @@ artifacts; the other pipelines record nothing."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import logging
 import os
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -84,3 +89,83 @@ def test_tracking_uri_is_the_projects_and_never_shows_secrets(tmp_path):
     shown = shown_uri("https://user:s3cret@mlflow.example:5000/api?token=abc")
     assert shown == "https://mlflow.example:5000/api"
     assert "s3cret" not in shown and "abc" not in shown
+
+
+# ------------------------------------------------------------------ tracking is best effort (issue 28)
+
+
+@contextlib.contextmanager
+def locked(store: Path):
+    """The store as another writer holds it (a second training run, `mlflow ui`): an exclusive
+    SQLite lock, so MLflow's every call waits its 20 s busy timeout and fails."""
+    holder = sqlite3.connect(store, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def test_a_locked_store_leaves_a_training_run_successful_with_a_warning(tiny_chain_project, tmp_path, caplog):
+    from tests.conftest import make_project_copy, run_pipeline
+
+    project = make_project_copy(tmp_path / "project")
+    for layer in ("05_model_input", "02_intermediate", "03_primary", "04_feature"):  # the chain's tiles
+        shutil.copytree(tiny_chain_project / "data" / layer, project / "data" / layer, dirs_exist_ok=True)
+    shutil.copy(tiny_chain_project / "mlflow.db", project / "mlflow.db")
+    with locked(project / "mlflow.db"), caplog.at_level(logging.WARNING, logger="landuse_kedro.tracking"):
+        run_pipeline(project, "training")
+    metrics = json.loads((project / "data/08_reporting/training_metrics.json").read_text())
+    assert "accuracy_6" in metrics and list((project / "data/06_models/scoring_model.onnx").iterdir())
+    warnings = [r.getMessage() for r in caplog.records if r.name == "landuse_kedro.tracking"]
+    assert len(warnings) == 1 and "could not start recording" in warnings[0], warnings  # one 20 s wait
+    assert "database is locked" in warnings[0] and "this run is not recorded" in warnings[0]
+
+
+def test_a_node_error_is_shown_and_spark_stopped_when_the_store_fails_at_the_end(
+    tiny_chain_project, tmp_path, monkeypatch, caplog
+):
+    """The store is locked after the MLflow run started; a Spark node then fails. The node's own
+    error reaches the user, not MLflow's, and SparkHooks (after MlflowHooks in pluggy's order)
+    still stops the session it started."""
+    from kedro.io import DatasetError
+    from pyspark import SparkContext
+
+    from landuse_kedro import hooks
+    from landuse_kedro.hooks import SparkHooks, spark_is_running, start_spark
+    from landuse_kedro.settings import HOOKS
+    from landuse_kedro.tracking import MlflowHooks
+    from tests.conftest import make_project_copy, run_pipeline
+
+    project = make_project_copy(tmp_path / "project")
+    shutil.copytree(
+        tiny_chain_project / "data/05_model_input", project / "data/05_model_input", dirs_exist_ok=True
+    )
+    store = project / "mlflow.db"
+    shutil.copy(tiny_chain_project / "mlflow.db", store)
+    lock = contextlib.ExitStack()
+    original = MlflowHooks.before_pipeline_run
+
+    @functools.wraps(original)
+    def before_pipeline_run(self, run_params, pipeline, catalog):
+        original(self, run_params, pipeline, catalog)
+        assert self._run_id is not None  # the run started before the lock
+        lock.enter_context(locked(store))
+
+    monkeypatch.setattr(MlflowHooks, "before_pipeline_run", before_pipeline_run)
+    (spark_hooks,) = [hook for hook in HOOKS if isinstance(hook, SparkHooks)]
+    sessions = []
+    monkeypatch.setattr(hooks, "start_spark", lambda conf: sessions.append(start_spark(conf)) or sessions[-1])
+    was_running = spark_is_running()
+    # evaluate_classifier saves training_metrics (a training run for MLflow); score_image_files (a Spark
+    # node, before it by name) starts Spark, then fails to load the scoring_model no run has trained
+    nodes = ["assemble_tile_set", "score_image_files", "evaluate_classifier"]
+    with lock, caplog.at_level(logging.WARNING, logger="landuse_kedro.tracking"):
+        with pytest.raises(DatasetError, match="scoring_model"):
+            run_pipeline(project, node_names=nodes)
+    assert sessions, "the Spark node did not start Spark: the test would see nothing"
+    assert spark_hooks._session is None
+    if not was_running:
+        assert SparkContext._active_spark_context is None  # stopped, not only forgotten
+    assert any("could not mark the run failed" in r.getMessage() for r in caplog.records)

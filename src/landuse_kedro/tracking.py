@@ -15,6 +15,12 @@ session of the test suite. This hook opens the store only for a run that saves
 
 Where: ``conf/<env>/tracking.yml`` (``tracking_uri``, default a SQLite file in the project), or the
 ``MLFLOW_TRACKING_URI`` variable, which wins (a tracking server).
+
+Tracking is best effort: a store that fails (``mlflow.db`` locked by another training run or by
+``mlflow ui``, a server down) is warned about and the run goes on untracked; no tracking error fails
+a run, hides a node's error, or stops another hook's clean-up (pluggy stops at the first hook that
+raises, and ``SparkHooks.on_pipeline_error`` stops Spark). After the first failure the hook makes no
+further calls in that run: each one would wait MLflow's 20 s SQLite busy timeout again.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,8 +112,7 @@ class MlflowHooks:
             )
             return
         try:
-            from mlflow.entities import Param
-            from mlflow.tracking import MlflowClient
+            import mlflow  # noqa: F401
         except ImportError:
             logger.warning(
                 "MLflow is not installed, so this training run is not recorded: "
@@ -119,6 +124,12 @@ class MlflowHooks:
             or self._settings.get("tracking_uri", "sqlite:///mlflow.db"),
             self._project_path,
         )
+        self._tracking(f"start recording at {shown_uri(uri)}", lambda: self._start(run_params, catalog, uri))
+
+    def _start(self, run_params: dict[str, Any], catalog, uri: str) -> None:
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
         client = MlflowClient(tracking_uri=uri)
         name = self._settings.get("experiment", "landuse_kedro")
         experiment = client.get_experiment_by_name(name)
@@ -141,6 +152,7 @@ class MlflowHooks:
                 "kedro.session_id": str(run_params.get("session_id")),
             },
         )
+        self._client, self._run_id = client, run.info.run_id
         values = catalog.load("parameters")  # read here: only training runs pay for it
         params = [
             Param(f"{block}.{key}", json.dumps(value) if isinstance(value, list | dict) else str(value))
@@ -149,15 +161,16 @@ class MlflowHooks:
         ]
         for start in range(0, len(params), 100):  # MLflow takes at most 100 params per batch
             client.log_batch(run.info.run_id, params=params[start : start + 100])
-        self._client, self._run_id = client, run.info.run_id
         logger.info(
             "MLflow: recording this run as %s in experiment '%s' at %s", run.info.run_id, name, shown_uri(uri)
         )
 
     @hook_impl
     def after_dataset_saved(self, dataset_name: str, data: Any) -> None:
-        if self._run_id is None:
-            return
+        if self._run_id is not None:
+            self._tracking(f"record {dataset_name}", lambda: self._record(dataset_name, data))
+
+    def _record(self, dataset_name: str, data: Any) -> None:
         client, run_id = self._client, self._run_id
         if dataset_name in ("training_metrics", "training_history"):
             from mlflow.entities import Metric
@@ -192,7 +205,32 @@ class MlflowHooks:
         self._end("FAILED")
 
     def _end(self, status: str) -> None:
-        if self._run_id is not None:
-            self._client.set_terminated(self._run_id, status)
+        if self._run_id is not None and self._tracking(
+            f"mark the run {status.lower()}", lambda: self._client.set_terminated(self._run_id, status)
+        ):
             logger.info("MLflow run %s %s (see it with `mlflow ui`, README)", self._run_id, status.lower())
         self._run_id = None
+
+    def _tracking(self, what: str, call: Callable[[], object]) -> bool:
+        """Runs one tracking step; True if it worked. A failure is a warning, never an error, and
+        ends tracking for this run (see the module docstring)."""
+        try:
+            call()
+            return True
+        except Exception as error:  # noqa: BLE001 - whatever the store raises, the run goes on
+            left = (
+                f"MLflow run {self._run_id} is left incomplete (status RUNNING)"
+                if self._run_id
+                else "this run is not recorded"
+            )
+            logger.warning(
+                "MLflow: could not %s (%s: %s). Tracking is best effort: the run goes on, its files in "
+                "data/ are unaffected, but %s. A locked mlflow.db is usually another training run or "
+                "`mlflow ui` writing to it.",
+                what,
+                type(error).__name__,
+                str(error).splitlines()[0][:300] if str(error) else "",
+                left,
+            )
+            self._run_id = None
+            return False
