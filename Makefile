@@ -1,5 +1,5 @@
 # Two commands on a fresh machine (Python 3.11, Java 17, Node.js):
-#   make run    install into .venv, generate the sample scene if data/01_raw/naip is empty, kedro run
+#   make run    install into .venv, generate the sample scene if data/01_raw has no NAIP and no NLCD, kedro run
 #   make test   install into .venv (+ Azurite from npm, + Debian's chromium when missing and root), run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -24,10 +24,19 @@ $(VENV)/.installed: pyproject.toml
 .tools/node_modules/.bin/azurite-blob:
 	npm install --silent --no-audit --no-fund --prefix .tools azurite@3
 
+# The sample scene is generated only into an empty data/01_raw: never over a user's NAIP or NLCD.
+HAS_TIF = find data/01_raw/$(1) -iname '*.tif' 2>/dev/null | grep -q .
 run: install
-	@if ls data/01_raw/naip/*.tif >/dev/null 2>&1; then \
-		echo "Using the rasters already in data/01_raw/naip (the sample scene is not generated)"; \
+	@if $(call HAS_TIF,naip) && $(call HAS_TIF,nlcd); then \
+		echo "Using your rasters in data/01_raw/naip and data/01_raw/nlcd (the sample scene is not generated)"; \
+	elif $(call HAS_TIF,naip) || $(call HAS_TIF,nlcd); then \
+		if $(call HAS_TIF,naip); then have=naip; missing=nlcd; else have=nlcd; missing=naip; fi; \
+		echo "data/01_raw/$$have holds your rasters but data/01_raw/$$missing has none: nothing was run or" \
+			"written (the sample scene would replace your files). Put the missing rasters in" \
+			"data/01_raw/$$missing (README, Set-up step 2, or kedro run --pipelines acquire), then make run." >&2; \
+		exit 1; \
 	else \
+		echo "data/01_raw holds no NAIP and no NLCD: generating the sample scene there first"; \
 		$(KEDRO) run --pipelines sample_scene; \
 	fi
 	$(KEDRO) run

@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import copy
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +223,63 @@ def test_hdinsight_refuses_to_generate(project_copy, monkeypatch):
     assert parameters["allowed"] is False
     with pytest.raises(RuntimeError, match="switched off in this environment"):
         nodes.generate_land_cover(parameters)
+
+
+def test_a_users_nlcd_is_never_replaced_by_the_sample_scene(generated, project_copy):
+    """README step 2 puts a real NLCD in 01_raw before any NAIP is there: `kedro run --pipelines
+    sample_scene` then refuses, writes nothing and says what to do."""
+    nlcd = project_copy / "data/01_raw/nlcd/nlcd_2011.tif"
+    nlcd.parent.mkdir(parents=True)
+    shutil.copy(next((generated[0] / "nlcd").glob("*.tif")), nlcd)
+    before = nlcd.read_bytes()
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "sample_scene", "--env", "test"]
+    done = subprocess.run(command, cwd=project_copy, capture_output=True, text=True, timeout=600, check=False)
+    output = " ".join((done.stdout + done.stderr).split())  # rich wraps long lines
+    assert done.returncode != 0
+    assert "sample_scene writes only into an empty data/01_raw" in output and "NLCD: nlcd_2011.tif" in output
+    assert "nothing was written" in output
+    assert nlcd.read_bytes() == before
+    assert sorted(p.name for p in (project_copy / "data/01_raw").rglob("*.tif")) == ["nlcd_2011.tif"]
+
+
+def test_make_run_generates_only_into_an_empty_raw_folder(tmp_path):
+    """The Makefile's `run` recipe, with the install step up to date and kedro replaced by a stub
+    that records its arguments: an empty 01_raw gets the sample scene, a user's lone NLCD stops the
+    run with what to do, and both folders filled run kedro on them."""
+    project_root = Path(__file__).resolve().parents[2]
+    for name in ("Makefile", "pyproject.toml"):
+        shutil.copy(project_root / name, tmp_path / name)
+    (tmp_path / ".venv").mkdir()
+    (tmp_path / ".venv/.installed").touch()  # newer than pyproject.toml: `install` has nothing to do
+    stub = tmp_path / "kedro_stub"
+    stub.write_text('#!/bin/sh\necho "$*" >> kedro_calls\n')
+    stub.chmod(0o755)
+
+    def make_run() -> tuple[int, str, list[str]]:
+        calls = tmp_path / "kedro_calls"
+        calls.unlink(missing_ok=True)
+        done = subprocess.run(
+            ["make", "--no-print-directory", "run", f"KEDRO={stub}"],
+            cwd=tmp_path,
+            capture_output=True,
+            check=False,
+            text=True,
+        )
+        return (
+            done.returncode,
+            done.stdout + done.stderr,
+            calls.read_text().splitlines() if calls.exists() else [],
+        )
+
+    assert make_run()[2] == ["run --pipelines sample_scene", "run"]  # empty: generated, then the run
+    nlcd = tmp_path / "data/01_raw/nlcd/nlcd_2011.tif"
+    nlcd.parent.mkdir(parents=True)
+    nlcd.write_bytes(b"a user's own NLCD")
+    code, output, calls = make_run()
+    assert code != 0 and calls == [] and nlcd.read_bytes() == b"a user's own NLCD"
+    assert "data/01_raw/nlcd holds your rasters but data/01_raw/naip has none" in output
+    assert "Put the missing rasters in data/01_raw/naip" in output
+    (tmp_path / "data/01_raw/naip").mkdir()
+    (tmp_path / "data/01_raw/naip/m_1_2011.tif").write_bytes(b"NAIP")
+    code, output, calls = make_run()
+    assert code == 0 and calls == ["run"] and "the sample scene is not generated" in output

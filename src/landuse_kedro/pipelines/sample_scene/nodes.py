@@ -22,6 +22,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform, transform_bounds
 
+from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.pipelines.sample_scene import textures
 from landuse_kedro.raster import GeoRaster
 
@@ -261,6 +262,41 @@ def _region_land_cover(name: str, region: dict[str, Any], params: dict[str, Any]
         parcel_code=parcel_code,
         looks_like=looks_like,
     )
+
+
+def refuse_existing_raw_data(
+    sample_scene: dict[str, Any], naip_present: FileIndex, nlcd_present: FileIndex
+) -> dict[str, Any]:
+    """Let the generator run only while 01_raw holds neither NAIP nor NLCD: it would write its
+    rasters over a user's own (a real NLCD put there before any NAIP was, README step 2).
+
+    Args:
+        sample_scene: ``params:sample_scene``, passed on unchanged (so the generator runs after this).
+        naip_present: ``naip_present``, the GeoTIFFs in ``01_raw/naip``.
+        nlcd_present: ``nlcd_present``, the GeoTIFFs in ``01_raw/nlcd``.
+
+    Returns:
+        ``sample_scene``, for :func:`generate_land_cover`.
+
+    Raises:
+        RuntimeError: Either folder holds a GeoTIFF; the message names them and what to do.
+    """
+    found = {
+        name: index.urls for name, index in (("NAIP", naip_present), ("NLCD", nlcd_present)) if index.urls
+    }
+    if found:
+        names = {name: [url.rsplit("/", 1)[-1] for url in urls] for name, urls in found.items()}
+        listed = "; ".join(
+            f"{name}: {', '.join(files[:3])}{' ...' if len(files) > 3 else ''}"
+            for name, files in names.items()
+        )
+        raise RuntimeError(
+            f"sample_scene writes only into an empty data/01_raw, and it already holds rasters ({listed}); "
+            "nothing was written. To use your data, add what is missing (NAIP in 01_raw/naip, NLCD in "
+            "01_raw/nlcd, or `kedro run --pipelines acquire`, README), then `kedro run`. To generate the "
+            "sample scene anyway, move data/01_raw/naip and data/01_raw/nlcd elsewhere first."
+        )
+    return sample_scene
 
 
 def generate_land_cover(sample_scene: dict[str, Any]) -> dict[str, RegionLandCover]:
