@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import zipfile
 from copy import deepcopy
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from kedro.io.core import (
     get_filepath_str,
     get_protocol_and_path,
 )
+
+from landuse_kedro.datasets.commit import staging_path
 
 ModelFormat = Literal["onnx", "keras"]
 Precision = Literal["fp32", "int8"]
@@ -187,7 +190,10 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
         return ModelArtifact(model_format, payload)
 
     def save(self, data: ModelArtifact) -> None:
-        """Writes the artifact's bytes as they are (a new version when versioned).
+        """Writes the artifact's bytes as they are (a new version when versioned). A local file is
+        written beside (``<name>.staging-<id>``) and renamed into place, so a save killed midway leaves
+        no file of the model's name: readers, which look only for that name in each version folder,
+        still load the previous version.
 
         Args:
             data: The model to write, e.g. ``keras_to_onnx(model)`` from ``models.onnx_export``.
@@ -199,8 +205,20 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
             raise DatasetError(f"ModelFileDataset saves a ModelArtifact, got {type(data).__name__}.")
         save_path = get_filepath_str(self._get_save_path(), self._protocol)
         self._fs.makedirs(str(PurePosixPath(save_path).parent), exist_ok=True)
-        with self._fs.open(save_path, "wb") as handle:
-            handle.write(data.payload)
+        if self._protocol != "file":  # an object store shows a blob only once it is whole (one commit)
+            with self._fs.open(save_path, "wb") as handle:
+                handle.write(data.payload)
+        else:  # beside, then one rename: a save killed midway leaves no half model under the model's name
+            staged = staging_path(save_path)
+            try:
+                with self._fs.open(staged, "wb") as handle:
+                    handle.write(data.payload)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(staged, save_path)
+            finally:
+                if os.path.exists(staged):
+                    os.remove(staged)
         self._invalidate_cache()
 
     def _exists(self) -> bool:
