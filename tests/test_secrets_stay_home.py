@@ -100,3 +100,30 @@ def test_error_strings_lose_the_environment_secrets(monkeypatch):
     text = f"HttpResponseError: signature of AccountKey={KEY} did not match for {CONNECTION}"
     redacted = redact_environment_secrets(text)
     assert KEY not in redacted and "***" in redacted and "HttpResponseError" in redacted
+
+
+def test_git_ignores_every_place_a_secret_may_go() -> None:
+    """conf/local (credentials, tokens in parameters, anything) and .env files are never committed;
+    the folder's placeholder is (issue 28)."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+
+    def ignored(path: str) -> bool:
+        return (
+            subprocess.run(
+                ["git", "check-ignore", "--no-index", "-q", path], cwd=root, check=False
+            ).returncode
+            == 0
+        )
+
+    for path in (
+        "conf/local/credentials.yml",
+        "conf/local/parameters.yml",
+        "conf/local/x/tokens.yml",
+        ".env",
+        ".env.prod",
+    ):
+        assert ignored(path), path
+    assert not ignored("conf/local/.gitkeep") and not ignored("conf/base/credentials.yml")

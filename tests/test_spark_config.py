@@ -132,3 +132,41 @@ def test_hook_stops_the_session_it_started(tmp_path: Path):
     assert not spark_is_running()
     assert SparkSession.getActiveSession() is None
     assert session.sparkContext._jsc is None  # stopped, not merely forgotten
+
+
+def test_hdinsight_service_principal_comes_from_the_environment(tmp_path: Path, monkeypatch) -> None:
+    """The commented service-principal keys of conf/hdinsight/spark.yml, uncommented, take their
+    values from the driver's environment: no secret in the file, none on a spark-submit command line
+    (which `ps` shows to every user), in the file or in the deploy guide (issue 28)."""
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from tests.conftest import make_project_copy
+
+    project = make_project_copy(tmp_path / "project")
+    path = project / "conf" / "hdinsight" / "spark.yml"
+    text = path.read_text()
+    keys = [line[2:] for line in text.splitlines() if line.startswith("# spark.hadoop.fs.azure.account.")]
+    assert len(keys) == 5, keys
+    path.write_text(text + "".join(f"{key.replace('<account>', 'second')}\n" for key in keys))
+    secret, client, tenant = "s3cr3t-0f-the-test", "client-0f-the-test", "tenant-0f-the-test"
+    for name, value in (
+        ("AZURE_CLIENT_SECRET", secret),
+        ("AZURE_CLIENT_ID", client),
+        ("AZURE_TENANT_ID", tenant),
+    ):
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AZURE_STORAGE_CONNECTION_STRING", "placeholder")
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env="hdinsight") as session:
+        conf = session.load_context().config_loader["spark"]
+    account = "second.dfs.core.windows.net"
+    assert conf[f"spark.hadoop.fs.azure.account.oauth2.client.secret.{account}"] == secret
+    assert conf[f"spark.hadoop.fs.azure.account.oauth2.client.id.{account}"] == client
+    assert conf[f"spark.hadoop.fs.azure.account.oauth2.client.endpoint.{account}"].endswith(
+        f"/{tenant}/oauth2/token"
+    )
+    for document in (CONF / "hdinsight" / "spark.yml", PROJECT_ROOT / "docs" / "deployment.md"):
+        lines = document.read_text().splitlines()
+        assert not [line for line in lines if "--conf" in line and "secret" in line.lower()], document
+        assert not [line for line in lines if line.lstrip().startswith("export AZURE_")], document
