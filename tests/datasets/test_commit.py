@@ -193,3 +193,37 @@ def test_a_killed_rewrite_of_a_raster_keeps_the_last_good_one(tmp_path):
     assert leftovers(path), "the killed writer left no staging file: nothing was tested"
     GeoTiffDataset(filepath=str(path)).save(raster(1, size=32))
     assert GeoTiffDataset(filepath=str(path)).load().width == 32 and leftovers(path) == []
+
+
+def test_a_live_runs_staging_is_never_removed_and_moves_never_nest(tmp_path, caplog):
+    """Two runs writing one output (issue 28): the second's clean-up leaves the first's live staging
+    folder alone and removes it only once its process is gone; a leftover whose owner cannot be
+    proven gone is listed, not removed; a move onto an existing folder is refused, not nested."""
+    import fsspec
+
+    from landuse_kedro.datasets import commit
+
+    fs = fsspec.filesystem("file")
+    tiles = tmp_path / "tiles"
+    (tiles / "train").mkdir(parents=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        staged = tmp_path / f"tiles{STAGING}{live.pid}@{commit.HOST}-0123abcd"
+        unknown = tmp_path / f"tiles{STAGING}0123456789ab"  # an older version's name: no owner
+        for folder in (staged, unknown):
+            (folder / "train").mkdir(parents=True)
+            (folder / "train" / "000.png").write_bytes(b"half of a live run's tiles")
+        with caplog.at_level(logging.WARNING, logger="landuse_kedro.datasets.commit"):
+            commit.clean_leftovers(fs, str(tiles))
+        assert staged.exists() and unknown.exists()
+        assert "its run is still writing" in caplog.text and "cannot be proven gone" in caplog.text
+    finally:
+        live.kill()
+        live.wait()
+    commit.clean_leftovers(fs, str(tiles))
+    assert not staged.exists() and unknown.exists()  # its owner is gone now
+
+    (unknown / "train" / "000.png").rename(unknown / "part-new.png")
+    with pytest.raises(FileExistsError, match="would land inside it"):
+        commit._move(fs, str(unknown), str(tiles))
+    assert sorted(p.name for p in tiles.iterdir()) == ["train"] and (unknown / "part-new.png").exists()

@@ -10,12 +10,19 @@ the old output from a failed or killed job, but the swap itself takes one copy p
 not atomic there. A single GeoTIFF on Azure is one PUT, which is.
 
 A killed run leaves at most a staging folder or a previous copy: the next write removes the staging
-leftovers and, when the output itself is missing, puts the previous copy back, and logs it.
+leftovers and, when the output itself is missing, puts the previous copy back, and logs it. Only
+leftovers whose owner is provably gone are touched: each name carries its writer's process and host
+(``<path>.staging-<pid>@<host>-<id>``), and a leftover is removed only when that process no longer runs
+on this host. A live run's staging (a second run writing the same output) is left alone, and so is
+one from another host or without an owner in its name (an older version's): those are listed.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import re
+import socket
 import uuid
 from pathlib import PurePosixPath
 
@@ -27,30 +34,68 @@ logger = logging.getLogger(__name__)
 STAGING, PREVIOUS = ".staging-", ".previous-"
 
 
+HOST = socket.gethostname()
+OWNED = re.compile(r"(\d+)@(.+)-[0-9a-f]{8}")  # <pid>@<host>-<id>, after STAGING or PREVIOUS
+
+
+def _owned(path: str, kind: str) -> str:
+    return f"{path}{kind}{os.getpid()}@{HOST}-{uuid.uuid4().hex[:8]}"
+
+
 def staging_path(path: str) -> str:
-    return f"{path}{STAGING}{uuid.uuid4().hex[:12]}"
+    return _owned(path, STAGING)
+
+
+def owner_gone(suffix: str) -> bool | None:
+    """Whether the writer named in a leftover's ``suffix`` (``<pid>@<host>-<id>``) is gone: True when
+    its process no longer runs on this host, False while it runs, None when that cannot be proven
+    (another host, or no owner in the name)."""
+    match = OWNED.fullmatch(suffix)
+    if match is None or match.group(2) != HOST:
+        return None
+    if int(match.group(1)) == os.getpid():  # an earlier failed save of this process: one save at a time
+        return True
+    try:
+        os.kill(int(match.group(1)), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # another user's live process
+        return False
+    return False
 
 
 def clean_leftovers(fs: fsspec.AbstractFileSystem, path: str) -> None:
     """Remove what an interrupted write left beside ``path``; restore a previous copy if the
-    output itself was lost between the two renames of a swap."""
+    output itself was lost between the two renames of a swap. Only leftovers of a writer that is
+    provably gone are touched (see the module docstring); the others are listed."""
     parent, name = str(PurePosixPath(path).parent), PurePosixPath(path).name
     if not fs.exists(parent):
         return
     for entry in sorted(fs.ls(parent, detail=False)):
         base = PurePosixPath(entry.rstrip("/")).name
-        if base.startswith(name + STAGING):
+        kind = next((k for k in (STAGING, PREVIOUS) if base.startswith(name + k)), None)
+        if kind is None:
+            continue
+        gone = owner_gone(base[len(name + kind) :])
+        if not gone:
+            logger.warning(
+                "Left %s alone: %s. Remove it by hand once no run writes here.",
+                entry,
+                "its run is still writing (another run on the same output)"
+                if gone is False
+                else "its writer cannot be proven gone (another host, or an older version's name)",
+            )
+        elif kind == STAGING:
             fs.rm(entry, recursive=True)
             logger.warning("Removed %s, left by an interrupted run (it never became the output)", entry)
-        elif base.startswith(name + PREVIOUS):
-            if fs.exists(path):
-                fs.rm(entry, recursive=True)
-                logger.warning("Removed %s, the replaced output an interrupted swap left behind", entry)
-            else:
-                _move(fs, entry, path)
-                logger.warning(
-                    "Restored %s from %s: a swap was interrupted before the new output arrived", path, entry
-                )
+        elif fs.exists(path):
+            fs.rm(entry, recursive=True)
+            logger.warning("Removed %s, the replaced output an interrupted swap left behind", entry)
+        else:
+            _move(fs, entry, path)
+            logger.warning(
+                "Restored %s from %s: a swap was interrupted before the new output arrived", path, entry
+            )
 
 
 def swap_in(fs: fsspec.AbstractFileSystem, staged: str, path: str) -> None:
@@ -58,7 +103,7 @@ def swap_in(fs: fsspec.AbstractFileSystem, staged: str, path: str) -> None:
     fs.invalidate_cache()  # Spark tasks wrote ``staged``: listings cached before know nothing of it
     previous = None
     if fs.exists(path):
-        previous = f"{path}{PREVIOUS}{uuid.uuid4().hex[:12]}"
+        previous = _owned(path, PREVIOUS)
         _move(fs, path, previous)
     _move(fs, staged, path)
     if previous is not None:
@@ -68,7 +113,13 @@ def swap_in(fs: fsspec.AbstractFileSystem, staged: str, path: str) -> None:
 
 def _move(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
     """A rename where the filesystem has one (local disk: a single ``os.rename``); on object
-    stores, whose folders are only name prefixes, each file is moved (copied, then deleted)."""
+    stores, whose folders are only name prefixes, each file is moved (copied, then deleted).
+    Refuses an existing ``target``: fsspec would move ``source`` inside it (a table nested in a table)."""
+    if fs.exists(target):
+        raise FileExistsError(
+            f"Not moving {source} to {target}: {target} exists (another run wrote it meanwhile?), and the "
+            f"move would land inside it. {source} is kept."
+        )
     if isinstance(fs, LocalFileSystem) or fs.isfile(source):
         fs.mv(source, target)
         return
