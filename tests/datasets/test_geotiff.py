@@ -142,3 +142,53 @@ def test_class_names_are_saved_for_gdal_and_qgis(tmp_path):
         "predicted_classes.tif",
         "predicted_classes.tif.aux.xml",
     ]
+
+
+_SAVE_PEAK = """
+import resource, sys
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+from landuse_kedro.datasets import GeoTiffDataset
+
+SIZE, ROWS = 8192, 512  # 4 x 8192 x 8192 uint8: 256 MiB of random (incompressible) pixels
+
+class Streamed:
+    crs, transform, width, height = "EPSG:32619", Affine(1, 0, 300000, 0, -1, 4700000), SIZE, SIZE
+    count, dtype, nodata, descriptions, colormap, categories, tags = 4, "uint8", None, None, None, None, None
+    def blocks(self):
+        rng = np.random.default_rng(0)
+        for row in range(0, SIZE, ROWS):
+            yield Window(0, row, SIZE, ROWS), rng.integers(0, 256, (4, ROWS, SIZE), np.uint8)
+
+where, folder = sys.argv[1], sys.argv[2]
+options = {"save_args": {"compress": "none"}}
+if where == "remote":  # any fsspec filesystem but "file" takes the remote path; "dir" keeps bytes on disk
+    options["fs_args"] = {"path": folder, "target_protocol": "file"}
+dataset = GeoTiffDataset(filepath=f"{folder}/scene.tif" if where == "local" else "dir://scene.tif", **options)
+dataset.save(Streamed())
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+"""
+
+
+def test_a_remote_save_of_a_streamed_raster_is_not_held_in_memory(tmp_path):
+    """256 MiB streamed to a remote filesystem peaks within 1.3x of the same save to a local file
+    (measured in one run: 260 MB both, against 1,005 MB when the file was built in memory)."""
+    import subprocess
+    import sys
+
+    peaks = {}
+    for where in ("local", "remote"):
+        folder = tmp_path / where
+        folder.mkdir()
+        run = subprocess.run(
+            [sys.executable, "-c", _SAVE_PEAK, where, str(folder)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        peaks[where] = int(run.stdout.split()[-1])
+        assert (folder / "scene.tif").stat().st_size > 256 * 2**20  # the whole raster was written
+    print(f"\npeak RSS of a 256 MiB streamed save: {peaks} MB")
+    assert peaks["remote"] < 1.3 * peaks["local"], peaks

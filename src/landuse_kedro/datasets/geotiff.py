@@ -9,6 +9,7 @@ has to fit in memory. Saving takes a :class:`landuse_kedro.raster.GeoRaster` and
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from copy import deepcopy
 from dataclasses import dataclass, field
@@ -23,7 +24,6 @@ from affine import Affine
 from kedro.io.core import AbstractDataset, DatasetError, get_protocol_and_path
 from rasterio.coords import BoundingBox
 from rasterio.crs import CRS
-from rasterio.io import MemoryFile
 from rasterio.windows import Window
 
 from landuse_kedro.datasets.commit import clean_leftovers, staging_path
@@ -111,7 +111,8 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
     Spark workers and a scene never has to fit in memory. Saving writes a tiled (256 x 256),
     DEFLATE-compressed GeoTIFF whose 4th band is not alpha; ``save_args: {driver: COG}`` writes a
     Cloud Optimized GeoTIFF. A local file is written beside and renamed over, a remote one is
-    uploaded in one PUT: a reader never sees half a raster. A raster with ``categories`` also gets
+    written to a local temporary file and uploaded from it (blocks committed at once, never the
+    whole file in memory): a reader never sees half a raster. A raster with ``categories`` also gets
     its class names beside it (``<file>.aux.xml`` for GDAL, ``<name>.qml`` for QGIS).
 
     Besides a :class:`GeoRaster`, ``save`` takes a :class:`StreamedRaster` (its pixels come
@@ -274,12 +275,13 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             finally:
                 if os.path.exists(staged):
                     os.remove(staged)
-        else:  # object stores cannot seek while writing: build the file in memory, upload once
-            # (one PUT: the blob is replaced whole or not at all)
-            with MemoryFile() as memfile:
-                with memfile.open(**profile) as dataset:
+        else:  # object stores cannot seek while writing: the file is built once, on local disk (never
+            # in memory: a county mosaic is larger), then uploaded from it in blocks committed at once
+            with tempfile.TemporaryDirectory(prefix="geotiff-") as folder:
+                local = os.path.join(folder, PurePosixPath(self._path).name)
+                with rasterio.open(local, "w", **profile) as dataset:
                     _write(dataset, data)
-                self._fs.pipe_file(self._path, memfile.read())
+                self._fs.put_file(local, self._path)
         for sidecar, content in _legend_files(self._path, data).items():
             self._fs.pipe_file(sidecar, content)
         # adlfs caches folder listings, which rasterio's opener consults: forget the new file's folder
