@@ -8,6 +8,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -26,10 +27,14 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 class RangeFileServer:
     """Serves ``root`` over HTTP/1.1 with single ``Range`` requests (206). ``sent[name]`` counts
-    body bytes sent per file and ``requests[name]`` the GETs, so tests can compare with file sizes."""
+    body bytes sent per file and ``requests[name]`` the GETs, so tests can compare with file sizes.
+    A POST is answered as a GET (a static file can then play a STAC API's ``/search``); with
+    ``refuse_from``, a range starting at or past that byte is answered 403 (a token that expired
+    after the header was read)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, refuse_from: int | None = None) -> None:
         self.root = root
+        self.refuse_from = refuse_from
         self.sent: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -45,6 +50,10 @@ class RangeFileServer:
                 self._serve(body=False)
 
             def do_GET(self) -> None:
+                self._serve(body=True)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 self._serve(body=True)
 
             def _serve(self, body: bool) -> None:
@@ -67,6 +76,9 @@ class RangeFileServer:
                     else:
                         start, end = max(size - int(last), 0), size - 1
                     status = 206
+                if server.refuse_from is not None and start >= server.refuse_from:
+                    self.send_error(403)
+                    return
                 self.send_response(status)
                 self.send_header("Content-Type", "image/tiff")
                 self.send_header("Accept-Ranges", "bytes")
@@ -94,6 +106,37 @@ class RangeFileServer:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class SilentServer:
+    """Accepts connections on 127.0.0.1 and never answers (a host that hangs); every connection
+    is closed when the context ends, so a client stuck on it is released then."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.accepted: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():  # bounded: ends with the context
+            try:
+                self.accepted.append(self.sock.accept()[0])
+            except TimeoutError:
+                continue
+
+    def __enter__(self) -> SilentServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+        for connection in self.accepted:
+            connection.close()
+        self.sock.close()
 
 
 def rustac_executable() -> str:

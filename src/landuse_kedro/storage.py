@@ -59,6 +59,32 @@ def redact(text: str, credentials: Mapping[str, Any]) -> str:
     return text
 
 
+_URL = re.compile(
+    r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:[^/\s@?#]*@)?(?P<place>[^\s?#'\"<>]*)[^\s'\"<>]*"
+)
+
+
+def public_url(url: str) -> str:
+    """``url`` without its user info, query and fragment: where a signed URL or an API key puts its
+    secret (a SAS token's ``se=``/``sig=``, ``?token=``, ``user:password@``)."""
+    return scrub_urls(url)
+
+
+_SIGNED_QUERY = re.compile(
+    r"\?(?=[^\s'\"<>]*\b(?:sig|se|sv|sp|skoid|token|access_token|signature|x-amz-signature|key|code)=)"
+    r"[^\s'\"<>]*",
+    re.IGNORECASE,
+)
+
+
+def scrub_urls(text: str) -> str:
+    """``text`` with every URL in it made public (:func:`public_url`), and any query string that
+    carries a signature or token dropped even where no scheme precedes it (GDAL quotes a file's
+    name, ``quad.tif?se=...&sig=...``): for any message before it is raised, logged or stored."""
+    text = _URL.sub(lambda match: match["scheme"] + match["place"], text)
+    return _SIGNED_QUERY.sub("", text)
+
+
 # Where Spark executors find credentials: adlfs reads AZURE_STORAGE_*, azure-identity AZURE_CLIENT_*.
 SECRET_ENV = {
     "connection_string": "AZURE_STORAGE_CONNECTION_STRING",

@@ -9,6 +9,7 @@ the originals; it must read NLCD by windows only, skip what is present, and fail
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -146,6 +147,7 @@ def acquired(tmp_path_factory):
                 "acquire": {
                     "stac_url": stac_url,
                     "sign": None,
+                    "trust": {"schemes": ["http"], "hosts": ["127.0.0.1"]},  # the local servers
                     "regions": boxes,
                     "years": " ".join(map(str, YEARS)),
                     "nlcd": {
@@ -280,6 +282,7 @@ def test_unreachable_api_is_named():
         "regions": {"x": [-71, 42, -70.9, 42.1]},
         "years": [2016],
         "timeout_s": 5,
+        "trust": TRUSTED,
     }
     with pytest.raises(ConnectionError, match=f"STAC API at {closed} is unreachable"):
         nodes.search_naip(params, FileIndex(()))
@@ -310,13 +313,17 @@ def test_boxes_and_years_as_the_command_line_gives_them():
 
 
 def test_an_unreadable_cog_is_named_without_its_token():
+    from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy
+
     secret = "sig=s3cr3t-token"
     signed = f"http://127.0.0.1:{free_port()}/naip/x.tif?{secret}"
+    policy = HrefPolicy.from_params({"trust": TRUSTED, "timeout_s": 5})
     with pytest.raises(
         ConnectionError, match=r"Cannot read the NAIP quad http://127.0.0.1:\d+/naip/x.tif"
     ) as caught:
-        nodes.open_signed(signed, lambda href: href, "the NAIP quad")
-    assert "s3cr3t" not in str(caught.value)
+        with policy.env(), policy.open(signed, lambda href: href, "the NAIP quad"):
+            pass
+    assert "s3cr3t" not in str(caught.value) and caught.value.__suppress_context__
 
 
 def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
@@ -332,35 +339,374 @@ def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
         "b": ("EPSG:26919", x0 + 200, y0, 100),
         "c": ("EPSG:26918", round(cx), round(cy), 150),
     }
-    items = []
-    for name, (crs, left, top, value) in quads.items():
-        path = tmp_path / f"{name}.tif"
-        with rasterio.open(
-            path,
-            "w",
-            driver="GTiff",
-            width=200,
-            height=200,
-            count=4,
-            dtype="uint8",
-            crs=crs,
-            transform=Affine(1, 0, left, 0, -1, top),
-            alpha="unspecified",
-        ) as dst:
-            dst.write(np.full((4, 200, 200), value, np.uint8))
-        items.append({"id": name, "href": str(path)})
-    acquire = {"regions": {"r": [-72.1, 42.2, -71.9, 42.4]}, "sign": None, "block_rows": 64}
-    mosaic = nodes.mosaic_naip({"r_2016": items}, acquire)["r_2016"]
-    assert mosaic.crs.to_epsg() == 26919
-    dx, dy = x0 - mosaic.transform.c, mosaic.transform.f - y0  # the warped quad reaches west of a
-    assert dx == int(dx) >= 0 and dy == 0  # on the first quad's pixel grid
-    dx = int(dx)
-    image = np.zeros((4, mosaic.height, mosaic.width), np.uint8)
-    with caplog.at_level("WARNING"):
-        for window, block in mosaic.blocks():
-            image[:, window.row_off : window.row_off + window.height, :] = block
-    assert (image[:, :200, dx : dx + 200] == 50).all() and (image[:, :200, dx + 200 : dx + 400] == 100).all()
-    assert (image[0, 200:400, dx : dx + 200] == 150).mean() > 0.9  # the zone-18 quad, warped below a
-    assert set(np.unique(image)) <= {0, 50, 100, 150}  # nearest neighbour: no blended values
-    assert mosaic.nodata == 0 and (image[:, 200:400, dx + 200 :] == 0).all()  # no quad south-east
-    assert nodes.mosaic_naip({"r_2016": items}, {**acquire, "nodata": 255})["r_2016"].nodata == 255
+    with RangeFileServer(tmp_path) as files:  # served: acquire reads no local path
+        items = []
+        for name, (crs, left, top, value) in quads.items():
+            path = tmp_path / f"{name}.tif"
+            with rasterio.open(
+                path,
+                "w",
+                driver="GTiff",
+                width=200,
+                height=200,
+                count=4,
+                dtype="uint8",
+                crs=crs,
+                transform=Affine(1, 0, left, 0, -1, top),
+                alpha="unspecified",
+            ) as dst:
+                dst.write(np.full((4, 200, 200), value, np.uint8))
+            items.append({"id": name, "href": f"{files.url}/{name}.tif"})
+        acquire = {
+            "regions": {"r": [-72.1, 42.2, -71.9, 42.4]},
+            "sign": None,
+            "block_rows": 64,
+            "trust": TRUSTED,
+        }
+        mosaic = nodes.mosaic_naip({"r_2016": items}, acquire)[0]["r_2016"]
+        assert mosaic.crs.to_epsg() == 26919
+        dx, dy = x0 - mosaic.transform.c, mosaic.transform.f - y0  # the warped quad reaches west of a
+        assert dx == int(dx) >= 0 and dy == 0  # on the first quad's pixel grid
+        dx = int(dx)
+        image = np.zeros((4, mosaic.height, mosaic.width), np.uint8)
+        with caplog.at_level("WARNING"):
+            for window, block in mosaic.blocks():
+                image[:, window.row_off : window.row_off + window.height, :] = block
+        assert (image[:, :200, dx : dx + 200] == 50).all() and (
+            image[:, :200, dx + 200 : dx + 400] == 100
+        ).all()
+        assert (image[0, 200:400, dx : dx + 200] == 150).mean() > 0.9  # the zone-18 quad, warped below a
+        assert set(np.unique(image)) <= {0, 50, 100, 150}  # nearest neighbour: no blended values
+        assert mosaic.nodata == 0 and (image[:, 200:400, dx + 200 :] == 0).all()  # no quad south-east
+        assert nodes.mosaic_naip({"r_2016": items}, {**acquire, "nodata": 255})[0]["r_2016"].nodata == 255
+
+
+# ------------------------------------------------------------------ hostile servers (issue 27)
+# Every server is on 127.0.0.1 and every wait is bounded: a run that would hang is given a
+# deadline in a thread, and its server is closed afterwards, which releases it.
+
+TRUSTED = {"schemes": ["http"], "hosts": ["127.0.0.1"]}  # the tests' servers, listed as a user would
+BOX = [-72.0, 42.25, -71.98, 42.27]  # lon/lat, in UTM zone 19N (EPSG:26919)
+PLANTED = b"PLANTED-LOCAL-BYTES-" * 64
+
+
+def _utm_origin() -> tuple[float, float]:
+    from rasterio.warp import transform as transform_points
+
+    x, y = (v[0] for v in transform_points("EPSG:4326", "EPSG:26919", [BOX[0]], [BOX[3]]))
+    return float(round(x)), float(round(y))
+
+
+def _quad(path: Path, left: float, top: float, res: float = 1.0, size: int = 512, seed: int = 0) -> Path:
+    """A 4-band COG of random bytes (incompressible: its tiles lie well past the header)."""
+    staged = path.with_suffix(".gtiff")
+    with rasterio.open(
+        staged,
+        "w",
+        driver="GTiff",
+        width=size,
+        height=size,
+        count=4,
+        dtype="uint8",
+        crs="EPSG:26919",
+        transform=Affine(res, 0, left, 0, -res, top),
+        alpha="unspecified",
+    ) as dst:
+        dst.write(np.random.default_rng(seed).integers(1, 255, (4, size, size), np.uint8))
+    rasterio.shutil.copy(staged, path, driver="COG", blocksize=128)
+    staged.unlink()
+    return path
+
+
+def _plain_item(item_id: str, href: str, year: int) -> dict:
+    west, south, east, north = BOX
+    return {
+        "type": "Feature",
+        "stac_version": "1.0.0",
+        "id": item_id,
+        "collection": "naip",
+        "bbox": BOX,
+        "geometry": {
+            "type": "Polygon",
+            "coordinates": [[[west, south], [east, south], [east, north], [west, north], [west, south]]],
+        },
+        "properties": {"datetime": f"{year}-07-01T00:00:00Z"},
+        "links": [],
+        "assets": {"image": {"href": href, "type": "image/tiff; application=geotiff"}},
+    }
+
+
+def _params(stac_url: str, year: int, **extra) -> dict:
+    return {
+        "stac_url": stac_url,
+        "collection": "naip",
+        "asset": "image",
+        "sign": None,
+        "regions": {"box": BOX},
+        "years": [year],
+        "timeout_s": 5,
+        "trust": TRUSTED,
+        **extra,
+    }
+
+
+def _fetch(params: dict, raw: Path) -> None:
+    """search_naip, mosaic_naip and the save to 01_raw/naip, as the pipeline does."""
+    from landuse_kedro.datasets import GeoTiffDataset
+
+    found = nodes.search_naip(params, FileIndex(()))
+    mosaics = nodes.mosaic_naip(found, params)[0]
+    for key, mosaic in mosaics.items():
+        GeoTiffDataset(filepath=str(raw / f"{key}.tif")).save(mosaic)
+
+
+def _holds_planted(folder: Path) -> bool:
+    """Whether any raster under ``folder`` has the planted bytes among its pixels."""
+    for path in folder.rglob("*.tif"):
+        with rasterio.open(path) as src:
+            if PLANTED[:200] in src.read().tobytes():
+                return True
+    return False
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A real STAC API whose items for each year hold one kind of hostile href, a range server
+    for the assets, and a planted local file that must never be read."""
+    root = tmp_path_factory.mktemp("hostile")
+    planted = root / "planted.txt"
+    planted.write_bytes(PLANTED * 16)
+    served = root / "served"
+    (served / "naip").mkdir(parents=True)
+    left, top = _utm_origin()
+    good = _quad(served / "naip" / "good.tif", left, top)
+    # a VRT served as a GeoTIFF: its raw bands are the planted local file
+    bands = "".join(
+        f'<VRTRasterBand dataType="Byte" band="{b}" subClass="VRTRawRasterBand">'
+        f'<SourceFilename relativeToVRT="0">{planted}</SourceFilename><ImageOffset>0</ImageOffset>'
+        "<PixelOffset>1</PixelOffset><LineOffset>64</LineOffset></VRTRasterBand>"
+        for b in range(1, 5)
+    )
+    (served / "naip" / "quad.tif").write_text(
+        f'<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>EPSG:26919</SRS>'
+        f"<GeoTransform>{left}, 1, 0, {top}, 0, -1</GeoTransform>{bands}</VRTDataset>"
+    )
+    with RangeFileServer(served) as files, RangeFileServer(served, refuse_from=20_000) as expiring:
+        hrefs = {
+            2001: f"{files.url}/naip/quad.tif",  # VRT in disguise
+            2002: f"file://{good}",
+            2003: str(good),  # a local path
+            2004: f"/vsicurl/{files.url}/naip/good.tif",
+            2005: f"http://localhost:{files.port}/naip/good.tif",  # a host not allowed
+            2006: f"{expiring.url}/naip/good.tif?se=2031-01-01&sig=S3CR3T-SIGNATURE",  # 403 after the header
+        }
+        items = [_plain_item(f"item-{year}", href, year) for year, href in hrefs.items()]
+        with stac_api(items, root / "stac") as stac_url:
+            yield {"root": root, "planted": planted, "stac_url": stac_url, "files": files, "good": good}
+
+
+def test_hrefs_outside_the_trust_policy_are_refused_naming_the_item(hostile, tmp_path):
+    """VRT in disguise, file:, a local path, /vsicurl/ and a host not allowed: each refused, naming
+    the item, and no byte of the planted file reaches 01_raw."""
+    vrt, control = f"{hostile['files'].url}/naip/quad.tif", tmp_path / "control"
+    control.mkdir()
+    with (
+        rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR", GDAL_HTTP_TIMEOUT="5"),
+        rasterio.open(vrt) as src,
+    ):
+        assert PLANTED[:200] in src.read().tobytes()  # GDAL left to itself reads the planted file
+        with rasterio.open(control / "copy.tif", "w", **{**src.profile, "driver": "GTiff"}) as dst:
+            dst.write(src.read())
+    assert _holds_planted(control)  # the check below sees planted bytes in a saved raster
+    for year, why in {
+        2001: "not a GeoTIFF",
+        2002: "scheme 'file' is not allowed",
+        2003: "a local path",
+        2004: "a GDAL virtual file system path",
+        2005: "host 'localhost' is not in acquire.trust.hosts",
+    }.items():
+        raw = tmp_path / str(year)
+        raw.mkdir()
+        with pytest.raises(ValueError, match=rf"item-{year}\b.*{why}") as refused:
+            _fetch(_params(hostile["stac_url"], year), raw)
+        assert str(hostile["planted"]) not in str(refused.value)
+        assert not list(raw.rglob("*.tif")) and not _holds_planted(raw)
+
+
+def test_a_signed_href_failing_mid_read_never_appears_in_the_output(hostile, tmp_path):
+    """`kedro run` on a host that answers 403 once the header is read: the failure names the quad
+    (the log shows its path) but the signature appears nowhere in what Kedro prints."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    project = make_project_copy(tmp_path / "project")
+    params = _params(hostile["stac_url"], 2006, nlcd={"editions": {}})
+    (project / "conf" / "test" / "parameters_acquire.yml").write_text(yaml.safe_dump({"acquire": params}))
+    kedro = Path(sys.executable).parent / "kedro"
+    run = subprocess.run(
+        [str(kedro), "run", "--env", "test", "--pipelines", "acquire", "--nodes", "search_naip,mosaic_naip"],
+        check=False,
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "KEDRO_DISABLE_TELEMETRY": "true", "COLUMNS": "250"},
+    )
+    output = run.stdout + run.stderr
+    (tmp_path / "kedro_output.txt").write_text(output)  # to read when it fails
+    assert run.returncode != 0
+    assert "item-2006" in output and "good.tif" in output, output[-3000:]  # it sees the item and its href
+    assert "S3CR3T" not in output and "sig=" not in output, output[-3000:]
+    assert not list((project / "data" / "01_raw").rglob("*.tif"))
+
+
+def test_a_host_that_never_answers_fails_within_the_timeout(tmp_path):
+    import threading
+
+    from tests.stac_server import SilentServer
+
+    params = {"regions": {"box": BOX}, "sign": None, "trust": TRUSTED, "timeout_s": 2, "retries": 1}
+    outcome: dict = {}
+
+    def mosaic() -> None:
+        started = time.perf_counter()
+        try:
+            nodes.mosaic_naip({"box_2016": [{"id": "silent", "href": f"{silent.url}/q.tif"}]}, params)
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            outcome["error"] = error
+        outcome["s"] = time.perf_counter() - started
+
+    with SilentServer() as silent:
+        worker = threading.Thread(target=mosaic, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        hung = worker.is_alive()
+    worker.join(timeout=30)  # released by the closed connections
+    assert not hung, "mosaic_naip still waiting on a host that never answers after 30 s"
+    assert isinstance(outcome.get("error"), ConnectionError) and "silent" in str(outcome["error"])
+    assert outcome["s"] < 2 * (1 + 1) + 1 + 5, outcome  # timeout x (1 + retries) + delay + slack
+
+
+def test_an_endless_search_stops_at_the_cap(tmp_path):
+    """An API whose /search always links another page: the search stops at acquire.max_items."""
+    import threading
+
+    served = tmp_path / "api"
+    served.mkdir()
+    with RangeFileServer(served) as api:
+        landing = {
+            "type": "Catalog",
+            "id": "endless",
+            "description": "a STAC API that never stops paging",
+            "stac_version": "1.0.0",
+            "conformsTo": [
+                "https://api.stacspec.org/v1.0.0/core",
+                "https://api.stacspec.org/v1.0.0/item-search",
+            ],
+            "links": [
+                {"rel": "self", "href": f"{api.url}/stac", "type": "application/json"},
+                {"rel": "root", "href": f"{api.url}/stac", "type": "application/json"},
+                {
+                    "rel": "search",
+                    "href": f"{api.url}/search",
+                    "type": "application/geo+json",
+                    "method": "POST",
+                },
+            ],
+        }
+        page = {
+            "type": "FeatureCollection",
+            "features": [_plain_item("again", f"{api.url}/naip/q.tif", 2016)],
+            "links": [{"rel": "next", "href": f"{api.url}/search?page=next", "method": "GET"}],
+        }
+        (served / "stac").write_text(json.dumps(landing))
+        (served / "search").write_text(json.dumps(page))
+        outcome: dict = {}
+
+        def search() -> None:
+            try:
+                nodes.search_naip(_params(f"{api.url}/stac", 2016, max_items=20), FileIndex(()))
+            except Exception as error:  # noqa: BLE001 - the test inspects it
+                outcome["error"] = error
+
+        worker = threading.Thread(target=search, daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        hung = worker.is_alive()
+        pages = api.requests["search"]
+    worker.join(timeout=30)
+    assert not hung, f"the search was still paging after 30 s ({pages} pages)"
+    assert pages <= 21  # the cap, plus the page that passed it
+    assert isinstance(outcome.get("error"), RuntimeError)
+    assert re.search(r"more than 20 items .*box.*2016.*acquire\.max_items", str(outcome["error"])), outcome
+
+
+def test_one_1cm_item_does_not_size_the_mosaic_and_is_reported(tmp_path):
+    left, top = _utm_origin()
+    for i, (dx, dy) in enumerate([(0, 0), (500, 0), (0, -500)]):
+        _quad(tmp_path / f"q{i}.tif", left + dx, top + dy, size=500, seed=i)
+    _quad(tmp_path / "fine.tif", left + 500, top - 500, res=0.01, size=500, seed=9)  # 5 m x 5 m of 1 cm
+    with RangeFileServer(tmp_path) as files:
+        quads = [{"id": f"q{i}", "href": f"{files.url}/q{i}.tif"} for i in range(3)]
+        fine = {"id": "fine-1cm", "href": f"{files.url}/fine.tif"}
+        params = {"regions": {"box": BOX}, "sign": None, "trust": TRUSTED}
+        alone, _ = nodes.mosaic_naip({"box_2016": quads}, params)
+        mosaics, refused = nodes.mosaic_naip({"box_2016": [*quads, fine]}, params)
+        grid = lambda m: (m.crs, m.transform, m.width, m.height)  # noqa: E731
+        assert grid(mosaics["box_2016"]) == grid(alone["box_2016"]) and alone["box_2016"].transform.a == 1
+        assert [r["id"] for r in refused["box_2016"]] == ["fine-1cm"]
+        assert "0.01" in refused["box_2016"][0]["reason"]
+        api = {"stac_url": "https://user:pw@api.example/stac?token=T0K3N", "collection": "naip"}
+        report = nodes.summarise_acquisition(
+            {"box_2016": [*quads, fine]}, FileIndex(()), refused, {**params, **api}
+        )
+        assert report["refused"]["box_2016"][0]["id"] == "fine-1cm"
+        assert report["stac_url"] == "https://api.example/stac" and "T0K3N" not in json.dumps(report)
+        with pytest.raises(ValueError, match=r"acquire\.max_pixels"):
+            nodes.mosaic_naip({"box_2016": quads}, {**params, "max_pixels": 1000})
+
+
+def test_the_trust_policy_in_one_place():
+    """What HrefPolicy refuses and allows, and how GDAL is configured for every read."""
+    from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy, HrefRefused
+
+    policy = HrefPolicy.from_params(
+        {
+            "stac_url": "https://api.example.org/stac/v1?token=T0K3N",
+            "trust": {"hosts": ["*.blob.core.windows.net", "cdn.example.org"]},
+            "nlcd": {"editions": {2016: {"href": "https://data.example.net/nlcd_2016.tif"}}},
+        }
+    )
+    for allowed in (
+        "https://naipeuwest.blob.core.windows.net/naip/q.tif?se=1&sig=2",
+        "https://cdn.example.org/q.tif",
+        "https://api.example.org/stac/v1/search",  # stac_url's host
+        "https://data.example.net/nlcd_2016.tif",  # a host configuration names
+    ):
+        policy.check(allowed, "item")
+    for refused, why in {
+        "http://cdn.example.org/q.tif": "scheme 'http'",
+        "az://container/blob.tif": "scheme 'az'",  # /vsiaz/, with the user's credentials
+        "s3://bucket/key.tif": "scheme 's3'",
+        "/vsiaz/container/blob.tif": "virtual file system",
+        "https://cdn.example.org/vsizip/x.zip/q.tif": "nests a GDAL virtual",
+        "C:\\data\\q.tif": "a local path",
+        "q.tif": "a local path",
+        "https://evil.example.com/q.tif?sig=S3CR3T": "host 'evil.example.com'",
+    }.items():
+        with pytest.raises(HrefRefused, match=why) as caught:
+            policy.check(refused, "NAIP item x")
+        assert "S3CR3T" not in str(caught.value) and "NAIP item x" in str(caught.value)
+    anywhere = HrefPolicy.from_params({"trust": {"hosts": None}})
+    anywhere.check("https://any.example.com/q.tif", "item")  # null: any public host...
+    for internal in ("https://169.254.169.254/metadata", "https://10.0.0.4/q.tif", "https://localhost/q.tif"):
+        with pytest.raises(HrefRefused, match="internal address"):  # ...but no internal one
+            anywhere.check(internal, "item")
+    with pytest.raises(ValueError, match="only http and https"):
+        HrefPolicy.from_params({"trust": {"schemes": ["https", "file"]}})
+    options = HrefPolicy.from_params({"timeout_s": 7, "retries": 2}).gdal_options()
+    assert options["GDAL_VRT_ENABLE_RAWRASTERBAND"] == "NO" and options["GDAL_HTTP_NETRC"] == "NO"
+    assert options["GDAL_HTTP_TIMEOUT"] == options["GDAL_HTTP_CONNECTTIMEOUT"] == "7"
+    assert options["GDAL_HTTP_MAX_RETRY"] == "2"

@@ -15,11 +15,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
-import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import MaskFlags, Resampling
@@ -28,21 +27,15 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from landuse_kedro.datasets.file_index import FileIndex
+from landuse_kedro.parameters import as_list
+from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy
 from landuse_kedro.raster import GeoRaster, covering_window, window_bounds
+from landuse_kedro.storage import public_url, scrub_urls
 
 logger = logging.getLogger(__name__)
 
 LONLAT = CRS.from_epsg(4326)
-# GDAL over HTTP: no directory listing next to each file, retries, and a block cache for the
-# windows of one mosaic (quarter quads overlap, so neighbouring windows share blocks).
-GDAL_HTTP_ENV = {
-    "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
-    "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",
-    "GDAL_HTTP_MAX_RETRY": "3",
-    "GDAL_HTTP_RETRY_DELAY": "1",
-    "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",
-    "VSI_CACHE": "TRUE",
-}
+public_href = public_url  # an href without its token, as it may be logged, raised or reported
 
 
 # ------------------------------------------------------------------ href signing
@@ -66,36 +59,23 @@ def href_signer(sign: str | None) -> Callable[[str], str]:
     return planetary_computer.sign
 
 
-def public_href(href: str) -> str:
-    """The href without its query string (a SAS token there is a secret)."""
-    parts = urlsplit(href)
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
-
-
-def open_signed(href: str, signer: Callable[[str], str], what: str) -> Any:
-    """``rasterio.open`` on the signed href; a failure names the href without its token."""
-    signed = signer(href)
-    try:
-        return rasterio.open(signed)
-    except rasterio.errors.RasterioIOError as error:
-        message = str(error).replace(signed, public_href(signed))
-        raise ConnectionError(f"Cannot read {what} {public_href(href)}: {message}") from None
-
-
 # ------------------------------------------------------------------ STAC search
 
 
-def _open_client(url: str, timeout_s: float):
+def _open_client(url: str, policy: HrefPolicy):
+    """The STAC API's client; every request it makes (``next`` links too) goes through ``policy``
+    and its timeout; an error names the API without a token in its URL, and chains no cause."""
     from pystac_client import Client
     from pystac_client.exceptions import APIError
 
+    policy.check(url, "acquire.stac_url")
     try:
-        return Client.open(url, timeout=timeout_s)
+        return Client.open(url, timeout=policy.timeout_s, request_modifier=policy.request_modifier)
     except (APIError, OSError) as error:  # requests' ConnectionError/Timeout are OSErrors
         raise ConnectionError(
-            f"The STAC API at {url} is unreachable or answered an error: "
-            f"{type(error).__name__}: {error}. Check acquire.stac_url and the network."
-        ) from error
+            f"The STAC API at {public_url(url)} is unreachable or answered an error: "
+            f"{type(error).__name__}: {scrub_urls(str(error))}. Check acquire.stac_url and the network."
+        ) from None
 
 
 def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, list[dict[str, Any]]]:
@@ -132,21 +112,35 @@ def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, l
             logger.info("NAIP %s_%d is already in naip_scenes: not fetched again", region, year)
     if not missing:
         return {}
-    url, collection = acquire["stac_url"], acquire["collection"]
-    client = _open_client(url, acquire.get("timeout_s", 30))
+    policy = HrefPolicy.from_params(acquire)
+    url, collection = public_url(acquire["stac_url"]), acquire["collection"]
+    client = _open_client(acquire["stac_url"], policy)
+    max_items = int(acquire.get("max_items", 1000))
     found = {}
     for region, year in missing:
         bbox = _bbox(regions[region], region)
+        items, pages = [], 0
         try:
-            items = list(
-                client.search(
-                    collections=[collection], bbox=bbox, datetime=f"{year}-01-01/{year}-12-31"
-                ).items()
+            search = client.search(
+                collections=[collection],
+                bbox=bbox,
+                datetime=f"{year}-01-01/{year}-12-31",
+                limit=min(max_items + 1, 100),
             )
+            for page in search.pages():  # bounded: a hostile API can link pages without end
+                pages += 1
+                items.extend(page.items)
+                if len(items) > max_items or pages > max_items:
+                    raise RuntimeError(
+                        f"The STAC search at {url} returned more than {max_items} items (in {pages} pages) "
+                        f"for {region}'s box {bbox} (lon/lat) in {year}: acquire.max_items stops it. "
+                        "Split the box into smaller regions, or raise acquire.max_items."
+                    )
         except (APIError, OSError) as error:
             raise ConnectionError(
-                f"STAC search at {url} failed for {region} {year}: {type(error).__name__}: {error}"
-            ) from error
+                f"STAC search at {url} failed for {region} {year}: "
+                f"{type(error).__name__}: {scrub_urls(str(error))}"
+            ) from None
         items = [item for item in items if acquire["asset"] in item.assets]
         if not items:
             raise LookupError(
@@ -155,16 +149,39 @@ def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, l
                 "check acquire.years and the box."
             )
         logger.info("NAIP %s_%d: %d item(s) from %s", region, year, len(items), url)
-        found[f"{region}_{year}"] = [
-            {
+        found[f"{region}_{year}"] = []
+        for item in sorted(items, key=lambda it: it.id):
+            href = item.assets[acquire["asset"]].href  # shown only as public_href
+            policy.check(href, f"NAIP item {item.id}")
+            entry = {
                 "id": item.id,
-                "href": item.assets[acquire["asset"]].href,  # shown only as public_href
+                "href": href,
                 "datetime": item.datetime.isoformat() if item.datetime else None,
                 "bbox": list(item.bbox or []),
             }
-            for item in sorted(items, key=lambda it: it.id)
-        ]
+            outside = _outside(item, bbox, year)
+            if outside:  # the API's filter is not trusted: checked again here
+                logger.warning("NAIP %s_%d: item %s refused: %s", region, year, item.id, outside)
+                entry["refused"] = outside
+            found[f"{region}_{year}"].append(entry)
     return found
+
+
+def _outside(item: Any, bbox: list[float], year: int) -> str | None:
+    """Why an item the API returned is not over the box in the year, or None."""
+    box = list(item.bbox or [])
+    if len(box) not in (4, 6):
+        return f"its bbox {box} is not [west, south, east, north]"
+    west, south, east, north = box[0], box[1], box[len(box) // 2], box[len(box) // 2 + 1]
+    if west > bbox[2] or east < bbox[0] or south > bbox[3] or north < bbox[1]:
+        return f"its bbox {box} does not overlap the box {bbox}"
+    start = item.datetime or item.common_metadata.start_datetime
+    end = item.datetime or item.common_metadata.end_datetime or start
+    if not isinstance(start, datetime) or not isinstance(end, datetime):
+        return "it has no datetime"
+    if not start.year <= year <= end.year:
+        return f"its date {start.date()} is not in {year}"
+    return None
 
 
 def _years(years: Any) -> list[int]:
@@ -220,48 +237,48 @@ class NaipMosaic:
     colormap: dict[int, tuple[int, ...]] | None = None
     categories: tuple[str, ...] | None = None
     tags: dict[str, str] | None = field(default=None)
+    ids: tuple[str, ...] = ()  # the items' ids, to name a quad that fails
+    boxes: tuple[tuple[float, float, float, float], ...] = ()  # each quad's bounds in ``crs``
+    policy: HrefPolicy = field(default_factory=HrefPolicy)
 
     def blocks(self) -> Iterator[tuple[Window, np.ndarray]]:
-        """Row strips of the grid, in order (each quad's blocks are fetched once per strip)."""
+        """Row strips of the grid, in order (each quad's blocks are fetched once per strip). A quad
+        is open only while the strips cross it, so open files stay as few as one strip's quads."""
         signer = href_signer(self.sign)
         started, gaps = time.perf_counter(), 0
-        with rasterio.Env(**GDAL_HTTP_ENV), ExitStack() as stack:
-            views = []
-            for href in self.hrefs:
-                source = stack.enter_context(open_signed(href, signer, "the NAIP quad"))
-                box = transform_bounds(source.crs, self.crs, *source.bounds, densify_pts=21)
-                alpha = source.nodata is None and not _has_mask(source)
-                view = stack.enter_context(
-                    WarpedVRT(
-                        source,
-                        crs=self.crs,
-                        transform=self.transform,
-                        width=self.width,
-                        height=self.height,
-                        resampling=Resampling[self.resampling],
-                        add_alpha=alpha,
-                    )
-                )
-                views.append((view, box, alpha))
-            bands = list(range(1, self.count + 1))
+        bands = list(range(1, self.count + 1))
+        opened: dict[int, tuple[ExitStack, Any, bool]] = {}
+        with self.policy.env(), ExitStack() as closing:
+            closing.callback(lambda: [stack.close() for stack, _, _ in opened.values()])
             for row in range(0, self.height, self.block_rows):
                 window = Window(0, row, self.width, min(self.block_rows, self.height - row))
                 west, south, east, north = window_bounds(self.transform, window)
                 out = np.full((self.count, int(window.height), self.width), self.nodata or 0, self.dtype)
                 filled = np.zeros(out.shape[1:], bool)
-                for view, (left, bottom, right, top), alpha in views:
-                    if left >= east or right <= west or bottom >= north or top <= south:
+                for index, (left, bottom, right, top) in enumerate(self.boxes):
+                    if bottom >= north:  # above this strip, so above every later one: done with it
+                        if index in opened:
+                            opened.pop(index)[0].close()
                         continue
+                    if left >= east or right <= west or top <= south:
+                        continue
+                    if index not in opened:
+                        opened[index] = self._open(index, signer)
+                    _, view, alpha = opened[index]
                     # only the strip's columns under this quad
                     col0 = max(0, math.floor((left - self.transform.c) / self.transform.a))
                     col1 = min(self.width, math.ceil((right - self.transform.c) / self.transform.a))
                     part = Window(col0, row, col1 - col0, window.height)
-                    # the added alpha band marks the quad's footprint (dataset_mask ignores it on a WarpedVRT)
-                    valid = view.read(view.count, window=part) if alpha else view.dataset_mask(window=part)
-                    take = (valid > 0) & ~filled[:, col0:col1]
-                    if take.any():
-                        out[:, :, col0:col1][:, take] = view.read(bands, window=part)[:, take]
-                        filled[:, col0:col1] |= take
+                    with self.policy.reading(self.hrefs[index], self._what(index)):
+                        # the added alpha band marks the quad's footprint (dataset_mask ignores it on a
+                        # WarpedVRT)
+                        valid = (
+                            view.read(view.count, window=part) if alpha else view.dataset_mask(window=part)
+                        )
+                        take = (valid > 0) & ~filled[:, col0:col1]
+                        if take.any():
+                            out[:, :, col0:col1][:, take] = view.read(bands, window=part)[:, take]
+                            filled[:, col0:col1] |= take
                 gaps += int((~filled).sum())
                 yield window, out
         logger.info(
@@ -274,6 +291,33 @@ class NaipMosaic:
         if gaps:
             logger.info("%d px of the mosaic lie between quads: nodata (%s)", gaps, self.nodata)
 
+    def _what(self, index: int) -> str:
+        return f"NAIP item {self.ids[index]}" if index < len(self.ids) else "the NAIP quad"
+
+    def _open(self, index: int, signer: Callable[[str], str]) -> tuple[ExitStack, Any, bool]:
+        """The quad through the trust policy, warped onto the grid; the stack closes both."""
+        href, what = self.hrefs[index], self._what(index)
+        stack = ExitStack()
+        try:
+            source = stack.enter_context(self.policy.open(href, signer, what))
+            with self.policy.reading(href, what):
+                alpha = source.nodata is None and not _has_mask(source)
+                view = stack.enter_context(
+                    WarpedVRT(
+                        source,
+                        crs=self.crs,
+                        transform=self.transform,
+                        width=self.width,
+                        height=self.height,
+                        resampling=Resampling[self.resampling],
+                        add_alpha=alpha,
+                    )
+                )
+        except BaseException:
+            stack.close()
+            raise
+        return stack, view, alpha
+
 
 def _has_mask(source: Any) -> bool:
     """An alpha band or internal mask already tells GDAL where the quad has data."""
@@ -282,34 +326,44 @@ def _has_mask(source: Any) -> bool:
 
 def mosaic_naip(
     naip_items: dict[str, list[dict[str, Any]]], acquire: dict[str, Any]
-) -> dict[str, NaipMosaic]:
+) -> tuple[dict[str, NaipMosaic], dict[str, list[dict[str, Any]]]]:
     """Put each region-year's quarter quads on one grid, so ``naip_scenes`` gets one scene per region and
-    year: the quads' most common CRS (or ``acquire.crs``), their finest resolution (or
-    ``acquire.resolution``), aligned on the first quad's pixels, over the region's box clipped to the
-    quads (no empty margins). Only headers are read here; pixels are copied when the catalog saves.
+    year: the quads' most common CRS (or ``acquire.crs``), their most common resolution (or
+    ``acquire.resolution``: real NAIP mixes 0.3, 0.6 and 1 m, and one item must not size the grid),
+    aligned on the first quad's pixels, over the region's box clipped to the quads (no empty margins).
+    Only headers are read here, each href through the trust policy (:mod:`.hrefs`); pixels are copied
+    when the catalog saves.
 
     Args:
         naip_items: ``naip_items`` from :func:`search_naip`.
-        acquire: ``params:acquire`` (``regions``, ``sign``, ``crs``, ``resolution``, ``nodata``,
-            ``resampling``, ``block_rows``).
+        acquire: ``params:acquire`` (``regions``, ``sign``, ``crs``, ``resolution``, ``item_resolution``,
+            ``max_item_pixels``, ``max_pixels``, ``nodata``, ``resampling``, ``block_rows``, ``trust``,
+            ``timeout_s``, ``retries``).
 
     Returns:
-        ``naip_scenes``: ``<region>_<year>`` -> a :class:`NaipMosaic`, streamed window by window.
+        ``naip_scenes``: ``<region>_<year>`` -> a :class:`NaipMosaic`, streamed window by window; and
+        ``naip_refused``: ``<region>_<year>`` -> the items left out (id, href without token, reason):
+        outside the box or year (from the search), or a resolution or size outside the limits.
 
     Raises:
-        ValueError: ``acquire.sign`` is not null or ``planetary_computer``, or the quads of a region-year
-            differ in bands or data type.
+        ValueError: ``acquire.sign`` is not null or ``planetary_computer``, the quads of a region-year
+            differ in bands or data type, or the mosaic would pass ``acquire.max_pixels``.
+        HrefRefused: An href outside the trust policy, or not a GeoTIFF (a ValueError, naming the item).
         ImportError: ``acquire.sign`` is ``planetary_computer`` but that package is not installed.
-        ConnectionError: A quad cannot be opened (named without its token).
-        LookupError: The items found do not overlap the region's box.
+        ConnectionError: A quad cannot be read (named without its token), or its host does not answer
+            within ``acquire.timeout_s`` (and ``retries``).
+        LookupError: No item is usable, or the items do not overlap the region's box.
     """
     signer = href_signer(acquire.get("sign"))
-    mosaics = {}
-    with rasterio.Env(**GDAL_HTTP_ENV):
-        for key, items in sorted(naip_items.items()):
+    policy = HrefPolicy.from_params(acquire)
+    mosaics, refused = {}, {}
+    with policy.env():
+        for key, found in sorted(naip_items.items()):
+            refused[key] = [_refusal(item, item["refused"]) for item in found if item.get("refused")]
+            items = [item for item in found if not item.get("refused")]
             headers = []
             for item in items:
-                with open_signed(item["href"], signer, f"NAIP item {item['id']}") as source:
+                with policy.open(item["href"], signer, f"NAIP item {item['id']}") as source:
                     headers.append(
                         (
                             source.crs,
@@ -319,24 +373,62 @@ def mosaic_naip(
                             source.dtypes[0],
                             source.descriptions,
                             source.nodata,
+                            source.width * source.height,
                         )
                     )
+            items, headers = _within_limits(key, items, headers, acquire, refused[key])
             region = key.rsplit("_", 1)[0]
             mosaics[key] = _mosaic_grid(
-                key, items, headers, _bbox(acquire["regions"][region], region), acquire
+                key, items, headers, _bbox(acquire["regions"][region], region), acquire, policy
             )
-    return mosaics
+    return mosaics, refused
+
+
+def _refusal(item: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    return {"id": item["id"], "href": public_href(item["href"]), "reason": reason}
+
+
+def _within_limits(
+    key: str, items: list[dict], headers: list[tuple], acquire: Mapping[str, Any], refused: list[dict]
+) -> tuple[list[dict], list[tuple]]:
+    """The items whose resolution is within ``acquire.item_resolution`` and size within
+    ``acquire.max_item_pixels``; the others are logged and added to ``refused``."""
+    low, high = (float(v) for v in as_list(acquire.get("item_resolution")) or (0.1, 5.0))
+    max_item_pixels = float(acquire.get("max_item_pixels") or 1e9)
+    kept = []
+    for item, header in zip(items, headers, strict=True):
+        res = (abs(header[1].a), abs(header[1].e))
+        if not all(low <= r <= high for r in res):
+            reason = (
+                f"its resolution {res[0]:g} x {res[1]:g} is outside acquire.item_resolution "
+                f"[{low:g}, {high:g}]"
+            )
+        elif header[7] > max_item_pixels:
+            reason = f"its {header[7]:.3g} px pass acquire.max_item_pixels ({max_item_pixels:.3g})"
+        else:
+            kept.append((item, header))
+            continue
+        logger.warning("NAIP %s: item %s refused: %s", key, item["id"], reason)
+        refused.append(_refusal(item, reason))
+    if not kept:
+        raise LookupError(f"NAIP {key}: no usable item ({len(refused)} refused: {refused}).")
+    return [item for item, _ in kept], [header for _, header in kept]
 
 
 def _mosaic_grid(
-    key: str, items: list[dict[str, Any]], headers: list[tuple], bbox: list[float], acquire: Mapping[str, Any]
+    key: str,
+    items: list[dict[str, Any]],
+    headers: list[tuple],
+    bbox: list[float],
+    acquire: Mapping[str, Any],
+    policy: HrefPolicy,
 ) -> NaipMosaic:
     crs = (
         CRS.from_user_input(acquire["crs"])
         if acquire.get("crs")
         else Counter(h[0] for h in headers).most_common(1)[0][0]
     )
-    resolution = acquire.get("resolution") or min(min(abs(h[1].a), abs(h[1].e)) for h in headers)
+    resolution = acquire.get("resolution") or _modal_resolution(headers)
     counts = {(h[3], h[4]) for h in headers}
     if len(counts) != 1:
         raise ValueError(
@@ -361,6 +453,13 @@ def _mosaic_grid(
     north = anchor_y + math.ceil((north - anchor_y) / resolution) * resolution
     width = math.ceil((east - west) / resolution - 1e-6)
     height = math.ceil((north - south) / resolution - 1e-6)
+    max_pixels = float(acquire.get("max_pixels") or 1e10)
+    if width * height > max_pixels:
+        raise ValueError(
+            f"NAIP {key}: the mosaic would be {width} x {height} px ({width * height:.3g}) at {resolution:g} "
+            f"per pixel, more than acquire.max_pixels ({max_pixels:.3g}); nothing was written. Split the "
+            "region into smaller boxes, set a coarser acquire.resolution, or raise acquire.max_pixels."
+        )
     return NaipMosaic(
         hrefs=tuple(item["href"] for item in items),
         crs=crs,
@@ -377,7 +476,19 @@ def _mosaic_grid(
         resampling=acquire.get("resampling", "nearest"),
         block_rows=int(acquire.get("block_rows", 1024)),
         tags={"NAIP_ITEMS": ",".join(item["id"] for item in items)},
+        ids=tuple(item["id"] for item in items),
+        boxes=tuple(tuple(q) for q in quads),
+        policy=policy,
     )
+
+
+def _modal_resolution(headers: list[tuple]) -> float:
+    """The quads' most common pixel size (to the millimetre; a tie goes to the finer)."""
+    sizes = [min(abs(h[1].a), abs(h[1].e)) for h in headers]
+    votes = Counter(round(size, 3) for size in sizes)
+    best = max(votes.values())
+    mode = min(size for size, n in votes.items() if n == best)
+    return next(size for size in sizes if round(size, 3) == mode)
 
 
 # ------------------------------------------------------------------ NLCD: windows of a remote COG
@@ -412,30 +523,39 @@ def read_nlcd(acquire: dict[str, Any], nlcd_present: FileIndex) -> dict[str, Cal
         )
     present = {_stem(url) for url in nlcd_present.urls}
     boxes = [_bbox(box, name) for name, box in sorted((acquire.get("regions") or {}).items())]
+    policy = HrefPolicy.from_params(acquire)
     loaders = {}
     for year, source in sorted(editions.items()):
         key = f"nlcd_{int(year)}"
         if key in present:
             logger.info("NLCD %s is already in nlcd_rasters: not fetched again", key)
             continue
-        href = _nlcd_href(source, acquire)
+        href = _nlcd_href(source, acquire, policy)
+        policy.check(href, f"NLCD edition {year}")
         loaders[key] = _NlcdWindows(
-            href, tuple(map(tuple, boxes)), float(nlcd.get("margin", 1000)), acquire.get("sign")
+            href, tuple(map(tuple, boxes)), float(nlcd.get("margin", 1000)), acquire.get("sign"), policy
         )
     return loaders
 
 
-def _nlcd_href(source: Mapping[str, Any], acquire: Mapping[str, Any]) -> str:
+def _nlcd_href(source: Mapping[str, Any], acquire: Mapping[str, Any], policy: HrefPolicy) -> str:
+    from pystac_client.exceptions import APIError
+
     if source.get("href"):
         return source["href"]
     if not (source.get("collection") and source.get("item")):
         raise ValueError(f"An NLCD edition needs href, or collection + item (+ asset), got {dict(source)}.")
-    client = _open_client(acquire["stac_url"], acquire.get("timeout_s", 30))
-    item = client.get_collection(source["collection"]).get_item(source["item"])
+    client = _open_client(acquire["stac_url"], policy)
+    url = public_url(acquire["stac_url"])
+    try:
+        item = client.get_collection(source["collection"]).get_item(source["item"])
+    except (APIError, OSError) as error:
+        raise ConnectionError(
+            f"The STAC API at {url} failed for NLCD item '{source['item']}': "
+            f"{type(error).__name__}: {scrub_urls(str(error))}"
+        ) from None
     if item is None:
-        raise LookupError(
-            f"No item '{source['item']}' in collection '{source['collection']}' at {acquire['stac_url']}."
-        )
+        raise LookupError(f"No item '{source['item']}' in collection '{source['collection']}' at {url}.")
     asset = source.get("asset", "data")
     if asset not in item.assets:
         raise LookupError(f"NLCD item '{item.id}' has no asset '{asset}' (it has {sorted(item.assets)}).")
@@ -450,11 +570,12 @@ class _NlcdWindows:
     boxes: tuple[tuple[float, ...], ...]
     margin: float
     sign: str | None
+    policy: HrefPolicy = field(default_factory=HrefPolicy)
 
     def __call__(self) -> GeoRaster:
         started = time.perf_counter()
-        with rasterio.Env(**GDAL_HTTP_ENV):
-            with open_signed(self.href, href_signer(self.sign), "the NLCD COG") as source:
+        with self.policy.env():
+            with self.policy.open(self.href, href_signer(self.sign), "the NLCD COG") as source:
                 windows = [self._window(source, box) for box in self.boxes]
                 windows = [w for w in windows if w is not None]
                 if not windows:
@@ -501,7 +622,10 @@ class _NlcdWindows:
 
 
 def summarise_acquisition(
-    naip_items: dict[str, list[dict[str, Any]]], naip_present: FileIndex, acquire: dict[str, Any]
+    naip_items: dict[str, list[dict[str, Any]]],
+    naip_present: FileIndex,
+    naip_refused: dict[str, list[dict[str, Any]]],
+    acquire: dict[str, Any],
 ) -> dict[str, Any]:
     """Record the provenance of ``01_raw/naip``: which STAC items made each scene this run fetched, and
     which scenes were already there.
@@ -510,22 +634,27 @@ def summarise_acquisition(
         naip_items: ``naip_items`` from :func:`search_naip`.
         naip_present: ``naip_present``; scenes fetched by this run are not counted as present, even when
             the index is listed after they were saved.
+        naip_refused: ``naip_refused`` from :func:`mosaic_naip`.
         acquire: ``params:acquire`` (``stac_url``, ``collection``).
 
     Returns:
-        ``acquire_report``: ``stac_url``, ``collection``, ``fetched`` (scene -> its items' id, href
-        without its token, datetime) and ``already_present`` (scene keys).
+        ``acquire_report``: ``stac_url`` (without token), ``collection``, ``fetched`` (scene -> its items'
+        id, href without its token, datetime), ``refused`` (scene -> the items left out, with the reason)
+        and ``already_present`` (scene keys).
     """
+    refused = {key: {item["id"] for item in items} for key, items in naip_refused.items()}
     return {
-        "stac_url": acquire["stac_url"],
+        "stac_url": public_url(acquire["stac_url"]),
         "collection": acquire["collection"],
         "fetched": {
             key: [
-                {"id": item["id"], "href": public_href(item["href"]), "datetime": item["datetime"]}
+                {"id": item["id"], "href": public_href(item["href"]), "datetime": item.get("datetime")}
                 for item in items
+                if item["id"] not in refused.get(key, ())
             ]
             for key, items in sorted(naip_items.items())
         },
+        "refused": {key: items for key, items in sorted(naip_refused.items()) if items},
         # present before this run (the index may be listed after the new scenes were saved)
         "already_present": sorted({_stem(url) for url in naip_present.urls} - set(naip_items)),
     }

@@ -13,11 +13,16 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(nodes.search_naip, ["params:acquire", "naip_present"], "naip_items", name="search_naip"),
-            Node(nodes.mosaic_naip, ["naip_items", "params:acquire"], "naip_scenes", name="mosaic_naip"),
+            Node(
+                nodes.mosaic_naip,
+                ["naip_items", "params:acquire"],
+                ["naip_scenes", "naip_refused"],
+                name="mosaic_naip",
+            ),
             Node(nodes.read_nlcd, ["params:acquire", "nlcd_present"], "nlcd_rasters", name="read_nlcd"),
             Node(
                 nodes.summarise_acquisition,
-                ["naip_items", "naip_present", "params:acquire"],
+                ["naip_items", "naip_present", "naip_refused", "params:acquire"],
                 "acquire_report",
                 name="summarise_acquisition",
             ),
