@@ -2,10 +2,12 @@
 
 from landuse_kedro.config import ProjectConfigLoader
 from landuse_kedro.hooks import ParameterHooks, SparkHooks, StorageHooks
+from landuse_kedro.run_lock import RunLockHooks
 from landuse_kedro.storage import env_required
 from landuse_kedro.tracking import MlflowHooks
 
-HOOKS = (ParameterHooks(), SparkHooks(), StorageHooks(), MlflowHooks())
+# pluggy calls the last registered first: RunLockHooks' lock is taken before anything else starts
+HOOKS = (ParameterHooks(), SparkHooks(), StorageHooks(), MlflowHooks(), RunLockHooks())
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {
