@@ -670,6 +670,8 @@ def test_one_1cm_item_does_not_size_the_mosaic_and_is_reported(tmp_path):
 
 def test_the_trust_policy_in_one_place():
     """What HrefPolicy refuses and allows, and how GDAL is configured for every read."""
+    from types import SimpleNamespace
+
     from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy, HrefRefused
 
     policy = HrefPolicy.from_params(
@@ -699,6 +701,8 @@ def test_the_trust_policy_in_one_place():
         with pytest.raises(HrefRefused, match=why) as caught:
             policy.check(refused, "NAIP item x")
         assert "S3CR3T" not in str(caught.value) and "NAIP item x" in str(caught.value)
+    with pytest.raises(HrefRefused, match="evil.example.com"):  # a `next` link the API hands out
+        policy.request_modifier(SimpleNamespace(url="https://evil.example.com/search?page=2"))
     anywhere = HrefPolicy.from_params({"trust": {"hosts": None}})
     anywhere.check("https://any.example.com/q.tif", "item")  # null: any public host...
     for internal in ("https://169.254.169.254/metadata", "https://10.0.0.4/q.tif", "https://localhost/q.tif"):
