@@ -97,16 +97,8 @@ def trained_project(tmp_path_factory) -> Path:
     rate 0.01, int8 scoring asked for) on 6 classes x 4 tiles per split, written through the catalog
     like data_preparation does."""
     project = make_project_copy(tmp_path_factory.mktemp("training") / "project")
-    partitions, manifest = tiny_tile_set({"train": every_class(4), "validation": every_class(4)})
-    cwd = Path.cwd()
-    os.chdir(project)
-    try:
-        catalog = load_catalog(project)
-        catalog.save("model_input_tiles", partitions)
-        catalog.save("tile_manifest", manifest)
-    finally:
-        os.chdir(cwd)
-    run_pipeline(project, "training", params=HEAD_LEARNING_RATE)
+    tile_set = tiny_tile_set({"train": every_class(4), "validation": every_class(4)})
+    train_on(project, tile_set, params=HEAD_LEARNING_RATE)
     return project
 
 
@@ -588,7 +580,9 @@ def shuffled_tile_set(seed: int = 7):
     return dict(zip(keys, images, strict=True)), manifest
 
 
-def train_on(project: Path, tile_set) -> None:
+def train_on(project: Path, tile_set, params: dict | None = None) -> None:
+    """``tile_set`` written through the catalog as data_preparation does, then one training run
+    (with the project's promotion rule unless ``params`` say otherwise)."""
     partitions, manifest = tile_set
     cwd = Path.cwd()
     os.chdir(project)
@@ -598,7 +592,7 @@ def train_on(project: Path, tile_set) -> None:
         catalog.save("tile_manifest", manifest)
     finally:
         os.chdir(cwd)
-    run_pipeline(project, "training", params=DEFAULT_PROMOTION)
+    run_pipeline(project, "training", params=DEFAULT_PROMOTION if params is None else params)
 
 
 DEFAULT_PROMOTION = {**HEAD_LEARNING_RATE, "training": {"learning_rate": 0.01, "promote_chance_model": False}}
