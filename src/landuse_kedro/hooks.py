@@ -10,7 +10,7 @@ from typing import Any
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
 
-from landuse_kedro.parameters import as_list
+from landuse_kedro.parameters import conform
 from landuse_kedro.storage import StorageConfigError, check_container, check_credentials, is_remote
 
 logger = logging.getLogger(__name__)
@@ -124,94 +124,7 @@ class ParameterHooks:
                 "would be ignored. Parameters are <pipeline>.<name>, e.g. "
                 "development_inference.regions=[essex]."
             )
-        loader.runtime_params = {key: _conform(key, value, files.get(key)) for key, value in runtime.items()}
-
-
-def _conform(key: str, given: Any, configured: Any) -> Any:
-    """``given`` (a ``--params`` value as Kedro parsed it) in the form of the configured value.
-
-    Raises:
-        ValueError: ``given`` is not of the configured value's type (null is always accepted, and a
-            parameter configured as null takes any value).
-    """
-    if given is None or configured is None:
-        return given
-    if isinstance(configured, dict):
-        if not isinstance(given, dict):
-            first = next(iter(configured), "<name>")
-            raise _mismatch(key, given, configured, f"{key}.{first}={_example(configured.get(first))}")
-        return {name: _conform(f"{key}.{name}", value, configured.get(name)) for name, value in given.items()}
-    if isinstance(configured, list):
-        if isinstance(given, dict):
-            raise _mismatch(key, given, configured, f"{key}={_example(configured)}")
-        kinds = {_kind(item) for item in configured}
-        item_kind = kinds.pop() if len(kinds) == 1 else None
-        items = [_item(item, item_kind) for item in as_list(given)]
-        if any(
-            _kind(item) in ("list", "mapping") or (item_kind and _kind(item) != item_kind) for item in items
-        ):
-            raise _mismatch(key, given, configured, f"{key}={_example(configured)}")
-        return items
-    if _kind(given) != _kind(configured):
-        raise _mismatch(key, given, configured, f"{key}={_example(configured)}")
-    return given
-
-
-def _item(item: Any, kind: str | None) -> Any:
-    """One item of a list parameter: "11" is a number where the list holds numbers (or nothing yet,
-    like ``acquire.years``), 2016 a name where it holds names."""
-    if isinstance(item, str) and kind in ("number", None):
-        for number in (int, float):
-            try:
-                return number(item)
-            except ValueError:
-                pass
-    if kind == "string" and _kind(item) == "number":
-        return str(item)
-    return item
-
-
-def _kind(value: Any) -> str | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, list | tuple):
-        return "list"
-    if isinstance(value, dict):
-        return "mapping"
-    return "string"
-
-
-def _example(configured: Any) -> str:
-    if isinstance(configured, bool):
-        return str(configured).lower()
-    if isinstance(configured, list):
-        return " ".join(map(str, configured[:2])) or "<value> <value>"
-    if isinstance(configured, dict):
-        return "..."
-    return "<value>" if configured is None else str(configured)
-
-
-def _mismatch(key: str, given: Any, configured: Any, example: str) -> ValueError:
-    kind = _kind(configured)
-    if kind == "list":
-        items = {_kind(item) for item in configured}
-        of = {"number": " of numbers", "string": " of names"}.get(items.pop(), "") if len(items) == 1 else ""
-        what = (
-            f"a list{of} in the configuration files (on the command line: a YAML list, one value, or "
-            "values separated by spaces, since --params splits at commas)"
-        )
-    elif kind == "mapping":
-        what = "a group of parameters in the configuration files: set one of its keys"
-    else:
-        what = f"a {kind} in the configuration files"
-    return ValueError(
-        f"Runtime parameter {key}={given!r} is a {_kind(given)}, but {key} is {what}. "
-        f'Give e.g. --params "{example}".'
-    )
+        loader.runtime_params = {key: conform(key, value, files.get(key)) for key, value in runtime.items()}
 
 
 def _dotted(tree: dict[str, Any], prefix: str = "") -> list[str]:
