@@ -28,11 +28,7 @@ def opened(tmp_path):
     GeoTiffDataset(filepath=str(scene)).save(
         GeoRaster(np.full((4, 64, 64), 90, np.uint8), "EPSG:26919", transform)
     )
-    GeoTiffDataset(filepath=str(labels)).save(
-        GeoRaster(np.full((1, 8, 8), 41, np.uint8), "EPSG:26919", Affine(10, 0, 300_000, 0, -10, 4_700_000))
-    )
-    lut = np.full(256, 254, np.uint8)
-    lut[41] = 0
+    lut = write_forest_labels(labels)
     plan = plan_scene(
         "x_2016",
         GeoTiffDataset(filepath=str(scene)).load(),
@@ -77,11 +73,7 @@ def _plan(tmp_path, pixels: np.ndarray, nodata=None, **tiling):
     scene, labels = tmp_path / "f_2016.tif", tmp_path / "nlcd_2016.tif"
     transform = Affine(1, 0, 300_000, 0, -1, 4_700_000)
     GeoTiffDataset(filepath=str(scene)).save(GeoRaster(pixels, "EPSG:26919", transform, nodata=nodata))
-    GeoTiffDataset(filepath=str(labels)).save(
-        GeoRaster(np.full((1, 8, 8), 41, np.uint8), "EPSG:26919", Affine(10, 0, 300_000, 0, -10, 4_700_000))
-    )
-    lut = np.full(256, 254, np.uint8)
-    lut[41] = 0
+    lut = write_forest_labels(labels)
     return plan_scene(
         "f_2016",
         GeoTiffDataset(filepath=str(scene)).load(),
@@ -155,11 +147,7 @@ def flaky_plan(tmp_path):
     GeoTiffDataset(filepath=scene).save(
         GeoRaster(np.full((4, 64, 64), 90, np.uint8), "EPSG:26919", Affine(1, 0, 300_000, 0, -1, 4_700_000))
     )
-    GeoTiffDataset(filepath=str(labels)).save(
-        GeoRaster(np.full((1, 8, 8), 41, np.uint8), "EPSG:26919", Affine(10, 0, 300_000, 0, -10, 4_700_000))
-    )
-    lut = np.full(256, 254, np.uint8)
-    lut[41] = 0
+    lut = write_forest_labels(labels)
     yield plan_scene(
         "x_2016",
         GeoTiffDataset(filepath=scene).load(),
@@ -212,3 +200,13 @@ def test_an_outage_is_told_from_a_damaged_block_under_rasterio_errors(tmp_path):
             raise OSError("Read failed") from error
     except OSError as wrapped:
         assert isinstance(unreachable_cause(wrapped), TimeoutError)
+
+
+def write_forest_labels(path) -> np.ndarray:
+    """80 m of NLCD forest (41) at 10 m in UTM 19N at ``path``; returns its lookup (41 -> class 0)."""
+    GeoTiffDataset(filepath=str(path)).save(
+        GeoRaster(np.full((1, 8, 8), 41, np.uint8), "EPSG:26919", Affine(10, 0, 300_000, 0, -10, 4_700_000))
+    )
+    lut = np.full(256, 254, np.uint8)
+    lut[41] = 0
+    return lut
