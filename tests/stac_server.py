@@ -30,11 +30,14 @@ class RangeFileServer:
     body bytes sent per file and ``requests[name]`` the GETs, so tests can compare with file sizes.
     A POST is answered as a GET (a static file can then play a STAC API's ``/search``); with
     ``refuse_from``, a range starting at or past that byte is answered 403 (a token that expired
-    after the header was read)."""
+    after the header was read); ``redirects`` maps a name to the URL a 302 sends its GETs to."""
 
-    def __init__(self, root: Path, refuse_from: int | None = None) -> None:
+    def __init__(
+        self, root: Path, refuse_from: int | None = None, redirects: dict[str, str] | None = None
+    ) -> None:
         self.root = root
         self.refuse_from = refuse_from
+        self.redirects = redirects or {}
         self.sent: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.lock = threading.Lock()
@@ -58,6 +61,14 @@ class RangeFileServer:
 
             def _serve(self, body: bool) -> None:
                 name = self.path.split("?", 1)[0].lstrip("/")
+                if name in server.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[name])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    with server.lock:
+                        server.requests[name] += 1
+                    return
                 path = (server.root / name).resolve()
                 if server.root.resolve() not in path.parents or not path.is_file():
                     self.send_error(404)

@@ -491,7 +491,12 @@ def hostile(tmp_path_factory):
         f'<VRTDataset rasterXSize="64" rasterYSize="64"><SRS>EPSG:26919</SRS>'
         f"<GeoTransform>{left}, 1, 0, {top}, 0, -1</GeoTransform>{bands}</VRTDataset>"
     )
-    with RangeFileServer(served) as files, RangeFileServer(served, refuse_from=20_000) as expiring:
+    files = RangeFileServer(served)
+    files.redirects = {  # an allowed host sending GDAL elsewhere: to a host not allowed, and to itself
+        "naip/moved.tif": f"http://localhost:{files.port}/naip/good.tif",
+        "naip/renamed.tif": "/naip/good.tif",
+    }
+    with files, RangeFileServer(served, refuse_from=20_000) as expiring:
         hrefs = {
             2001: f"{files.url}/naip/quad.tif",  # VRT in disguise
             2002: f"file://{good}",
@@ -499,6 +504,8 @@ def hostile(tmp_path_factory):
             2004: f"/vsicurl/{files.url}/naip/good.tif",
             2005: f"http://localhost:{files.port}/naip/good.tif",  # a host not allowed
             2006: f"{expiring.url}/naip/good.tif?se=2031-01-01&sig=S3CR3T-SIGNATURE",  # 403 after the header
+            2007: f"{files.url}/naip/moved.tif",  # 302 to a host not allowed
+            2008: f"{files.url}/naip/renamed.tif",  # 302 to an allowed href
         }
         items = [_plain_item(f"item-{year}", href, year) for year, href in hrefs.items()]
         with stac_api(items, root / "stac") as stac_url:
@@ -531,6 +538,26 @@ def test_hrefs_outside_the_trust_policy_are_refused_naming_the_item(hostile, tmp
             _fetch(_params(hostile["stac_url"], year), raw)
         assert str(hostile["planted"]) not in str(refused.value)
         assert not list(raw.rglob("*.tif")) and not _holds_planted(raw)
+
+
+def test_a_redirect_is_checked_like_the_href_it_replaces(hostile, tmp_path):
+    """GDAL's HTTP client follows redirects: an allowed host could send it to any address. acquire
+    reads hrefs itself and checks where each redirect leads."""
+    files, moved = hostile["files"], f"{hostile['files'].url}/naip/moved.tif"
+    with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="EMPTY_DIR"), rasterio.open(moved) as followed:
+        assert followed.width == 512  # GDAL left to itself follows the 302 to the host not allowed
+    before = files.requests["naip/good.tif"]
+    raw = tmp_path / "2007"
+    raw.mkdir()
+    with pytest.raises(ValueError, match=r"item-2007\b.*host 'localhost' is not in acquire\.trust\.hosts"):
+        _fetch(_params(hostile["stac_url"], 2007), raw)
+    assert files.requests["naip/moved.tif"] >= 1 and files.requests["naip/good.tif"] == before
+    assert not list(raw.rglob("*.tif"))
+    raw = tmp_path / "2008"
+    raw.mkdir()
+    _fetch(_params(hostile["stac_url"], 2008), raw)  # a redirect the policy allows is followed
+    with rasterio.open(next(raw.rglob("*.tif"))) as got, rasterio.open(hostile["good"]) as want:
+        assert np.array_equal(got.read(list(range(1, 5))), want.read())
 
 
 def test_a_signed_href_failing_mid_read_never_appears_in_the_output(hostile, tmp_path):
@@ -708,6 +735,13 @@ def test_the_trust_policy_in_one_place():
     for internal in ("https://169.254.169.254/metadata", "https://10.0.0.4/q.tif", "https://localhost/q.tif"):
         with pytest.raises(HrefRefused, match="internal address"):  # ...but no internal one
             anywhere.check(internal, "item")
+    from landuse_kedro.pipelines.acquire.hrefs import _internal
+    from landuse_kedro.pipelines.acquire.remote_file import RemoteReadError, resolved_public
+
+    assert resolved_public("https://localhost/q.tif", _internal).startswith("its host resolves to")
+    assert resolved_public("https://does-not-resolve.invalid/q.tif", _internal) is None  # left to the request
+    with pytest.raises(RemoteReadError, match="refused: .*host 'evil.example.com'"):
+        policy.check_request("https://evil.example.com/q.tif", "NAIP item x")  # each request, redirects too
     with pytest.raises(ValueError, match="only http and https"):
         HrefPolicy.from_params({"trust": {"schemes": ["https", "file"]}})
     options = HrefPolicy.from_params({"timeout_s": 7, "retries": 2}).gdal_options()

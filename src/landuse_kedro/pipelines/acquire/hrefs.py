@@ -17,7 +17,7 @@ import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,8 +25,10 @@ from urllib.parse import urlsplit
 import rasterio
 
 from landuse_kedro.parameters import as_list
+from landuse_kedro.pipelines.acquire.remote_file import HrefOpener, RemoteReadError, resolved_public
 from landuse_kedro.storage import public_url, scrub_urls
 
+REFUSED = "refused: "  # marks a failure of remote_file that is the policy refusing a request
 SCHEMES = frozenset({"http", "https"})  # the only ones configuration may allow
 
 
@@ -48,6 +50,8 @@ class HrefPolicy:
     timeout_s: float = 30
     retries: int = 3
     retry_delay_s: float = 1
+    # the last failure of each href's requests (GDAL sees only a short read): reported by reading()
+    _failures: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_params(cls, acquire: Mapping[str, Any]) -> HrefPolicy:
@@ -148,8 +152,16 @@ class HrefPolicy:
         with self.reading(href, what):
             signed = signer(href)
             self.check(signed, what)  # a signer must not move the href elsewhere
-            try:
-                dataset = rasterio.open(signed, driver="GTiff")
+            opener = HrefOpener(
+                signed,
+                check=lambda url: self.check_request(url, what),
+                failed=lambda reason: self._failures.__setitem__(public_url(href), reason),
+                timeout_s=self.timeout_s,
+                retries=self.retries,
+                retry_delay_s=self.retry_delay_s,
+            )
+            try:  # GDAL reads through Python (remote_file): its own HTTP client follows redirects
+                dataset = rasterio.open(signed, driver="GTiff", opener=opener)
             except rasterio.errors.RasterioIOError as error:
                 if "not recognized as" in str(error):
                     raise HrefRefused(f"{what}: {public_url(href)!r} is not a GeoTIFF.") from None
@@ -168,7 +180,13 @@ class HrefPolicy:
         except (HrefRefused, ReadFailed):
             raise
         except (rasterio.errors.RasterioError, OSError) as error:
-            chain, cause = [], error  # GDAL's reason is in the causes: kept, cleaned, in the message
+            failure = self._failures.pop(public_url(href), None)
+            if failure and failure.startswith(REFUSED):
+                raise HrefRefused(f"{what}: {failure[len(REFUSED) :]}") from None
+            chain, cause = (
+                [failure] if failure else [],
+                error,
+            )  # GDAL's reason is in the causes: kept, cleaned, in the message
             while cause is not None and len(chain) < 4:
                 chain.append(f"{type(cause).__name__}: {cause}")
                 cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
@@ -178,6 +196,17 @@ class HrefPolicy:
                 message = re.sub(re.escape(name) + r"\?[^\s'\"<>]*", name, message)
             message = scrub_urls(message)
             raise ReadFailed(f"Cannot read {what} {public_url(href)}: {message}") from None
+
+    def check_request(self, url: str, what: str) -> None:
+        """Each request for an href, redirects included: the policy's check, and where any public
+        host is allowed, the address the host resolves to must be public too."""
+        try:
+            self.check(url, what)
+            reason = resolved_public(url, _internal) if self.hosts is None else None
+            if reason:
+                raise HrefRefused(f"{what}: refused href {public_url(url)!r}: {reason}.")
+        except HrefRefused as refused:  # through GDAL only a message passes: marked as a refusal
+            raise RemoteReadError(REFUSED + str(refused).split(": ", 1)[1]) from None
 
     def request_modifier(self, request: Any) -> None:
         """pystac-client calls it before each request (the landing page, every search page, the
