@@ -670,6 +670,23 @@ def test_an_endless_search_stops_at_the_cap(tmp_path):
     assert re.search(r"more than 20 items .*box.*2016.*acquire\.max_items", str(outcome["error"])), outcome
 
 
+def test_a_stac_api_redirect_to_a_host_not_allowed_is_refused(tmp_path):
+    """The STAC client follows redirects too: each one is checked before it is followed."""
+    import urllib.request
+
+    served = tmp_path / "api"
+    served.mkdir()
+    (served / "landing").write_text("{}")
+    api = RangeFileServer(served)
+    api.redirects = {"stac": f"http://localhost:{api.port}/landing"}
+    with api:
+        with urllib.request.urlopen(f"{api.url}/stac", timeout=5) as followed:
+            assert followed.read() == b"{}"  # a client left to itself lands on the host not allowed
+        with pytest.raises(ValueError, match=r"STAC API redirect.*host 'localhost' is not in acquire"):
+            nodes.search_naip(_params(f"{api.url}/stac", 2016), FileIndex(()))
+        assert api.requests["stac"] >= 1 and api.requests["landing"] == 1  # only the control's
+
+
 def test_one_1cm_item_does_not_size_the_mosaic_and_is_reported(tmp_path):
     left, top = _utm_origin()
     for i, (dx, dy) in enumerate([(0, 0), (500, 0), (0, -500)]):

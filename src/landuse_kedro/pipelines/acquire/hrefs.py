@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import rasterio
 
@@ -212,6 +212,12 @@ class HrefPolicy:
         """pystac-client calls it before each request (the landing page, every search page, the
         ``next`` links the API hands out): one on a host or scheme not allowed is refused."""
         self.check(request.url, "A STAC API request")
+
+    def redirect_hook(self, response: Any, *_: Any, **__: Any) -> None:
+        """requests calls it on every response, before it follows a redirect: the target must pass
+        the same check as the request it replaces."""
+        if response.is_redirect:
+            self.check(urljoin(response.url, response.headers["Location"]), "A STAC API redirect")
 
 
 # GDAL over HTTP: no directory listing next to each file (no sidecars read), and a block cache for

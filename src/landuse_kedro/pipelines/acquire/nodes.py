@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.parameters import as_list
-from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy
+from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy, HrefRefused
 from landuse_kedro.raster import GeoRaster, covering_window, window_bounds
 from landuse_kedro.storage import public_url, scrub_urls
 
@@ -67,11 +67,18 @@ def _open_client(url: str, policy: HrefPolicy):
     and its timeout; an error names the API without a token in its URL, and chains no cause."""
     from pystac_client import Client
     from pystac_client.exceptions import APIError
+    from pystac_client.stac_api_io import StacApiIO
 
     policy.check(url, "acquire.stac_url")
+    stac_io = StacApiIO(
+        timeout=policy.timeout_s, request_modifier=policy.request_modifier, max_retries=policy.retries
+    )
+    stac_io.session.hooks["response"].append(policy.redirect_hook)
     try:
-        return Client.open(url, timeout=policy.timeout_s, request_modifier=policy.request_modifier)
+        return Client.open(url, stac_io=stac_io)
     except (APIError, OSError) as error:  # requests' ConnectionError/Timeout are OSErrors
+        if isinstance(error.__cause__ or error.__context__, HrefRefused):  # a redirect refused
+            raise (error.__cause__ or error.__context__) from None
         raise ConnectionError(
             f"The STAC API at {public_url(url)} is unreachable or answered an error: "
             f"{type(error).__name__}: {scrub_urls(str(error))}. Check acquire.stac_url and the network."
