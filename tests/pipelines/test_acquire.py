@@ -753,11 +753,11 @@ def test_the_trust_policy_in_one_place():
         with pytest.raises(HrefRefused, match="internal address"):  # ...but no internal one
             anywhere.check(internal, "item")
     from landuse_kedro.pipelines.acquire.hrefs import _internal
-    from landuse_kedro.pipelines.acquire.remote_file import RemoteReadError, resolved_public
+    from landuse_kedro.pipelines.acquire.remote_file import resolved_public
 
     assert resolved_public("https://localhost/q.tif", _internal).startswith("its host resolves to")
     assert resolved_public("https://does-not-resolve.invalid/q.tif", _internal) is None  # left to the request
-    with pytest.raises(RemoteReadError, match="refused: .*host 'evil.example.com'"):
+    with pytest.raises(HrefRefused, match="NAIP item x: refused href .*host 'evil.example.com'"):
         policy.check_request("https://evil.example.com/q.tif", "NAIP item x")  # each request, redirects too
     with pytest.raises(ValueError, match="only http and https"):
         HrefPolicy.from_params({"trust": {"schemes": ["https", "file"]}})

@@ -25,10 +25,9 @@ from urllib.parse import urljoin, urlsplit
 import rasterio
 
 from landuse_kedro.parameters import as_list
-from landuse_kedro.pipelines.acquire.remote_file import HrefOpener, RemoteReadError, resolved_public
+from landuse_kedro.pipelines.acquire.remote_file import HrefOpener, resolved_public
 from landuse_kedro.storage import public_url, scrub_urls
 
-REFUSED = "refused: "  # marks a failure of remote_file that is the policy refusing a request
 SCHEMES = frozenset({"http", "https"})  # the only ones configuration may allow
 
 
@@ -50,8 +49,8 @@ class HrefPolicy:
     timeout_s: float = 30
     retries: int = 3
     retry_delay_s: float = 1
-    # the last failure of each href's requests (GDAL sees only a short read): reported by reading()
-    _failures: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+    # the last failure of each href's requests (GDAL sees only a short read): raised by reading()
+    _failures: dict[str, Exception] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_params(cls, acquire: Mapping[str, Any]) -> HrefPolicy:
@@ -155,7 +154,7 @@ class HrefPolicy:
             opener = HrefOpener(
                 signed,
                 check=lambda url: self.check_request(url, what),
-                failed=lambda reason: self._failures.__setitem__(public_url(href), reason),
+                failed=lambda error: self._record_failure(href, error),
                 timeout_s=self.timeout_s,
                 retries=self.retries,
                 retry_delay_s=self.retry_delay_s,
@@ -181,12 +180,10 @@ class HrefPolicy:
             raise
         except (rasterio.errors.RasterioError, OSError) as error:
             failure = self._failures.pop(public_url(href), None)
-            if failure and failure.startswith(REFUSED):
-                raise HrefRefused(f"{what}: {failure[len(REFUSED) :]}") from None
-            chain, cause = (
-                [failure] if failure else [],
-                error,
-            )  # GDAL's reason is in the causes: kept, cleaned, in the message
+            if isinstance(failure, HrefRefused):  # a redirect or an address the policy refused
+                raise failure from None
+            # the request's own failure first, then GDAL's reasons (in the causes): cleaned, in the message
+            chain, cause = [str(failure)] if failure else [], error
             while cause is not None and len(chain) < 4:
                 chain.append(f"{type(cause).__name__}: {cause}")
                 cause = cause.__cause__ or (None if cause.__suppress_context__ else cause.__context__)
@@ -200,13 +197,13 @@ class HrefPolicy:
     def check_request(self, url: str, what: str) -> None:
         """Each request for an href, redirects included: the policy's check, and where any public
         host is allowed, the address the host resolves to must be public too."""
-        try:
-            self.check(url, what)
-            reason = resolved_public(url, _internal) if self.hosts is None else None
-            if reason:
-                raise HrefRefused(f"{what}: refused href {public_url(url)!r}: {reason}.")
-        except HrefRefused as refused:  # through GDAL only a message passes: marked as a refusal
-            raise RemoteReadError(REFUSED + str(refused).split(": ", 1)[1]) from None
+        self.check(url, what)
+        reason = resolved_public(url, _internal) if self.hosts is None else None
+        if reason:
+            raise HrefRefused(f"{what}: refused href {public_url(url)!r}: {reason}.")
+
+    def _record_failure(self, href: str, error: Exception) -> None:
+        self._failures[public_url(href)] = error
 
     def request_modifier(self, request: Any) -> None:
         """pystac-client calls it before each request (the landing page, every search page, the
@@ -220,9 +217,10 @@ class HrefPolicy:
             self.check(urljoin(response.url, response.headers["Location"]), "A STAC API redirect")
 
 
-# GDAL over HTTP: no directory listing next to each file (no sidecars read), and a block cache for
-# the windows of one mosaic (quarter quads overlap, so neighbouring windows share blocks); no raw
-# VRT bands (they read local files), no credentials from ~/.netrc, TLS always verified.
+# GDAL reads hrefs through remote_file and makes no request of its own; should a path ever hand it a
+# URL, these still hold: no directory listing next to each file (no sidecars read), a block cache,
+# timeouts and retries, no raw VRT bands (they read local files), no credentials from ~/.netrc, TLS
+# always verified.
 GDAL_HTTP_OPTIONS = {
     "GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
     "CPL_VSIL_CURL_ALLOWED_EXTENSIONS": ".tif,.tiff,.TIF",

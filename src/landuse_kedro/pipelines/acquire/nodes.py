@@ -77,8 +77,9 @@ def _open_client(url: str, policy: HrefPolicy):
     try:
         return Client.open(url, stac_io=stac_io)
     except (APIError, OSError) as error:  # requests' ConnectionError/Timeout are OSErrors
-        if isinstance(error.__cause__ or error.__context__, HrefRefused):  # a redirect refused
-            raise (error.__cause__ or error.__context__) from None
+        cause = error.__cause__ or error.__context__
+        if isinstance(cause, HrefRefused):  # a redirect the policy refused
+            raise cause from None
         raise ConnectionError(
             f"The STAC API at {public_url(url)} is unreachable or answered an error: "
             f"{type(error).__name__}: {scrub_urls(str(error))}. Check acquire.stac_url and the network."

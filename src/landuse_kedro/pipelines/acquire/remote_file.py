@@ -41,7 +41,7 @@ class RemoteFile(io.RawIOBase):
         self,
         url: str,
         check: Callable[[str], None],
-        failed: Callable[[str], None] = lambda reason: None,
+        failed: Callable[[Exception], None] = lambda error: None,
         timeout_s: float = 30,
         retries: int = 3,
         retry_delay_s: float = 1,
@@ -56,10 +56,11 @@ class RemoteFile(io.RawIOBase):
         self._session = requests.Session()
         self._position = 0
         self._size = -1
+        self._checked: set[str] = set()  # URLs ``check`` passed: each is checked once, not per block
         try:  # learns the size, and fails here if nothing answers
             self._store(0, self._get(0, block_size - 1))
-        except OSError as error:
-            failed(str(error))
+        except (OSError, ValueError) as error:
+            failed(error)
             raise
 
     @property
@@ -86,12 +87,13 @@ class RemoteFile(io.RawIOBase):
         return len(data)
 
     def read(self, size: int = -1) -> bytes:
-        """GDAL calls it from C, where an exception cannot pass: a failure is handed to ``failed``
-        (the policy raises it once GDAL reports the short read) and the read comes back empty."""
+        """GDAL calls it from C, where an exception cannot pass: a failure (an ``OSError``, or the
+        ``ValueError`` by which ``check`` refuses a URL) is handed to ``failed``, which raises it once
+        GDAL reports the short read, and the read comes back empty."""
         try:
             return self._read(size)
-        except OSError as error:
-            self._failed(str(error))
+        except (OSError, ValueError) as error:
+            self._failed(error)
             return b""
 
     def _read(self, size: int) -> bytes:
@@ -147,7 +149,9 @@ class RemoteFile(io.RawIOBase):
     def _request(self, start: int, end: int) -> bytes:
         url = self._url
         for _ in range(MAX_REDIRECTS + 1):
-            self._check(url)
+            if url not in self._checked:
+                self._check(url)
+                self._checked.add(url)
             try:
                 response = self._session.get(
                     url,
@@ -200,7 +204,7 @@ class HrefOpener(FileContainer):
     def __init__(self, url: str, **settings: Any) -> None:
         self._url, self._settings = url, settings
         self._size: int | None = None
-        self._failure: OSError | None = None  # once the href failed, GDAL's retries do not ask again
+        self._failure: Exception | None = None  # once the href failed, GDAL's retries do not ask again
 
     def open(self, path: str, mode: str = "rb", **_: Any) -> RemoteFile:
         if path != self._url or "w" in mode or "+" in mode:
@@ -209,7 +213,7 @@ class HrefOpener(FileContainer):
             raise self._failure
         try:
             file = RemoteFile(path, **self._settings)
-        except OSError as error:
+        except (OSError, ValueError) as error:
             self._failure = error
             raise
         self._size = file.size
