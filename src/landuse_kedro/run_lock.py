@@ -6,12 +6,24 @@ would each replace the other's outputs mid-write. A pipeline run holds this lock
 and then stops with a message naming the holder. Commands that run no pipeline (``kedro viz``,
 ``kedro catalog``) never take it, so never wait.
 
-The lock file holds the holder's user, host, pid, pipelines and start time; its modification time is
-the heartbeat, touched every ``run_lock.heartbeat_s`` by a thread of the holder. A lock whose process is
-gone (same host) or whose heartbeat is older than ``run_lock.stale_s`` is taken over, with a warning: a
-run killed with SIGKILL never blocks the next one. Created with ``O_EXCL``, taken over by a rename, so
-two runs cannot both get it. Only a local data root is locked: on object storage (``abfss://``) the
-run warns that it is not (a blob lease would be needed).
+Both locks hold the holder's record (user, host, pid, pipelines, start time, a token) as JSON and are
+taken and given back the same way (:meth:`acquire`, :meth:`release`, a heartbeat thread between):
+
+- :class:`RunLock`, a local data root: the file ``<data_root>/.run.lock``, created with ``O_EXCL``. Its
+  modification time is the heartbeat, touched every ``run_lock.heartbeat_s``. A lock whose process is
+  gone (same host) or whose heartbeat is older than ``run_lock.stale_s`` is taken over, with a warning:
+  a run killed with SIGKILL never blocks the next one. Taken over by a rename, so two runs cannot both
+  get it. Released by deleting the file.
+- :class:`BlobRunLock`, a data root in Azure storage (``abfs://``, ``abfss://``, ``az://``): the blob
+  ``<prefix>/.run.lock`` in the data root's container, held through a blob lease (Azure grants a
+  lease to one client at a time), with the run's ``storage`` credentials. The lease lasts
+  ``min(60, max(15, stale_s))`` seconds (Azure allows 15 to 60, or infinite, which a killed run would
+  never give back) and the heartbeat renews it every ``heartbeat_s``, at most a third of that. A run
+  killed with SIGKILL stops renewing: its lease expires and the next run takes it over, with a
+  warning naming it (its record is still in the blob). Released by deleting the blob under the lease,
+  so a released lock leaves nothing behind and a blob holding a record means its run never released.
+
+Other object stores (``s3://``, ``gs://``) are not locked: the run warns that it is not.
 """
 
 from __future__ import annotations
@@ -26,18 +38,22 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
+from kedro.io.core import get_protocol_and_path
 
-from landuse_kedro.storage import is_remote
+from landuse_kedro.storage import AZURE_PROTOCOLS, StorageConfigError, container_client, container_of, redact
 
 logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".run.lock"
 DEFAULTS = {"wait_s": 0.0, "heartbeat_s": 10.0, "stale_s": 120.0}
+LEASE_MIN_S, LEASE_MAX_S = 15, 60  # what Azure allows for a lease that expires
+BLOB_TIMEOUT_S = 10.0
 
 
 class RunLockedError(RuntimeError):
@@ -83,11 +99,12 @@ def stale_reason(holder: dict[str, Any] | None, age: float, stale_s: float) -> s
     return None
 
 
-class RunLock:
-    """The lock file, held by this process until :meth:`release`."""
+class _Lock:
+    """What both locks share: the settings, the holder's record, the waiting and refusing messages,
+    the heartbeat thread. Subclasses take the lock in :meth:`acquire` and give it back in
+    :meth:`release`, which never raises (it warns)."""
 
-    def __init__(self, path: Path, pipelines: list[str], settings: dict[str, Any]) -> None:
-        self.path = path
+    def __init__(self, pipelines: list[str], settings: dict[str, Any]) -> None:
         self.settings = {**DEFAULTS, **settings}
         self.token = uuid.uuid4().hex
         self.record = {
@@ -100,6 +117,74 @@ class RunLock:
         }
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
+
+    @property
+    def root(self) -> str:
+        """The data root, as messages name it."""
+        raise NotImplementedError
+
+    @property
+    def location(self) -> str:
+        """The lock itself, as messages name it."""
+        raise NotImplementedError
+
+    def acquire(self) -> None:
+        raise NotImplementedError
+
+    def release(self) -> None:
+        raise NotImplementedError
+
+    def _refused(self, holder: dict[str, Any] | None, wait_s: float) -> RunLockedError:
+        return RunLockedError(
+            f"Another run is writing to {self.root}: {describe(holder or {})} (lock "
+            f"{self.location}). Two runs writing the same data folder would replace each other's "
+            f"outputs, so this one stops before writing anything"
+            f"{f' after waiting {wait_s:g} s' if wait_s else ''}. Run it once that run ends, or let "
+            "it wait: --params run_lock.wait_s=<seconds> (conf/base/parameters_run_lock.yml)."
+        )
+
+    def _say_waiting(self, holder: dict[str, Any] | None, wait_s: float) -> None:
+        logger.warning(
+            "Waiting up to %g s for the run writing to %s to end: %s",
+            wait_s,
+            self.root,
+            describe(holder or {}),
+        )
+
+    def _start_heartbeat(self, interval_s: float) -> None:
+        self._beat = threading.Thread(
+            target=self._heartbeat, args=(interval_s,), name="run-lock-heartbeat", daemon=True
+        )
+        self._beat.start()
+        atexit.register(self.release)  # a hook that raised before the run started never releases it
+
+    def _heartbeat(self, interval_s: float) -> None:
+        while not self._stop.wait(interval_s):
+            self._beat_once()
+
+    def _beat_once(self) -> None:
+        raise NotImplementedError
+
+    def _stop_heartbeat(self) -> None:
+        self._stop.set()
+        if self._beat is not None:
+            self._beat.join(timeout=BLOB_TIMEOUT_S * 2 + 5)
+
+
+class RunLock(_Lock):
+    """The lock file of a local data root, held by this process until :meth:`release`."""
+
+    def __init__(self, path: Path, pipelines: list[str], settings: dict[str, Any]) -> None:
+        super().__init__(pipelines, settings)
+        self.path = path
+
+    @property
+    def root(self) -> str:
+        return str(self.path.parent)
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
 
     def acquire(self) -> None:
         """Create the lock, waiting up to ``wait_s`` for another holder; take over a stale one.
@@ -125,25 +210,12 @@ class RunLock:
                 time.sleep(0.1)
                 continue
             if time.monotonic() >= deadline:
-                raise RunLockedError(
-                    f"Another run is writing to {self.path.parent}: {describe(holder or {})} (lock "
-                    f"{self.path}). Two runs writing the same data folder would replace each other's "
-                    f"outputs, so this one stops before writing anything"
-                    f"{f' after waiting {wait_s:g} s' if wait_s else ''}. Run it once that run ends, or let "
-                    "it wait: --params run_lock.wait_s=<seconds> (conf/base/parameters_run_lock.yml)."
-                )
+                raise self._refused(holder, wait_s)
             if not said:
-                logger.warning(
-                    "Waiting up to %g s for the run writing to %s to end: %s",
-                    wait_s,
-                    self.path.parent,
-                    describe(holder or {}),
-                )
+                self._say_waiting(holder, wait_s)
                 said = True
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        self._beat = threading.Thread(target=self._heartbeat, name="run-lock-heartbeat", daemon=True)
-        self._beat.start()
-        atexit.register(self.release)  # a hook that raised before the run started never releases it
+        self._start_heartbeat(float(self.settings["heartbeat_s"]))
 
     def _create(self) -> bool:
         try:
@@ -177,57 +249,235 @@ class RunLock:
             )
         aside.unlink()
 
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(float(self.settings["heartbeat_s"])):
-            if self._ours():
-                with contextlib.suppress(OSError):
-                    os.utime(self.path)
+    def _beat_once(self) -> None:
+        if self._ours():
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
 
     def _ours(self) -> bool:
         found = _read(self.path)
         return bool(found and found[0] and found[0].get("token") == self.token)
 
     def release(self) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join(timeout=5)
-        if self._ours():
-            self.path.unlink(missing_ok=True)
+        self._stop_heartbeat()
+        try:
+            if self._ours():
+                self.path.unlink(missing_ok=True)
+        except OSError as error:  # never hide the run's own error, never skip another hook
+            logger.warning("Could not release the run lock %s: %s", self.path, error)
+
+
+def blob_location(data_root: str) -> tuple[str, str]:
+    """The container and the lock blob's name of an Azure data root: ``abfss://c@account/x/y`` and
+    ``abfs://c/x/y`` -> (``c``, ``x/y/.run.lock``)."""
+    rest = str(data_root).split("?", 1)[0].split("://", 1)[1]
+    prefix = rest.split("/", 1)[1].strip("/") if "/" in rest else ""
+    return container_of(data_root), f"{prefix}/{LOCK_NAME}" if prefix else LOCK_NAME
+
+
+class BlobRunLock(_Lock):
+    """The lease on the lock blob of a data root in Azure storage, held by this process until
+    :meth:`release` (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_root: str,
+        pipelines: list[str],
+        settings: dict[str, Any],
+        credentials: Mapping[str, Any] | None,
+    ) -> None:
+        super().__init__(pipelines, settings)
+        self.data_root = str(data_root).split("?", 1)[0]
+        self.container, self.blob_name = blob_location(data_root)
+        self._credentials = dict(credentials or {})
+        self.lease_s = int(min(LEASE_MAX_S, max(LEASE_MIN_S, float(self.settings["stale_s"]))))
+        self.heartbeat_s = max(1.0, min(float(self.settings["heartbeat_s"]), self.lease_s / 3))
+        self._blob = None
+        self._lease = None
+        self._released = threading.Lock()
+
+    @property
+    def root(self) -> str:
+        return self.data_root
+
+    @property
+    def location(self) -> str:
+        return f"blob {self.blob_name} in container {self.container}"
+
+    def acquire(self) -> None:
+        """Take the lease, creating the blob if it is missing, waiting up to ``wait_s`` for another
+        holder; a lease that expired (its run was killed or hung) is taken over with a warning.
+
+        Raises:
+            RunLockedError: Another run still holds the lease after ``wait_s``.
+            StorageConfigError: The storage could not be reached or refused the request.
+        """
+        from azure.core.exceptions import AzureError
+
+        try:
+            self._take_lease()
+        except AzureError as error:
+            raise StorageConfigError(
+                f"Could not take the run lock ({self.location}) on {self.root}: {self._reason(error)}"
+            ) from None  # the SDK's own exception may quote request URLs with SAS tokens
+        self._start_heartbeat(self.heartbeat_s)
+
+    def _take_lease(self) -> None:
+        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+
+        wait_s = float(self.settings["wait_s"])
+        deadline, said, unknown_since = time.monotonic() + wait_s, False, None
+        self._blob = blob = container_client(
+            self.container, self._credentials, BLOB_TIMEOUT_S
+        ).get_blob_client(self.blob_name)
+        while True:
+            try:
+                lease = blob.acquire_lease(lease_duration=self.lease_s)
+                break
+            except ResourceNotFoundError:  # no lock yet (or released this instant): create it
+                try:
+                    blob.upload_blob(b"", overwrite=False)
+                except HttpResponseError as error:  # 409: created meanwhile; 412: and leased already
+                    if error.status_code not in (409, 412):
+                        raise
+                continue
+            except HttpResponseError as error:
+                if error.status_code != 409:  # 409: LeaseAlreadyPresent, another run holds it
+                    raise
+            holder = self._holder()
+            if holder is None:  # leased, no record yet: its run is writing it this instant
+                unknown_since = unknown_since or time.monotonic()
+                if time.monotonic() - unknown_since < 2:
+                    time.sleep(0.1)
+                    continue
+            if time.monotonic() >= deadline:
+                raise self._refused(holder, wait_s)
+            if not said:
+                self._say_waiting(holder, wait_s)
+                said = True
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        self._lease = lease
+        previous = self._holder()
+        blob.upload_blob(json.dumps(self.record).encode(), overwrite=True, lease=lease)
+        if previous is not None and previous.get("token") != self.token:
+            logger.warning(
+                "Took over the run lock (%s) on %s of %s: its lease of %d s expired without renewal "
+                "(the run was killed or hung). Its outputs were left as that run left them; leftovers "
+                "of its staged writes are removed as the outputs are written again.",
+                self.location,
+                self.root,
+                describe(previous),
+                self.lease_s,
+            )
+
+    def _holder(self) -> dict[str, Any] | None:
+        """The record in the lock blob; None while it is empty, unreadable or gone."""
+        from azure.core.exceptions import ResourceNotFoundError
+
+        try:
+            record = json.loads(self._blob.download_blob().readall() or b"null")
+        except (ResourceNotFoundError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def _beat_once(self) -> None:
+        from azure.core.exceptions import AzureError
+
+        try:
+            self._lease.renew()
+        except AzureError as error:  # the next beat tries again, while the lease lasts
+            logger.warning(
+                "Could not renew the run lock (%s) on %s: %s. If this goes on for %d s another run may "
+                "take the lock over.",
+                self.location,
+                self.root,
+                self._reason(error),
+                self.lease_s,
+            )
+
+    def release(self) -> None:
+        """Stop renewing and delete the blob under the lease (a lease lost meanwhile protects the new
+        holder's blob: that delete is refused). Warns instead of raising."""
+        from azure.core.exceptions import AzureError
+
+        self._stop_heartbeat()
+        with self._released:
+            lease, self._lease = self._lease, None
+            if lease is None:
+                return
+            try:
+                self._blob.delete_blob(lease=lease)
+            except AzureError as error:
+                with contextlib.suppress(AzureError):
+                    lease.release()
+                logger.warning(
+                    "Could not release the run lock (%s) on %s: %s. Its lease expires within %d s.",
+                    self.location,
+                    self.root,
+                    self._reason(error),
+                    self.lease_s,
+                )
+
+    def _reason(self, error: BaseException) -> str:
+        return redact(f"{type(error).__name__}: {error}".splitlines()[0], self._credentials)[:300]
+
+
+def lock_for(
+    data_root: str,
+    project_path: Path,
+    pipelines: list[str],
+    settings: dict[str, Any],
+    credentials: Mapping[str, Any] | None = None,
+) -> RunLock | BlobRunLock | None:
+    """The lock of ``data_root``: a :class:`BlobRunLock` in Azure storage, a :class:`RunLock` on a
+    local disk (relative to ``project_path``), None on another object store (not locked)."""
+    protocol = get_protocol_and_path(str(data_root))[0]
+    if protocol in AZURE_PROTOCOLS:
+        return BlobRunLock(data_root, pipelines, settings, credentials)
+    if protocol != "file":
+        return None
+    return RunLock(project_path / str(data_root).removeprefix("file://") / LOCK_NAME, pipelines, settings)
 
 
 class RunLockHooks:
-    """Holds the data root's :class:`RunLock` for each pipeline run (see the module docstring).
-    Registered last in settings.py, so its ``before_pipeline_run`` runs first: a refused run starts
-    nothing (no MLflow run, no Spark)."""
+    """Holds the data root's lock (:class:`RunLock` or :class:`BlobRunLock`) for each pipeline run
+    (see the module docstring). Registered last in settings.py, so its ``before_pipeline_run`` runs
+    first: a refused run starts nothing (no MLflow run, no Spark)."""
 
     def __init__(self) -> None:
         self._root: str = "data"
         self._project_path = Path.cwd()
-        self._lock: RunLock | None = None
+        self._credentials: dict[str, Any] = {}
+        self._lock: RunLock | BlobRunLock | None = None
 
     @hook_impl
     def after_context_created(self, context) -> None:
+        loader = context.config_loader
         try:
-            self._root = str((context.config_loader["globals"] or {}).get("data_root", "data"))
+            self._root = str((loader["globals"] or {}).get("data_root", "data"))
         except MissingConfigException:
             self._root = "data"
         self._project_path = Path(context.project_path)
+        self._credentials = {}
+        if get_protocol_and_path(self._root)[0] in AZURE_PROTOCOLS:
+            # as StorageHooks reads them; a missing or broken config is StorageHooks' to report
+            with contextlib.suppress(Exception):
+                self._credentials = dict((loader["credentials"] or {}).get("storage") or {})
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict[str, Any], catalog) -> None:
         # read here, not from context.params, which would fix the parameters before ParameterHooks
         # has made the runtime ones conform
         settings = dict(catalog.load("params:run_lock") or {}) if "params:run_lock" in catalog else {}
-        if is_remote(self._root):
+        pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
+        lock = lock_for(self._root, self._project_path, list(pipelines), settings, self._credentials)
+        if lock is None:
             logger.warning(
-                "The data root %s is on object storage: this run takes no run lock there, so do not "
-                "start two runs writing it at once.",
-                self._root.split("@")[-1],
+                "The data root %s is on an object store without a run lock: this run takes none, so "
+                "do not start two runs writing it at once.",
+                self._root.split("?", 1)[0],
             )
             return
-        root = self._project_path / self._root.removeprefix("file://")
-        pipelines = run_params.get("pipeline_names") or [run_params.get("pipeline_name") or "__default__"]
-        lock = RunLock(root / LOCK_NAME, list(pipelines), settings)
         lock.acquire()
         self._lock = lock
 
@@ -244,5 +494,5 @@ class RunLockHooks:
         if lock is not None:
             try:
                 lock.release()
-            except OSError as error:  # never hide the run's own error, never skip another hook
-                logger.warning("Could not release the run lock %s: %s", lock.path, error)
+            except Exception as error:  # noqa: BLE001 - never hide the run's own error, never skip another hook
+                logger.warning("Could not release the run lock %s: %s", lock.location, error)

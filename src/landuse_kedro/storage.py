@@ -221,7 +221,7 @@ def check_container(
     container = container_of(data_root)
     endpoint = redact(_endpoint(credentials), credentials)
     try:
-        exists = _container_client(container, credentials, timeout_s).exists()
+        exists = container_client(container, credentials, timeout_s).exists()
     except (AzureError, ValueError, OSError) as error:
         reason = redact(f"{type(error).__name__}: {error}".splitlines()[0], credentials)[:300]
         problem = (
@@ -260,7 +260,7 @@ def _endpoint(credentials: Mapping[str, Any]) -> str:
     return f"https://{credentials.get('account_name')}.blob.core.windows.net"
 
 
-def _container_client(container: str, credentials: Mapping[str, Any], timeout_s: float):
+def container_client(container: str, credentials: Mapping[str, Any], timeout_s: float):
     """A blob container client with one retry and short timeouts (the SDK's defaults retry
     connection errors with exponential back-off for minutes)."""
     from azure.storage.blob import ContainerClient
