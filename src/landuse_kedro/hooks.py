@@ -5,11 +5,16 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
+from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from kedro.pipeline import Node
 
+from landuse_kedro import __version__
+from landuse_kedro.datasets.commit import find_leftovers
 from landuse_kedro.parameters import conform
 from landuse_kedro.storage import StorageConfigError, check_container, check_credentials, is_remote
 
@@ -178,6 +183,53 @@ class StorageHooks:
         if self._remote is not None:
             env, data_root, credentials = self._remote
             check_container(data_root, credentials, env)
+
+
+LEFTOVER_STATES = {
+    True: "its run is gone",
+    False: "its run is still writing",
+    None: "its run cannot be proven gone: another host, or an older version's name",
+}
+
+
+class RunRecordHooks:
+    """What a run knows of itself, for the outputs that must say where they come from: the run's id
+    (Kedro's session id, also in the run lock and the logs) and the project's version, in
+    ``run_provenance`` before the first node. And what killed runs left under a local data root
+    (staging and previous copies), listed as the run starts: each is removed, or put back, when its
+    dataset is next written."""
+
+    def __init__(self) -> None:
+        self._root: Path | None = None
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        try:
+            data_root = str((context.config_loader["globals"] or {}).get("data_root", "data"))
+        except MissingConfigException:
+            data_root = "data"
+        local = not is_remote(data_root)
+        self._root = Path(context.project_path) / data_root.removeprefix("file://") if local else None
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict[str, Any], catalog) -> None:
+        if "run_provenance" in catalog:
+            catalog.save(
+                "run_provenance",
+                {
+                    "run_id": str(run_params.get("run_id")),
+                    "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                    "project_version": __version__,
+                },
+            )
+        if self._root is not None and self._root.is_dir():
+            leftovers = find_leftovers(str(self._root))
+            if leftovers:
+                logger.warning(
+                    "Left by runs that did not finish (each is removed, or put back in place, when its "
+                    "dataset is next written; remove one by hand only once its run is gone):\n%s",
+                    "\n".join(f"  {path} ({LEFTOVER_STATES[gone]})" for path, gone in leftovers),
+                )
 
 
 def register_python_data_sources(session) -> None:

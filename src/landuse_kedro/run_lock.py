@@ -64,6 +64,7 @@ def describe(holder: dict[str, Any]) -> str:
     return (
         f"{holder.get('user', '?')} on {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
         f"running {','.join(holder.get('pipelines') or ['?'])} since {holder.get('started', '?')}"
+        + (f" (run id {holder['run_id']}: its outputs carry it)" if holder.get("run_id") else "")
     )
 
 
@@ -478,6 +479,7 @@ class RunLockHooks:
                 self._root.split("?", 1)[0],
             )
             return
+        lock.record["run_id"] = str(run_params.get("run_id"))  # the id its outputs carry
         lock.acquire()
         self._lock = lock
 

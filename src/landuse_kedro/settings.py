@@ -1,13 +1,13 @@
 """Project settings: hooks and where configuration comes from."""
 
 from landuse_kedro.config import ProjectConfigLoader
-from landuse_kedro.hooks import ParameterHooks, SparkHooks, StorageHooks
+from landuse_kedro.hooks import ParameterHooks, RunRecordHooks, SparkHooks, StorageHooks
 from landuse_kedro.run_lock import RunLockHooks
 from landuse_kedro.storage import env_required
 from landuse_kedro.tracking import MlflowHooks
 
 # pluggy calls the last registered first: RunLockHooks' lock is taken before anything else starts
-HOOKS = (ParameterHooks(), SparkHooks(), StorageHooks(), MlflowHooks(), RunLockHooks())
+HOOKS = (RunRecordHooks(), ParameterHooks(), SparkHooks(), StorageHooks(), MlflowHooks(), RunLockHooks())
 
 CONFIG_LOADER_CLASS = ProjectConfigLoader
 CONFIG_LOADER_ARGS = {

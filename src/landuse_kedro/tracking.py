@@ -149,7 +149,7 @@ class MlflowHooks:
             tags={
                 "kedro.pipelines": ",".join(pipelines),
                 "kedro.env": str(run_params.get("env")),
-                "kedro.session_id": str(run_params.get("session_id")),
+                "kedro.session_id": str(run_params.get("run_id")),
             },
         )
         self._client, self._run_id = client, run.info.run_id

@@ -3,7 +3,9 @@ inputs, and end-to-end runs on two tiny synthetic regions (together, then one al
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -234,7 +236,8 @@ def test_geojson_footprints_are_in_wgs84_and_carry_the_attributes():
             "crs": ["EPSG:26919"],
         }
     )
-    collection = candidates_geojson(candidates, CANDIDATE_PROPERTIES)
+    collection = candidates_geojson(candidates, CANDIDATE_PROPERTIES, {"run_id": "r"})
+    assert collection["provenance"] == {"run_id": "r"}
     feature = collection["features"][0]
     assert feature["id"] == "a"
     assert feature["properties"] == {
@@ -561,9 +564,35 @@ def test_every_full_tile_of_each_region_is_in_every_output(region_run):
 def test_the_agreement_names_the_model_that_scored_read_from_the_model_file(region_run):
     model = colour_rule_model()
     assert model.precision == "int8"  # its weights go through DequantizeLinear
+    (version,) = [path.name for path in (region_run / "data/06_models/scoring_model.onnx").iterdir()]
     for region in ("testville", "otherville"):
         recorded = _load(region_run, "development_agreement", region)["model"]
-        assert recorded == {"format": "onnx", "precision": "int8", "bytes": len(model.payload)}
+        assert recorded == {
+            "format": "onnx",
+            "precision": "int8",
+            "bytes": len(model.payload),
+            "version": version,
+            "sha256": hashlib.sha256(model.payload).hexdigest(),
+        }
+
+
+def test_each_regions_outputs_name_the_run_and_the_model_that_made_them(region_run):
+    (version,) = [path.name for path in (region_run / "data/06_models/scoring_model.onnx").iterdir()]
+    for region in ("testville", "otherville"):
+        report = _load(region_run, "development_agreement", region)
+        run_id = report["run_id"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d\.\d\d\.\d\d\.\d{3}Z", run_id), run_id  # a session id
+        geojson = _load(region_run, "change_candidates", region)
+        assert geojson["provenance"]["run_id"] == run_id
+        assert geojson["provenance"]["model"]["version"] == version
+        for kind in ("older", "predicted", "smoothed"):
+            path = region_run / f"data/07_model_output/regions/{region}/{kind}_classes.tif"
+            with rasterio.open(path) as raster:
+                tags = raster.tags()
+            assert (tags["run_id"], tags["model_version"]) == (run_id, version), path
+            assert tags["model_sha256"] == report["model"]["sha256"]
+    with rasterio.open(region_run / "data/07_model_output/county/smoothed_classes.tif") as raster:
+        assert raster.tags()["run_id"] == run_id
 
 
 def test_every_output_names_its_region(region_run):

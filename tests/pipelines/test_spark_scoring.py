@@ -3,6 +3,7 @@ workers started from the pyspark package), with the same results."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -78,7 +79,10 @@ def test_every_file_is_counted_and_each_failure_named(scoring_project, local_run
         "format": "onnx",
         "precision": "fp32",
         "bytes": len(scoring_project[2].payload),
+        "version": metrics["model"]["version"],  # the catalog version it was saved as
+        "sha256": hashlib.sha256(scoring_project[2].payload).hexdigest(),
     }
+    assert metrics["model"]["version"] and metrics["run_id"]
 
 
 def test_accuracy_matches_the_model_scored_in_process(scoring_project, local_run):
@@ -117,7 +121,8 @@ def test_standalone_cluster_gives_the_local_results(
 
     assert len(predictions) == len(local_predictions)  # a re-run replaced the table, no duplicates
     pd.testing.assert_frame_equal(predictions, local_predictions, check_exact=False, atol=1e-5)
-    assert metrics == local_metrics
+    assert metrics.pop("run_id") != local_metrics["run_id"]  # each run names itself
+    assert metrics == {key: value for key, value in local_metrics.items() if key != "run_id"}
 
 
 def test_a_run_where_every_file_fails_fails_after_writing_its_rows(tmp_path, scoring_project):

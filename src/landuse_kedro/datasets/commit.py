@@ -98,6 +98,21 @@ def clean_leftovers(fs: fsspec.AbstractFileSystem, path: str) -> None:
             )
 
 
+def find_leftovers(root: str) -> list[tuple[str, bool | None]]:
+    """Every staging or previous copy under a local ``root``, with whether its writer is gone (see
+    :func:`owner_gone`): what killed runs left, for the next run to list. Leftovers are not entered."""
+    found, folders = [], [root]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                kind = next((k for k in (STAGING, PREVIOUS) if k in entry.name), None)
+                if kind is not None:
+                    found.append((entry.path, owner_gone(entry.name.rsplit(kind, 1)[1])))
+                elif entry.is_dir(follow_symlinks=False):
+                    folders.append(entry.path)
+    return sorted(found)
+
+
 def swap_in(fs: fsspec.AbstractFileSystem, staged: str, path: str) -> None:
     """Make the fully written ``staged`` output the current ``path``."""
     fs.invalidate_cache()  # Spark tasks wrote ``staged``: listings cached before know nothing of it

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import zipfile
 from copy import deepcopy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import PurePosixPath
 from typing import Any, Literal
@@ -45,6 +46,8 @@ class ModelArtifact:
 
     format: ModelFormat
     payload: bytes
+    version: str | None = field(default=None, compare=False)
+    """The catalog version it was loaded from (``06_models/<name>/<version>/``), if versioned."""
 
     def __post_init__(self) -> None:
         detected = detect_model_format(self.payload)
@@ -67,9 +70,21 @@ class ModelArtifact:
         graph = onnx.load_model_from_string(self.payload).graph
         return "int8" if any(node.op_type in QUANTIZED_OPS for node in graph.node) else "fp32"
 
+    @cached_property
+    def sha256(self) -> str:
+        """The bytes' digest: names the model even where no version does (a file from elsewhere)."""
+        return hashlib.sha256(self.payload).hexdigest()
+
     def summary(self) -> dict[str, Any]:
-        """What a report records of the model that scored: format, precision and size in bytes."""
-        return {"format": self.format, "precision": self.precision, "bytes": len(self.payload)}
+        """What a report records of the model that scored: format, precision, size in bytes, and the
+        version and digest that say which model it was."""
+        return {
+            "format": self.format,
+            "precision": self.precision,
+            "bytes": len(self.payload),
+            "version": self.version,
+            "sha256": self.sha256,
+        }
 
 
 def detect_model_format(payload: bytes) -> ModelFormat | None:
@@ -187,7 +202,8 @@ class ModelFileDataset(AbstractVersionedDataset[ModelArtifact, ModelArtifact]):
             raise DatasetError(
                 f"'{load_path}' is not a Keras (.keras) or ONNX model file ({len(payload)} bytes)."
             )
-        return ModelArtifact(model_format, payload)
+        version = self.resolve_load_version() if self._version is not None else None
+        return ModelArtifact(model_format, payload, version)
 
     def save(self, data: ModelArtifact) -> None:
         """Writes the artifact's bytes as they are (a new version when versioned). A local file is

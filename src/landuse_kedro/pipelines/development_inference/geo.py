@@ -4,6 +4,7 @@ and the change candidates as GeoJSON, so all open in a GIS aligned with the imag
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -64,9 +65,25 @@ def class_raster(
     )
 
 
-def candidates_geojson(candidates: pd.DataFrame, properties: Sequence[str]) -> dict:
+def provenance_tags(provenance: Mapping[str, Any]) -> dict[str, str]:
+    """The run and the model that made a raster, as GeoTIFF tags (``gdalinfo`` lists them)."""
+    model = provenance["model"]
+    return {
+        "run_id": str(provenance["run_id"]),
+        "project_version": str(provenance["project_version"]),
+        "model_version": str(model.get("version") or "unversioned"),
+        "model_sha256": str(model["sha256"]),
+        "model_precision": str(model["precision"]),
+    }
+
+
+def candidates_geojson(
+    candidates: pd.DataFrame, properties: Sequence[str], provenance: Mapping[str, Any]
+) -> dict:
     """Candidate tiles as a GeoJSON FeatureCollection of their footprints in EPSG:4326 (the only CRS
-    RFC 7946 allows), most confident first; ``properties`` are table columns, named as in the CSV."""
+    RFC 7946 allows), most confident first; ``properties`` are table columns, named as in the CSV.
+    ``provenance`` (run and model) is a foreign member of the collection (RFC 7946, 6.1), which GIS
+    readers ignore and a reader of the file finds."""
     features = []
     for tile in candidates.to_dict("records"):
         footprint = {
@@ -89,7 +106,7 @@ def candidates_geojson(candidates: pd.DataFrame, properties: Sequence[str]) -> d
                 "properties": {name: _json_value(tile[name]) for name in properties},
             }
         )
-    return {"type": "FeatureCollection", "features": features}
+    return {"type": "FeatureCollection", "provenance": dict(provenance), "features": features}
 
 
 def _json_value(value):

@@ -41,6 +41,7 @@ from landuse_kedro.pipelines.development_inference.geo import (
     class_raster,
     colour_table,
     mosaic,
+    provenance_tags,
     tile_grid_transform,
 )
 from landuse_kedro.raster import (
@@ -411,9 +412,27 @@ def _this_run(partitions: Mapping[str, Callable[[], Any]], options: dict[str, An
     return {region: partitions[region]() for region in region_names(options)}
 
 
+def describe_run(run_provenance: dict[str, Any], scoring_model: ModelArtifact) -> dict[str, Any]:
+    """Say which run and which model made this run's maps, once for every output that carries it: a
+    region's files written by two runs (one killed midway) show it.
+
+    Args:
+        run_provenance: ``run_provenance`` (the run's id and the project's version, from the hooks).
+        scoring_model: ``scoring_model``: its format, precision, size, catalog version and digest.
+
+    Returns:
+        ``development_provenance``: the run's id, the project's version and the model's summary.
+    """
+    return {
+        "run_id": run_provenance["run_id"],
+        "project_version": run_provenance["project_version"],
+        "model": scoring_model.summary(),
+    }
+
+
 def measure_agreement(
     development_tile_classes: pd.DataFrame,
-    scoring_model: ModelArtifact,
+    development_provenance: dict[str, Any],
     land_cover: dict[str, Any],
     options: dict[str, Any],
     region_plans: Mapping[str, RegionPlan],
@@ -423,25 +442,26 @@ def measure_agreement(
 
     Args:
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
-        scoring_model: ``scoring_model``, recorded by format, precision (read from the model file
-            itself) and size.
+        development_provenance: ``development_provenance`` from :func:`describe_run`: the run and
+            the model (format, precision read from the model file itself, size, version, digest).
         land_cover: ``params:land_cover`` (the map classes).
         options: ``params:development_inference`` (``regions``, ``older_year``, ``newer_year``,
             ``water``).
         region_plans: ``region_plans`` from :func:`plan_regions` (NLCD codes outside the legend).
 
     Returns:
-        ``development_agreement``: region -> the model, the years, tile counts (all, predicted, failed,
-        masked), failure reasons grouped by cause, the older NLCD's codes outside the legend under the
-        scene (NLCD pixels, counted when planned) and the agreement of raw and smoothed predictions
-        with the older labels.
+        ``development_agreement``: region -> the run id, the model, the years, tile counts (all,
+        predicted, failed, masked), failure reasons grouped by cause, the older NLCD's codes outside
+        the legend under the scene (NLCD pixels, counted when planned) and the agreement of raw and
+        smoothed predictions with the older labels.
     """
     names = map_classes(land_cover, options)
-    model = scoring_model.summary()
     return {
         region: {
             "region": region,
-            "model": model,
+            "run_id": development_provenance["run_id"],
+            "project_version": development_provenance["project_version"],
+            "model": development_provenance["model"],
             "older_year": int(options["older_year"]),
             "newer_year": int(options["newer_year"]),
             "tiles": len(tiles),
@@ -525,7 +545,7 @@ the scene's CRS (minx, miny, maxx, maxy, crs), the GeoJSON has it as geometry in
 
 
 def select_change_candidates(
-    development_tile_classes: pd.DataFrame, options: dict[str, Any]
+    development_tile_classes: pd.DataFrame, development_provenance: dict[str, Any], options: dict[str, Any]
 ) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
     """Find the tiles that look newly developed: older label in ``candidates.from_classes`` covering at
     least ``min_older_share`` of the tile, newer prediction (raw or smoothed, per
@@ -533,12 +553,14 @@ def select_change_candidates(
 
     Args:
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        development_provenance: ``development_provenance`` from :func:`describe_run`.
         options: ``params:development_inference`` (``regions``, ``candidates``).
 
     Returns:
         ``change_candidates_table``: region -> the candidates ranked by probability
         (``CANDIDATE_PROPERTIES`` and the footprint in the scene's CRS).
-        ``change_candidates``: region -> the same candidates as GeoJSON in EPSG:4326.
+        ``change_candidates``: region -> the same candidates as GeoJSON in EPSG:4326, with the run
+        and model that found them in its ``provenance`` member.
     """
     settings = options["candidates"]
     to_class = settings.get("to_class", "Developed")
@@ -567,20 +589,24 @@ def select_change_candidates(
             settings["min_probability"],
         )
         tables[region] = candidates[[*CANDIDATE_PROPERTIES, "minx", "miny", "maxx", "maxy", "crs"]]
-        geojson[region] = candidates_geojson(candidates, CANDIDATE_PROPERTIES)
+        geojson[region] = candidates_geojson(candidates, CANDIDATE_PROPERTIES, development_provenance)
     return tables, geojson
 
 
 def class_rasters(
-    development_tile_classes: pd.DataFrame, region_plans: dict[str, RegionPlan], options: dict[str, Any]
+    development_tile_classes: pd.DataFrame,
+    region_plans: dict[str, RegionPlan],
+    development_provenance: dict[str, Any],
+    options: dict[str, Any],
 ) -> dict[str, GeoRaster]:
     """Give GIS users the maps as rasters: per region, older labels, predictions and smoothed predictions
     at one pixel per tile, aligned with the scene (the tile grid's transform and CRS), coloured like
-    the maps and tagged with region and years.
+    the maps and tagged with region, years, run and model.
 
     Args:
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
         region_plans: ``region_plans`` from :func:`plan_regions`.
+        development_provenance: ``development_provenance`` from :func:`describe_run`.
         options: ``params:development_inference`` (``regions``, ``older_year``, ``newer_year``).
 
     Returns:
@@ -616,6 +642,7 @@ def class_rasters(
                 "scene": plan.newer.key,
                 "older_nlcd_year": str(options["older_year"]),
                 "newer_naip_year": str(options["newer_year"]),
+                **provenance_tags(development_provenance),
             }
             rasters[f"{region}/{kind}"] = class_raster(
                 to_grid(tiles, column, codes),
@@ -631,6 +658,7 @@ def class_rasters(
 
 def mosaic_class_rasters(
     region_class_rasters: Mapping[str, Callable[[], WindowedRaster]],
+    development_provenance: dict[str, Any],
     land_cover: dict[str, Any],
     options: dict[str, Any],
 ) -> dict[str, GeoRaster]:
@@ -640,6 +668,7 @@ def mosaic_class_rasters(
 
     Args:
         region_class_rasters: ``region_class_rasters`` as saved; only this run's regions are read.
+        development_provenance: ``development_provenance`` from :func:`describe_run` (the tags).
         land_cover: ``params:land_cover`` (the map classes).
         options: ``params:development_inference`` (``regions``, ``mosaic_crs``, ``colours``, ``water``,
             ``older_year``, ``newer_year``).
@@ -668,6 +697,7 @@ def mosaic_class_rasters(
             "classes": kind,
             "older_nlcd_year": str(options["older_year"]),
             "newer_naip_year": str(options["newer_year"]),
+            **provenance_tags(development_provenance),
         }
         mosaics[kind] = class_raster(
             grid, crs, transform, palette, f"{kind} class, {' '.join(sources)}", names, tags

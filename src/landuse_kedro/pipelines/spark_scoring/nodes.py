@@ -61,6 +61,7 @@ def summarise_scoring(
     images: FileIndex | DataFrame,
     land_cover: dict[str, Any],
     scoring_model: ModelArtifact,
+    run_provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """Account for every listed file and measure accuracy from the written predictions table, with
     training's evaluation code, so the same model gets the same accuracy from both pipelines.
@@ -69,12 +70,14 @@ def summarise_scoring(
         predictions: ``scoring_predictions`` as written.
         images: ``scored_image_list``, the listing the scorer saw.
         land_cover: ``params:land_cover`` (classes and the 3-class rule).
-        scoring_model: ``scoring_model``, recorded by format, precision and size.
+        scoring_model: ``scoring_model``, recorded by format, precision, size, version and digest.
+        run_provenance: ``run_provenance`` (the run's id and the project's version, from the hooks).
 
     Returns:
-        ``scoring_metrics``: ``counts`` (input = scored + failed, labelled), ``failures`` (path and
-        reason), ``model``, and ``six_class`` / ``three_class`` scores and confusion matrices over the
-        scored files whose folder names a class (None when there is none).
+        ``scoring_metrics``: ``run_id``, ``project_version``, ``counts`` (input = scored + failed,
+        labelled), ``failures`` (path and reason), ``model``, and ``six_class`` / ``three_class``
+        scores and confusion matrices over the scored files whose folder names a class (None when
+        there is none).
 
     Raises:
         ValueError: The table's rows or distinct paths differ from the listing's number of files.
@@ -114,6 +117,8 @@ def summarise_scoring(
         .collect()
     )
     metrics: dict[str, Any] = {
+        "run_id": run_provenance["run_id"],
+        "project_version": run_provenance["project_version"],
         "counts": {
             "input": expected,
             "scored": scored,

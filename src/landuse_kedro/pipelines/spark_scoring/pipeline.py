@@ -23,7 +23,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.summarise_scoring,
-                ["scoring_predictions", "scored_image_list", "params:land_cover", "scoring_model"],
+                [
+                    "scoring_predictions",
+                    "scored_image_list",
+                    "params:land_cover",
+                    "scoring_model",
+                    "run_provenance",
+                ],
                 "scoring_metrics",
                 name="summarise_scoring",
                 tags="spark",
