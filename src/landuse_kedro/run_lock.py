@@ -119,6 +119,18 @@ class _Lock:
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None
 
+    def _wait_a_moment(
+        self, holder: dict[str, Any] | None, wait_s: float, deadline: float, said: bool
+    ) -> bool:
+        """One step of waiting for a live holder: refuse once ``deadline`` has passed, say once that
+        this run waits, sleep up to a second. Returns whether the waiting was said."""
+        if time.monotonic() >= deadline:
+            raise self._refused(holder, wait_s)
+        if not said:
+            self._say_waiting(holder, wait_s)
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        return True
+
     @property
     def root(self) -> str:
         """The data root, as messages name it."""
@@ -210,12 +222,7 @@ class RunLock(_Lock):
             if holder is None and age < 5:  # being written this instant
                 time.sleep(0.1)
                 continue
-            if time.monotonic() >= deadline:
-                raise self._refused(holder, wait_s)
-            if not said:
-                self._say_waiting(holder, wait_s)
-                said = True
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            said = self._wait_a_moment(holder, wait_s, deadline, said)
         self._start_heartbeat(float(self.settings["heartbeat_s"]))
 
     def _create(self) -> bool:
@@ -351,12 +358,7 @@ class BlobRunLock(_Lock):
                 if time.monotonic() - unknown_since < 2:
                     time.sleep(0.1)
                     continue
-            if time.monotonic() >= deadline:
-                raise self._refused(holder, wait_s)
-            if not said:
-                self._say_waiting(holder, wait_s)
-                said = True
-            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+            said = self._wait_a_moment(holder, wait_s, deadline, said)
         self._lease = lease
         previous = self._holder()
         blob.upload_blob(json.dumps(self.record).encode(), overwrite=True, lease=lease)
