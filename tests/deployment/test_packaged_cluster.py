@@ -27,7 +27,7 @@ import pytest
 import rasterio
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT, spark_cluster
+from tests.conftest import PROJECT_ROOT, spark_cluster, without_run_ids
 from tests.deployment.test_deployment_guide import ENV_NAME, guide_block, submit_command
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
@@ -328,28 +328,19 @@ def test_the_outputs_equal_the_local_runs(packaged_run):
         elif name.endswith(".tif"):
             with rasterio.open(path) as a, rasterio.open(other) as b:
                 np.testing.assert_array_equal(a.read(), b.read(), err_msg=name)
-                assert (a.transform, a.crs, a.nodata, _same_run(a.tags())) == (
+                assert (a.transform, a.crs, a.nodata, without_run_ids(a.tags())) == (
                     b.transform,
                     b.crs,
                     b.nodata,
-                    _same_run(b.tags()),
+                    without_run_ids(b.tags()),
                 ), name
         elif name.endswith(".png"):  # figures: drawn by each environment's matplotlib; same size
             assert Image.open(path).size == Image.open(other).size, name
         elif name.endswith((".json", ".geojson")):
             ours_json, local_json = json.loads(path.read_text()), json.loads(other.read_text())
-            assert _same_run(ours_json) == _same_run(local_json), name
+            assert without_run_ids(ours_json) == without_run_ids(local_json), name
         else:
             assert path.read_text() == other.read_text(), name
-
-
-def _same_run(value):
-    """``value`` without its run ids: each run names itself (issue 28), the rest must be equal."""
-    if isinstance(value, dict):
-        return {key: _same_run(item) for key, item in value.items() if key != "run_id"}
-    if isinstance(value, list):
-        return [_same_run(item) for item in value]
-    return value
 
 
 def _processes_in(folder: Path) -> list[str]:
