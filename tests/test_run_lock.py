@@ -28,8 +28,9 @@ def project(tmp_path_factory) -> Path:
     return project
 
 
-def kedro_run(project: Path, log: Path, *params: str) -> subprocess.Popen:
-    command = [sys.executable, "-m", "kedro", "run", "--pipelines", "data_preparation", "--env", "test"]
+def kedro_run(project: Path, log: Path, *params: str, pipeline: str = "data_preparation") -> subprocess.Popen:
+    """``kedro run`` of ``pipeline`` in ``project`` as its own process group, output to ``log``."""
+    command = [sys.executable, "-m", "kedro", "run", "--pipelines", pipeline, "--env", "test"]
     if params:
         command += ["--params", ",".join(params)]
     with log.open("w") as out:

@@ -85,6 +85,8 @@ def test_cluster_maps_equal_the_local_ones(runs):
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.transform == b.transform and a.crs == b.crs
     candidates = "regions/middlesex/change_candidates.geojson"
-    local_candidates, cluster_candidates = (json.loads((root / candidates).read_text()) for root in (local, cluster))
+    local_candidates, cluster_candidates = (
+        json.loads((root / candidates).read_text()) for root in (local, cluster)
+    )
     assert local_candidates["provenance"]["run_id"] != cluster_candidates["provenance"]["run_id"]
     assert without_run_ids(local_candidates) == without_run_ids(cluster_candidates)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -53,6 +55,7 @@ from tests.conftest import (
     load_catalog,
     make_project_copy,
     run_pipeline,
+    stop_process,
 )
 
 CLASSES = ["Developed", "Cultivated", "Undeveloped"]
@@ -830,3 +833,63 @@ def test_a_parameter_without_its_pipeline_prefix_is_refused(region_run):
     ):
         load_catalog(region_run, params={"regions": "essex"})
     assert load_catalog(region_run, params={"development_inference": {"regions": "essex"}}) is not None
+
+
+def _run_ids(project: Path, region: str) -> set[str]:
+    """The run ids that ``region``'s outputs name: one when its files are one run's."""
+    ids = {_load(project, "development_agreement", region)["run_id"]}
+    ids.add(_load(project, "change_candidates", region)["provenance"]["run_id"])
+    for kind in ("older", "predicted", "smoothed"):
+        with rasterio.open(project / f"data/07_model_output/regions/{region}/{kind}_classes.tif") as raster:
+            ids.add(raster.tags()["run_id"])
+    return ids
+
+
+def test_two_runs_mapping_two_regions_at_once_take_turns(region_run, tmp_path):
+    """Two real `kedro run` processes on one project, one per region, started a second apart (issue 28):
+    the second waits for the first's run lock instead of writing the shared tables beside it, and
+    afterwards each region's files are one run's, the shared tables and the mosaic the second's."""
+    from tests.test_run_lock import kedro_run, text, wait_for_lock
+
+    project = tmp_path / "project"
+    shutil.copytree(region_run, project, ignore=shutil.ignore_patterns("regions", "county"))
+    assert not (project / "data/07_model_output/regions").exists()  # each run must write its region anew
+    # RUN_PARAMS as configuration (the CLI's --params splits lists at commas); regions per run.
+    test_conf = project / "conf/test"
+    inference = yaml.safe_load((test_conf / "parameters_development_inference.yml").read_text())
+    inference["development_inference"] |= {
+        key: value for key, value in RUN_PARAMS["development_inference"].items() if key != "regions"
+    }
+    (test_conf / "parameters_development_inference.yml").write_text(yaml.safe_dump(inference))
+    shared = {key: RUN_PARAMS[key] for key in ("land_cover", "tiling", "scoring")}
+    (test_conf / "parameters_regions_run.yml").write_text(yaml.safe_dump(shared))
+
+    def run(region: str, log: Path, *params: str):
+        return kedro_run(
+            project, log, f"development_inference.regions={region}", *params, pipeline="development_inference"
+        )
+
+    first = run("testville", tmp_path / "testville.log")
+    try:
+        assert wait_for_lock(project, first)["pid"] == first.pid
+        time.sleep(1)
+        second = run("otherville", tmp_path / "otherville.log", "run_lock.wait_s=600")
+        assert first.wait(timeout=600) == 0, text(tmp_path / "testville.log")[-3000:]
+        assert second.wait(timeout=600) == 0, text(tmp_path / "otherville.log")[-3000:]
+    finally:
+        for process in (first, locals().get("second")):
+            if process is not None and process.poll() is None:
+                stop_process(process)
+    assert "Waiting up to 600 s for the run writing to" in text(tmp_path / "otherville.log")
+    (testville_run,), (otherville_run,) = _run_ids(project, "testville"), _run_ids(project, "otherville")
+    assert testville_run != otherville_run
+    data = project / "data"
+    for region in ("testville", "otherville"):  # every file of each region, written by its run
+        assert all((data / path.format(region)).is_file() for path in REGION_FILES), region
+    tiles = pd.read_parquet(data / "07_model_output/development_tile_classes.parquet")
+    assert set(tiles["region"]) == {"otherville"} and len(tiles) == len(set(tiles["tile_id"]))
+    assert len(tiles) == len(NEWER) * len(NEWER[0])  # complete: every full tile of otherville
+    with rasterio.open(data / "07_model_output/county/smoothed_classes.tif") as mosaic:
+        assert (mosaic.tags()["regions"], mosaic.tags()["run_id"]) == ("otherville", otherville_run)
+    leftovers = [p.name for p in data.rglob("*") if ".staging-" in p.name or ".previous-" in p.name]
+    assert leftovers == [] and not (data / ".run.lock").exists()
