@@ -125,14 +125,20 @@ CASES: dict[str, tuple[Args, list[str]]] = {
             rf"projected for 11,760 tiles with int8: Spark {N} s",
         ],
     ),
-    "training_speed.py": (
-        lambda chain, _: ["--project", str(chain), "--env", "test"],
+    "training_scale.py": (
+        lambda chain, scratch: [
+            *("--raw", str(chain / "data" / "01_raw"), "--county", "2x2", "--sizes", "12,24"),
+            *("--score-tiles", "32", "--work", str(scratch / "work")),
+        ],
         [
-            rf"Whole training node: before {N} s, after {N} s: {N}x faster wall-clock, {N}x fewer CPU "
-            rf"seconds; 6-class validation accuracy {N}% -> {N}%",
-            rf"Head training at equal epochs \({N}\): on images {N} s, on cached features {N} s "
-            rf"\(extraction {N} s of it\): {N}x; accuracy {N}%",
-            rf"Feature cache \({N} MB\): in memory adds nothing; through a file .* adds {N} s to save",
+            rf"data_preparation on 2x2 copies: {N} tiles kept in {N} s",
+            rf"^{N} training tiles: features {N} tile-views/s \({N}x scoring-only {N} images/s\), "
+            rf"whole training {N} s",
+            rf"^\| 24 \| {N} \| {N} \| {N} \| {N}x \| {N} \({N}\) \| {N} \| {N} \| {N} \| {N} % / {N} % \|",
+            rf"Growth exponent of whole training time against training tiles: {N}",
+            rf"Doubling ratios of whole training time: {N}x",
+            rf"Second run at 24 tiles, another head learning rate: 0 tiles' features computed, {N} reused; "
+            rf"extract node {N} s \(first run {N} s\); whole training {N} s \(first {N} s\)",
         ],
     ),
 }

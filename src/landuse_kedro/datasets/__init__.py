@@ -1,7 +1,9 @@
 """Project datasets, only for what kedro-datasets does not cover: GeoTIFF rasters, model files
 whose format (ONNX or Keras) is decided by configuration, listing image files for Spark,
-saving a partitioned folder from Spark workers, and Spark tables swapped in only once written."""
+saving a partitioned folder from Spark workers, Spark tables swapped in only once written, and Spark
+tables that only grow (the training features)."""
 
+from landuse_kedro.datasets.appended_spark import AppendedSparkDataset
 from landuse_kedro.datasets.file_index import FileIndex, FileIndexDataset
 from landuse_kedro.datasets.geotiff import GeoTiffDataset, RasterSource
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFileDataset
@@ -9,6 +11,7 @@ from landuse_kedro.datasets.spark_partitioned import SparkPartitionedDataset
 from landuse_kedro.datasets.staged_spark import StagedSparkDataset
 
 __all__ = [
+    "AppendedSparkDataset",
     "FileIndex",
     "FileIndexDataset",
     "GeoTiffDataset",

@@ -1,74 +1,77 @@
-"""Tiles as in-memory arrays and the seeded ``tf.data`` pipelines that feed them to Keras.
+"""The training set as a table of tile files, and the seeded ``tf.data`` pipelines that stream their
+images to Keras (phases that train on images: fine-tuning, ``cache_features: false``, from scratch).
 
-The sample set is a few thousand 224 x 224 tiles (about 150 kB each as uint8), so decoding once
-into memory is cheaper than re-reading PNGs every epoch.
+Nothing here decodes a split into memory: at the walkthrough's 44,184 training tiles that was 6.6 GB
+on the driver. Images are read batch by batch from the tile files, as the scorer reads them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Mapping
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
 
+from landuse_kedro.datasets.file_index import FileIndex
+
 logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class TileArrays:
-    """One split: uint8 RGB ``images`` (n, size, size, 3), class indices ``labels``, ``tile_ids``."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    tile_ids: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.labels)
+ROLES = ("train", "validation")
 
 
-def decode_split(
-    partitions: Mapping[str, Callable[[], Any]],
-    manifest: pd.DataFrame,
-    split: str,
-    classes: list[str],
-    image_size: int,
-) -> TileArrays:
-    """Decode the manifest's tiles of ``split``; the manifest (not the folder listing) decides
-    which tiles belong, so a stray file never sneaks into training."""
-    rows = manifest[manifest["split"] == split].sort_values("partition")
-    unknown = sorted(set(rows["class_name"]) - set(classes))
-    if unknown:
-        raise ValueError(
-            f"tile_manifest has classes {unknown} in split '{split}' that are not in "
-            f"land_cover.classes {classes}."
-        )
-    missing = [key for key in rows["partition"] if key not in partitions]
-    if missing:
-        raise ValueError(
-            f"{len(missing)} tiles of split '{split}' are in tile_manifest but not in "
-            f"model_input_tiles, e.g. {missing[:3]}."
-        )
-    images = np.empty((len(rows), image_size, image_size, 3), dtype=np.uint8)
-    for i, key in enumerate(rows["partition"]):
-        image = partitions[key]().convert("RGB")
-        if image.size != (image_size, image_size):
+def partition_key(url: str) -> str:
+    """``<split>/<Class>/<tile_id>``, the manifest's ``partition``, of a tile file's URL."""
+    path = PurePosixPath(url)
+    return "/".join((*path.parent.parts[-2:], path.stem))
+
+
+def tile_table(
+    tile_files: FileIndex, manifest: pd.DataFrame, splits: Mapping[str, str], classes: list[str]
+) -> pd.DataFrame:
+    """The manifest's tiles of the training and validation splits, one row each (``tile_id``,
+    ``partition``, ``url``, ``role``, ``class_name``, ``label``), in partition order; the manifest
+    (not the folder listing) decides which tiles belong, so a stray file never sneaks into training."""
+    urls = {partition_key(url): url for url in tile_files.urls}
+    frames = []
+    for role in ROLES:
+        rows = manifest[manifest["split"] == splits[role]].sort_values("partition")
+        unknown = sorted(set(rows["class_name"]) - set(classes))
+        if unknown:
             raise ValueError(
-                f"Tile '{key}' is {image.size[0]}x{image.size[1]}, expected {image_size}x{image_size}."
+                f"tile_manifest has classes {unknown} in split '{splits[role]}' that are not in "
+                f"land_cover.classes {classes}."
             )
-        images[i] = np.asarray(image)
-    index = {name: i for i, name in enumerate(classes)}
-    labels = rows["class_name"].map(index).to_numpy(dtype=np.int32)
-    return TileArrays(images, labels, tuple(rows["tile_id"].astype(str)))
+        missing = [key for key in rows["partition"] if key not in urls]
+        if missing:
+            raise ValueError(
+                f"{len(missing)} tiles of split '{splits[role]}' are in tile_manifest but not in "
+                f"model_input_tiles, e.g. {missing[:3]}."
+            )
+        frames.append(
+            pd.DataFrame(
+                {
+                    "tile_id": rows["tile_id"].astype(str).to_numpy(),
+                    "partition": rows["partition"].to_numpy(),
+                    "url": [urls[key] for key in rows["partition"]],
+                    "role": role,
+                    "split": splits[role],
+                    "class_name": rows["class_name"].to_numpy(),
+                    "label": rows["class_name"]
+                    .map({name: i for i, name in enumerate(classes)})
+                    .to_numpy(np.int32),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True)
 
 
-def check_splits(train: TileArrays, validation: TileArrays, classes: list[str]) -> None:
-    """Refuse sets that would train or score meaninglessly, naming what is wrong."""
+def check_splits(train: np.ndarray, validation: np.ndarray, classes: list[str]) -> None:
+    """Refuse sets (their labels) that would train or score meaninglessly, naming what is wrong."""
     if len(train) == 0:
         raise ValueError("The training split is empty: data_preparation produced no training tiles.")
-    in_train = set(train.labels.tolist())
+    in_train = set(train.tolist())
     if len(in_train) < 2:
         raise ValueError(
             f"The training split has a single class {[classes[i] for i in in_train]}: "
@@ -76,7 +79,7 @@ def check_splits(train: TileArrays, validation: TileArrays, classes: list[str]) 
         )
     if len(validation) == 0:
         raise ValueError("The validation split is empty: nothing to stop early on or to evaluate.")
-    in_validation = set(validation.labels.tolist())
+    in_validation = set(validation.tolist())
     if absent := [c for i, c in enumerate(classes) if i in in_train and i not in in_validation]:
         raise ValueError(
             f"Classes {absent} have training tiles but none in validation: their accuracy "
@@ -112,16 +115,35 @@ def augment(images, seeds, augmentation: Mapping[str, float]):
     return tf.image.convert_image_dtype(tf.clip_by_value(x, 0.0, 1.0), tf.uint8, saturate=True)
 
 
-def make_dataset(
-    tiles: TileArrays, batch_size: int, seed: int, augmentation: Mapping[str, float] | None = None
+def image_dataset(
+    tile_files: FileIndex,
+    tiles: pd.DataFrame,
+    image_size: int,
+    batch_size: int,
+    seed: int,
+    augmentation: Mapping[str, float] | None = None,
 ):
-    """Batches of (uint8 images, labels); shuffled and augmented (new draws every epoch) when
-    ``augmentation`` is given, in file order otherwise."""
+    """Batches of (uint8 images, labels) of ``tiles`` (``url``, ``label``), read from their files as
+    the pipeline goes; shuffled and augmented (new draws every epoch) when ``augmentation`` is given, in
+    table order otherwise."""
     import tensorflow as tf
 
-    dataset = tf.data.Dataset.from_tensor_slices((tiles.images, tiles.labels))
+    from landuse_kedro.tile_features import read_tiles
+
+    urls = tiles["url"].tolist()
+
+    def load(index):
+        return read_tiles(tile_files, [urls[int(index)]], image_size)[0]
+
+    def read(index, label):
+        image = tf.numpy_function(load, [index], tf.uint8, stateful=False)
+        return tf.ensure_shape(image, (image_size, image_size, 3)), label
+
+    dataset = tf.data.Dataset.from_tensor_slices((np.arange(len(tiles)), tiles["label"].to_numpy(np.int32)))
     if augmentation is not None:
         dataset = dataset.shuffle(len(tiles), seed=seed, reshuffle_each_iteration=True)
+    dataset = dataset.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if augmentation is not None:
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
         dataset = tf.data.Dataset.zip(dataset, seeds).map(
             lambda pair, s: (augment(pair[0], s, augmentation), pair[1]),

@@ -1,9 +1,10 @@
-"""Transfer learning on the prepared tiles: head first (backbone frozen, trained on cached backbone
-features), then optionally the top blocks at a lower learning rate (on images), then the scoring
-exports (fp32 ONNX and its calibrated int8 twin) and an evaluation of each on the validation split.
+"""Transfer learning on the prepared tiles: head first (backbone frozen, trained on the backbone's
+features, which the Spark workers compute and ``tile_features`` keeps), then optionally the top blocks
+at a lower learning rate (on images), then the scoring exports (fp32 ONNX and its calibrated int8
+twin) and an evaluation of each on the validation split.
 
-Nodes take and return objects only; the catalog decides where the model, its ONNX export and the
-reports live.
+Nodes take and return objects only; the catalog decides where the model, its ONNX export, the feature
+table and the reports live. No node decodes a split into memory: images are streamed batch by batch.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, get_args
 
 import numpy as np
@@ -20,14 +21,25 @@ from matplotlib.figure import Figure
 
 from landuse_kedro import evaluation
 from landuse_kedro.classes import LandCover
+from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact, Precision
 from landuse_kedro.models.quantize import calibration_sample
-from landuse_kedro.pipelines.training import features
-from landuse_kedro.pipelines.training.inputs import (
-    TileArrays,
-    check_splits,
-    decode_split,
-    make_dataset,
+from landuse_kedro.pipelines.training.inputs import check_splits, image_dataset, tile_table
+from landuse_kedro.scoring import active_spark_session
+from landuse_kedro.tile_features import (
+    FEATURE_SCHEMA,
+    FeatureExtractor,
+    WorkerSettings,
+    collect_features,
+    compute_features,
+    dihedral_views,
+    epoch_batches,
+    failed_tiles,
+    feature_model_key,
+    hash_files,
+    present_views,
+    read_tiles,
+    tile_batches,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,47 +48,160 @@ PRECISIONS = get_args(Precision)
 
 
 def assemble_tile_set(
-    model_input_tiles: Mapping[str, Callable[[], Any]],
+    training_tile_files: FileIndex,
     tile_manifest: pd.DataFrame,
     land_cover: Mapping[str, Any],
     training: Mapping[str, Any],
     scoring: Mapping[str, Any],
-) -> dict[str, TileArrays]:
-    """Decode the training and validation tiles once, and refuse sets that cannot train or be scored (and
-    a ``scoring.precision`` that could never be exported) before any training time is spent.
+) -> pd.DataFrame:
+    """List the training and validation tiles (their files, not their pixels), and refuse sets that
+    cannot train or be scored (and a ``scoring.precision`` that could never be exported) before any
+    training time is spent.
 
     Args:
-        model_input_tiles: ``model_input_tiles``, ``<split>/<Class>/<tile_id>`` -> PNG loader.
+        training_tile_files: ``training_tile_files``: the tile PNGs' URLs.
         tile_manifest: ``tile_manifest``; it, not the folder listing, decides which tiles belong.
         land_cover: ``params:land_cover`` (the class order of the labels).
         training: ``params:training`` (``splits``: the manifest's split names).
-        scoring: ``params:scoring`` (``image_size``, ``precision``).
+        scoring: ``params:scoring`` (``precision``).
 
     Returns:
-        ``training_tile_set``: ``"train"`` and ``"validation"`` -> :class:`TileArrays`.
+        ``training_tile_set``: one row per tile (``tile_id``, ``partition``, ``url``, ``role`` train or
+        validation, ``split``, ``class_name``, ``label``).
 
     Raises:
         ValueError: ``scoring.precision`` is not fp32 or int8; a manifest class is not in
-            ``land_cover``, a tile is missing or the wrong size; a split is empty, training has a single
-            class, or a class has tiles in only one split.
+            ``land_cover``, a tile has no file; a split is empty, training has a single class, or a
+            class has tiles in only one split.
     """
     if scoring.get("precision", "fp32") not in PRECISIONS:
         raise ValueError(
             f"scoring.precision is '{scoring['precision']}': expected one of {list(PRECISIONS)}."
         )
     classes = list(LandCover.from_params(land_cover).classes)
-    splits = training["splits"]
-    tile_set = {
-        role: decode_split(model_input_tiles, tile_manifest, splits[role], classes, scoring["image_size"])
-        for role in ("train", "validation")
-    }
-    check_splits(tile_set["train"], tile_set["validation"], classes)
-    for role, tiles in tile_set.items():
-        counts = np.bincount(tiles.labels, minlength=len(classes))
+    tiles = tile_table(training_tile_files, tile_manifest, training["splits"], classes)
+    labels = {role: tiles.loc[tiles["role"] == role, "label"].to_numpy() for role in ("train", "validation")}
+    check_splits(labels["train"], labels["validation"], classes)
+    for role, values in labels.items():
+        counts = np.bincount(values, minlength=len(classes))
         logger.info(
-            "%s tiles: %d (%s)", role, len(tiles), ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+            "%s tiles: %d (%s)", role, len(values), ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
         )
-    return tile_set
+    return tiles
+
+
+def _uses_features(training: Mapping[str, Any]) -> bool:
+    """The head trains on cached features unless told not to, or when nothing is frozen (from scratch)."""
+    from_scratch = str(training["weights"]).lower() in ("none", "null")
+    return bool(training.get("cache_features", True)) and not from_scratch
+
+
+def _classifier(land_cover: Mapping[str, Any], training: Mapping[str, Any], scoring: Mapping[str, Any]):
+    """The seeded classifier of the settings: the same layers and starting weights in every node."""
+    import keras
+
+    from landuse_kedro.models import build_classifier
+
+    keras.utils.set_random_seed(training["seed"])
+    return build_classifier(
+        backbone=training["backbone"],
+        weights=training["weights"],
+        num_classes=len(LandCover.from_params(land_cover).classes),
+        image_size=scoring["image_size"],
+        dropout=training["dropout"],
+        mid_level_features=training.get("mid_level_features", True),
+    )
+
+
+def _feature_key(features_model, training: Mapping[str, Any], scoring: Mapping[str, Any]) -> str:
+    settings = {
+        "backbone": training["backbone"],
+        "weights": str(training["weights"]).lower(),
+        "image_size": int(scoring["image_size"]),
+        "mid_level_features": bool(training.get("mid_level_features", True)),
+    }
+    return feature_model_key(settings, [w.numpy() for w in features_model.weights])
+
+
+def extract_tile_features(
+    training_tile_set: pd.DataFrame,
+    training_tile_files: FileIndex,
+    previous_tile_features: Any,
+    land_cover: Mapping[str, Any],
+    training: Mapping[str, Any],
+    scoring: Mapping[str, Any],
+) -> tuple[Any, pd.DataFrame]:
+    """Have the Spark workers compute the frozen backbone's features of every tile that
+    ``tile_features`` does not hold yet: training tiles in each dihedral view ``training.augmentation``
+    allows, validation tiles as they are. The workers hash every tile file first (a tile is known by
+    its bytes), so tiles already computed, under any name, cost nothing.
+
+    Args:
+        training_tile_set: ``training_tile_set`` from :func:`assemble_tile_set`.
+        training_tile_files: ``training_tile_files`` (protocol and storage options of the URLs).
+        previous_tile_features: ``previous_tile_features``: the table so far, None before the first run.
+        land_cover: ``params:land_cover`` (the number of outputs of the classifier built).
+        training: ``params:training`` (backbone, weights, ``mid_level_features``, ``augmentation``,
+            ``cache_features``, seed).
+        scoring: ``params:scoring`` (``image_size``, ``batch_size``, ``threads_per_worker``, ``prefetch``).
+
+    Returns:
+        ``tile_features``: the new rows (lazy: saving them runs the Spark job), appended to the table.
+        ``training_tile_keys``: ``training_tile_set`` with ``content_sha256``, ``feature_model`` and
+        ``computed`` (this run computes its features); the keys are null when the head trains on images.
+
+    Raises:
+        ValueError: A tile file cannot be read.
+    """
+    from landuse_kedro.models import features_and_head
+    from landuse_kedro.models.onnx_export import keras_to_onnx
+
+    spark = active_spark_session()
+    keys = training_tile_set.copy()
+    if not _uses_features(training):
+        keys["content_sha256"], keys["feature_model"], keys["computed"] = None, None, False
+        return spark.createDataFrame([], FEATURE_SCHEMA), keys
+    features_model, _ = features_and_head(_classifier(land_cover, training, scoring))
+    key = _feature_key(features_model, training, scoring)
+    hashes = hash_files(training_tile_files, keys["url"].tolist()).set_index("url")
+    unreadable = hashes[hashes["error"].notna()]
+    if len(unreadable):
+        raise ValueError(
+            f"{len(unreadable)} training tiles cannot be read, e.g. "
+            + "; ".join(f"{url}: {error}" for url, error in unreadable["error"].head(3).items())
+        )
+    keys["content_sha256"] = hashes.loc[keys["url"], "content_sha256"].to_numpy()
+    keys["feature_model"] = key
+    present = present_views(previous_tile_features, key)
+    all_views = dihedral_views(training["augmentation"])
+    needed = {sha: set() for sha in keys["content_sha256"]}
+    for sha, role in zip(keys["content_sha256"], keys["role"]):
+        needed[sha] |= set(all_views) if role == "train" else {0}
+    missing = {sha: sorted(views - present.get(sha, set())) for sha, views in needed.items()}
+    missing = {sha: views for sha, views in missing.items() if views}
+    keys["computed"] = keys["content_sha256"].isin(missing)
+    todo = keys.drop_duplicates("content_sha256")
+    todo = todo[todo["content_sha256"].isin(missing)].copy()
+    todo["views"] = todo["content_sha256"].map(missing)
+    logger.info(
+        "Backbone features (feature_model %s): %d of %d tile contents to compute on Spark (%d tile-views), "
+        "%d already in tile_features",
+        key,
+        len(todo),
+        len(needed),
+        sum(len(v) for v in missing.values()),
+        len(needed) - len(todo),
+    )
+    if todo.empty:
+        return spark.createDataFrame([], FEATURE_SCHEMA), keys
+    extractor = FeatureExtractor(key, keras_to_onnx(features_model).payload)
+    settings = WorkerSettings(
+        image_size=int(scoring["image_size"]),
+        batch_size=int(scoring["batch_size"]),
+        threads=int(scoring["threads_per_worker"]),
+        prefetch=bool(scoring.get("prefetch", True)),
+    )
+    return compute_features(training_tile_files, todo, extractor, settings), keys
 
 
 def _fit_phase(
@@ -88,6 +213,7 @@ def _fit_phase(
     validation,
     training: Mapping[str, Any],
     records: list[dict[str, Any]],
+    steps_per_epoch: int | None = None,
 ) -> float:
     """Compile and fit one phase; early stopping restores the phase's best weights. Returns the
     best validation loss."""
@@ -119,7 +245,8 @@ def _fit_phase(
         train,
         validation_data=validation,
         epochs=epochs,
-        shuffle=False,  # tf.data shuffles
+        steps_per_epoch=steps_per_epoch,  # a stream of batches (cached features) has no end
+        shuffle=False,  # tf.data and the feature stream shuffle
         verbose=2,
         callbacks=[stop, log],
     )
@@ -127,7 +254,9 @@ def _fit_phase(
 
 
 def train_classifier(
-    tile_set: dict[str, TileArrays],
+    training_tile_keys: pd.DataFrame,
+    tile_features: Any,
+    training_tile_files: FileIndex,
     land_cover: Mapping[str, Any],
     training: Mapping[str, Any],
     scoring: Mapping[str, Any],
@@ -135,82 +264,89 @@ def train_classifier(
     """Train the head on the frozen backbone, then fine-tune the top blocks if asked.
 
     With pretrained weights and ``training.cache_features`` (default), the head trains on the
-    backbone's features computed once per tile and dihedral view (``features.py``) instead of
-    re-running the backbone every epoch; ``cache_features: false`` trains it on images, colour jitter
-    included. Fine-tuning always runs on images, and its weights are kept only if they beat the
-    head-only model's best validation loss, so it never makes the saved model worse on it. The
-    validation split serves early stopping, as in the walkthrough.
+    backbone's features that :func:`extract_tile_features` had the workers compute: each epoch every
+    training tile once, in a random one of its dihedral views, streamed from ``tile_features`` in a
+    seeded order (driver memory: a batch of features and the validation split's). ``cache_features:
+    false`` trains it on images, colour jitter included. Images are read from the tile files batch by
+    batch. Fine-tuning always runs on images, and its weights are kept only if they beat the head-only
+    model's best validation loss, so it never makes the saved model worse on it. The validation split
+    serves early stopping, as in the walkthrough.
 
     Args:
-        tile_set: ``training_tile_set`` from :func:`assemble_tile_set`.
+        training_tile_keys: ``training_tile_keys`` from :func:`extract_tile_features`.
+        tile_features: ``tile_features``: the whole table (None when nothing was ever computed).
+        training_tile_files: ``training_tile_files`` (to read images).
         land_cover: ``params:land_cover`` (the classes: the model's outputs).
         training: ``params:training`` (backbone, weights, phases, augmentation, seed).
-        scoring: ``params:scoring`` (``image_size``; ``batch_size`` for the feature cache).
+        scoring: ``params:scoring`` (``image_size``).
 
     Returns:
         ``landuse_classifier``: the Keras model with the kept phase's weights.
         ``training_history``: per-epoch records of each phase, the kept phase, best validation loss,
         timings and the head's input (images or cached features).
+
+    Raises:
+        ValueError: A tile's features could not be computed (its file and the reason are named), or the
+            table lacks rows of this run's tiles.
     """
-    import keras
+    from landuse_kedro.models import features_and_head, unfreeze_top
 
-    from landuse_kedro.models import build_classifier, features_and_head, unfreeze_top
-
-    keras.utils.set_random_seed(training["seed"])
     classes = list(LandCover.from_params(land_cover).classes)
-    model = build_classifier(
-        backbone=training["backbone"],
-        weights=training["weights"],
-        num_classes=len(classes),
-        image_size=scoring["image_size"],
-        dropout=training["dropout"],
-        mid_level_features=training.get("mid_level_features", True),
-    )
-    batch, seed = training["batch_size"], training["seed"]
+    model = _classifier(land_cover, training, scoring)
+    batch, seed, size = training["batch_size"], training["seed"], scoring["image_size"]
+    train = training_tile_keys[training_tile_keys["role"] == "train"]
+    validation = training_tile_keys[training_tile_keys["role"] == "validation"]
 
     def images() -> tuple[Any, Any]:
         return (
-            make_dataset(tile_set["train"], batch, seed, training["augmentation"]),
-            make_dataset(tile_set["validation"], batch, seed),
+            image_dataset(training_tile_files, train, size, batch, seed, training["augmentation"]),
+            image_dataset(training_tile_files, validation, size, batch, seed),
         )
 
     records: list[dict[str, Any]] = []
     started = time.perf_counter()
     from_scratch = str(training["weights"]).lower() in ("none", "null")
-    cache = None
-    if training.get("cache_features", True) and not from_scratch:  # from scratch, nothing is frozen
+    feature_cache = None
+    if _uses_features(training):
         feature_model, head = features_and_head(model)
-        cache = features.cache_features(
-            feature_model,
-            tile_set["train"],
-            tile_set["validation"],
-            training["augmentation"],
-            scoring["batch_size"],
-            os.cpu_count() or 1,
-        )
-        feature_seconds = round(time.perf_counter() - started, 1)
-        logger.info(
-            "Backbone features of %d training tiles x %d views and %d validation tiles in %.1f s",
-            len(tile_set["train"]),
-            len(cache.views),
-            len(tile_set["validation"]),
-            feature_seconds,
+        key = _feature_key(feature_model, training, scoring)
+        if set(training_tile_keys["feature_model"]) != {key}:
+            raise ValueError(
+                f"training_tile_keys name feature_model {sorted(set(training_tile_keys['feature_model']))}, "
+                f"but these settings make {key}: extract_tile_features ran with other parameters."
+            )
+        views = dihedral_views(training["augmentation"])
+        feature_cache = _check_features(tile_features, key, training_tile_keys, views)
+        validation_features = collect_features(tile_features, key, validation["content_sha256"].tolist())
+        stream = epoch_batches(
+            tile_features,
+            key,
+            train["content_sha256"].tolist(),
+            train["label"].to_numpy(np.int32),
+            views,
+            batch,
+            seed,
         )
         if jitter := [k for k in ("brightness", "contrast", "saturation") if training["augmentation"].get(k)]:
             logger.info(
                 "Colour jitter (%s) is not cached: it applies to image training (fine-tuning) only.",
                 ", ".join(jitter),
             )
-        best = _fit_phase(
-            head,
-            "head",
-            training["learning_rate"],
-            training["epochs"],
-            features.train_dataset(cache, batch, seed),
-            features.validation_dataset(cache, batch),
-            training,
-            records,
-        )
+        try:
+            best = _fit_phase(
+                head,
+                "head",
+                training["learning_rate"],
+                training["epochs"],
+                stream,
+                (validation_features, validation["label"].to_numpy(np.int32)),
+                training,
+                records,
+                steps_per_epoch=-(-len(train) // batch),
+            )
+        finally:
+            stream.close()
+        feature_cache |= {"features": int(validation_features.shape[-1])}
     else:
         best = _fit_phase(
             model, "head", training["learning_rate"], training["epochs"], *images(), training, records
@@ -246,20 +382,43 @@ def train_classifier(
         "best_val_loss": best,
         "seconds": round(time.perf_counter() - started, 1),
         "head_seconds": head_seconds,
-        "head_input": "images" if cache is None else "cached_features",
-        "feature_cache": None
-        if cache is None
-        else {
-            "views": len(cache.views),
-            "features": int(cache.train.shape[-1]),
-            "seconds": feature_seconds,
-            "megabytes": round((cache.train.nbytes + cache.validation.nbytes) / 2**20, 1),
-        },
-        "train_tiles": len(tile_set["train"]),
-        "validation_tiles": len(tile_set["validation"]),
+        "head_input": "images" if feature_cache is None else "cached_features",
+        "feature_cache": feature_cache,
+        "train_tiles": len(train),
+        "validation_tiles": len(validation),
         "classes": classes,
     }
     return model, history
+
+
+def _check_features(table: Any, key: str, keys: pd.DataFrame, views: tuple[int, ...]) -> dict[str, Any]:
+    """Refuse to train on a table that misses this run's tiles, naming the files that failed on the
+    workers and why; say what was computed and what reused."""
+    computed = keys.loc[keys["computed"], "content_sha256"].unique()
+    if table is None:
+        raise ValueError("tile_features is empty: extract_tile_features computed nothing to train on.")
+    failed = failed_tiles(table, key, list(computed)) if len(computed) else []
+    if failed:
+        raise ValueError(
+            f"{len(failed)} training tiles could not be used: "
+            + "; ".join(failed[:3])
+            + (" ..." if len(failed) > 3 else "")
+        )
+    reused = keys.loc[~keys["computed"], "content_sha256"].nunique()
+    logger.info(
+        "Head training reads features of %d tile contents from tile_features (feature_model %s): "
+        "%d computed by this run, %d reused",
+        keys["content_sha256"].nunique(),
+        key,
+        len(computed),
+        reused,
+    )
+    return {
+        "feature_model": key,
+        "views": len(views),
+        "computed_tiles": int(len(computed)),
+        "reused_tiles": int(reused),
+    }
 
 
 def export_scoring_model(landuse_classifier: Any, scoring: Mapping[str, Any]) -> ModelArtifact:
@@ -285,15 +444,21 @@ def export_scoring_model(landuse_classifier: Any, scoring: Mapping[str, Any]) ->
 
 
 def quantize_scoring_model(
-    scoring_model_fp32: ModelArtifact, tile_set: dict[str, TileArrays], training: Mapping[str, Any]
+    scoring_model_fp32: ModelArtifact,
+    training_tile_set: pd.DataFrame,
+    training_tile_files: FileIndex,
+    training: Mapping[str, Any],
+    scoring: Mapping[str, Any],
 ) -> ModelArtifact:
     """Make the calibrated int8 twin of the fp32 export. Calibration sees a seeded sample of training tiles
-    only, so the int8 model's validation accuracy is measured on tiles it never saw.
+    only (read from their files), so the int8 model's validation accuracy is measured on tiles it never saw.
 
     Args:
         scoring_model_fp32: ``scoring_model_fp32`` from :func:`export_scoring_model`.
-        tile_set: ``training_tile_set`` (its training split).
+        training_tile_set: ``training_tile_set`` (its training tiles).
+        training_tile_files: ``training_tile_files`` (to read them).
         training: ``params:training`` (``int8.calibration_tiles``, ``seed``).
+        scoring: ``params:scoring`` (``image_size``).
 
     Returns:
         ``scoring_model_int8``: the int8 ONNX model.
@@ -301,10 +466,11 @@ def quantize_scoring_model(
     from landuse_kedro.models.onnx_export import artifact_to_onnx
     from landuse_kedro.models.quantize import quantize_onnx
 
-    train = tile_set["train"]
+    train = training_tile_set[training_tile_set["role"] == "train"]
     chosen = calibration_sample(len(train), int(training["int8"]["calibration_tiles"]), training["seed"])
     started = time.perf_counter()
-    int8 = quantize_onnx(artifact_to_onnx(scoring_model_fp32), train.images[chosen])
+    images = read_tiles(training_tile_files, train["url"].iloc[chosen].tolist(), scoring["image_size"])
+    int8 = quantize_onnx(artifact_to_onnx(scoring_model_fp32), images)
     logger.info(
         "int8 model calibrated on %d training tiles in %.1f s (%.1f MB, fp32 %.1f MB)",
         len(chosen),
@@ -388,7 +554,8 @@ def tiles_per_class(labels: np.ndarray, classes: list[str], minimum: int) -> dic
 
 def evaluate_classifier(
     landuse_classifier: Any,
-    tile_set: dict[str, TileArrays],
+    training_tile_set: pd.DataFrame,
+    training_tile_files: FileIndex,
     scoring_model_fp32: ModelArtifact,
     scoring_model_int8: ModelArtifact,
     training_history: Mapping[str, Any],
@@ -398,18 +565,20 @@ def evaluate_classifier(
 ) -> dict[str, Any]:
     """Score the saved Keras model and each scoring export on the validation split (6- and 3-class; fp32
     should pick Keras's class every time, int8 nearly), and decide which precision ``scoring_model``
-    gets (``scoring.precision``, checked by :func:`choose_precision`).
+    gets (``scoring.precision``, checked by :func:`choose_precision`). The validation tiles are read
+    batch by batch, each batch scored by all three models.
 
     Args:
         landuse_classifier: ``landuse_classifier`` from :func:`train_classifier`.
-        tile_set: ``training_tile_set`` from :func:`assemble_tile_set`.
+        training_tile_set: ``training_tile_set`` from :func:`assemble_tile_set`.
+        training_tile_files: ``training_tile_files`` (to read the validation tiles).
         scoring_model_fp32: ``scoring_model_fp32`` from :func:`export_scoring_model`.
         scoring_model_int8: ``scoring_model_int8`` from :func:`quantize_scoring_model`.
         training_history: ``training_history`` (kept phase, training time).
         land_cover: ``params:land_cover`` (classes and the 3-class rule).
-        training: ``params:training`` (``batch_size``, ``splits``, ``int8``, ``chance_p_value``,
+        training: ``params:training`` (``splits``, ``int8``, ``chance_p_value``,
             ``promote_chance_model``, ``min_train_tiles_per_class``, the model settings recorded).
-        scoring: ``params:scoring`` (``backend``, ``precision``, ``batch_size``).
+        scoring: ``params:scoring`` (``backend``, ``precision``, ``batch_size``, ``image_size``).
 
     Returns:
         ``training_metrics``: the Keras model's scores and confusion matrices, each export's accuracy and
@@ -417,19 +586,32 @@ def evaluate_classifier(
         whether it is ``promoted``), ``chance_test`` (:func:`chance_test` of the chosen export) and
         ``train_tiles_per_class`` (:func:`tiles_per_class`).
     """
-    from landuse_kedro.scoring import load_predictor, predict_classes
+    from landuse_kedro.scoring import load_predictor
 
-    validation = tile_set["validation"]
-    probabilities = landuse_classifier.predict(
-        validation.images, batch_size=training["batch_size"], verbose=0
-    )
-    predicted = probabilities.argmax(axis=1)
+    validation = training_tile_set[training_tile_set["role"] == "validation"]
+    train = training_tile_set[training_tile_set["role"] == "train"]
+    labels = validation["label"].to_numpy(np.int32)
+    threads = os.cpu_count() or 1
+    models = {
+        "keras": lambda images: np.asarray(landuse_classifier.predict_on_batch(images)),
+        **{
+            precision: load_predictor(artifact.format, artifact.payload, threads=threads)
+            for precision, artifact in (("fp32", scoring_model_fp32), ("int8", scoring_model_int8))
+        },
+    }
+    classes_of: dict[str, list[np.ndarray]] = {name: [] for name in models}
+    for images in tile_batches(
+        training_tile_files, validation["url"].tolist(), scoring["image_size"], scoring["batch_size"]
+    ):
+        for name, predict in models.items():
+            classes_of[name].append(predict(images).argmax(axis=1))
+    predicted_by = {name: np.concatenate(parts) for name, parts in classes_of.items()}
+    predicted = predicted_by["keras"]
     land = LandCover.from_params(land_cover)
     exports: dict[str, dict[str, Any]] = {}
     for precision, artifact in (("fp32", scoring_model_fp32), ("int8", scoring_model_int8)):
-        exported = load_predictor(artifact.format, artifact.payload, threads=os.cpu_count() or 1)
-        exported_predicted = predict_classes(exported, validation.images, scoring["batch_size"])
-        scores = evaluation.six_and_three_class_scores(validation.labels, exported_predicted, land)
+        exported_predicted = predicted_by[precision]
+        scores = evaluation.six_and_three_class_scores(labels, exported_predicted, land)
         exports[precision] = {
             "format": artifact.format,
             "bytes": len(artifact.payload),
@@ -444,15 +626,13 @@ def evaluate_classifier(
         {p: e["accuracy_6"] for p, e in exports.items()},
         float(training["int8"]["max_accuracy_drop"]),
     )
-    calibrated = calibration_sample(
-        len(tile_set["train"]), int(training["int8"]["calibration_tiles"]), training["seed"]
-    )
+    calibrated = calibration_sample(len(train), int(training["int8"]["calibration_tiles"]), training["seed"])
     metrics = {
         "split": training["splits"]["validation"],
         "validation_tiles": len(validation),
-        "train_tiles": len(tile_set["train"]),
+        "train_tiles": len(train),
         "early_stopping_on_validation": True,
-        **evaluation.six_and_three_class_scores(validation.labels, predicted, land),
+        **evaluation.six_and_three_class_scores(labels, predicted, land),
         "model": {key: training[key] for key in ("backbone", "weights", "dropout")},
         "kept_phase": training_history["kept_phase"],
         "training_seconds": training_history["seconds"],
@@ -472,10 +652,10 @@ def evaluate_classifier(
     metrics["accuracy_6"] = metrics["six_class"]["accuracy"]
     metrics["accuracy_3"] = metrics["three_class"]["accuracy"]
     metrics["chance_test"] = chance_test(
-        exports[chosen]["accuracy_6"], validation.labels, len(land.classes), float(training["chance_p_value"])
+        exports[chosen]["accuracy_6"], labels, len(land.classes), float(training["chance_p_value"])
     )
     metrics["train_tiles_per_class"] = tiles_per_class(
-        tile_set["train"].labels, list(land.classes), int(training["min_train_tiles_per_class"])
+        train["label"].to_numpy(np.int32), list(land.classes), int(training["min_train_tiles_per_class"])
     )
     metrics["scoring_model"]["promoted"] = bool(
         metrics["chance_test"]["above_chance"] or training["promote_chance_model"]

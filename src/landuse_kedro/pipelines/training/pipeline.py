@@ -1,5 +1,6 @@
-"""training: tiles -> Keras model (+ fp32 and int8 scoring exports) -> metrics and figures; the
-evaluation picks which export becomes ``scoring_model``."""
+"""training: tile files -> backbone features on the Spark workers (``tile_features``, reused across
+runs) -> Keras model (+ fp32 and int8 scoring exports) -> metrics and figures; the evaluation picks
+which export becomes ``scoring_model``."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -13,15 +14,23 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 nodes.assemble_tile_set,
-                ["model_input_tiles", "tile_manifest", *PARAMS],
+                ["training_tile_files", "tile_manifest", *PARAMS],
                 "training_tile_set",
                 name="assemble_tile_set",
             ),
             Node(
+                nodes.extract_tile_features,
+                ["training_tile_set", "training_tile_files", "previous_tile_features", *PARAMS],
+                ["tile_features", "training_tile_keys"],
+                name="extract_tile_features",
+                tags="spark",
+            ),
+            Node(
                 nodes.train_classifier,
-                ["training_tile_set", *PARAMS],
+                ["training_tile_keys", "tile_features", "training_tile_files", *PARAMS],
                 ["landuse_classifier", "training_history"],
                 name="train_classifier",
+                tags="spark",  # streams the head's features from tile_features
             ),
             Node(
                 nodes.export_scoring_model,
@@ -31,7 +40,13 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 nodes.quantize_scoring_model,
-                ["scoring_model_fp32", "training_tile_set", "params:training"],
+                [
+                    "scoring_model_fp32",
+                    "training_tile_set",
+                    "training_tile_files",
+                    "params:training",
+                    "params:scoring",
+                ],
                 "scoring_model_int8",
                 name="quantize_scoring_model",
             ),
@@ -40,6 +55,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "landuse_classifier",
                     "training_tile_set",
+                    "training_tile_files",
                     "scoring_model_fp32",
                     "scoring_model_int8",
                     "training_history",
@@ -67,5 +83,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="plot_learning_curves",
             ),
         ],
-        tags="training",  # no node of training needs the Spark session
+        tags="training",  # the feature nodes are tagged spark: SparkHooks starts the session for them
     )
