@@ -6,9 +6,12 @@ the whole training run, the driver's peak memory and how time grows with the num
 
 The training set: data_preparation (a real ``kedro run``) on ``county_input.py``'s mosaic of the sample
 scene (``--county`` ROWSxCOLS scene copies; 13x20 keeps about 45,000 training tiles, the walkthrough had
-44,184), plus its 2 x 2 holdout as the validation region. Each size N then trains in a fresh project copy
-whose ``tile_manifest`` holds a seeded sample of N of those training tiles and every validation tile (the
-PNGs are shared through hard links; the manifest decides which tiles belong), with an empty feature table.
+44,184), plus its 2 x 2 holdout as the validation region. The copies repeat pixels, and training computes
+the features of a tile content once, so each PNG then gets bytes of its own (a text chunk naming it, pixels
+unchanged): every tile costs its features, as distinct real tiles would. Each size N then trains in a fresh
+project copy whose ``tile_manifest`` holds a seeded sample of N of those training tiles and every validation
+tile (the PNGs are shared through hard links; the manifest decides which tiles belong), with an empty
+feature table.
 
 For each size, in one child process (``county_scale.py``'s: a real KedroSession, env ``county``, local[2]):
 the Spark start and the workers' warm-up, then ``kedro run --pipelines training`` node by node; in a second
@@ -32,9 +35,11 @@ import argparse
 import json
 import os
 import shutil
+import struct
 import sys
 import tempfile
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +62,20 @@ from county_scale import (  # noqa: E402  # noqa: E402
 )
 
 from tests.conftest import make_project_copy  # noqa: E402
+
+
+def make_distinct(tiles: Path) -> int:
+    """Give every PNG under ``tiles`` bytes of its own: a ``tEXt`` chunk with its path after the header.
+    The county's scene copies repeat pixels, and training computes a content's features once (by sha256),
+    so without this 45,000 tiles would cost the features of the ~1,200 distinct ones. Pixels are unchanged."""
+    count = 0
+    for path in tiles.rglob("*.png"):
+        data = path.read_bytes()
+        body = b"tEXt" + b"landuse_tile\0" + str(path.relative_to(tiles)).encode()
+        chunk = struct.pack(">I", len(body) - 4) + body + struct.pack(">I", zlib.crc32(body))
+        path.write_bytes(data[:33] + chunk + data[33:])  # 33: the signature and the IHDR chunk
+        count += 1
+    return count
 
 
 def subset_project(prep: Path, target: Path, county: Path, size: int, seed: int) -> Path:
@@ -138,6 +157,8 @@ def main() -> None:
     county_conf(prep, county)
     dp = run_child(prep, "data_preparation", work / "prep" / "dp.log", args)
     print(f"data_preparation on {args.county} copies: {dp['kept_total']} tiles kept in {dp['seconds']:.0f} s")
+    tagged = make_distinct(prep / "data" / "05_model_input")
+    print(f"{tagged} tile files given distinct bytes (the copies repeat pixels)")
 
     model, runs = fp32_model(), []
     for size in sizes:

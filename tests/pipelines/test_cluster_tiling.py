@@ -1,6 +1,7 @@
-"""data_preparation and development_inference on a real standalone cluster (a master and two
+"""data_preparation, training and development_inference on a real standalone cluster (a master and two
 workers, from the pyspark package): executors open the scenes, read and label the tile windows,
-write the tile PNGs and score the windows themselves, and the outputs equal a local run's."""
+write the tile PNGs, compute the training features and score the windows themselves, and the outputs
+equal a local run's."""
 
 from __future__ import annotations
 
@@ -40,7 +41,8 @@ def runs(tiny_chain_project, standalone_cluster, tmp_path_factory, monkeypatch_m
         master = standalone_cluster.wait() if name == "cluster" else "local[2]"
         monkeypatch_module.setenv("SPARK_MASTER_URL", master)
         before = standalone_cluster.applications() if name == "cluster" else 0
-        for pipeline in ("data_preparation", "development_inference"):
+        # training last: development_inference scores with the chain's model in both runs
+        for pipeline in ("data_preparation", "development_inference", "training"):
             run_pipeline(project, pipeline, env="standalone")
         if name == "cluster":
             applications[name] = standalone_cluster.applications() - before
@@ -54,9 +56,32 @@ def monkeypatch_module():
         yield patch
 
 
-def test_both_pipelines_ran_on_the_cluster(runs):
+def test_the_pipelines_ran_on_the_cluster(runs):
     _, applications = runs
-    assert applications["cluster"] == 2  # one Spark application per pipeline run, none local
+    assert applications["cluster"] == 3  # one Spark application per pipeline run, none local
+
+
+def test_training_on_the_cluster_learns_what_a_local_run_learns(runs):
+    """The workers computed the features (the table's rows) and the head trained on them: the same
+    scores and confusion matrices as on local[2]."""
+    projects, _ = runs
+    metrics, features = {}, {}
+    for name, project in projects.items():
+        data = project / "data"
+        metrics[name] = json.loads((data / "08_reporting/training_metrics.json").read_text())
+        history = json.loads((data / "08_reporting/training_history.json").read_text())
+        assert history["head_input"] == "cached_features" and history["feature_cache"]["computed_tiles"] > 0
+        features[name] = pd.read_parquet(data / "04_feature/tile_features.parquet")
+    assert (
+        len(features["local"]) == len(features["cluster"]) > 0 and features["cluster"]["error"].isna().all()
+    )
+    for key in ("accuracy_6", "accuracy_3", "six_class", "three_class", "train_tiles", "validation_tiles"):
+        assert metrics["cluster"][key] == metrics["local"][key], key
+    for precision in ("fp32", "int8"):
+        assert (
+            metrics["cluster"]["precisions"][precision]["accuracy_6"]
+            == metrics["local"]["precisions"][precision]["accuracy_6"]
+        ), precision
 
 
 def test_cluster_tiles_and_manifest_equal_the_local_ones(runs):

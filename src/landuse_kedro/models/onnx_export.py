@@ -38,7 +38,25 @@ def keras_to_onnx(model: keras.Model, opset: int = ONNX_OPSET) -> ModelArtifact:
         return model(image, training=False)
 
     proto, _ = tf2onnx.convert.from_function(serve, input_signature=signature, opset=opset)
-    return ModelArtifact("onnx", proto.SerializeToString())
+    artifact = ModelArtifact("onnx", proto.SerializeToString())
+    del proto, serve
+    release_freed_memory()
+    return artifact
+
+
+def release_freed_memory() -> None:
+    """Hand the heap that a conversion freed back to the operating system. tf2onnx builds about 1 GB of
+    short-lived Python objects for EfficientNet-Lite0; glibc keeps freed heap pages resident, so without
+    this the training driver carried them into every later node (measured: 1,966 MB resident after a
+    conversion, 925 MB after the trim). Elsewhere than glibc it does nothing."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def keras_to_artifact(model: keras.Model) -> ModelArtifact:
