@@ -149,7 +149,7 @@ def _outputs(project: Path, env: str, params: dict | None = None) -> dict:
             "development_tile_classes": catalog.load("development_tile_classes"),
             "predicted_class_raster": catalog.load("region_class_rasters")[f"{region}/predicted"]().read(),
             "class_raster_mosaic": catalog.load("class_raster_mosaics")["smoothed"]().read(),
-            **{name: _spark_parquet(catalog, name) for name in SPARK_WRITTEN},
+            **{name: _spark_parquet(catalog, name) for name in (*SPARK_WRITTEN, "tile_features")},
         }
 
 
@@ -183,7 +183,14 @@ def test_every_output_lives_in_the_container(azurite_chain: dict) -> None:
     project = azurite_chain["project"]
     stored = fs.find(DATA_ROOT)
     layers = {path.split("/azurite/", 1)[1].split("/", 1)[0] for path in stored}
-    assert {"01_raw", "05_model_input", "06_models", "07_model_output", "08_reporting"} <= layers, layers
+    assert {
+        "01_raw",
+        "04_feature",
+        "05_model_input",
+        "06_models",
+        "07_model_output",
+        "08_reporting",
+    } <= layers
     for name in ("tile_manifest", "scoring_model", "training_metrics", "scoring_metrics"):
         assert catalog.exists(name), name
     for name in SPARK_WRITTEN:  # Spark's tables too: part files only, no staging left behind
@@ -200,6 +207,20 @@ def test_tiles_and_manifest_equal_the_local_run(azurite_chain: dict) -> None:
     pd.testing.assert_frame_equal(remote["tile_manifest"], local["tile_manifest"])
     assert remote["tile_keys"] == local["tile_keys"] and local["tile_keys"]
     np.testing.assert_array_equal(remote["first_tile"], local["first_tile"])
+
+
+def test_training_features_were_computed_into_the_container(azurite_chain: dict) -> None:
+    """The Spark workers read the tiles from the container and appended their features to the table
+    there (``fsspec_parquet``): the same rows as the local run's table."""
+    remote, local = azurite_chain["remote"]["tile_features"], azurite_chain["local"]["tile_features"]
+    assert len(remote) == len(local) > 0 and remote["error"].isna().all()
+    key = ["tile_id", "view"]
+    remote, local = (rows.sort_values(key).reset_index(drop=True) for rows in (remote, local))
+    same = [*key, "split", "content_sha256"]  # the same PNG bytes in both runs, so the same content keys
+    pd.testing.assert_frame_equal(remote[same], local[same])
+    features = [np.frombuffer(blob, np.float16) for blob in remote["features"]]
+    expected = [np.frombuffer(blob, np.float16) for blob in local["features"]]
+    np.testing.assert_allclose(np.stack(features), np.stack(expected), atol=1e-2, rtol=1e-2)
 
 
 def test_metrics_equal_the_local_run(azurite_chain: dict) -> None:

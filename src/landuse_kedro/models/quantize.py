@@ -49,9 +49,7 @@ def calibration_sample(n_tiles: int, wanted: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_tiles, size=wanted, replace=False))
 
 
-def quantize_onnx(
-    model: ModelArtifact, calibration_images: np.ndarray, batch_size: int = 4
-) -> ModelArtifact:
+def quantize_onnx(model: ModelArtifact, calibration_images: np.ndarray, batch_size: int = 4) -> ModelArtifact:
     """The int8 QDQ model of an fp32 ONNX ``model`` (uint8 image input), activation ranges calibrated
     (min-max) on ``calibration_images`` (N, H, W, 3) uint8. ONNX Runtime's quantiser works on files,
     hence the temporary folder. ``batch_size`` bounds the calibration's memory (ONNX Runtime's calibration
