@@ -45,6 +45,9 @@ from landuse_kedro.tile_features import (
 logger = logging.getLogger(__name__)
 
 PRECISIONS = get_args(Precision)
+EVALUATION_BATCH = 16
+"""Validation tiles per batch when three models score them in turn: activation memory grows with the batch
+(Keras and two ONNX Runtime sessions at 64 tiles took the driver to 2.9 GB on the sample scene)."""
 
 
 def assemble_tile_set(
@@ -578,7 +581,7 @@ def evaluate_classifier(
         land_cover: ``params:land_cover`` (classes and the 3-class rule).
         training: ``params:training`` (``splits``, ``int8``, ``chance_p_value``,
             ``promote_chance_model``, ``min_train_tiles_per_class``, the model settings recorded).
-        scoring: ``params:scoring`` (``backend``, ``precision``, ``batch_size``, ``image_size``).
+        scoring: ``params:scoring`` (``backend``, ``precision``, ``image_size``).
 
     Returns:
         ``training_metrics``: the Keras model's scores and confusion matrices, each export's accuracy and
@@ -601,7 +604,7 @@ def evaluate_classifier(
     }
     classes_of: dict[str, list[np.ndarray]] = {name: [] for name in models}
     for images in tile_batches(
-        training_tile_files, validation["url"].tolist(), scoring["image_size"], scoring["batch_size"]
+        training_tile_files, validation["url"].tolist(), scoring["image_size"], EVALUATION_BATCH
     ):
         for name, predict in models.items():
             classes_of[name].append(predict(images).argmax(axis=1))
