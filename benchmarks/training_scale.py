@@ -209,10 +209,9 @@ def report(
             f"{run['python_hwm_mb']:.0f} | {run['jvm_hwm_mb']:.0f} | "
             f"{100 * run['accuracy_6']:.1f} % / {100 * run['accuracy_6_int8']:.1f} % |"
         )
-    tiles = [run["train_tiles"] for run in runs]
-    exponent = slope(tiles, [run["seconds"] for run in runs])
-    print(f"Growth exponent of whole training time against training tiles: {exponent:.2f}")
-    if len(runs) > 1:
+    if len(runs) > 1:  # growth needs several sizes
+        exponent = slope([run["train_tiles"] for run in runs], [run["seconds"] for run in runs])
+        print(f"Growth exponent of whole training time against training tiles: {exponent:.2f}")
         print(
             "Doubling ratios of whole training time: "
             + ", ".join(f"{b['seconds'] / a['seconds']:.2f}x" for a, b in zip(runs, runs[1:], strict=False))
