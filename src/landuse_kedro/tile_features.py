@@ -107,12 +107,6 @@ class WorkerSettings:
     prefetch: bool = True
 
 
-def _filesystem(index: FileIndex):
-    import fsspec
-
-    return fsspec.filesystem(index.protocol, **index.storage_options)
-
-
 def _shipped(index: FileIndex) -> FileIndex:
     """``index`` without secrets: executors take their credentials from their own environment."""
     return FileIndex((), index.protocol, shippable(index.storage_options))
@@ -127,7 +121,7 @@ def hash_files(index: FileIndex, urls: Sequence[str], partitions_per_core: int =
     rows = spark.createDataFrame(spark.sparkContext.parallelize([(u,) for u in urls], tasks), "url string")
 
     def digest(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        fs = _filesystem(shipped)
+        fs = shipped.filesystem()
         with ThreadPoolExecutor(max_workers=READ_THREADS) as readers:
             for frame in frames:
                 blobs = list(readers.map(lambda url: _read_or_reason(fs, url), frame["url"]))
@@ -178,9 +172,9 @@ def compute_features(
         MAX_BATCHES_PER_TASK,
     )
     columns = ["url", "content_sha256", "tile_id", "split", "class_name", "views"]
-    records = [tuple(r) for r in todo[columns].itertuples(index=False)]
+    records = [(*r[:5], [int(v) for v in r[5]]) for r in todo[columns].itertuples(index=False)]
     rows = spark.createDataFrame(
-        spark.sparkContext.parallelize([(*r[:5], [int(v) for v in r[5]]) for r in records], tasks),
+        spark.sparkContext.parallelize(records, tasks),
         TODO_SCHEMA,
     )
     model = spark.sparkContext.broadcast(extractor.payload)
@@ -195,7 +189,7 @@ def compute_features(
 
 def _feature_rows(frames, index: FileIndex, key: str, predictor, settings: WorkerSettings):
     """mapInPandas body of :func:`compute_features`: reads the next batch while the model runs."""
-    fs = _filesystem(index)
+    fs = index.filesystem()
     readers = ThreadPoolExecutor(max_workers=READ_THREADS)
 
     def chunks() -> Iterator[pd.DataFrame]:
@@ -358,7 +352,7 @@ def epoch_batches(
 def read_tiles(index: FileIndex, urls: Sequence[str], image_size: int) -> np.ndarray:
     """(len(urls), size, size, 3) uint8 tiles read and decoded on the driver with the scorer's policy: for
     the few the driver needs at once (a batch, the int8 calibration sample). Raises naming a bad file."""
-    fs = _filesystem(index)
+    fs = index.filesystem()
     with ThreadPoolExecutor(max_workers=READ_THREADS) as readers:
         blobs = list(readers.map(lambda url: _read_or_reason(fs, url), urls))
     out = np.empty((len(urls), image_size, image_size, 3), np.uint8)
