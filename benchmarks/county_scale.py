@@ -175,7 +175,7 @@ def child(project: Path, pipeline: str, result: Path, score_tiles: int, png_root
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from landuse_kedro.hooks import start_spark
+    from landuse_kedro.spark import start_spark
 
     os.chdir(project)
     bootstrap_project(project)
@@ -234,7 +234,7 @@ def warm_workers(spark, model: ModelArtifact | None, scoring: dict[str, Any]) ->
     (``scoring.cached_predictor``, same key and threads), and how many distinct workers did."""
     import pandas as pd
 
-    from landuse_kedro.scoring import cached_predictor, model_key
+    from landuse_kedro.models.predictor import cached_predictor, model_key
 
     cores = spark.sparkContext.defaultParallelism
     payload = spark.sparkContext.broadcast(model.payload) if model is not None else None
@@ -260,7 +260,8 @@ def _scoring_only(context, model: ModelArtifact, png_root: Path, count: int) -> 
     and precision as development_inference; the first job pays what warm_workers left (Arrow,
     listing), the second is warm."""
     from landuse_kedro.datasets.file_index import FileIndex
-    from landuse_kedro.scoring import active_spark_session, score_images
+    from landuse_kedro.scoring import score_images
+    from landuse_kedro.spark import active_spark_session
 
     params, spark = context.params, active_spark_session()
     pngs = sorted(str(p) for p in png_root.rglob("*.png"))

@@ -83,7 +83,7 @@ def mid_level_cost(tiles, threads: int, repeats: int) -> None:
 
     from landuse_kedro.models import build_classifier
     from landuse_kedro.models.onnx_export import keras_to_onnx
-    from landuse_kedro.scoring import load_predictor
+    from landuse_kedro.models.predictor import load_predictor
 
     predictors = {
         mid_level: load_predictor(

@@ -32,7 +32,8 @@ os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 from _project import project_catalog  # noqa: E402  (benchmarks/_project.py)
 
 from landuse_kedro.datasets.file_index import FileIndex, FileIndexDataset  # noqa: E402
-from landuse_kedro.scoring import decode_image, load_predictor, predict_classes, score_images  # noqa: E402
+from landuse_kedro.models.predictor import load_predictor, predict_classes  # noqa: E402
+from landuse_kedro.scoring import decode_image, score_images  # noqa: E402
 
 WALKTHROUGH_TILES = 11_760
 CLASSES = ["Developed", "Cultivated", "Forest", "Shrub", "Barren", "Herbaceous"]
@@ -117,7 +118,7 @@ def on_spark(
 ) -> dict[str, list[tuple[float, float]]]:
     """For each model, (images/s, images per CPU-second) of the spark_scoring node writing Parquet:
     a first job (cold Python workers, model loading) and a second, warm one; one Spark session."""
-    from landuse_kedro.hooks import start_spark
+    from landuse_kedro.spark import start_spark
 
     spark = start_spark(
         {

@@ -103,7 +103,7 @@ def local_spark_session():
     """A local[1] session for a test module that calls Spark nodes directly: starting one costs
     seconds, and each extra core adds a Python worker that imports its backend again (the
     pipeline tests use local[2] through SparkHooks)."""
-    from landuse_kedro.hooks import start_spark
+    from landuse_kedro.spark import start_spark
 
     session = start_spark(
         {

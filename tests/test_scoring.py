@@ -15,16 +15,9 @@ from PIL import Image
 
 from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.file_index import FileIndexDataset
-from landuse_kedro.scoring import (
-    ImageError,
-    ScoringSettings,
-    active_spark_session,
-    cached_predictor,
-    decode_image,
-    load_predictor,
-    score_images,
-)
-from landuse_kedro.tiling import task_count
+from landuse_kedro.models.predictor import cached_predictor, load_predictor
+from landuse_kedro.scoring import ImageError, ScoringSettings, decode_image, score_images
+from landuse_kedro.spark import active_spark_session, task_count
 from tests.conftest import LAND_COVER, local_spark_session
 
 CLASSES = LAND_COVER["classes"]
@@ -250,7 +243,7 @@ def test_scoring_says_the_precision_it_runs_and_warns_only_when_fp32_was_asked_f
 
 
 def test_predicting_in_batches_gives_the_whole_set_s_classes(artifacts):
-    from landuse_kedro.scoring import predict_classes
+    from landuse_kedro.models.predictor import predict_classes
 
     predict = load_predictor("onnx", artifacts["onnx"].payload, threads=1)
     images = np.stack([random_tile(i) for i in range(5)])
@@ -401,19 +394,19 @@ class _Storage:
 
 
 def test_unreachable_or_refusing_storage_fails_the_task_one_bad_file_is_a_row():
-    from landuse_kedro.scoring import _read_or_reason
+    from landuse_kedro.scoring import read_or_reason
 
-    reason = _read_or_reason(_Storage(FileNotFoundError("no such blob")), "container/a.png")
+    reason = read_or_reason(_Storage(FileNotFoundError("no such blob")), "container/a.png")
     assert reason.startswith("cannot read file: FileNotFoundError")  # one file: its row
     for error in (ConnectionError("connection refused"), TimeoutError("timed out")):
         with pytest.raises(type(error)):  # the storage itself: the run stops, not 10,000 rows
-            _read_or_reason(_Storage(error), "container/a.png")
+            read_or_reason(_Storage(error), "container/a.png")
 
     class ClientAuthenticationError(Exception):  # azure.core's name, without importing azure
         pass
 
     with pytest.raises(ClientAuthenticationError):
-        _read_or_reason(_Storage(ClientAuthenticationError("Server failed to authenticate")), "c/a.png")
+        read_or_reason(_Storage(ClientAuthenticationError("Server failed to authenticate")), "c/a.png")
 
 
 def test_the_summary_counts_the_listing_the_scorer_saw():

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from kedro.pipeline import Node
 
-from landuse_kedro.hooks import SparkHooks, spark_is_running
+from landuse_kedro.hooks import SparkHooks
+from landuse_kedro.spark import spark_is_running
 from tests.conftest import PROJECT_ROOT, local_spark_session
 
 CONF = PROJECT_ROOT / "conf"

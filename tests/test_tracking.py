@@ -133,8 +133,9 @@ def test_a_node_error_is_shown_and_spark_stopped_when_the_store_fails_at_the_end
     from pyspark import SparkContext
 
     from landuse_kedro import hooks
-    from landuse_kedro.hooks import SparkHooks, spark_is_running, start_spark
+    from landuse_kedro.hooks import SparkHooks
     from landuse_kedro.settings import HOOKS
+    from landuse_kedro.spark import spark_is_running, start_spark
     from landuse_kedro.tracking import MlflowHooks
     from tests.conftest import make_project_copy, run_pipeline
 

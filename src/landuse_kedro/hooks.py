@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from kedro.pipeline import Node
 from landuse_kedro import __version__
 from landuse_kedro.datasets.commit import find_leftovers
 from landuse_kedro.parameters import conform
+from landuse_kedro.spark import register_python_data_sources, spark_is_running, start_spark
 from landuse_kedro.storage import StorageConfigError, check_container, check_credentials, is_remote
 
 logger = logging.getLogger(__name__)
@@ -230,50 +229,3 @@ class RunRecordHooks:
                     "dataset is next written; remove one by hand only once its run is gone):\n%s",
                     "\n".join(f"  {path} ({LEFTOVER_STATES[gone]})" for path, gone in leftovers),
                 )
-
-
-def register_python_data_sources(session) -> None:
-    """Add the ``fsspec_parquet`` format (Spark Parquet tables in storage Hadoop cannot reach).
-
-    Python data sources exist from Spark 4.0; older clusters (HDInsight's 3.3) write through
-    their own Hadoop Azure driver and do not need it.
-    """
-    if int(session.version.split(".")[0]) < 4:
-        return
-    from landuse_kedro import spark_fsspec
-
-    spark_fsspec.register(session)
-
-
-def spark_is_running() -> bool:
-    """Whether this process already has a SparkContext, which ``getOrCreate`` would reuse.
-
-    The context, not ``SparkSession.getActiveSession()``, is what ``stop()`` ends, and it is
-    process-wide, while the active session is per thread (a session built in another thread is
-    not "active" here but would still be reused and stopped).
-    """
-    from pyspark import SparkContext
-
-    return SparkContext._active_spark_context is not None
-
-
-def start_spark(spark_conf: dict[str, Any]):
-    """Build (or reuse) the SparkSession described by ``spark.yml``.
-
-    Python workers must run the driver's interpreter, or they miss the project's packages.
-    """
-    from pyspark import SparkConf
-    from pyspark.sql import SparkSession
-
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
-    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    conf = SparkConf().setAll([(key, str(value)) for key, value in spark_conf.items()])
-    session = SparkSession.builder.config(conf=conf).getOrCreate()
-    session.sparkContext.setLogLevel("WARN")
-    logger.info(
-        "Spark %s session on %s (app %s)",
-        session.version,
-        session.sparkContext.master,
-        session.sparkContext.appName,
-    )
-    return session

@@ -1,20 +1,19 @@
 """Score image files with a Keras or ONNX model on Spark: one output row per input file, always.
 
-Shared by ``spark_scoring`` and ``development_inference`` so both decode, predict and count failures
-the same way. Spark carries only paths: each Python worker reads the bytes itself with fsspec, which
-was measured at about twice the throughput of sending them through Spark's ``binaryFile`` source
-(still accepted, for clusters where only Hadoop's ABFS driver holds the credentials). The model's
-bytes reach executors by broadcast (executors need not share the driver's disk) and are loaded once
-per Python worker, then reused by every task that worker runs.
+Its decode policy and row shape are shared: ``window_jobs`` scores tile windows into the same columns,
+and the feature job reads tile files with the same checks. Spark carries only paths: each Python
+worker reads the bytes itself with fsspec, which was measured at about twice the throughput of sending
+them through Spark's ``binaryFile`` source (still accepted, for clusters where only Hadoop's ABFS driver
+holds the credentials). The model's bytes reach executors by broadcast (executors need not share the
+driver's disk) and are loaded once per Python worker, then reused by every task that worker runs.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import logging
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -26,26 +25,15 @@ from PIL import Image, UnidentifiedImageError
 
 from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.file_index import FileIndex
-from landuse_kedro.datasets.model_file import ModelArtifact, ModelFormat
+from landuse_kedro.datasets.model_file import ModelArtifact
+from landuse_kedro.models.predictor import Predictor, ShippedModel, model_key, prefetched
+from landuse_kedro.spark import active_spark_session, task_count
 from landuse_kedro.storage import is_unreachable, redact_environment_secrets, shippable
-from landuse_kedro.tiling import (
-    BLOCK_TILES,
-    WINDOW_PLACE,
-    Block,
-    OpenScenes,
-    ScenePlan,
-    block_rows,
-    task_count,
-    tile_label,
-)
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
 logger = logging.getLogger(__name__)
-
-Predictor = Callable[[np.ndarray], np.ndarray]
-"""(N, H, W, 3) uint8 RGB -> (N, classes) probabilities."""
 
 MAX_BATCHES_PER_TASK = 16  # bounds a task's size (and so a retry's cost and a straggler's tail)
 READ_THREADS = 8  # object stores answer in tens of ms per file: read a batch's files concurrently
@@ -107,80 +95,6 @@ def _rgb(image: Image.Image) -> np.ndarray:
         return np.asarray(image.convert("RGB"), dtype=np.uint8)
     detail = " with transparency" if mode == "P" else ""
     raise ImageError(f"unsupported image mode {mode}{detail}: tiles must be 8-bit RGB")
-
-
-def load_predictor(model_format: ModelFormat, payload: bytes, threads: int) -> Predictor:
-    """Build a predictor from a model file's bytes; ``threads`` caps the runtime's CPU threads,
-    since Spark already runs one Python worker per core."""
-    if model_format == "onnx":
-        return _onnx_predictor(payload, threads)
-    if model_format == "keras":
-        return _keras_predictor(payload, threads)
-    raise ValueError(f"Unknown model format '{model_format}': expected 'onnx' or 'keras'.")
-
-
-def predict_classes(predict: Predictor, images: np.ndarray, batch_size: int) -> np.ndarray:
-    """Class indices of ``images``, predicted ``batch_size`` at a time (one batch of activations in
-    memory, not the whole set's)."""
-    return np.concatenate(
-        [predict(images[i : i + batch_size]).argmax(axis=1) for i in range(0, len(images), batch_size)]
-    )
-
-
-def _onnx_predictor(payload: bytes, threads: int) -> Predictor:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    # Idle pool threads otherwise spin for work, burning cores that other workers need: with 2
-    # threads on a busy 2-core machine, EfficientNet-Lite0 ran at 120 images/s without, 85-94 with.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    session = ort.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
-    model_input = session.get_inputs()[0]
-    dtype = np.uint8 if model_input.type == "tensor(uint8)" else np.float32
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return session.run(None, {model_input.name: images.astype(dtype, copy=False)})[0]
-
-    return predict
-
-
-def _keras_predictor(payload: bytes, threads: int) -> Predictor:
-    import tensorflow as tf
-
-    from landuse_kedro.models.onnx_export import artifact_to_keras
-
-    try:  # only possible before TensorFlow's runtime starts; a worker that already ran TF keeps its own
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:
-        pass
-    model = artifact_to_keras(payload)
-
-    def predict(images: np.ndarray) -> np.ndarray:
-        return np.asarray(model.predict_on_batch(images))
-
-    return predict
-
-
-_PREDICTORS: dict[tuple[str, int], Predictor] = {}
-
-
-def cached_predictor(
-    key: str, model_format: ModelFormat, payload: Callable[[], bytes], threads: int
-) -> Predictor:
-    """One predictor per Python worker process and model: Spark reuses workers across tasks, so a
-    model is deserialized once, not once per partition. ``payload`` is only called on a miss (it
-    fetches the broadcast). A worker keeps one model at a time: executors' memory is small."""
-    if (key, threads) not in _PREDICTORS:
-        _PREDICTORS.clear()
-        _PREDICTORS[(key, threads)] = load_predictor(model_format, payload(), threads)
-    return _PREDICTORS[(key, threads)]
-
-
-def model_key(model: ModelArtifact) -> str:
-    return hashlib.sha256(model.payload).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -282,7 +196,7 @@ def _decode_or_reason(data: bytes | str, image_size: int) -> np.ndarray | str:
         return str(error)
 
 
-def _read_or_reason(fs, path: str) -> bytes | str:
+def read_or_reason(fs, path: str) -> bytes | str:
     try:
         with fs.open(path, "rb") as handle:
             return handle.read(MAX_FILE_BYTES + 1)  # decode_image refuses anything longer
@@ -292,51 +206,10 @@ def _read_or_reason(fs, path: str) -> bytes | str:
         return redact_environment_secrets(f"cannot read file: {type(error).__name__}: {error}")
 
 
-def _prefetched(
-    items: Iterable[Any],
-    prepare: Callable[[Any], Any],
-    enabled: bool,
-    finish: Callable[[], None] | None = None,
-) -> Iterator[Any]:
-    """``prepare`` the next item in a background thread while the caller works on the current one
-    (PIL decoding and file reads release the GIL, so this overlaps with inference); ``finish``
-    runs last in the thread that prepared (GDAL environments must close where they opened)."""
-    if not enabled:
-        try:
-            yield from map(prepare, items)
-        finally:
-            if finish is not None:
-                finish()
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        try:
-            pending = None
-            for item in items:
-                future = pool.submit(prepare, item)
-                if pending is not None:
-                    yield pending.result()
-                pending = future
-            if pending is not None:
-                yield pending.result()
-        finally:
-            if finish is not None:
-                pool.submit(finish).result()
-
-
-@dataclass(frozen=True)
-class _BroadcastModel:
-    key: str
-    format: ModelFormat
-    payload: Any  # pyspark Broadcast[bytes]
-
-    def predictor(self, threads: int) -> Predictor:
-        return cached_predictor(self.key, self.format, lambda: self.payload.value, threads)
-
-
 def _score_partition(
     frames: Iterator[pd.DataFrame],
     settings: ScoringSettings,
-    model: _BroadcastModel,
+    model: ShippedModel,
     storage: tuple[str, dict[str, Any]] | None,
 ) -> Iterator[pd.DataFrame]:
     """mapInPandas body: ``frames`` hold ``path`` (and ``content`` for binaryFile input)."""
@@ -358,11 +231,11 @@ def _score_partition(
         if fs is None:
             blobs = chunk["content"].tolist()
         else:
-            blobs = list(readers.map(lambda p: _read_or_reason(fs, p), paths))
+            blobs = list(readers.map(lambda p: read_or_reason(fs, p), paths))
         return paths, [_decode_or_reason(b, settings.image_size) for b in blobs]
 
     try:
-        for paths, images in _prefetched(chunks(), prepare, settings.prefetch):
+        for paths, images in prefetched(chunks(), prepare, settings.prefetch):
             yield score_batch(paths, images, predictor, settings)
     finally:
         if readers is not None:
@@ -382,19 +255,6 @@ def spark_schema(classes: Iterable[str]):
     )
 
 
-def active_spark_session():
-    """The session the project's hook started; nodes never build one."""
-    from pyspark.sql import SparkSession
-
-    spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise RuntimeError(
-            "No active SparkSession: run this node through Kedro with the `spark` tag so "
-            "SparkHooks starts one from conf/<env>/spark.yml."
-        )
-    return spark
-
-
 def score_images(
     images: FileIndex | DataFrame,
     scoring_model: ModelArtifact,
@@ -409,7 +269,7 @@ def score_images(
     """
     spark = active_spark_session()
     settings = ScoringSettings.from_params(land_cover, scoring)
-    model = _broadcast_model(spark, scoring_model, scoring)
+    model = broadcast_model(spark, scoring_model, scoring)
     if isinstance(images, FileIndex):
         if not len(images):
             raise ValueError("No image files to score: the FileIndex is empty.")
@@ -446,32 +306,6 @@ def score_images(
     return paths.mapInPandas(score, spark_schema(settings.classes))
 
 
-def check_failure_rate(
-    total: int,
-    errors: Iterable[str] | Mapping[str, int],
-    max_failed_fraction: float,
-    what: str,
-    setting: str = "scoring.max_failed_fraction",
-) -> None:
-    """Fail when more than ``max_failed_fraction`` of ``total`` items failed: a wrong key, a wrong
-    ``image_size`` or throttled storage fails every file, and that must not pass as a run with
-    warnings. Called after the rows and metrics are saved, so they stay for the diagnosis.
-    ``errors``: each failure's reason (grouped by what precedes its first colon), or reasons
-    already grouped by cause with their counts."""
-    if isinstance(errors, Mapping):
-        reasons = pd.Series(dict(errors), dtype="int64").sort_values(ascending=False, kind="stable")
-    else:
-        reasons = pd.Series([error.split(":")[0] for error in errors], dtype=object).value_counts()
-    failed = int(reasons.sum())
-    if total and failed / total > max_failed_fraction:
-        common = "; ".join(f"{count} x {reason}" for reason, count in reasons.head(3).items())
-        raise RuntimeError(
-            f"{failed} of {total} {what} failed ({failed / total:.0%}, above "
-            f"{setting} = {max_failed_fraction}); commonest reasons: {common}. "
-            "The rows and metrics are saved."
-        )
-
-
 def log_precision(scoring_model: ModelArtifact, scoring: dict[str, Any]) -> str:
     """Say which precision scoring runs, read from the model itself; ``scoring.precision`` chose
     the export at training time, so a model from elsewhere is scored as it is. An fp32 model where
@@ -492,112 +326,16 @@ def log_precision(scoring_model: ModelArtifact, scoring: dict[str, Any]) -> str:
     return precision
 
 
-def _broadcast_model(spark, scoring_model: ModelArtifact, scoring: dict[str, Any]) -> _BroadcastModel:
+def broadcast_model(spark, scoring_model: ModelArtifact, scoring: dict[str, Any]) -> ShippedModel:
     if scoring.get("backend", scoring_model.format) != scoring_model.format:
         raise ValueError(
             f"params:scoring.backend is '{scoring['backend']}' but the scoring model is "
             f"{scoring_model.format}: re-export it (training pipeline) or change the backend."
         )
     log_precision(scoring_model, scoring)
-    return _BroadcastModel(
+    return ShippedModel(
         model_key(scoring_model), scoring_model.format, spark.sparkContext.broadcast(scoring_model.payload)
     )
-
-
-WINDOW_COLUMNS = {
-    "scene": "string",
-    "row": "bigint",
-    "col": "bigint",
-    **WINDOW_PLACE,
-    "label_class": "string",
-    "label_share": "double",
-    "image_nodata_pixels": "bigint",
-}
-"""What :func:`score_windows` adds to the scorer's columns: the tile's place on the grid and its
-label from the plan's label raster (Spark DDL types)."""
-
-
-def score_windows(
-    plans: Iterable[ScenePlan],
-    scoring_model: ModelArtifact,
-    land_cover: dict[str, Any],
-    scoring: dict[str, Any],
-    partitions_per_core: int = 2,
-) -> DataFrame:
-    """Score every tile window of the ``plans``' scenes in one Spark job, with no tile files: a
-    task opens each scene it meets (or its warped view) and the label raster once, then for each
-    block of windows reads the pixels, labels the tiles and predicts them, reading the next block
-    while the model runs. A block (up to 8 x 8 tiles) is one batch: ``scoring.batch_size``
-    applies to files only.
-
-    One row per tile: the scorer's columns (``image_id`` = tile id, ``path`` = the scene) plus
-    ``WINDOW_COLUMNS``; a window that cannot be read is a row with ``error`` set. Lazy, like
-    :func:`score_images`.
-    """
-    spark = active_spark_session()
-    settings = ScoringSettings.from_params(land_cover, scoring)
-    plans = {plan.key: plan.shippable() for plan in plans}
-    for plan in plans.values():
-        if settings.image_size != plan.tile_size:
-            raise ValueError(
-                f"params:scoring.image_size is {settings.image_size} but tiles are "
-                f"{plan.tile_size} px (params:tiling.tile_size): the model expects one size."
-            )
-    model = _broadcast_model(spark, scoring_model, scoring)
-    rows, n_blocks, tasks = block_rows(spark, plans.values(), partitions_per_core)
-    logger.info(
-        "Scoring %d tiles of %s with the %s model: %d blocks of up to %d tiles in %d Spark tasks "
-        "(Spark shows the stage's progress)",
-        sum(len(plan.tiles) for plan in plans.values()),
-        ", ".join(plans),
-        scoring_model.format,
-        n_blocks,
-        BLOCK_TILES**2,
-        tasks,
-    )
-
-    def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        return _score_window_partition(frames, plans, settings, model)
-
-    schema = spark_schema(settings.classes)
-    for name, kind in WINDOW_COLUMNS.items():  # StructType.add takes JSON type names
-        schema = schema.add(name, {"int": "integer", "bigint": "long"}.get(kind, kind))
-    return rows.mapInPandas(score, schema)
-
-
-def _score_window_partition(
-    frames: Iterator[pd.DataFrame],
-    plans: dict[str, ScenePlan],
-    settings: ScoringSettings,
-    model: _BroadcastModel,
-) -> Iterator[pd.DataFrame]:
-    predictor = model.predictor(settings.threads)
-    opened = OpenScenes()  # rows come grouped by scene: each scene opens once per task
-
-    def blocks() -> Iterator[tuple[ScenePlan, Block]]:
-        for frame in frames:
-            for b in frame.itertuples(index=False):
-                yield plans[b.scene], (b.row, b.col, b.n_rows, b.n_cols)
-
-    def prepare(
-        item: tuple[ScenePlan, Block],
-    ) -> tuple[ScenePlan, list[tuple[pd.DataFrame, np.ndarray | None]]]:
-        plan, block = (
-            item  # one thread prepares: scenes open, switch and close there (GDAL envs are per thread)
-        )
-        return plan, list(opened(plan).blocks_or_tiles(block, with_pixels=True))
-
-    for plan, parts in _prefetched(blocks(), prepare, settings.prefetch, finish=opened.close):
-        labels = pd.concat([part for part, _ in parts], ignore_index=True)
-        images: list[np.ndarray | str] = []
-        for part, pixels in parts:
-            images.extend(list(pixels) if pixels is not None else part["read_error"].tolist())
-        ids = [plan.tile_id(r, c) for r, c in zip(labels["row"], labels["col"])]
-        scored = score_batch([plan.url] * len(ids), images, predictor, settings, ids)
-        labels["label_class"] = tile_label(labels, plan.classes)
-        labels = labels.rename(columns={"purity": "label_share", "nodata_pixels": "image_nodata_pixels"})
-        labels["scene"] = plan.key
-        yield pd.concat([scored, labels[list(WINDOW_COLUMNS)]], axis=1)
 
 
 def _with_skipped_empty_files(images: DataFrame) -> DataFrame:

@@ -30,18 +30,11 @@ import numpy as np
 import pandas as pd
 
 from landuse_kedro.datasets.file_index import FileIndex
-from landuse_kedro.scoring import (
-    MAX_BATCHES_PER_TASK,
-    READ_THREADS,
-    ImageError,
-    _prefetched,
-    _read_or_reason,
-    active_spark_session,
-    cached_predictor,
-    decode_image,
-)
+from landuse_kedro.failures import error_chain
+from landuse_kedro.models.predictor import cached_predictor, prefetched
+from landuse_kedro.scoring import MAX_BATCHES_PER_TASK, READ_THREADS, ImageError, decode_image, read_or_reason
+from landuse_kedro.spark import active_spark_session, task_count
 from landuse_kedro.storage import shippable
-from landuse_kedro.tiling import error_chain, task_count
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -124,7 +117,7 @@ def hash_files(index: FileIndex, urls: Sequence[str], partitions_per_core: int =
         fs = shipped.filesystem()
         with ThreadPoolExecutor(max_workers=READ_THREADS) as readers:
             for frame in frames:
-                blobs = list(readers.map(lambda url: _read_or_reason(fs, url), frame["url"]))
+                blobs = list(readers.map(lambda url: read_or_reason(fs, url), frame["url"]))
                 yield pd.DataFrame(
                     {
                         "url": frame["url"],
@@ -198,13 +191,13 @@ def _feature_rows(frames, index: FileIndex, key: str, predictor, settings: Worke
                 yield frame.iloc[start : start + settings.batch_size].reset_index(drop=True)
 
     def prepare(chunk: pd.DataFrame) -> tuple[pd.DataFrame, list[np.ndarray | str]]:
-        blobs = list(readers.map(lambda url: _read_or_reason(fs, url), chunk["url"]))
+        blobs = list(readers.map(lambda url: read_or_reason(fs, url), chunk["url"]))
         return chunk, [
             _checked_tile(blob, sha, settings.image_size) for blob, sha in zip(blobs, chunk["content_sha256"])
         ]
 
     try:
-        for chunk, tiles in _prefetched(chunks(), prepare, settings.prefetch):
+        for chunk, tiles in prefetched(chunks(), prepare, settings.prefetch):
             yield _predict_views(chunk, tiles, key, predictor)
     finally:
         readers.shutdown()
@@ -354,7 +347,7 @@ def read_tiles(index: FileIndex, urls: Sequence[str], image_size: int) -> np.nda
     the few the driver needs at once (a batch, the int8 calibration sample). Raises naming a bad file."""
     fs = index.filesystem()
     with ThreadPoolExecutor(max_workers=READ_THREADS) as readers:
-        blobs = list(readers.map(lambda url: _read_or_reason(fs, url), urls))
+        blobs = list(readers.map(lambda url: read_or_reason(fs, url), urls))
     out = np.empty((len(urls), image_size, image_size, 3), np.uint8)
     for i, (url, blob) in enumerate(zip(urls, blobs, strict=True)):
         if isinstance(blob, str):
@@ -371,4 +364,4 @@ def tile_batches(
 ) -> Iterator[np.ndarray]:
     """``urls``' tiles in order, ``batch_size`` at a time, the next batch read while the caller works."""
     starts = range(0, len(urls), batch_size)
-    return _prefetched(starts, lambda s: read_tiles(index, urls[s : s + batch_size], image_size), True)
+    return prefetched(starts, lambda s: read_tiles(index, urls[s : s + batch_size], image_size), True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,6 +24,7 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import transform as window_transform
 
 from landuse_kedro.classes import DROPPED, NO_LABEL, UNKNOWN, unknown_codes
+from landuse_kedro.failures import error_chain
 from landuse_kedro.raster import (
     Grid,
     RasterLimits,
@@ -50,21 +51,10 @@ logger = logging.getLogger(__name__)
 
 BLOCK_TILES = 8
 """Tiles per block side read at once: 8 x 224 px = 1,792 px, about 10 MB of RGB."""
-MAX_BLOCKS_PER_TASK = 16
-"""Bounds a Spark task (and so a retry's cost and a straggler's tail)."""
-REJECT_REASONS = UNREADABLE, IMAGE_NODATA, OUTSIDE_LABELS, UNKNOWN_CODES, DROPPED_DOMINANT, IMPURE = (
-    "unreadable",
-    "image_nodata",
-    "outside_labels",
-    "unknown_codes",
-    "dropped_dominant",
-    "impure",
-)
 _SCENE_KEY = re.compile(r"^(?P<region>.+)_(?P<year>\d{4})$")
 
 Block = tuple[int, int, int, int]
 """(tile row, tile col, tile rows, tile cols) of a scene's tile grid."""
-BLOCK_SCHEMA = "scene string, row bigint, col bigint, n_rows bigint, n_cols bigint"
 WINDOW_PLACE = {
     "row_off": "bigint",
     "col_off": "bigint",
@@ -405,31 +395,6 @@ class OpenScene:
         return frame[list(LABEL_COLUMNS)]
 
 
-def error_chain(error: BaseException) -> str:
-    """``Type: message`` of ``error`` and of each error under it, outermost first: rasterio's
-    "Read failed. See previous exception" hides GDAL's cause (``ZIPDecode: Decoding error``) there."""
-    parts: list[str] = []
-    seen: set[int] = set()
-    cause: BaseException | None = error
-    while cause is not None and id(cause) not in seen:
-        seen.add(id(cause))
-        text = str(cause)
-        if not any(text in part for part in parts):  # GDAL repeats an inner message in the outer one
-            parts.append(f"{type(cause).__name__}: {text}")
-        cause = cause.__cause__ or cause.__context__
-    return " <- ".join(parts)
-
-
-_LONE_NUMBER = re.compile(r"(?<![\w/.:-])\d+(?![\w/.-])")
-
-
-def failure_counts(reasons: Iterable[str | None]) -> dict[str, int]:
-    """Failure reasons grouped by cause, commonest first: numbers standing alone (GDAL's block
-    offsets, scanlines) become ``#``, while paths and names keep theirs; each row keeps its own."""
-    keys = pd.Series([_LONE_NUMBER.sub("#", reason) for reason in reasons if reason], dtype=object)
-    return {str(key): int(count) for key, count in keys.value_counts().items()}
-
-
 def _grid_frame(plan: ScenePlan, block: Block) -> pd.DataFrame:
     row, col, n_rows, n_cols = block
     size = plan.tile_size
@@ -475,80 +440,6 @@ def tile_label(frame: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
     labelled = (frame["class_pixels"] > 0) & (frame["dropped_pixels"] < frame["class_pixels"])
     labelled &= frame["unknown_pixels"] == 0
     return np.where(labelled & frame["read_error"].isna(), names, None)
-
-
-def finish_candidates(frame: pd.DataFrame, plans: Mapping[str, ScenePlan], min_purity: float) -> pd.DataFrame:
-    """Task rows -> the candidate table: ids, class names, CRS and the reason a tile is unusable."""
-    frame = frame.sort_values(["scene", "row", "col"], ignore_index=True)
-    classes = next(iter(plans.values())).classes
-    frame["class_name"] = np.where(
-        frame["class_pixels"] > 0, np.asarray(classes, dtype=object)[frame["class_index"]], None
-    )
-    frame["reject_reason"] = _reject_reasons(frame, min_purity)
-    frame.insert(0, "tile_id", [plans[s].tile_id(r, c) for s, r, c in zip(frame.scene, frame.row, frame.col)])
-    frame["crs"] = frame["scene"].map({key: plan.grid.crs.to_string() for key, plan in plans.items()})
-    return frame.drop(columns=["class_index", "class_pixels"])
-
-
-def _reject_reasons(frame: pd.DataFrame, min_purity: float) -> np.ndarray:
-    """First failed check per tile, in order of severity; None for a usable tile."""
-    conditions = [
-        frame.read_error.notna(),
-        frame.nodata_pixels > 0,
-        frame.unlabelled_pixels > 0,
-        frame.unknown_pixels > 0,
-        frame.dropped_pixels >= frame.purity * frame.width * frame.height,
-        frame.purity < min_purity,
-    ]
-    reasons = np.select(conditions, list(REJECT_REASONS), "")
-    return np.where(reasons == "", None, reasons)
-
-
-# ------------------------------------------------------------------ on Spark
-
-
-def block_rows(spark, plans: Iterable[ScenePlan], per_core: int = 2):
-    """A DataFrame of (scene, block) rows, grouped by scene and row-major within it, in a few
-    tasks per core (none over ``MAX_BLOCKS_PER_TASK`` blocks), for ``mapInPandas``."""
-    rows = [(plan.key, *block) for plan in plans for block in plan.blocks()]
-    tasks = task_count(len(rows), spark.sparkContext.defaultParallelism, per_core, MAX_BLOCKS_PER_TASK)
-    return spark.createDataFrame(spark.sparkContext.parallelize(rows, tasks), BLOCK_SCHEMA), len(rows), tasks
-
-
-def task_count(items: int, cores: int, per_core: int, max_per_task: int) -> int:
-    """A few tasks per core evens out stragglers; no task is empty or longer than ``max_per_task``
-    items (right after a session starts, ``cores`` can undercount a real cluster)."""
-    return max(1, min(items, max(cores * per_core, -(-items // max_per_task))))
-
-
-def label_on_spark(spark, plans: Mapping[str, ScenePlan]) -> pd.DataFrame:
-    """Label rows of every tile of every planned scene, computed by Spark tasks."""
-    rows, n_blocks, tasks = block_rows(spark, plans.values())
-    logger.info(
-        "Labelling %d tiles of %d scenes: %d blocks of up to %d x %d tiles in %d Spark tasks",
-        sum(len(p.tiles) for p in plans.values()),
-        len(plans),
-        n_blocks,
-        BLOCK_TILES,
-        BLOCK_TILES,
-        tasks,
-    )
-    schema = "scene string, " + ", ".join(f"{name} {kind}" for name, kind in LABEL_COLUMNS.items())
-    plans = {key: plan.shippable() for key, plan in plans.items()}
-
-    def label(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        opened = OpenScenes()
-        try:
-            for frame in frames:
-                for block in frame.itertuples(index=False):
-                    scene = opened(plans[block.scene])
-                    key = (block.row, block.col, block.n_rows, block.n_cols)
-                    for labels, _ in scene.blocks_or_tiles(key, with_pixels=False):
-                        yield labels.assign(scene=block.scene)
-        finally:
-            opened.close()
-
-    return rows.mapInPandas(label, schema).toPandas()
 
 
 @dataclass(frozen=True)

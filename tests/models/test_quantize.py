@@ -10,8 +10,8 @@ from onnx import numpy_helper
 
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.models.onnx_export import artifact_to_onnx, keras_to_artifact, keras_to_onnx
+from landuse_kedro.models.predictor import load_predictor
 from landuse_kedro.models.quantize import calibration_sample, cpu_flags, quantize_onnx
-from landuse_kedro.scoring import load_predictor
 
 SIZE = 32
 

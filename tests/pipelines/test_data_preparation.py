@@ -15,7 +15,7 @@ from rasterio.warp import transform_bounds
 from landuse_kedro import tiling
 from landuse_kedro.classes import class_lookup
 from landuse_kedro.datasets import GeoTiffDataset
-from landuse_kedro.pipelines.data_preparation import nodes
+from landuse_kedro.pipelines.data_preparation import nodes, rejects
 from landuse_kedro.raster import GeoRaster
 from tests.conftest import (
     LAND_COVER,
@@ -153,19 +153,19 @@ def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root, spark):
         tile = scene.loc[3 * band + 1].iloc[0]
         assert tile["class_name"] == CLASSES[lut[code]] and tile["purity"] >= 0.9
         assert tile["reject_reason"] is None or band == 1  # tile 4: the nodata hole
-    assert scene.loc[4].iloc[0]["reject_reason"] == tiling.IMAGE_NODATA  # hole in row 0 only
+    assert scene.loc[4].iloc[0]["reject_reason"] == rejects.IMAGE_NODATA  # hole in row 0 only
     assert scene.loc[4].iloc[1]["reject_reason"] is None
-    assert set(scene.loc[[18, 19], "reject_reason"]) == {tiling.DROPPED_DOMINANT}  # water band
-    assert set(scene.loc[21, "reject_reason"]) == {tiling.OUTSIDE_LABELS}  # past NLCD coverage
+    assert set(scene.loc[[18, 19], "reject_reason"]) == {rejects.DROPPED_DOMINANT}  # water band
+    assert set(scene.loc[21, "reject_reason"]) == {rejects.OUTSIDE_LABELS}  # past NLCD coverage
     assert (candidates.loc[candidates.reject_reason.isna(), "purity"] >= 0.9).all()
-    assert (candidates.loc[candidates.reject_reason == tiling.IMPURE, "purity"] < 0.9).all()
+    assert (candidates.loc[candidates.reject_reason == rejects.IMPURE, "purity"] < 0.9).all()
 
 
 def test_min_purity_decides_impure_tiles(scene_root, spark):
     # band-edge tiles hold a few pixels of the neighbouring band: impure at 1.0, usable at 0.5
     strict = candidates_of(scene_root, min_purity=1.0)
     relaxed = candidates_of(scene_root, min_purity=0.5)
-    assert (strict.reject_reason == tiling.IMPURE).sum() > (relaxed.reject_reason == tiling.IMPURE).sum()
+    assert (strict.reject_reason == rejects.IMPURE).sum() > (relaxed.reject_reason == rejects.IMPURE).sum()
     usable = strict[strict.reject_reason.isna()]
     assert (usable.purity == 1.0).all()
 
@@ -184,9 +184,11 @@ def test_unreadable_window_is_rejected_with_its_reason_not_skipped(scene_root, t
     candidates = nodes.label_tiles(plans, OPTIONS).set_index(["row", "col"])
     clean = candidates_of(scene_root)
     assert len(candidates) == len(clean[clean.scene == "middlesex_2016"])  # every tile has its row
-    assert candidates.loc[(1, 4), "reject_reason"] == tiling.UNREADABLE
+    assert candidates.loc[(1, 4), "reject_reason"] == rejects.UNREADABLE
     assert "middlesex_2016.tif" in candidates.loc[(1, 4), "read_error"]
-    assert (candidates.reject_reason == tiling.UNREADABLE).sum() == 1  # its block's other tiles were labelled
+    assert (
+        candidates.reject_reason == rejects.UNREADABLE
+    ).sum() == 1  # its block's other tiles were labelled
     others = candidates.drop(index=(1, 4))
     expected = clean[clean.scene == "middlesex_2016"].set_index(["row", "col"]).drop(index=(1, 4))
     pd.testing.assert_series_equal(others["reject_reason"], expected["reject_reason"])
@@ -214,7 +216,7 @@ def test_black_frame_without_nodata_is_never_a_kept_tile(tmp_path, spark):
     framed = candidates[
         (candidates.scene == "worcester_2016") & ((candidates.col <= 5) | (candidates.row == 0))
     ]
-    assert len(framed) > 20 and set(framed.reject_reason) == {tiling.IMAGE_NODATA}
+    assert len(framed) > 20 and set(framed.reject_reason) == {rejects.IMAGE_NODATA}
     assert (usable.nodata_pixels == 0).all()
     source = GeoTiffDataset(filepath=str(scene)).load()
     for tile in usable[usable.scene == "worcester_2016"].itertuples():  # no kept tile holds fill
@@ -243,7 +245,7 @@ def test_damaged_blocks_in_selected_and_unselected_windows_are_unreadable_rows(p
 
     run_pipeline(project_copy, "data_preparation")
     candidates = pd.read_parquet(data / "02_intermediate" / "tile_candidates.parquet")
-    unreadable = candidates[candidates.reject_reason == tiling.UNREADABLE]
+    unreadable = candidates[candidates.reject_reason == rejects.UNREADABLE]
     assert sorted(unreadable.col) == sorted([int(selected.col_off) // 224, water])
     assert set(unreadable.scene) == {"worcester_2012"}
     assert unreadable.read_error.str.contains("worcester_2012.tif").all()
@@ -294,7 +296,7 @@ def hand_made_candidates() -> pd.DataFrame:
                         "reject_reason": None,
                     }
                 )
-    rows.append({**rows[0], "tile_id": "rejected", "reject_reason": tiling.IMPURE})
+    rows.append({**rows[0], "tile_id": "rejected", "reject_reason": rejects.IMPURE})
     return pd.DataFrame(rows)
 
 
@@ -447,9 +449,9 @@ def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path
                 if tile.nodata_pixels == 0:
                     assert tile.reject_reason is None and tile.purity == 1.0, tile
         if tile.nodata_pixels == 0 and band_share(tile, 6, -slack) == 1:
-            assert tile.reject_reason == tiling.DROPPED_DOMINANT, tile  # the water band
+            assert tile.reject_reason == rejects.DROPPED_DOMINANT, tile  # the water band
         if tile.nodata_pixels == 0 and tile.minx >= x0 + 7 * 3 * 32 + slack:
-            assert tile.reject_reason == tiling.OUTSIDE_LABELS, tile
+            assert tile.reject_reason == rejects.OUTSIDE_LABELS, tile
     # bands 1-6 lie under the scene (band 0 ends 5 m east of the grid's west edge): each class on every row
     n_rows = candidates.row.nunique()
     assert sure == {"Developed": 0, **{name: n_rows for name in CLASSES[1:]}}, sure
@@ -493,7 +495,7 @@ def test_pipeline_end_to_end_is_idempotent(project_copy):
     report = json.loads((data / "08_reporting" / "preparation_report.json").read_text())
     candidates = pd.read_parquet(data / "02_intermediate" / "tile_candidates.parquet")
     assert report["tiles_seen"] == len(candidates) == sum(v["seen"] for v in report["per_scene"].values())
-    assert set(report["rejected"]) == set(tiling.REJECT_REASONS)
+    assert set(report["rejected"]) == set(rejects.REJECT_REASONS)
     assert report["tiles_seen"] == report["usable"] + sum(report["rejected"].values())
     assert report["kept_total"] == len(manifest) == report["usable"] - report["balanced_out"]
     assert (
@@ -544,11 +546,11 @@ def test_nlcd_codes_outside_the_legend_give_no_tile_and_are_named(scene_root, tm
     candidates = nodes.label_tiles(plans, OPTIONS)
     on_code = candidates[candidates["unknown_pixels"] > 0]
     assert set(on_code["scene"]) == {"middlesex_2012"} and 1 <= len(on_code) <= 4
-    assert set(on_code["reject_reason"]) == {tiling.UNKNOWN_CODES}
+    assert set(on_code["reject_reason"]) == {rejects.UNKNOWN_CODES}
     assert (0, 1) in set(zip(on_code["row"], on_code["col"]))
     manifest = pd.DataFrame(columns=["split", "class_name", "scene", "region"])
     report = nodes.summarise_preparation(candidates, manifest, land_cover, TILING, OPTIONS, plans)
-    assert report["rejected"][tiling.UNKNOWN_CODES] == len(on_code)
+    assert report["rejected"][rejects.UNKNOWN_CODES] == len(on_code)
     assert report["unknown_nlcd_codes"] == {
         "middlesex_2012": {
             "nlcd": "nlcd_2011",

@@ -758,7 +758,7 @@ def test_mapping_another_region_later_keeps_the_first(region_run, tmp_path):
 
 
 def test_a_mistyped_region_fails_before_spark_starts(region_run):
-    from landuse_kedro.hooks import spark_is_running
+    from landuse_kedro.spark import spark_is_running
 
     assert not spark_is_running(), "a session from another test is still up: this check would be void"
     params = RUN_PARAMS | {
@@ -779,7 +779,7 @@ def test_nlcd_codes_outside_the_legend_give_no_older_class_and_are_named(region_
 
 
 def test_nlcd_codes_outside_the_legend_above_the_budget_stop_before_spark(region_run):
-    from landuse_kedro.hooks import spark_is_running
+    from landuse_kedro.spark import spark_is_running
 
     assert not spark_is_running(), "a session from another test is still up: this check would be void"
     params = RUN_PARAMS | {"land_cover": {"max_unknown_fraction": 0.01}}

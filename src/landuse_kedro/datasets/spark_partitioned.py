@@ -22,8 +22,8 @@ from kedro.io.core import DatasetError
 from kedro_datasets.partitions import PartitionedDataset
 
 from landuse_kedro.datasets.commit import clean_leftovers, staging_path, swap_in
+from landuse_kedro.spark import running_session, task_count
 from landuse_kedro.storage import shippable
-from landuse_kedro.tiling import task_count
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ class SparkPartitionedDataset(PartitionedDataset):
             (self._join_protocol(root + self._sep + self._partition_to_path(key)[folder:]), value)
             for key, value in data.items()
         ]
-        spark = _active_session()
+        spark = running_session()
         config = self._dataset_config
         if spark is not None and config.get("credentials"):
             # executors take storage secrets from their environment, never from the shipped task
@@ -143,11 +143,3 @@ def _save_each(
         dataset_type(**kwargs).save(value() if lazily and callable(value) else value)
         written += 1
     yield written
-
-
-def _active_session():
-    try:
-        from pyspark.sql import SparkSession
-    except ImportError:
-        return None
-    return SparkSession.getActiveSession()

@@ -16,21 +16,19 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from landuse_kedro.classes import LandCover
+from landuse_kedro.failures import check_failure_rate, failure_counts
 from landuse_kedro.parameters import as_list
+from landuse_kedro.pipelines.data_preparation.rejects import REJECT_REASONS, finish_candidates
 from landuse_kedro.raster import WindowedRaster
-from landuse_kedro.scoring import active_spark_session, check_failure_rate
 from landuse_kedro.tiling import (
-    REJECT_REASONS,
     WINDOW_PLACE,
     ScenePlan,
     TileWindow,
-    failure_counts,
-    finish_candidates,
-    label_on_spark,
     nearest_year,
     parse_scene_key,
     plan_scene,
 )
+from landuse_kedro.window_jobs import label_windows
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +112,7 @@ def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> p
         ``reject_reason`` (null when usable; ``unreadable`` with ``read_error`` for a window whose
         pixels cannot be decoded).
     """
-    frame = label_on_spark(active_spark_session(), scene_plans)
+    frame = label_windows(scene_plans)
     frame = finish_candidates(frame, scene_plans, float(options.get("min_purity", 0.9)))
     keys = frame.pop("scene")
     frame.insert(1, "scene", keys)

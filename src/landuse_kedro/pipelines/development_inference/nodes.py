@@ -21,6 +21,7 @@ from rasterio.windows import Window
 
 from landuse_kedro.classes import DROPPED, LandCover
 from landuse_kedro.datasets.model_file import ModelArtifact
+from landuse_kedro.failures import check_failure_rate, failure_counts
 from landuse_kedro.parameters import as_list
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
@@ -51,13 +52,9 @@ from landuse_kedro.raster import (
     read_on_grid,
     require_crs,
 )
-from landuse_kedro.scoring import (
-    WINDOW_COLUMNS,
-    active_spark_session,
-    check_failure_rate,
-    score_windows,
-)
-from landuse_kedro.tiling import ScenePlan, failure_counts, parse_scene_key, plan_scene
+from landuse_kedro.spark import active_spark_session
+from landuse_kedro.tiling import ScenePlan, parse_scene_key, plan_scene
+from landuse_kedro.window_jobs import WINDOW_COLUMNS, score_windows
 
 logger = logging.getLogger(__name__)
 

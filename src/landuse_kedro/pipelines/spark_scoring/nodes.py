@@ -16,7 +16,8 @@ from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.evaluation import confusion_figure, six_and_three_class_scores
-from landuse_kedro.scoring import check_failure_rate, score_images
+from landuse_kedro.failures import check_failure_rate
+from landuse_kedro.scoring import score_images
 
 try:  # Kedro resolves node type hints at run time, so the names must exist then
     from pyspark.sql import DataFrame

@@ -25,7 +25,7 @@ from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.datasets.model_file import ModelArtifact, Precision
 from landuse_kedro.models.quantize import calibration_sample
 from landuse_kedro.pipelines.training.inputs import check_splits, image_dataset, tile_table
-from landuse_kedro.scoring import active_spark_session
+from landuse_kedro.spark import active_spark_session
 from landuse_kedro.tile_features import (
     FEATURE_SCHEMA,
     FeatureExtractor,
@@ -589,7 +589,7 @@ def evaluate_classifier(
         whether it is ``promoted``), ``chance_test`` (:func:`chance_test` of the chosen export) and
         ``train_tiles_per_class`` (:func:`tiles_per_class`).
     """
-    from landuse_kedro.scoring import load_predictor
+    from landuse_kedro.models.predictor import load_predictor
 
     validation = training_tile_set[training_tile_set["role"] == "validation"]
     train = training_tile_set[training_tile_set["role"] == "train"]
