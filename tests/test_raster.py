@@ -20,7 +20,9 @@ from landuse_kedro.raster import (
     RasterLimits,
     TileGrid,
     code_counts,
+    has_data,
     labels_on_grid,
+    open_on_grid,
     overlaps,
     plurality,
     read_on_grid,
@@ -28,7 +30,6 @@ from landuse_kedro.raster import (
     scene_grid,
     tile_value_counts,
     to_classes,
-    valid_on_grid,
 )
 from tests.conftest import LAND_COVER, PROJECT_ROOT
 
@@ -237,7 +238,8 @@ def test_native_grid_is_kept_and_resampling_warps_with_a_mask():
     np.testing.assert_array_equal(read_on_grid(scene, native, Window(3, 5, 10, 10)), image[:, 5:15, 3:13])
     coarse = scene_grid(scene, resolution=1.0)
     assert (coarse.width, coarse.height, coarse.transform.a) == (32, 32, 1.0)
-    assert valid_on_grid(scene, coarse, Window(0, 0, 32, 32)).all()
+    with open_on_grid(scene, coarse) as dataset:
+        assert has_data(dataset, Window(0, 0, 32, 32)).all()
     pixels = read_on_grid(scene, coarse, Window(0, 0, 32, 32)).astype(float)
     # each 1 m pixel centre, placed on the map, then in the 0.5 m scene's (fractional) pixels:
     # bilinear resampling of a ramp gives the ramp's value there

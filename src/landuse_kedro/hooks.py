@@ -168,7 +168,7 @@ class StorageHooks:
             return
         try:
             credentials = dict((loader["credentials"] or {}).get("storage") or {})
-        except Exception as error:  # noqa: BLE001 - OmegaConf wraps the resolver's error
+        except Exception as error:  # OmegaConf wraps the resolver's error
             reason = str(error).splitlines()[0].split("interpolation: ")[-1]
             raise StorageConfigError(
                 f"Kedro environment '{env}' cannot load its storage credentials: {reason}. "

@@ -199,12 +199,6 @@ def read_on_grid(
         return dataset.read(list(indexes), window=window)
 
 
-def valid_on_grid(source: WindowedRaster, grid: Grid, window: Window) -> np.ndarray:
-    """True where the image has data in ``window`` (GDAL's mask: nodata, alpha, outside coverage)."""
-    with open_on_grid(source, grid) as dataset:
-        return has_data(dataset, window)
-
-
 def has_data(dataset: Any, window: Window) -> np.ndarray:
     """True where an open dataset has image data in ``window``: its per-dataset mask (alpha, an
     internal mask, a warped view's footprint), else any band off its nodata, GDAL's rule.

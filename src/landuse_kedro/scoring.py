@@ -200,7 +200,7 @@ def read_or_reason(fs, path: str) -> bytes | str:
     try:
         with fs.open(path, "rb") as handle:
             return handle.read(MAX_FILE_BYTES + 1)  # decode_image refuses anything longer
-    except Exception as error:  # noqa: BLE001 - a missing/unreadable file is a row, not a failed job
+    except Exception as error:  # a missing/unreadable file is a row, not a failed job
         if is_unreachable(error):  # the storage, not the file: fail the task (and the run) now
             raise
         return redact_environment_secrets(f"cannot read file: {type(error).__name__}: {error}")

@@ -223,7 +223,7 @@ def _predict_views(chunk: pd.DataFrame, tiles: list[np.ndarray | str], key: str,
         rows = [i for i in good if view in wanted[i]]
         try:
             features = np.asarray(predictor(dihedral(np.stack([tiles[i] for i in rows]), view)))
-        except Exception as error:  # noqa: BLE001 - the model failed on this batch: rows say why
+        except Exception as error:  # the model failed on this batch: rows say why
             for i in rows:
                 tiles[i] = f"features failed: {error_chain(error)}"
             continue

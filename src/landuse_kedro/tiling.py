@@ -151,7 +151,7 @@ def plan_scene(
     key: str,
     scene: WindowedRaster,
     labels: WindowedRaster,
-    lut: np.ndarray,  # noqa: PLR0917
+    lut: np.ndarray,
     classes: Sequence[str],
     tiling: dict[str, Any],
     labels_key: str = "",
@@ -351,7 +351,7 @@ class OpenScene:
         try:
             yield self._labelled(block, with_pixels)
             return
-        except Exception as error:  # noqa: BLE001 - retried per tile below, which reports the reason
+        except Exception as error:  # retried per tile below, which reports the reason
             self._fail_if_unreachable(error)  # the storage, not the window: fail the task (and the run) now
         row, col, n_rows, n_cols = block
         for r in range(row, row + n_rows):
@@ -359,7 +359,7 @@ class OpenScene:
                 one = (r, c, 1, 1)
                 try:
                     yield self._labelled(one, with_pixels)
-                except Exception as error:  # noqa: BLE001 - a bad window is a row, not a failed job
+                except Exception as error:  # a bad window is a row, not a failed job
                     self._fail_if_unreachable(error)
                     yield self.failed_tile(one, error), None
 

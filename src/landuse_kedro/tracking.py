@@ -217,7 +217,7 @@ class MlflowHooks:
         try:
             call()
             return True
-        except Exception as error:  # noqa: BLE001 - whatever the store raises, the run goes on
+        except Exception as error:  # whatever the store raises, the run goes on
             left = (
                 f"MLflow run {self._run_id} is left incomplete (status RUNNING)"
                 if self._run_id

@@ -104,7 +104,10 @@ class RasterSource:
 class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
     """``GeoTiffDataset`` loads a GeoTIFF as a lazy :class:`RasterSource` and saves a
     :class:`~landuse_kedro.raster.GeoRaster` as a GeoTIFF, through rasterio and fsspec (local paths,
-    ``abfss://``, ``memory://``, ...). kedro-datasets has no GeoTIFF dataset with windowed reads.
+    ``abfss://``, ``memory://``, ...). kedro-datasets' experimental ``rioxarray.GeoTIFFDataset`` loads a
+    whole xarray from a path and writes in place, without storage credentials; this one needs to hand
+    Spark workers a picklable source they read window by window, from object storage too, and never to
+    leave half a raster where the last good one was.
 
     Loading reads the header only (CRS, transform, size, bands, nodata); pixels come from
     ``source.read(window=...)``, which opens the file again each time, so a source pickles to
@@ -327,7 +330,7 @@ class _NotingFile:
     def read(self, size: int = -1) -> bytes:
         try:
             return self._file.read(size)
-        except Exception as error:  # noqa: BLE001 - raised into GDAL it would be lost, not reported
+        except Exception as error:  # raised into GDAL it would be lost, not reported
             note_read_failure(error)
             return b""  # a short read: GDAL fails this read with its own error
 

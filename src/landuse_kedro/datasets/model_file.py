@@ -102,7 +102,7 @@ def detect_model_format(payload: bytes) -> ModelFormat | None:
         import onnx
 
         model = onnx.load_model_from_string(payload)
-    except Exception:  # noqa: BLE001 - any parse failure means "not ONNX"
+    except Exception:  # any parse failure means "not ONNX"
         return None
     return "onnx" if len(model.graph.node) > 0 else None
 

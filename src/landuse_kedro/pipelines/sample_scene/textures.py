@@ -361,7 +361,7 @@ def random_look(rng: np.random.Generator, green: float) -> Look:
     )
 
 
-def render_scene(  # noqa: PLR0917
+def render_scene(
     codes: np.ndarray,
     parcels: np.ndarray,
     parcel_params: dict[str, np.ndarray],
