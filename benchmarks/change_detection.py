@@ -42,7 +42,7 @@ from landuse_kedro.pipelines.development_inference.analysis import (  # noqa: E4
     smooth_classes,
     to_grid,
 )
-from landuse_kedro.pipelines.development_inference.nodes import map_classes, region_names  # noqa: E402
+from landuse_kedro.pipelines.development_inference.params import map_classes, region_names  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
 

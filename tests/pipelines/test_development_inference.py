@@ -37,15 +37,16 @@ from landuse_kedro.pipelines.development_inference.geo import (
     colour_table,
     tile_grid_transform,
 )
-from landuse_kedro.pipelines.development_inference.nodes import (
+from landuse_kedro.pipelines.development_inference.inference import newer_scene, plan_regions
+from landuse_kedro.pipelines.development_inference.maps import neighbourhood_rgb
+from landuse_kedro.pipelines.development_inference.params import (
+    map_classes,
+    older_label_lookup,
+    region_names,
+)
+from landuse_kedro.pipelines.development_inference.reporting import (
     CANDIDATE_PROPERTIES,
     check_tile_failures,
-    map_classes,
-    neighbourhood_rgb,
-    newer_scene,
-    older_label_lookup,
-    plan_regions,
-    region_names,
 )
 from landuse_kedro.raster import GeoRaster
 from landuse_kedro.tiling import tiling_grid

@@ -1,96 +1,126 @@
 """development_inference: plan the regions -> read, label and score their tile windows on Spark ->
-per-tile classes -> per region: rasters, GeoJSON, maps, gallery, summary; a mosaic of the regions."""
+per-tile classes -> per region: rasters, GeoJSON, maps, gallery, summary; a mosaic of the regions.
+
+Its nodes live in inference.py (plan, score, collect), reporting.py (provenance, agreement, failure
+check, candidates, summary) and maps.py (rasters, mosaic, maps, gallery)."""
 
 from kedro.pipeline import Node, Pipeline
 
-from landuse_kedro.pipelines.development_inference import nodes
+from landuse_kedro.pipelines.development_inference.inference import (
+    classify_tiles,
+    plan_regions,
+    score_regions,
+)
+from landuse_kedro.pipelines.development_inference.maps import (
+    class_rasters,
+    mosaic_class_rasters,
+    plot_candidate_gallery,
+    plot_class_maps,
+)
+from landuse_kedro.pipelines.development_inference.reporting import (
+    check_tile_failures,
+    describe_run,
+    measure_agreement,
+    select_change_candidates,
+    summarise_classes,
+)
 
-OPTIONS = "params:development_inference"
+DEVELOPMENT_INFERENCE = "params:development_inference"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                nodes.plan_regions,
-                ["naip_scenes", "nlcd_rasters", "params:land_cover", "params:tiling", OPTIONS],
+                plan_regions,
+                ["naip_scenes", "nlcd_rasters", "params:land_cover", "params:tiling", DEVELOPMENT_INFERENCE],
                 "region_plans",
                 name="plan_regions",
             ),
             Node(
-                nodes.score_regions,
+                score_regions,
                 ["region_plans", "scoring_model", "params:land_cover", "params:scoring"],
                 "development_predictions",
                 name="score_regions",
-                tags="spark",
+                tags="spark",  # SparkHooks start the session before a node with this tag
             ),
             Node(
-                nodes.classify_tiles,
-                ["development_predictions", "region_plans", "params:land_cover", OPTIONS],
+                classify_tiles,
+                ["development_predictions", "region_plans", "params:land_cover", DEVELOPMENT_INFERENCE],
                 "development_tile_classes",
                 name="classify_tiles",
-                tags="spark",
+                tags="spark",  # SparkHooks start the session before a node with this tag
             ),
             Node(
-                nodes.describe_run,
+                describe_run,
                 ["run_provenance", "scoring_model"],
                 "development_provenance",
                 name="describe_run",
             ),
             Node(
-                nodes.measure_agreement,
+                measure_agreement,
                 [
                     "development_tile_classes",
                     "development_provenance",
                     "params:land_cover",
-                    OPTIONS,
+                    DEVELOPMENT_INFERENCE,
                     "region_plans",
                 ],
                 "development_agreement",
                 name="measure_agreement",
             ),
             Node(
-                nodes.check_tile_failures,
-                ["development_agreement", "params:scoring", OPTIONS],
+                check_tile_failures,
+                ["development_agreement", "params:scoring", DEVELOPMENT_INFERENCE],
                 None,
                 name="check_tile_failures",
             ),
             Node(
-                nodes.select_change_candidates,
-                ["development_tile_classes", "development_provenance", OPTIONS],
+                select_change_candidates,
+                ["development_tile_classes", "development_provenance", DEVELOPMENT_INFERENCE],
                 ["change_candidates_table", "change_candidates"],
                 name="select_change_candidates",
             ),
             Node(
-                nodes.class_rasters,
-                ["development_tile_classes", "region_plans", "development_provenance", OPTIONS],
+                class_rasters,
+                ["development_tile_classes", "region_plans", "development_provenance", DEVELOPMENT_INFERENCE],
                 "region_class_rasters",
                 name="class_rasters",
             ),
             Node(
-                nodes.mosaic_class_rasters,
-                ["region_class_rasters", "development_provenance", "params:land_cover", OPTIONS],
+                mosaic_class_rasters,
+                [
+                    "region_class_rasters",
+                    "development_provenance",
+                    "params:land_cover",
+                    DEVELOPMENT_INFERENCE,
+                ],
                 "class_raster_mosaics",
                 name="mosaic_class_rasters",
             ),
             Node(
-                nodes.plot_class_maps,
-                ["development_tile_classes", "params:land_cover", OPTIONS],
+                plot_class_maps,
+                ["development_tile_classes", "params:land_cover", DEVELOPMENT_INFERENCE],
                 "development_maps",
                 name="plot_class_maps",
             ),
             Node(
-                nodes.plot_candidate_gallery,
-                ["change_candidates_table", "development_tile_classes", "region_plans", OPTIONS],
+                plot_candidate_gallery,
+                [
+                    "change_candidates_table",
+                    "development_tile_classes",
+                    "region_plans",
+                    DEVELOPMENT_INFERENCE,
+                ],
                 "change_candidate_gallery",
                 name="plot_candidate_gallery",
             ),
             Node(
-                nodes.summarise_classes,
-                ["development_tile_classes", "params:land_cover", OPTIONS],
+                summarise_classes,
+                ["development_tile_classes", "params:land_cover", DEVELOPMENT_INFERENCE],
                 "development_summary",
                 name="summarise_classes",
             ),
         ],
-        tags="development_inference",  # the spark tag: SparkHooks start the session before those nodes
+        tags="development_inference",
     )
