@@ -18,8 +18,11 @@ from PIL import Image
 from landuse_kedro import evaluation, tile_features
 from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets import AppendedSparkDataset, FileIndexDataset
-from landuse_kedro.pipelines.training import nodes
-from landuse_kedro.pipelines.training.inputs import image_dataset
+from landuse_kedro.pipelines.training.evaluation import chance_test, choose_precision
+from landuse_kedro.pipelines.training.exports import export_scoring_model, quantize_scoring_model
+from landuse_kedro.pipelines.training.features import extract_tile_features
+from landuse_kedro.pipelines.training.fitting import train_classifier
+from landuse_kedro.pipelines.training.inputs import assemble_tile_set, image_dataset
 from tests.conftest import PROJECT_ROOT, load_catalog, local_spark_session, make_project_copy, run_pipeline
 
 BASE_PARAMS = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters.yml").read_text())
@@ -206,10 +209,10 @@ def test_keras_backend_exports_the_keras_file_and_unknown_backends_are_refused()
     inputs = keras.Input((8, 8, 3), dtype="uint8")
     x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
     model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
-    artifact = nodes.export_scoring_model(model, {"backend": "keras"})
+    artifact = export_scoring_model(model, {"backend": "keras"})
     assert artifact.format == "keras"
     with pytest.raises(ValueError, match="scoring.backend is 'cntk'"):
-        nodes.export_scoring_model(model, {"backend": "cntk"})
+        export_scoring_model(model, {"backend": "cntk"})
 
 
 def test_three_class_view_groups_everything_but_developed_and_cultivated() -> None:
@@ -308,14 +311,14 @@ def small_files(per_class, tmp_path: Path, seed: int = 0):
 
 def assemble_small(per_class, tmp_path: Path):
     index, manifest = small_files(per_class, tmp_path)
-    return nodes.assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+    return assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
 
 
 def test_tile_set_lists_the_manifests_tiles_in_partition_order_without_reading_them(tmp_path) -> None:
     """One row per manifest tile of the two splits, in partition order (split/class/tile: class folder by
     class folder), with its file and its label: the manifest's class of that very tile."""
     index, manifest = small_files({"train": every_class(2), "validation": every_class(1)}, tmp_path)
-    tile_set = nodes.assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+    tile_set = assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
     assert tile_set["role"].value_counts().to_dict() == {"train": 12, "validation": 6}
     for role, tiles in tile_set.groupby("role", sort=False):
         rows = manifest[manifest.split == role].sort_values("partition")
@@ -358,14 +361,14 @@ def test_manifest_tile_without_a_file_is_named(tmp_path) -> None:
     (tmp_path / "tiles/train/Shrub/t3_000.png").unlink()
     index = FileIndexDataset(path=str(tmp_path / "tiles"), filename_suffix=".png").load()
     with pytest.raises(ValueError, match="train/Shrub/t3_000"):
-        nodes.assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+        assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
 
 
 def test_class_outside_land_cover_classes_is_named(tmp_path) -> None:
     index, manifest = small_files({"train": every_class(1), "validation": every_class(1)}, tmp_path)
     manifest.loc[0, "class_name"] = "Water"
     with pytest.raises(ValueError, match=r"classes \['Water'\]"):
-        nodes.assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+        assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
 
 
 def train_small(
@@ -375,13 +378,11 @@ def train_small(
     (saved to the feature table at ``table``), train. Returns (model, history, keys, index)."""
     if index is None:
         index, manifest = small_files(per_class, tmp_path)
-    tile_set = nodes.assemble_tile_set(index, manifest, LAND_COVER, params, SMALL_SCORING)
+    tile_set = assemble_tile_set(index, manifest, LAND_COVER, params, SMALL_SCORING)
     features = AppendedSparkDataset(filepath=str(table or tmp_path / "features.parquet"), optional=True)
-    new, keys = nodes.extract_tile_features(
-        tile_set, index, features.load(), LAND_COVER, params, SMALL_SCORING
-    )
+    new, keys = extract_tile_features(tile_set, index, features.load(), LAND_COVER, params, SMALL_SCORING)
     features.save(new)
-    model, history = nodes.train_classifier(keys, features.load(), index, LAND_COVER, params, SMALL_SCORING)
+    model, history = train_classifier(keys, features.load(), index, LAND_COVER, params, SMALL_SCORING)
     return model, history, keys, index
 
 
@@ -527,7 +528,7 @@ def test_int8_calibration_sees_a_seeded_sample_of_training_tiles_only(monkeypatc
     monkeypatch.setattr(quantize, "quantize_onnx", lambda model, images: seen.append(images) or model)
     monkeypatch.setattr(onnx_export, "artifact_to_onnx", lambda model: model)
     index, manifest = small_files({"train": every_class(4), "validation": every_class(4)}, tmp_path)
-    tile_set = nodes.assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
+    tile_set = assemble_tile_set(index, manifest, LAND_COVER, TRAINING, SMALL_SCORING)
     train, validation = (
         tile_features.read_tiles(index, tile_set.loc[tile_set["role"] == role, "url"].tolist(), SMALL)
         for role in ("train", "validation")
@@ -535,7 +536,7 @@ def test_int8_calibration_sees_a_seeded_sample_of_training_tiles_only(monkeypatc
     model = SimpleNamespace(format="onnx", payload=b"fp32 model")
 
     def calibrate(seed: int, tiles: int) -> np.ndarray:
-        nodes.quantize_scoring_model(
+        quantize_scoring_model(
             model,
             tile_set,
             index,
@@ -569,14 +570,14 @@ def test_int8_calibration_sees_a_seeded_sample_of_training_tiles_only(monkeypatc
 def test_int8_scores_only_within_the_allowed_accuracy_drop(
     requested, backend, int8_accuracy, chosen, caplog
 ) -> None:
-    assert nodes.choose_precision(requested, backend, {"fp32": 0.91, "int8": int8_accuracy}, 0.01) == chosen
+    assert choose_precision(requested, backend, {"fp32": 0.91, "int8": int8_accuracy}, 0.01) == chosen
     assert ("scoring uses fp32" in caplog.text) == (requested == "int8" and chosen == "fp32")
 
 
 def test_an_unknown_precision_is_refused_before_training(tmp_path) -> None:
     index, manifest = small_files({"train": every_class(1), "validation": every_class(1)}, tmp_path)
     with pytest.raises(ValueError, match=r"scoring.precision is 'int4'"):
-        nodes.assemble_tile_set(index, manifest, LAND_COVER, TRAINING, {**SMALL_SCORING, "precision": "int4"})
+        assemble_tile_set(index, manifest, LAND_COVER, TRAINING, {**SMALL_SCORING, "precision": "int4"})
 
 
 # ------------------------------------------------------------ a model no better than guessing (issue 32)
@@ -671,9 +672,9 @@ def test_a_model_no_better_than_chance_leaves_scoring_on_the_previous_model(
 
 def test_the_chance_test_is_a_one_sided_binomial_test_against_the_largest_class() -> None:
     labels = np.repeat(np.arange(6), 4)
-    test = nodes.chance_test(4 / 24, labels, 6, 0.01)  # as many right as guessing gets
+    test = chance_test(4 / 24, labels, 6, 0.01)  # as many right as guessing gets
     assert test["above_chance"] is False and test["p_value"] == pytest.approx(0.5845, abs=1e-4)
-    assert nodes.chance_test(9 / 24, labels, 6, 0.01)["above_chance"] is False  # p = 0.0118
-    assert nodes.chance_test(10 / 24, labels, 6, 0.01)["above_chance"] is True  # p = 0.0033
+    assert chance_test(9 / 24, labels, 6, 0.01)["above_chance"] is False  # p = 0.0118
+    assert chance_test(10 / 24, labels, 6, 0.01)["above_chance"] is True  # p = 0.0033
     unbalanced = np.array([0] * 12 + [1] * 4 + [2] * 4 + [3] * 4)  # always "0" is right half the time
-    assert nodes.chance_test(12 / 24, unbalanced, 6, 0.01)["chance"] == 0.5
+    assert chance_test(12 / 24, unbalanced, 6, 0.01)["chance"] == 0.5

@@ -1,5 +1,6 @@
-"""The training set as a table of tile files, and the seeded ``tf.data`` pipelines that stream their
-images to Keras (phases that train on images: fine-tuning, ``cache_features: false``, from scratch).
+"""The training set as a table of tile files (the ``assemble_tile_set`` node, which refuses sets that
+cannot train or be scored), and the seeded ``tf.data`` pipelines that stream their images to Keras
+(phases that train on images: fine-tuning, ``cache_features: false``, from scratch).
 
 Nothing here decodes a split into memory: at the walkthrough's 44,184 training tiles that was 6.6 GB
 on the driver. Images are read batch by batch from the tile files, as the scorer reads them.
@@ -10,15 +11,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from pathlib import PurePosixPath
+from typing import Any, get_args
 
 import numpy as np
 import pandas as pd
 
+from landuse_kedro.classes import LandCover
 from landuse_kedro.datasets.file_index import FileIndex
+from landuse_kedro.datasets.model_file import Precision
 
 logger = logging.getLogger(__name__)
 
 ROLES = ("train", "validation")
+PRECISIONS = get_args(Precision)
 
 
 def partition_key(url: str) -> str:
@@ -92,6 +97,49 @@ def check_splits(train: np.ndarray, validation: np.ndarray, classes: list[str]) 
         )
     if unused := [c for i, c in enumerate(classes) if i not in in_train]:
         logger.warning("Classes %s have no tiles at all: the model keeps an output it never learns.", unused)
+
+
+def assemble_tile_set(
+    training_tile_files: FileIndex,
+    tile_manifest: pd.DataFrame,
+    land_cover: Mapping[str, Any],
+    training: Mapping[str, Any],
+    scoring: Mapping[str, Any],
+) -> pd.DataFrame:
+    """List the training and validation tiles (their files, not their pixels), and refuse sets that
+    cannot train or be scored (and a ``scoring.precision`` that could never be exported) before any
+    training time is spent.
+
+    Args:
+        training_tile_files: ``training_tile_files``: the tile PNGs' URLs.
+        tile_manifest: ``tile_manifest``; it, not the folder listing, decides which tiles belong.
+        land_cover: ``params:land_cover`` (the class order of the labels).
+        training: ``params:training`` (``splits``: the manifest's split names).
+        scoring: ``params:scoring`` (``precision``).
+
+    Returns:
+        ``training_tile_set``: one row per tile (``tile_id``, ``partition``, ``url``, ``role`` train or
+        validation, ``split``, ``class_name``, ``label``).
+
+    Raises:
+        ValueError: ``scoring.precision`` is not fp32 or int8; a manifest class is not in
+            ``land_cover``, a tile has no file; a split is empty, training has a single class, or a
+            class has tiles in only one split.
+    """
+    if scoring.get("precision", "fp32") not in PRECISIONS:
+        raise ValueError(
+            f"scoring.precision is '{scoring['precision']}': expected one of {list(PRECISIONS)}."
+        )
+    classes = list(LandCover.from_params(land_cover).classes)
+    tiles = tile_table(training_tile_files, tile_manifest, training["splits"], classes)
+    labels = {role: tiles.loc[tiles["role"] == role, "label"].to_numpy() for role in ("train", "validation")}
+    check_splits(labels["train"], labels["validation"], classes)
+    for role, values in labels.items():
+        counts = np.bincount(values, minlength=len(classes))
+        logger.info(
+            "%s tiles: %d (%s)", role, len(values), ", ".join(f"{c} {n}" for c, n in zip(classes, counts))
+        )
+    return tiles
 
 
 def augment(images, seeds, augmentation: Mapping[str, float]):

@@ -4,7 +4,16 @@ which export becomes ``scoring_model``."""
 
 from kedro.pipeline import Node, Pipeline
 
-from landuse_kedro.pipelines.training import nodes
+from landuse_kedro.pipelines.training.evaluation import (
+    evaluate_classifier,
+    plot_confusion_matrices,
+    plot_learning_curves,
+    select_scoring_model,
+)
+from landuse_kedro.pipelines.training.exports import export_scoring_model, quantize_scoring_model
+from landuse_kedro.pipelines.training.features import extract_tile_features
+from landuse_kedro.pipelines.training.fitting import train_classifier
+from landuse_kedro.pipelines.training.inputs import assemble_tile_set
 
 PARAMS = ["params:land_cover", "params:training", "params:scoring"]
 
@@ -13,33 +22,33 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
-                nodes.assemble_tile_set,
+                assemble_tile_set,
                 ["training_tile_files", "tile_manifest", *PARAMS],
                 "training_tile_set",
                 name="assemble_tile_set",
             ),
             Node(
-                nodes.extract_tile_features,
+                extract_tile_features,
                 ["training_tile_set", "training_tile_files", "previous_tile_features", *PARAMS],
                 ["tile_features", "training_tile_keys"],
                 name="extract_tile_features",
-                tags="spark",
+                tags="spark",  # SparkHooks starts the session for it: the workers compute the features
             ),
             Node(
-                nodes.train_classifier,
+                train_classifier,
                 ["training_tile_keys", "tile_features", "training_tile_files", *PARAMS],
                 ["landuse_classifier", "training_history"],
                 name="train_classifier",
-                tags="spark",  # streams the head's features from tile_features
+                tags="spark",  # SparkHooks starts the session for it: it streams the head's features
             ),
             Node(
-                nodes.export_scoring_model,
+                export_scoring_model,
                 ["landuse_classifier", "params:scoring"],
                 "scoring_model_fp32",
                 name="export_scoring_model",
             ),
             Node(
-                nodes.quantize_scoring_model,
+                quantize_scoring_model,
                 [
                     "scoring_model_fp32",
                     "training_tile_set",
@@ -51,7 +60,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="quantize_scoring_model",
             ),
             Node(
-                nodes.evaluate_classifier,
+                evaluate_classifier,
                 [
                     "landuse_classifier",
                     "training_tile_set",
@@ -65,23 +74,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="evaluate_classifier",
             ),
             Node(
-                nodes.select_scoring_model,
+                select_scoring_model,
                 ["scoring_model_fp32", "scoring_model_int8", "training_metrics", "previous_scoring_model"],
                 "scoring_model",
                 name="select_scoring_model",
             ),
             Node(
-                nodes.plot_confusion_matrices,
+                plot_confusion_matrices,
                 "training_metrics",
                 "training_confusion_matrix_plot",
                 name="plot_confusion_matrices",
             ),
             Node(
-                nodes.plot_learning_curves,
+                plot_learning_curves,
                 "training_history",
                 "learning_curve_plot",
                 name="plot_learning_curves",
             ),
         ],
-        tags="training",  # the feature nodes are tagged spark: SparkHooks starts the session for them
+        tags="training",
     )
