@@ -24,18 +24,18 @@ taken and given back the same way (:meth:`acquire`, :meth:`release`, a heartbeat
   so a released lock leaves nothing behind and a blob holding a record means its run never released.
 
 Other object stores (``s3://``, ``gs://``) are not locked: the run warns that it is not.
+
+Here: :class:`RunLock`, :func:`lock_for` and the hooks; what both locks share is in
+:mod:`landuse_kedro.run_lock_base`, the blob lease in :mod:`landuse_kedro.run_lock_blob`.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import getpass
 import json
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -46,26 +46,22 @@ from kedro.config import MissingConfigException
 from kedro.framework.hooks import hook_impl
 from kedro.io.core import get_protocol_and_path
 
-from landuse_kedro.storage import AZURE_PROTOCOLS, StorageConfigError, container_client, container_of, redact
+from landuse_kedro.run_lock_base import LOCK_NAME, BaseRunLock, RunLockedError, describe
+from landuse_kedro.run_lock_blob import BlobRunLock, blob_location
+from landuse_kedro.storage import AZURE_PROTOCOLS
+
+__all__ = [
+    "BlobRunLock",
+    "RunLock",
+    "RunLockHooks",
+    "RunLockedError",
+    "blob_location",
+    "describe",
+    "lock_for",
+    "stale_reason",
+]
 
 logger = logging.getLogger(__name__)
-
-LOCK_NAME = ".run.lock"
-DEFAULTS = {"wait_s": 0.0, "heartbeat_s": 10.0, "stale_s": 120.0}
-LEASE_MIN_S, LEASE_MAX_S = 15, 60  # what Azure allows for a lease that expires
-BLOB_TIMEOUT_S = 10.0
-
-
-class RunLockedError(RuntimeError):
-    """Another run holds the data root's lock."""
-
-
-def describe(holder: dict[str, Any]) -> str:
-    return (
-        f"{holder.get('user', '?')} on {holder.get('host', '?')}, pid {holder.get('pid', '?')}, "
-        f"running {','.join(holder.get('pipelines') or ['?'])} since {holder.get('started', '?')}"
-        + (f" (run id {holder['run_id']}: its outputs carry it)" if holder.get("run_id") else "")
-    )
 
 
 def _alive(pid: int) -> bool:
@@ -100,91 +96,7 @@ def stale_reason(holder: dict[str, Any] | None, age: float, stale_s: float) -> s
     return None
 
 
-class _Lock:
-    """What both locks share: the settings, the holder's record, the waiting and refusing messages,
-    the heartbeat thread. Subclasses take the lock in :meth:`acquire` and give it back in
-    :meth:`release`, which never raises (it warns)."""
-
-    def __init__(self, pipelines: list[str], settings: dict[str, Any]) -> None:
-        self.settings = {**DEFAULTS, **settings}
-        self.token = uuid.uuid4().hex
-        self.record = {
-            "token": self.token,
-            "user": getpass.getuser(),
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "pipelines": pipelines,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        self._stop = threading.Event()
-        self._beat: threading.Thread | None = None
-
-    def _wait_a_moment(
-        self, holder: dict[str, Any] | None, wait_s: float, deadline: float, said: bool
-    ) -> bool:
-        """One step of waiting for a live holder: refuse once ``deadline`` has passed, say once that
-        this run waits, sleep up to a second. Returns whether the waiting was said."""
-        if time.monotonic() >= deadline:
-            raise self._refused(holder, wait_s)
-        if not said:
-            self._say_waiting(holder, wait_s)
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-        return True
-
-    @property
-    def root(self) -> str:
-        """The data root, as messages name it."""
-        raise NotImplementedError
-
-    @property
-    def location(self) -> str:
-        """The lock itself, as messages name it."""
-        raise NotImplementedError
-
-    def acquire(self) -> None:
-        raise NotImplementedError
-
-    def release(self) -> None:
-        raise NotImplementedError
-
-    def _refused(self, holder: dict[str, Any] | None, wait_s: float) -> RunLockedError:
-        return RunLockedError(
-            f"Another run is writing to {self.root}: {describe(holder or {})} (lock "
-            f"{self.location}). Two runs writing the same data folder would replace each other's "
-            f"outputs, so this one stops before writing anything"
-            f"{f' after waiting {wait_s:g} s' if wait_s else ''}. Run it once that run ends, or let "
-            "it wait: --params run_lock.wait_s=<seconds> (conf/base/parameters_run_lock.yml)."
-        )
-
-    def _say_waiting(self, holder: dict[str, Any] | None, wait_s: float) -> None:
-        logger.warning(
-            "Waiting up to %g s for the run writing to %s to end: %s",
-            wait_s,
-            self.root,
-            describe(holder or {}),
-        )
-
-    def _start_heartbeat(self, interval_s: float) -> None:
-        self._beat = threading.Thread(
-            target=self._heartbeat, args=(interval_s,), name="run-lock-heartbeat", daemon=True
-        )
-        self._beat.start()
-        atexit.register(self.release)  # a hook that raised before the run started never releases it
-
-    def _heartbeat(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            self._beat_once()
-
-    def _beat_once(self) -> None:
-        raise NotImplementedError
-
-    def _stop_heartbeat(self) -> None:
-        self._stop.set()
-        if self._beat is not None:
-            self._beat.join(timeout=BLOB_TIMEOUT_S * 2 + 5)
-
-
-class RunLock(_Lock):
+class RunLock(BaseRunLock):
     """The lock file of a local data root, held by this process until :meth:`release`."""
 
     def __init__(self, path: Path, pipelines: list[str], settings: dict[str, Any]) -> None:
@@ -273,156 +185,6 @@ class RunLock(_Lock):
                 self.path.unlink(missing_ok=True)
         except OSError as error:  # never hide the run's own error, never skip another hook
             logger.warning("Could not release the run lock %s: %s", self.path, error)
-
-
-def blob_location(data_root: str) -> tuple[str, str]:
-    """The container and the lock blob's name of an Azure data root: ``abfss://c@account/x/y`` and
-    ``abfs://c/x/y`` -> (``c``, ``x/y/.run.lock``)."""
-    rest = str(data_root).split("?", 1)[0].split("://", 1)[1]
-    prefix = rest.split("/", 1)[1].strip("/") if "/" in rest else ""
-    return container_of(data_root), f"{prefix}/{LOCK_NAME}" if prefix else LOCK_NAME
-
-
-class BlobRunLock(_Lock):
-    """The lease on the lock blob of a data root in Azure storage, held by this process until
-    :meth:`release` (see the module docstring)."""
-
-    def __init__(
-        self,
-        data_root: str,
-        pipelines: list[str],
-        settings: dict[str, Any],
-        credentials: Mapping[str, Any] | None,
-    ) -> None:
-        super().__init__(pipelines, settings)
-        self.data_root = str(data_root).split("?", 1)[0]
-        self.container, self.blob_name = blob_location(data_root)
-        self._credentials = dict(credentials or {})
-        self.lease_s = int(min(LEASE_MAX_S, max(LEASE_MIN_S, float(self.settings["stale_s"]))))
-        self.heartbeat_s = max(1.0, min(float(self.settings["heartbeat_s"]), self.lease_s / 3))
-        self._blob = None
-        self._lease = None
-        self._released = threading.Lock()
-
-    @property
-    def root(self) -> str:
-        return self.data_root
-
-    @property
-    def location(self) -> str:
-        return f"blob {self.blob_name} in container {self.container}"
-
-    def acquire(self) -> None:
-        """Take the lease, creating the blob if it is missing, waiting up to ``wait_s`` for another
-        holder; a lease that expired (its run was killed or hung) is taken over with a warning.
-
-        Raises:
-            RunLockedError: Another run still holds the lease after ``wait_s``.
-            StorageConfigError: The storage could not be reached or refused the request.
-        """
-        from azure.core.exceptions import AzureError
-
-        try:
-            self._take_lease()
-        except AzureError as error:
-            raise StorageConfigError(
-                f"Could not take the run lock ({self.location}) on {self.root}: {self._reason(error)}"
-            ) from None  # the SDK's own exception may quote request URLs with SAS tokens
-        self._start_heartbeat(self.heartbeat_s)
-
-    def _take_lease(self) -> None:
-        from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
-
-        wait_s = float(self.settings["wait_s"])
-        deadline, said, unknown_since = time.monotonic() + wait_s, False, None
-        self._blob = blob = container_client(
-            self.container, self._credentials, BLOB_TIMEOUT_S
-        ).get_blob_client(self.blob_name)
-        while True:
-            try:
-                lease = blob.acquire_lease(lease_duration=self.lease_s)
-                break
-            except ResourceNotFoundError:  # no lock yet (or released this instant): create it
-                try:
-                    blob.upload_blob(b"", overwrite=False)
-                except HttpResponseError as error:  # 409: created meanwhile; 412: and leased already
-                    if error.status_code not in (409, 412):
-                        raise
-                continue
-            except HttpResponseError as error:
-                if error.status_code != 409:  # 409: LeaseAlreadyPresent, another run holds it
-                    raise
-            holder = self._holder()
-            if holder is None:  # leased, no record yet: its run is writing it this instant
-                unknown_since = unknown_since or time.monotonic()
-                if time.monotonic() - unknown_since < 2:
-                    time.sleep(0.1)
-                    continue
-            said = self._wait_a_moment(holder, wait_s, deadline, said)
-        self._lease = lease
-        previous = self._holder()
-        blob.upload_blob(json.dumps(self.record).encode(), overwrite=True, lease=lease)
-        if previous is not None and previous.get("token") != self.token:
-            logger.warning(
-                "Took over the run lock (%s) on %s of %s: its lease of %d s expired without renewal "
-                "(the run was killed or hung). Its outputs were left as that run left them; leftovers "
-                "of its staged writes are removed as the outputs are written again.",
-                self.location,
-                self.root,
-                describe(previous),
-                self.lease_s,
-            )
-
-    def _holder(self) -> dict[str, Any] | None:
-        """The record in the lock blob; None while it is empty, unreadable or gone."""
-        from azure.core.exceptions import ResourceNotFoundError
-
-        try:
-            record = json.loads(self._blob.download_blob().readall() or b"null")
-        except (ResourceNotFoundError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
-
-    def _beat_once(self) -> None:
-        from azure.core.exceptions import AzureError
-
-        try:
-            self._lease.renew()
-        except AzureError as error:  # the next beat tries again, while the lease lasts
-            logger.warning(
-                "Could not renew the run lock (%s) on %s: %s. If this goes on for %d s another run may "
-                "take the lock over.",
-                self.location,
-                self.root,
-                self._reason(error),
-                self.lease_s,
-            )
-
-    def release(self) -> None:
-        """Stop renewing and delete the blob under the lease (a lease lost meanwhile protects the new
-        holder's blob: that delete is refused). Warns instead of raising."""
-        from azure.core.exceptions import AzureError
-
-        self._stop_heartbeat()
-        with self._released:
-            lease, self._lease = self._lease, None
-            if lease is None:
-                return
-            try:
-                self._blob.delete_blob(lease=lease)
-            except AzureError as error:
-                with contextlib.suppress(AzureError):
-                    lease.release()
-                logger.warning(
-                    "Could not release the run lock (%s) on %s: %s. Its lease expires within %d s.",
-                    self.location,
-                    self.root,
-                    self._reason(error),
-                    self.lease_s,
-                )
-
-    def _reason(self, error: BaseException) -> str:
-        return redact(f"{type(error).__name__}: {error}".splitlines()[0], self._credentials)[:300]
 
 
 def lock_for(

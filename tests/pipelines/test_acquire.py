@@ -23,7 +23,10 @@ from rasterio.warp import transform_bounds
 from rasterio.windows import Window
 
 from landuse_kedro.datasets.file_index import FileIndex
-from landuse_kedro.pipelines.acquire import nodes
+from landuse_kedro.pipelines.acquire.mosaic import mosaic_naip
+from landuse_kedro.pipelines.acquire.regions import parse_years, region_bbox
+from landuse_kedro.pipelines.acquire.report import summarise_acquisition
+from landuse_kedro.pipelines.acquire.stac import search_naip
 from tests.conftest import free_port, make_project_copy, registered_pipelines, run_pipeline
 from tests.stac_server import RangeFileServer, stac_api
 
@@ -215,7 +218,7 @@ def test_nlcd_is_read_by_windows_never_whole(acquired):
             codes = got.read(1)
             for name, box in acquired["params"]["regions"].items():  # each region's window: the served codes
                 west, south, east, north = transform_bounds(
-                    "EPSG:4326", full.crs, *nodes._bbox(box, name), densify_pts=21
+                    "EPSG:4326", full.crs, *region_bbox(box, name), densify_pts=21
                 )
                 here = got.window(west, south, east, north).round_offsets().round_lengths()
                 there = full.window(west, south, east, north).round_offsets().round_lengths()
@@ -285,16 +288,16 @@ def test_unreachable_api_is_named():
         "trust": TRUSTED,
     }
     with pytest.raises(ConnectionError, match=f"STAC API at {closed} is unreachable"):
-        nodes.search_naip(params, FileIndex(()))
+        search_naip(params, FileIndex(()))
 
 
 def test_no_item_for_box_and_year_is_named(acquired):
     params = {**acquired["params"], "collection": "naip", "asset": "image", "years": [1999]}
     with pytest.raises(LookupError, match=r"no 'naip' item .* over essex's box .* in 1999"):
-        nodes.search_naip(params, FileIndex(()))
+        search_naip(params, FileIndex(()))
     far = {**params, "years": [2016], "regions": {"nowhere": [10.0, 10.0, 10.1, 10.1]}}
     with pytest.raises(LookupError, match=r"nowhere's box \[10.0, 10.0, 10.1, 10.1\]"):
-        nodes.search_naip(far, FileIndex(()))
+        search_naip(far, FileIndex(()))
 
 
 def test_never_part_of_the_default_run():
@@ -306,10 +309,10 @@ def test_never_part_of_the_default_run():
 
 def test_boxes_and_years_as_the_command_line_gives_them():
     """`--params` splits on commas, so boxes and years come as numbers separated by spaces."""
-    assert nodes._bbox("-71.55 42.40 -71.25 42.57", "m") == [-71.55, 42.40, -71.25, 42.57]
-    assert nodes._years("2016 2012") == [2012, 2016] and nodes._years(2016) == [2016]
+    assert region_bbox("-71.55 42.40 -71.25 42.57", "m") == [-71.55, 42.40, -71.25, 42.57]
+    assert parse_years("2016 2012") == [2012, 2016] and parse_years(2016) == [2016]
     with pytest.raises(ValueError, match=r"acquire.regions.m must be \[min_lon"):
-        nodes._bbox("42.4 -71.55 42.57 -71.25 1", "m")
+        region_bbox("42.4 -71.55 42.57 -71.25 1", "m")
 
 
 def test_an_unreadable_cog_is_named_without_its_token():
@@ -363,7 +366,7 @@ def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
             "block_rows": 64,
             "trust": TRUSTED,
         }
-        mosaic = nodes.mosaic_naip({"r_2016": items}, acquire)[0]["r_2016"]
+        mosaic = mosaic_naip({"r_2016": items}, acquire)[0]["r_2016"]
         assert mosaic.crs.to_epsg() == 26919
         dx, dy = x0 - mosaic.transform.c, mosaic.transform.f - y0  # the warped quad reaches west of a
         assert dx == int(dx) >= 0 and dy == 0  # on the first quad's pixel grid
@@ -378,7 +381,7 @@ def test_quads_in_two_utm_zones_are_warped_onto_one_grid(tmp_path, caplog):
         assert (image[0, 200:400, dx : dx + 200] == 150).mean() > 0.9  # the zone-18 quad, warped below a
         assert set(np.unique(image)) <= {0, 50, 100, 150}  # nearest neighbour: no blended values
         assert mosaic.nodata == 0 and (image[:, 200:400, dx + 200 :] == 0).all()  # no quad south-east
-        assert nodes.mosaic_naip({"r_2016": items}, {**acquire, "nodata": 255})[0]["r_2016"].nodata == 255
+        assert mosaic_naip({"r_2016": items}, {**acquire, "nodata": 255})[0]["r_2016"].nodata == 255
 
 
 # ------------------------------------------------------------------ hostile servers (issue 27)
@@ -454,8 +457,8 @@ def _fetch(params: dict, raw: Path) -> None:
     """search_naip, mosaic_naip and the save to 01_raw/naip, as the pipeline does."""
     from landuse_kedro.datasets import GeoTiffDataset
 
-    found = nodes.search_naip(params, FileIndex(()))
-    mosaics = nodes.mosaic_naip(found, params)[0]
+    found = search_naip(params, FileIndex(()))
+    mosaics = mosaic_naip(found, params)[0]
     for key, mosaic in mosaics.items():
         GeoTiffDataset(filepath=str(raw / f"{key}.tif")).save(mosaic)
 
@@ -600,7 +603,7 @@ def test_a_host_that_never_answers_fails_within_the_timeout(tmp_path):
     def mosaic() -> None:
         started = time.perf_counter()
         try:
-            nodes.mosaic_naip({"box_2016": [{"id": "silent", "href": f"{silent.url}/q.tif"}]}, params)
+            mosaic_naip({"box_2016": [{"id": "silent", "href": f"{silent.url}/q.tif"}]}, params)
         except Exception as error:  # noqa: BLE001 - the test inspects it
             outcome["error"] = error
         outcome["s"] = time.perf_counter() - started
@@ -654,7 +657,7 @@ def test_an_endless_search_stops_at_the_cap(tmp_path):
 
         def search() -> None:
             try:
-                nodes.search_naip(_params(f"{api.url}/stac", 2016, max_items=20), FileIndex(()))
+                search_naip(_params(f"{api.url}/stac", 2016, max_items=20), FileIndex(()))
             except Exception as error:  # noqa: BLE001 - the test inspects it
                 outcome["error"] = error
 
@@ -683,7 +686,7 @@ def test_a_stac_api_redirect_to_a_host_not_allowed_is_refused(tmp_path):
         with urllib.request.urlopen(f"{api.url}/stac", timeout=5) as followed:
             assert followed.read() == b"{}"  # a client left to itself lands on the host not allowed
         with pytest.raises(ValueError, match=r"STAC API redirect.*host 'localhost' is not in acquire"):
-            nodes.search_naip(_params(f"{api.url}/stac", 2016), FileIndex(()))
+            search_naip(_params(f"{api.url}/stac", 2016), FileIndex(()))
         assert api.requests["stac"] >= 1 and api.requests["landing"] == 1  # only the control's
 
 
@@ -696,20 +699,20 @@ def test_one_1cm_item_does_not_size_the_mosaic_and_is_reported(tmp_path):
         quads = [{"id": f"q{i}", "href": f"{files.url}/q{i}.tif"} for i in range(3)]
         fine = {"id": "fine-1cm", "href": f"{files.url}/fine.tif"}
         params = {"regions": {"box": BOX}, "sign": None, "trust": TRUSTED}
-        alone, _ = nodes.mosaic_naip({"box_2016": quads}, params)
-        mosaics, refused = nodes.mosaic_naip({"box_2016": [*quads, fine]}, params)
+        alone, _ = mosaic_naip({"box_2016": quads}, params)
+        mosaics, refused = mosaic_naip({"box_2016": [*quads, fine]}, params)
         grid = lambda m: (m.crs, m.transform, m.width, m.height)  # noqa: E731
         assert grid(mosaics["box_2016"]) == grid(alone["box_2016"]) and alone["box_2016"].transform.a == 1
         assert [r["id"] for r in refused["box_2016"]] == ["fine-1cm"]
         assert "0.01" in refused["box_2016"][0]["reason"]
         api = {"stac_url": "https://user:pw@api.example/stac?token=T0K3N", "collection": "naip"}
-        report = nodes.summarise_acquisition(
+        report = summarise_acquisition(
             {"box_2016": [*quads, fine]}, FileIndex(()), refused, {**params, **api}
         )
         assert report["refused"]["box_2016"][0]["id"] == "fine-1cm"
         assert report["stac_url"] == "https://api.example/stac" and "T0K3N" not in json.dumps(report)
         with pytest.raises(ValueError, match=r"acquire\.max_pixels"):
-            nodes.mosaic_naip({"box_2016": quads}, {**params, "max_pixels": 1000})
+            mosaic_naip({"box_2016": quads}, {**params, "max_pixels": 1000})
 
 
 def test_the_trust_policy_in_one_place():

@@ -6,22 +6,25 @@ so it runs only when asked: ``kedro run --pipelines acquire --params ...``.
 
 from kedro.pipeline import Node, Pipeline
 
-from landuse_kedro.pipelines.acquire import nodes
+from landuse_kedro.pipelines.acquire.mosaic import mosaic_naip
+from landuse_kedro.pipelines.acquire.nlcd import read_nlcd
+from landuse_kedro.pipelines.acquire.report import summarise_acquisition
+from landuse_kedro.pipelines.acquire.stac import search_naip
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(nodes.search_naip, ["params:acquire", "naip_present"], "naip_items", name="search_naip"),
+            Node(search_naip, ["params:acquire", "naip_present"], "naip_items", name="search_naip"),
             Node(
-                nodes.mosaic_naip,
+                mosaic_naip,
                 ["naip_items", "params:acquire"],
                 ["naip_scenes", "naip_refused"],
                 name="mosaic_naip",
             ),
-            Node(nodes.read_nlcd, ["params:acquire", "nlcd_present"], "nlcd_rasters", name="read_nlcd"),
+            Node(read_nlcd, ["params:acquire", "nlcd_present"], "nlcd_rasters", name="read_nlcd"),
             Node(
-                nodes.summarise_acquisition,
+                summarise_acquisition,
                 ["naip_items", "naip_present", "naip_refused", "params:acquire"],
                 "acquire_report",
                 name="summarise_acquisition",

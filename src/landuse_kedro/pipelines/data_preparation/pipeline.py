@@ -20,7 +20,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["scene_plans", "params:data_preparation"],
                 outputs="labelled_tiles",
                 name="label_tiles",
-                tags="spark",
+                tags="spark",  # SparkHooks start the session before a node with this tag
             ),
             Node(
                 nodes.select_tiles,
@@ -33,7 +33,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["tile_selection", "scene_plans"],
                 outputs="model_input_tiles",
                 name="export_tiles",
-                tags="spark",
+                tags="spark",  # SparkHooks start the session before a node with this tag
             ),
             Node(
                 nodes.write_manifest,
@@ -68,5 +68,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="check_unreadable_windows",
             ),
         ],
-        tags="data_preparation",  # the spark tag: SparkHooks start the session before those nodes
+        tags="data_preparation",
     )

@@ -19,7 +19,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["scoring_predictions", "scored_image_list"],
                 name="score_image_files",
-                tags="spark",
+                tags="spark",  # SparkHooks start the session before a node with this tag
             ),
             Node(
                 nodes.summarise_scoring,
@@ -32,7 +32,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "scoring_metrics",
                 name="summarise_scoring",
-                tags="spark",
+                tags="spark",  # SparkHooks start the session before a node with this tag
             ),
             Node(
                 nodes.check_scoring_failures,
@@ -47,5 +47,5 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="plot_scoring_confusion_matrices",
             ),
         ],
-        tags="spark_scoring",  # the spark tag: SparkHooks start the session before those nodes
+        tags="spark_scoring",
     )
