@@ -72,7 +72,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from tests.conftest import make_project_copy  # noqa: E402  (also sets Spark/Kedro env variables)
+from tests.helpers import make_project_copy  # noqa: E402  (also sets Spark/Kedro env variables)
 
 if TYPE_CHECKING:
     from landuse_kedro.datasets.model_file import ModelArtifact
@@ -294,7 +294,7 @@ def _scoring_only(context, model: ModelArtifact, png_root: Path, count: int) -> 
 def county_conf(project: Path, county: Path) -> None:
     """conf/county: configuration only, layered over base."""
     conf = project / "conf"
-    base = yaml.safe_load((conf / "base" / "catalog_data_preparation.yml").read_text())
+    base = yaml.safe_load((conf / "base" / "catalog_raw.yml").read_text())
     catalog = {}
     for name, folder, suffix in (("naip_scenes", "naip", ".vrt"), ("nlcd_rasters", "nlcd", ".tif")):
         catalog[name] = {**base[name], "path": str(county / folder), "filename_suffix": suffix}

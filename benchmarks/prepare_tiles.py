@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from kedro.framework.session import KedroSession  # noqa: E402
 from kedro.framework.startup import bootstrap_project  # noqa: E402
 
-from tests.conftest import make_project_copy  # noqa: E402
+from tests.helpers import make_project_copy  # noqa: E402
 
 
 def main() -> None:

@@ -61,7 +61,7 @@ from county_scale import (  # noqa: E402  # noqa: E402
     slope,
 )
 
-from tests.conftest import make_project_copy  # noqa: E402
+from tests.helpers import make_project_copy  # noqa: E402
 
 
 def make_distinct(tiles: Path) -> int:

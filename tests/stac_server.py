@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from tests.conftest import free_port, stop_process
+from tests.helpers import free_port, stop_process
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 

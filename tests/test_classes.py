@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from landuse_kedro.classes import DROPPED, NO_LABEL, UNKNOWN, LandCover, unknown_codes
-from tests.conftest import LAND_COVER
+from tests.helpers import LAND_COVER
 
 PARAMS = LAND_COVER
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 CONF = PROJECT_ROOT / "conf"
 ENVIRONMENTS = {"base", "local", "test", "azurite", "hdinsight", "standalone"}

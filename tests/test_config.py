@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from kedro.config import MissingConfigException
 
-from tests.conftest import load_catalog
+from tests.helpers import load_catalog
 
 
 def test_an_unknown_environment_lists_the_existing_ones(project_copy):

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from kedro.framework.cli.utils import _split_params
 
-from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy
+from tests.helpers import PROJECT_ROOT, load_catalog, make_project_copy
 
 FORMS = {  # what a user types after `<key>=`, and the list every node must get
     "yaml_list": ("[essex]", ["essex"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 NOTEBOOK = PROJECT_ROOT / "notebooks" / "walkthrough.ipynb"
 KERNEL = "landuse-walkthrough-test"

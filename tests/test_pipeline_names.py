@@ -1,6 +1,6 @@
 """A name seen in a log or in kedro-viz leads straight to the code: every node is named after its function."""
 
-from tests.conftest import registered_pipelines
+from tests.helpers import registered_pipelines
 
 
 def test_every_node_is_named_after_its_function():

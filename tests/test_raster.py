@@ -30,8 +30,9 @@ from landuse_kedro.raster import (
     scene_grid,
     tile_value_counts,
     to_classes,
+    window_bounds,
 )
-from tests.conftest import LAND_COVER, PROJECT_ROOT
+from tests.helpers import LAND_COVER, PROJECT_ROOT
 
 CLASSES, NLCD_TO_CLASS = LAND_COVER["classes"], LAND_COVER["nlcd_to_class"]
 UTM = CRS.from_epsg(32619)
@@ -164,10 +165,9 @@ def test_tile_grid_keeps_full_tiles_with_map_bounds():
     grid = Grid(UTM, Affine(1, 0, 300_000, 0, -1, 4_700_000), width=500, height=230)
     tiles = TileGrid(grid, 224)
     assert (tiles.n_rows, tiles.n_cols, len(tiles)) == (1, 2, 2)
-    second = list(tiles)[1]
-    assert (second.row, second.col) == (0, 1)
-    assert second.window == Window(224, 0, 224, 224)
-    assert second.bounds == (300_224, 4_699_776, 300_448, 4_700_000)
+    assert list(tiles.cells()) == [(0, 0), (0, 1)]
+    assert tiles.window(0, 1) == Window(224, 0, 224, 224)
+    assert window_bounds(grid.transform, tiles.window(0, 1)) == (300_224, 4_699_776, 300_448, 4_700_000)
     assert list(TileGrid(Grid(UTM, grid.transform, 2100, 700), 224).blocks(4)) == [
         (0, 0, 3, 4),
         (0, 4, 3, 4),

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, registered_pipelines
+from tests.helpers import PROJECT_ROOT, load_catalog, make_project_copy, registered_pipelines
 
 README = (PROJECT_ROOT / "README.md").read_text()
 

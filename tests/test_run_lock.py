@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import make_project_copy, run_pipeline, stop_process
+from tests.helpers import make_project_copy, run_pipeline, stop_process
 
 LOCK = Path("data") / ".run.lock"
 

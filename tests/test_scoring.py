@@ -18,7 +18,7 @@ from landuse_kedro.datasets.file_index import FileIndexDataset
 from landuse_kedro.models.predictor import cached_predictor, load_predictor
 from landuse_kedro.scoring import ImageError, ScoringSettings, decode_image, score_images
 from landuse_kedro.spark import active_spark_session, task_count
-from tests.conftest import LAND_COVER, local_spark_session
+from tests.helpers import LAND_COVER, local_spark_session
 
 CLASSES = LAND_COVER["classes"]
 SIZE = 32

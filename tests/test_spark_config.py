@@ -12,7 +12,7 @@ from kedro.pipeline import Node
 
 from landuse_kedro.hooks import SparkHooks
 from landuse_kedro.spark import spark_is_running
-from tests.conftest import PROJECT_ROOT, local_spark_session
+from tests.helpers import PROJECT_ROOT, local_spark_session
 
 CONF = PROJECT_ROOT / "conf"
 CLUSTER_ENVS = {"standalone", "hdinsight"}  # executors on other machines must reach the driver
@@ -142,7 +142,7 @@ def test_hdinsight_service_principal_comes_from_the_environment(tmp_path: Path, 
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
-    from tests.conftest import make_project_copy
+    from tests.helpers import make_project_copy
 
     project = make_project_copy(tmp_path / "project")
     path = project / "conf" / "hdinsight" / "spark.yml"

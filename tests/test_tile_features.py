@@ -14,7 +14,7 @@ from PIL import Image
 
 from landuse_kedro import tile_features
 from landuse_kedro.datasets import FileIndexDataset
-from tests.conftest import local_spark_session
+from tests.helpers import local_spark_session
 
 SIZE = 16
 SETTINGS = tile_features.WorkerSettings(image_size=SIZE, batch_size=3, threads=1)

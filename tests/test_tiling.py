@@ -17,7 +17,7 @@ from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.raster import GeoRaster
 from landuse_kedro.storage import unreachable_cause
 from landuse_kedro.tiling import OpenScene, plan_scene
-from tests.conftest import corrupt_block
+from tests.helpers import corrupt_block
 
 
 @pytest.fixture

@@ -56,7 +56,7 @@ def test_recorded_metrics_equal_training_metrics_json(recorded):
 
 def test_parameters_and_artifacts_are_recorded(recorded, tmp_path):
     project, client, (run, *_) = recorded
-    from tests.conftest import load_catalog
+    from tests.helpers import load_catalog
 
     params = load_catalog(project).load("parameters")
     assert run.data.params["training.epochs"] == str(params["training"]["epochs"])
@@ -108,7 +108,7 @@ def locked(store: Path):
 
 
 def test_a_locked_store_leaves_a_training_run_successful_with_a_warning(tiny_chain_project, tmp_path, caplog):
-    from tests.conftest import make_project_copy, run_pipeline
+    from tests.helpers import make_project_copy, run_pipeline
 
     project = make_project_copy(tmp_path / "project")
     for layer in ("05_model_input", "02_intermediate", "03_primary", "04_feature"):  # the chain's tiles
@@ -137,7 +137,7 @@ def test_a_node_error_is_shown_and_spark_stopped_when_the_store_fails_at_the_end
     from landuse_kedro.settings import HOOKS
     from landuse_kedro.spark import spark_is_running, start_spark
     from landuse_kedro.tracking import MlflowHooks
-    from tests.conftest import make_project_copy, run_pipeline
+    from tests.helpers import make_project_copy, run_pipeline
 
     project = make_project_copy(tmp_path / "project")
     shutil.copytree(

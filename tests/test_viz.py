@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_project_copy
 from tests.devtools import HOW_TO_INSTALL, Chromium, find_chromium
+from tests.helpers import make_project_copy
 
 REQUIRED_PIPELINES = {
     "sample_scene",

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 import landuse_kedro
-from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy, registered_pipelines
+from tests.helpers import PROJECT_ROOT, load_catalog, make_project_copy, registered_pipelines
 
 DOC = PROJECT_ROOT / "docs" / "architecture.md"
 SECTION = "## Where to look"

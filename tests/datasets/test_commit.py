@@ -22,7 +22,7 @@ from PIL import Image
 from landuse_kedro.datasets import GeoTiffDataset, SparkPartitionedDataset, geotiff
 from landuse_kedro.datasets.commit import PREVIOUS, STAGING
 from landuse_kedro.raster import GeoRaster
-from tests.conftest import local_spark_session
+from tests.helpers import local_spark_session
 
 pytestmark = pytest.mark.spark
 

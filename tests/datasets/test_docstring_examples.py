@@ -20,7 +20,7 @@ from kedro.io import AbstractDataset, DataCatalog
 from kedro_datasets.partitions import PartitionedDataset
 
 from landuse_kedro import datasets
-from tests.conftest import PROJECT_ROOT, load_catalog, make_project_copy
+from tests.helpers import PROJECT_ROOT, load_catalog, make_project_copy
 
 DATASET_CLASSES = sorted(
     (

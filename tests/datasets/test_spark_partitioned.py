@@ -13,7 +13,7 @@ from kedro.io.core import DatasetError
 from PIL import Image
 
 from landuse_kedro.datasets import SparkPartitionedDataset
-from tests.conftest import local_spark_session
+from tests.helpers import local_spark_session
 
 pytestmark = pytest.mark.spark
 

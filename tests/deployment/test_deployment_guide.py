@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from tests.conftest import PROJECT_ROOT
+from tests.helpers import PROJECT_ROOT
 
 GUIDE = PROJECT_ROOT / "docs" / "deployment.md"
 ENV_NAME = "packaged_check"  # the run's environment (test_packaged_cluster.py builds it)

@@ -27,8 +27,8 @@ import pytest
 import rasterio
 from PIL import Image
 
-from tests.conftest import PROJECT_ROOT, spark_cluster, without_run_ids
 from tests.deployment.test_deployment_guide import ENV_NAME, guide_block, submit_command
+from tests.helpers import PROJECT_ROOT, spark_cluster, without_run_ids
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

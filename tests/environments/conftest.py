@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from azure.storage.blob import BlobServiceClient
 
-from tests.conftest import PROJECT_ROOT, free_port, stop_process
+from tests.helpers import PROJECT_ROOT, free_port, stop_process
 
 AZURITE_BIN = PROJECT_ROOT / ".tools" / "node_modules" / ".bin" / "azurite-blob"
 AZURITE_ACCOUNT = "devstoreaccount1"  # conf/azurite/globals.yml azure.account

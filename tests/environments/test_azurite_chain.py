@@ -30,8 +30,8 @@ import pytest
 from kedro.config import OmegaConfigLoader
 
 from landuse_kedro.settings import CONFIG_LOADER_ARGS
-from tests.conftest import load_catalog, make_project_copy, run_pipeline
 from tests.environments.conftest import SESSION_KEY
+from tests.helpers import load_catalog, make_project_copy, run_pipeline
 
 pytestmark = [pytest.mark.azurite, pytest.mark.slow, pytest.mark.spark]
 

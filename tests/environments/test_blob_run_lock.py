@@ -23,8 +23,8 @@ from kedro.config import MissingConfigException
 
 from landuse_kedro.run_lock import BlobRunLock, RunLock, RunLockedError, RunLockHooks, blob_location, lock_for
 from landuse_kedro.storage import StorageConfigError
-from tests.conftest import PROJECT_ROOT, free_port, stop_process
 from tests.environments.conftest import CONTAINER, SESSION_KEY, connection_string
+from tests.helpers import PROJECT_ROOT, free_port, stop_process
 
 HOLDER = """
 import os, sys

@@ -15,7 +15,7 @@ from kedro.framework.startup import bootstrap_project
 from packaging.requirements import Requirement
 
 from landuse_kedro.storage import StorageConfigError
-from tests.conftest import PROJECT_ROOT, load_catalog
+from tests.helpers import PROJECT_ROOT, load_catalog
 
 try:
     import tomllib

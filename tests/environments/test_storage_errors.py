@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from landuse_kedro.storage import StorageConfigError, check_credentials, redact
-from tests.conftest import free_port, run_pipeline
 from tests.environments.conftest import SESSION_KEY, connection_string
+from tests.helpers import free_port, run_pipeline
 
 ENV = "azurite"
 

@@ -27,7 +27,7 @@ from landuse_kedro.pipelines.acquire.mosaic import mosaic_naip
 from landuse_kedro.pipelines.acquire.regions import parse_years, region_bbox
 from landuse_kedro.pipelines.acquire.report import summarise_acquisition
 from landuse_kedro.pipelines.acquire.stac import search_naip
-from tests.conftest import free_port, make_project_copy, registered_pipelines, run_pipeline
+from tests.helpers import free_port, make_project_copy, registered_pipelines, run_pipeline
 from tests.stac_server import RangeFileServer, stac_api
 
 YEARS = (2012, 2016)

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import rasterio
 
-from tests.conftest import make_project_copy, run_pipeline, without_run_ids
+from tests.helpers import make_project_copy, run_pipeline, without_run_ids
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 

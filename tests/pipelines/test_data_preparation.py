@@ -17,7 +17,7 @@ from landuse_kedro.classes import class_lookup
 from landuse_kedro.datasets import GeoTiffDataset
 from landuse_kedro.pipelines.data_preparation import nodes, rejects
 from landuse_kedro.raster import GeoRaster
-from tests.conftest import (
+from tests.helpers import (
     LAND_COVER,
     corrupt_block,
     local_spark_session,

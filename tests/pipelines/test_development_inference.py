@@ -50,7 +50,8 @@ from landuse_kedro.pipelines.development_inference.reporting import (
 )
 from landuse_kedro.raster import GeoRaster
 from landuse_kedro.tiling import tiling_grid
-from tests.conftest import (
+from tests.helpers import (
+    LAND_COVER,
     PROJECT_ROOT,
     corrupt_block,
     load_catalog,
@@ -279,8 +280,8 @@ def test_region_without_newer_scene_names_what_exists():
 
 def test_a_mistyped_region_lists_the_region_names():
     scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
-    with pytest.raises(ValueError, match=r"Unknown region 'esex'.*regions essex, middlesex\."):
-        newer_scene(scenes, "esex", {"newer_year": 2016}, {"tile_size": 224})
+    with pytest.raises(ValueError, match=r"Unknown region\(s\) 'esex'.*regions essex, middlesex\."):
+        plan_regions(scenes, {}, LAND_COVER, {"tile_size": 224}, {"regions": ["esex"], "newer_year": 2016})
 
 
 def test_region_with_scenes_in_different_crss_is_refused():

@@ -21,7 +21,7 @@ from landuse_kedro.raster import (
     tile_value_counts,
     to_classes,
 )
-from tests.conftest import load_catalog, make_project_copy, registered_pipelines, run_pipeline
+from tests.helpers import load_catalog, make_project_copy, registered_pipelines, run_pipeline
 
 ALLOWED_CODES = {11, 21, 22, 23, 24, 31, 41, 42, 43, 51, 52, 71, 72, 73, 74, 81, 82, 90, 95}
 

@@ -20,7 +20,7 @@ from kedro.io.core import Version
 from landuse_kedro.datasets.model_file import ModelFileDataset
 from landuse_kedro.models.predictor import load_predictor
 from landuse_kedro.scoring import decode_image
-from tests.conftest import make_project_copy, run_pipeline
+from tests.helpers import make_project_copy, run_pipeline
 from tests.test_scoring import BAD_FILES, CLASSES, image_files, odd_files, tiny_model, write_tiles
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]

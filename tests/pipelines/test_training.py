@@ -23,7 +23,7 @@ from landuse_kedro.pipelines.training.exports import export_scoring_model, quant
 from landuse_kedro.pipelines.training.features import extract_tile_features
 from landuse_kedro.pipelines.training.fitting import train_classifier
 from landuse_kedro.pipelines.training.inputs import assemble_tile_set, image_dataset
-from tests.conftest import PROJECT_ROOT, load_catalog, local_spark_session, make_project_copy, run_pipeline
+from tests.helpers import PROJECT_ROOT, load_catalog, local_spark_session, make_project_copy, run_pipeline
 
 BASE_PARAMS = yaml.safe_load((PROJECT_ROOT / "conf" / "base" / "parameters.yml").read_text())
 LAND_COVER = BASE_PARAMS["land_cover"]
