@@ -349,14 +349,6 @@ def _source_bounds(source: WindowedRaster) -> tuple[float, float, float, float]:
 
 
 @dataclass(frozen=True)
-class Tile:
-    row: int
-    col: int
-    window: Window
-    bounds: tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
 class TileGrid:
     """Full ``tile_size`` tiles on a regular grid from a grid's top-left corner; the partial
     tiles at the right and bottom edges are left out."""
@@ -379,14 +371,11 @@ class TileGrid:
         size = self.tile_size
         return Window(col * size, row * size, n_cols * size, n_rows * size)
 
-    def tile(self, row: int, col: int) -> Tile:
-        window = self.window(row, col)
-        return Tile(row, col, window, window_bounds(self.grid.transform, window))
-
-    def __iter__(self) -> Iterator[Tile]:
+    def cells(self) -> Iterator[tuple[int, int]]:
+        """(row, col) of every tile, row-major."""
         for row in range(self.n_rows):
             for col in range(self.n_cols):
-                yield self.tile(row, col)
+                yield row, col
 
     def blocks(self, block_tiles: int) -> Iterator[tuple[int, int, int, int]]:
         """(row, col, n_rows, n_cols) of blocks of up to ``block_tiles`` x ``block_tiles`` tiles:

@@ -123,7 +123,7 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
 
     Examples:
         Using the [YAML API](https://docs.kedro.org/en/stable/catalog-data/data_catalog_yaml_examples/),
-        as this project's catalog does (``conf/base/catalog_data_preparation.yml`` and
+        as this project's catalog does (``conf/base/catalog_raw.yml`` and
         ``catalog_development_inference.yml``): one GeoTIFF per partition of a folder.
 
         ```yaml

@@ -72,13 +72,7 @@ def newer_scene(
     """The region's newer scene; refuses a missing scene and a region whose scenes are in
     different CRSs (its years would not line up tile for tile)."""
     year = int(development_inference["newer_year"])
-    scenes = _region_scenes(naip_scenes, region)
-    if not scenes:
-        regions = sorted({parse_scene_key(key)[0] for key in naip_scenes})
-        raise ValueError(
-            f"Unknown region {region!r} (development_inference.regions): the NAIP scenes are of "
-            f"regions {', '.join(regions) or 'none'}."
-        )
+    scenes = _region_scenes(naip_scenes, region)  # never empty: plan_regions refused unknown regions
     if year not in scenes:
         raise ValueError(
             f"No NAIP scene '{region}_{year}' for development_inference (region {region!r}, "
@@ -286,7 +280,9 @@ def _require_the_plans_tiles(tiles: pd.DataFrame, region_plans: dict[str, Region
     if duplicated.any():
         raise ValueError(f"Tiles scored more than once: {tiles.loc[duplicated, 'tile_id'].head(3).tolist()}")
     expected = {
-        plan.newer.tile_id(tile.row, tile.col) for plan in region_plans.values() for tile in plan.newer.tiles
+        plan.newer.tile_id(row, col)
+        for plan in region_plans.values()
+        for row, col in plan.newer.tiles.cells()
     }
     if set(tiles["tile_id"]) != expected:
         raise ValueError(
