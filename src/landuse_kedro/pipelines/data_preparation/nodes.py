@@ -98,13 +98,13 @@ def plan_scenes(
     return plans
 
 
-def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> pd.DataFrame:
+def label_tiles(scene_plans: dict[str, ScenePlan], data_preparation: dict[str, Any]) -> pd.DataFrame:
     """Label every full tile of every scene, so the later steps and the report choose from one table.
     Spark tasks label blocks of windows; the driver gets one small row per tile.
 
     Args:
         scene_plans: ``scene_plans`` from :func:`plan_scenes`.
-        options: ``params:data_preparation`` (``min_purity``).
+        data_preparation: ``params:data_preparation`` (``min_purity``).
 
     Returns:
         ``labelled_tiles`` (saved as ``tile_candidates`` by :func:`write_manifest`, after the tiles):
@@ -113,7 +113,7 @@ def label_tiles(scene_plans: dict[str, ScenePlan], options: dict[str, Any]) -> p
         pixels cannot be decoded).
     """
     frame = label_windows(scene_plans)
-    frame = finish_candidates(frame, scene_plans, float(options.get("min_purity", 0.9)))
+    frame = finish_candidates(frame, scene_plans, float(data_preparation.get("min_purity", 0.9)))
     keys = frame.pop("scene")
     frame.insert(1, "scene", keys)
     region_year = {key: parse_scene_key(key) for key in scene_plans}  # once per scene, not per tile
@@ -151,7 +151,7 @@ def _nlcd_by_year(nlcd_rasters: Loaders) -> dict[int, WindowedRaster]:
 
 
 def select_tiles(
-    tile_candidates: pd.DataFrame, land_cover: dict[str, Any], options: dict[str, Any]
+    tile_candidates: pd.DataFrame, land_cover: dict[str, Any], data_preparation: dict[str, Any]
 ) -> pd.DataFrame:
     """Choose the tiles to train and validate on: usable tiles split by whole regions (no region in both
     splits, so validation measures generalisation to new ground) and balanced by seeded down-sampling
@@ -160,7 +160,8 @@ def select_tiles(
     Args:
         tile_candidates: ``tile_candidates`` from :func:`label_tiles`.
         land_cover: ``params:land_cover`` (the classes to balance).
-        options: ``params:data_preparation`` (``validation_regions``, ``max_tiles_per_class``, ``seed``).
+        data_preparation: ``params:data_preparation`` (``validation_regions``, ``max_tiles_per_class``,
+            ``seed``).
 
     Returns:
         ``tile_selection``: the chosen candidates with ``split`` and ``partition``
@@ -172,7 +173,7 @@ def select_tiles(
     """
     classes = list(LandCover.from_params(land_cover).classes)
     regions = sorted(tile_candidates["region"].unique())
-    validation = [str(name) for name in as_list(options.get("validation_regions"))]
+    validation = [str(name) for name in as_list(data_preparation.get("validation_regions"))]
     unknown = sorted(set(validation) - set(regions))
     if unknown or not validation:
         raise ValueError(
@@ -187,8 +188,8 @@ def select_tiles(
     )
     usable = tile_candidates[tile_candidates["reject_reason"].isna()].sort_values("tile_id")
     usable = usable.assign(split=np.where(usable["region"].isin(validation), "validation", "train"))
-    rng = np.random.default_rng(int(options.get("seed", 0)))
-    cap = options.get("max_tiles_per_class")
+    rng = np.random.default_rng(int(data_preparation.get("seed", 0)))
+    cap = data_preparation.get("max_tiles_per_class")
     chosen = []
     for split in SPLITS:
         in_split = usable[usable["split"] == split]
@@ -197,7 +198,7 @@ def select_tiles(
             raise ValueError(
                 f"No usable {split} tile of class(es) {list(counts[counts == 0].index)} after filtering "
                 f"(regions {sorted(in_split['region'].unique()) or regions}, min_purity "
-                f"{options.get('min_purity', 0.9)}); usable tiles per class: {counts.to_dict()}."
+                f"{data_preparation.get('min_purity', 0.9)}); usable tiles per class: {counts.to_dict()}."
             )
         per_class = int(counts.min() if cap is None else min(counts.min(), int(cap)))
         for name in classes:
@@ -269,7 +270,7 @@ def summarise_preparation(
     tile_manifest: pd.DataFrame,
     land_cover: dict[str, Any],
     tiling: dict[str, Any],
-    options: dict[str, Any],
+    data_preparation: dict[str, Any],
     scene_plans: Mapping[str, ScenePlan],
 ) -> dict[str, Any]:
     """Account for every tile: seen, rejected (why), usable, kept per split and class.
@@ -279,7 +280,7 @@ def summarise_preparation(
         tile_manifest: ``tile_manifest`` from :func:`write_manifest`.
         land_cover: ``params:land_cover`` (the classes).
         tiling: ``params:tiling`` (``tile_size``).
-        options: ``params:data_preparation`` (``min_purity``).
+        data_preparation: ``params:data_preparation`` (``min_purity``).
         scene_plans: ``scene_plans`` from :func:`plan_scenes` (the NLCD codes outside the legend).
 
     Returns:
@@ -299,7 +300,7 @@ def summarise_preparation(
     per_scene["kept"] = tile_manifest["scene"].value_counts().reindex(per_scene.index, fill_value=0)
     return {
         "tile_size": int(tiling["tile_size"]),
-        "min_purity": float(options.get("min_purity", 0.9)),
+        "min_purity": float(data_preparation.get("min_purity", 0.9)),
         "tiles_seen": len(tile_candidates),
         "rejected": {
             reason: int((tile_candidates["reject_reason"] == reason).sum()) for reason in REJECT_REASONS
@@ -328,7 +329,7 @@ def summarise_preparation(
 
 
 def check_unreadable_windows(
-    tile_candidates: pd.DataFrame, preparation_report: dict[str, Any], options: dict[str, Any]
+    tile_candidates: pd.DataFrame, preparation_report: dict[str, Any], data_preparation: dict[str, Any]
 ) -> None:
     """Fail the run, once its outputs and report are written, when more than
     ``max_failed_fraction`` of the windows could not be read: a damaged copy or failing storage
@@ -338,7 +339,7 @@ def check_unreadable_windows(
         tile_candidates: ``tile_candidates`` (its ``read_error`` column).
         preparation_report: ``preparation_report`` (``tiles_seen``; taken so the check runs after it
             is saved).
-        options: ``params:data_preparation`` (``max_failed_fraction``, default 0.05).
+        data_preparation: ``params:data_preparation`` (``max_failed_fraction``, default 0.05).
 
     Raises:
         RuntimeError: Too many unreadable windows; names the commonest reasons.
@@ -346,7 +347,7 @@ def check_unreadable_windows(
     check_failure_rate(
         int(preparation_report["tiles_seen"]),
         tile_candidates["read_error"].dropna().tolist(),
-        float(options.get("max_failed_fraction", 0.05)),
+        float(data_preparation.get("max_failed_fraction", 0.05)),
         "tile windows",
         "data_preparation.max_failed_fraction",
     )
