@@ -46,6 +46,8 @@ WINDOW_COLUMNS = {
 }
 """What :func:`score_windows` adds to the scorer's columns: the tile's place on the grid and its
 label from the plan's label raster (Spark DDL types)."""
+FILE_COLUMNS = ("path", "true_label")
+"""The scorer's columns about a file, which a window row does not carry."""
 
 
 def block_rows(spark, plans: Iterable[ScenePlan], per_core: int = 2):
@@ -99,9 +101,9 @@ def score_windows(
     while the model runs. A block (up to 8 x 8 tiles) is one batch: ``scoring.batch_size``
     applies to files only.
 
-    One row per tile: the scorer's columns (``image_id`` = tile id, ``path`` = the scene) plus
-    ``WINDOW_COLUMNS``; a window that cannot be read is a row with ``error`` set. Lazy, like
-    :func:`score_images`.
+    One row per tile: ``tile_id``, the scorer's prediction columns (no file ``path`` or folder
+    ``true_label``: a window has neither; its label is ``label_class``) and ``WINDOW_COLUMNS``; a
+    window that cannot be read is a row with ``error`` set. Lazy, like :func:`score_images`.
     """
     spark = active_spark_session()
     settings = ScoringSettings.from_params(land_cover, scoring)
@@ -128,10 +130,22 @@ def score_windows(
     def score(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return _score_window_partition(frames, plans, settings, model)
 
-    schema = spark_schema(settings.classes)
+    return rows.mapInPandas(score, _window_schema(settings.classes))
+
+
+def _window_schema(classes: tuple[str, ...]):
+    from pyspark.sql.types import StructField, StructType
+
+    schema = StructType(
+        [
+            StructField("tile_id" if field.name == "image_id" else field.name, field.dataType, field.nullable)
+            for field in spark_schema(classes).fields
+            if field.name not in FILE_COLUMNS
+        ]
+    )
     for name, kind in WINDOW_COLUMNS.items():  # StructType.add takes JSON type names
         schema = schema.add(name, {"int": "integer", "bigint": "long"}.get(kind, kind))
-    return rows.mapInPandas(score, schema)
+    return schema
 
 
 def _score_window_partition(
@@ -162,6 +176,7 @@ def _score_window_partition(
             images.extend(list(pixels) if pixels is not None else part["read_error"].tolist())
         ids = [plan.tile_id(r, c) for r, c in zip(labels["row"], labels["col"])]
         scored = score_batch([plan.url] * len(ids), images, predictor, settings, ids)
+        scored = scored.drop(columns=list(FILE_COLUMNS)).rename(columns={"image_id": "tile_id"})
         labels["label_class"] = tile_label(labels, plan.classes)
         labels = labels.rename(columns={"purity": "label_share", "nodata_pixels": "image_nodata_pixels"})
         labels["scene"] = plan.key

@@ -700,6 +700,9 @@ def test_unreadable_window_is_a_failure_row_naming_scene_and_window(region_run):
     assert tiles["error"].notna().sum() == 1  # its block's other tiles were read one by one and scored
     predictions = pd.read_parquet(region_run / "data/07_model_output/development_predictions.parquet")
     assert len(predictions) == 24 and predictions["error"].notna().sum() == 1
+    assert "tile_id" in predictions and not {"image_id", "path", "true_label"} & set(
+        predictions
+    )  # a window's
     agreement = _load(region_run, "development_agreement", "testville")
     assert agreement["failed_tiles"] == 1 and agreement["masked_tiles"] == 1  # the hole's tile
     assert agreement["predicted_tiles"] == 10 and len(agreement["failure_reasons"]) == 1

@@ -252,7 +252,7 @@ def _collect_tile_rows(development_predictions, land_cover: dict[str, Any]) -> p
     """The scored rows on the driver, only the columns the outputs use, named as the tile table names
     them (the older label is the older class)."""
     columns = [
-        "image_id",
+        "tile_id",
         *WINDOW_COLUMNS,
         "predicted_label",
         "predicted_label_3",
@@ -265,7 +265,6 @@ def _collect_tile_rows(development_predictions, land_cover: dict[str, Any]) -> p
         .toPandas()
         .rename(
             columns={
-                "image_id": "tile_id",
                 "predicted_label_3": "predicted_class",
                 "label_class": "older_class",
                 "label_share": "older_share",
