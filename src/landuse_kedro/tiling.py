@@ -11,7 +11,6 @@ never travel through the driver or the JVM.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
@@ -51,7 +50,6 @@ logger = logging.getLogger(__name__)
 
 BLOCK_TILES = 8
 """Tiles per block side read at once: 8 x 224 px = 1,792 px, about 10 MB of RGB."""
-_SCENE_KEY = re.compile(r"^(?P<region>.+)_(?P<year>\d{4})$")
 
 Block = tuple[int, int, int, int]
 """(tile row, tile col, tile rows, tile cols) of a scene's tile grid."""
@@ -80,13 +78,6 @@ LABEL_COLUMNS = {
     "read_error": "string",
 }
 """What a task returns per tile from its labels (Spark DDL types)."""
-
-
-def parse_scene_key(key: str) -> tuple[str, int]:
-    match = _SCENE_KEY.match(key)
-    if not match:
-        raise ValueError(f"NAIP scene '{key}' is not named <region>_<year> (e.g. middlesex_2016).")
-    return match["region"], int(match["year"])
 
 
 def nearest_year(year: int, available: Mapping[int, Any]) -> int:

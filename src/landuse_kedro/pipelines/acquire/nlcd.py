@@ -17,10 +17,11 @@ from rasterio.windows import Window
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy
-from landuse_kedro.pipelines.acquire.regions import LONLAT, region_bbox, scene_key
+from landuse_kedro.pipelines.acquire.regions import LONLAT, region_bbox
 from landuse_kedro.pipelines.acquire.stac import nlcd_href
 from landuse_kedro.pipelines.acquire.tokens import href_signer, public_href
 from landuse_kedro.raster import GeoRaster, covering_window
+from landuse_kedro.scene_keys import key_of_url, nlcd_key
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +53,12 @@ def read_nlcd(acquire: dict[str, Any], nlcd_present: FileIndex) -> dict[str, Cal
             "acquire.nlcd.editions is empty: name each NLCD edition's COG, e.g. "
             "{2016: {href: https://.../nlcd_2016.tif}} or {2016: {collection: ..., item: ..., asset: ...}}."
         )
-    present = {scene_key(url) for url in nlcd_present.urls}
+    present = {key_of_url(url) for url in nlcd_present.urls}
     boxes = [region_bbox(box, name) for name, box in sorted((acquire.get("regions") or {}).items())]
     policy = HrefPolicy.from_params(acquire)
     loaders = {}
     for year, source in sorted(editions.items()):
-        key = f"nlcd_{int(year)}"
+        key = nlcd_key(year)
         if key in present:
             logger.info("NLCD %s is already in nlcd_rasters: not fetched again", key)
             continue

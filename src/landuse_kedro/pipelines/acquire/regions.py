@@ -1,6 +1,5 @@
 """What acquire is asked for and what 01_raw already holds: the regions' boxes and the years as
-parameters give them (a list, or numbers separated by spaces from ``--params``), and the key of a
-scene from its file name.
+parameters give them (a list, or numbers separated by spaces from ``--params``).
 """
 
 from __future__ import annotations
@@ -35,10 +34,3 @@ def parse_years(years: Any) -> list[int]:
     elif isinstance(years, int):
         years = [years]
     return sorted({int(year) for year in years})
-
-
-def scene_key(url: str) -> str:
-    """A scene's key from its file's URL (``.../middlesex_2016.tif`` -> ``middlesex_2016``): how a
-    region-year or edition already in 01_raw is recognised."""
-    name = url.rstrip("/").rsplit("/", 1)[-1]
-    return name.rsplit(".", 1)[0]

@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from landuse_kedro.datasets.file_index import FileIndex
-from landuse_kedro.pipelines.acquire.regions import scene_key
 from landuse_kedro.pipelines.acquire.tokens import public_href
+from landuse_kedro.scene_keys import key_of_url
 from landuse_kedro.storage import public_url
 
 
@@ -47,5 +47,5 @@ def summarise_acquisition(
         },
         "refused": {key: items for key, items in sorted(naip_refused.items()) if items},
         # present before this run (the index may be listed after the new scenes were saved)
-        "already_present": sorted({scene_key(url) for url in naip_present.urls} - set(naip_items)),
+        "already_present": sorted({key_of_url(url) for url in naip_present.urls} - set(naip_items)),
     }

@@ -11,8 +11,9 @@ from typing import Any
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.pipelines.acquire.hrefs import HrefPolicy, HrefRefused
-from landuse_kedro.pipelines.acquire.regions import parse_years, region_bbox, scene_key
+from landuse_kedro.pipelines.acquire.regions import parse_years, region_bbox
 from landuse_kedro.pipelines.acquire.tokens import public_href
+from landuse_kedro.scene_keys import key_of_url, scene_key
 from landuse_kedro.storage import public_url, scrub_urls
 
 logger = logging.getLogger(__name__)
@@ -66,9 +67,9 @@ def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, l
             "acquire needs regions and years: kedro run --pipelines acquire --params "
             '"acquire.regions.<name>=<min_lon> <min_lat> <max_lon> <max_lat>,acquire.years=2016 2018"'
         )
-    present = {scene_key(url) for url in naip_present.urls}
+    present = {key_of_url(url) for url in naip_present.urls}
     wanted = [(region, year) for region in sorted(regions) for year in years]
-    missing = [(region, year) for region, year in wanted if f"{region}_{year}" not in present]
+    missing = [(region, year) for region, year in wanted if scene_key(region, year) not in present]
     for region, year in wanted:
         if (region, year) not in missing:
             logger.info("NAIP %s_%d is already in naip_scenes: not fetched again", region, year)
@@ -90,7 +91,7 @@ def search_naip(acquire: dict[str, Any], naip_present: FileIndex) -> dict[str, l
                 "check acquire.years and the box."
             )
         logger.info("NAIP %s_%d: %d item(s) from %s", region, year, len(items), url)
-        found[f"{region}_{year}"] = [
+        found[scene_key(region, year)] = [
             _entry(item, acquire["asset"], policy, bbox, region, year)
             for item in sorted(items, key=lambda it: it.id)
         ]

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from landuse_kedro import scene_keys
 from landuse_kedro.classes import LandCover
 from landuse_kedro.failures import check_failure_rate, failure_counts
 from landuse_kedro.parameters import as_list
@@ -25,7 +26,6 @@ from landuse_kedro.tiling import (
     ScenePlan,
     TileWindow,
     nearest_year,
-    parse_scene_key,
     plan_scene,
 )
 from landuse_kedro.window_jobs import label_windows
@@ -83,7 +83,7 @@ def plan_scenes(
     lut = land.nlcd_lookup()
     plans = {}
     for key in sorted(naip_scenes):
-        _, year = parse_scene_key(key)
+        _, year = scene_keys.parse_scene_key(key)
         nlcd_year = nearest_year(year, labels)
         plans[key] = plan_scene(
             key,
@@ -92,7 +92,7 @@ def plan_scenes(
             lut,
             land.classes,
             tiling,
-            labels_key=f"nlcd_{nlcd_year}",
+            labels_key=scene_keys.nlcd_key(nlcd_year),
             max_unknown_fraction=land.max_unknown_fraction,
         )
     return plans
@@ -116,11 +116,13 @@ def label_tiles(scene_plans: dict[str, ScenePlan], data_preparation: dict[str, A
     frame = finish_candidates(frame, scene_plans, float(data_preparation.get("min_purity", 0.9)))
     keys = frame.pop("scene")
     frame.insert(1, "scene", keys)
-    region_year = {key: parse_scene_key(key) for key in scene_plans}  # once per scene, not per tile
+    region_year = {
+        key: scene_keys.parse_scene_key(key) for key in scene_plans
+    }  # once per scene, not per tile
     frame.insert(2, "region", keys.map({key: region for key, (region, _) in region_year.items()}))
     frame.insert(3, "year", keys.map({key: year for key, (_, year) in region_year.items()}))
     frame.insert(
-        4, "nlcd_year", keys.map({k: int(p.labels_key.removeprefix("nlcd_")) for k, p in scene_plans.items()})
+        4, "nlcd_year", keys.map({k: scene_keys.nlcd_year(p.labels_key) for k, p in scene_plans.items()})
     )
     for key, scene in frame.groupby("scene", sort=True):
         reasons = scene["reject_reason"].value_counts().to_dict()

@@ -25,8 +25,9 @@ from landuse_kedro.pipelines.development_inference.params import (
     region_names,
 )
 from landuse_kedro.raster import WindowedRaster, require_crs
+from landuse_kedro.scene_keys import nlcd_key, parse_scene_key, scene_key
 from landuse_kedro.spark import active_spark_session
-from landuse_kedro.tiling import ScenePlan, parse_scene_key, plan_scene
+from landuse_kedro.tiling import ScenePlan, plan_scene
 from landuse_kedro.window_jobs import WINDOW_COLUMNS, score_windows
 
 logger = logging.getLogger(__name__)
@@ -129,15 +130,15 @@ def plan_regions(
             f"Unknown region(s) {', '.join(map(repr, unknown))} (development_inference.regions): "
             f"the NAIP scenes are of regions {', '.join(known) or 'none'}."
         )
-    nlcd_key = f"nlcd_{int(development_inference['older_year'])}"
-    if nlcd_key not in nlcd_rasters:
+    older_nlcd = nlcd_key(development_inference["older_year"])
+    if older_nlcd not in nlcd_rasters:
         raise ValueError(
-            f"No NLCD raster '{nlcd_key}' for the older labels (older_year="
+            f"No NLCD raster '{older_nlcd}' for the older labels (older_year="
             f"{development_inference['older_year']}). Available: {sorted(nlcd_rasters) or 'none'}."
         )
     scenes = {region: newer_scene(naip_scenes, region, development_inference, tiling) for region in regions}
     names = map_classes(land_cover, development_inference)
-    lookup, nlcd = older_label_lookup(land_cover, development_inference), nlcd_rasters[nlcd_key]()
+    lookup, nlcd = older_label_lookup(land_cover, development_inference), nlcd_rasters[older_nlcd]()
     budget = LandCover.from_params(land_cover).max_unknown_fraction
     return {
         region: _plan_region(
@@ -159,10 +160,10 @@ def _plan_region(  # noqa: PLR0913, PLR0917
     development_inference: dict[str, Any],
     budget: float,
 ) -> RegionPlan:
-    nlcd_key = f"nlcd_{int(development_inference['older_year'])}"
-    plan = plan_scene(key, scene, nlcd, lookup, names, tiling, nlcd_key, max_unknown_fraction=budget)
+    older_nlcd = nlcd_key(development_inference["older_year"])
+    plan = plan_scene(key, scene, nlcd, lookup, names, tiling, older_nlcd, max_unknown_fraction=budget)
     older_year = development_inference.get("older_naip_year")
-    older_key = f"{region}_{older_year}" if older_year else None
+    older_key = scene_key(region, older_year) if older_year else None
     older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
     if older_year and older_scene is None:
         logger.warning(

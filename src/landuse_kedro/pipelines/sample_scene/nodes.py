@@ -22,6 +22,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.warp import Resampling, reproject, transform, transform_bounds
 
+from landuse_kedro import scene_keys
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.pipelines.sample_scene import textures
 from landuse_kedro.raster import GeoRaster
@@ -402,7 +403,9 @@ def make_nlcd_rasters(
             )
             target = mosaic[row0:row1, col0:col1]
             target[window > 0] = window[window > 0]
-        rasters[f"nlcd_{year}"] = GeoRaster(mosaic[None], crs, grid, nodata=0, colormap=NLCD_COLOURS)
+        rasters[scene_keys.nlcd_key(year)] = GeoRaster(
+            mosaic[None], crs, grid, nodata=0, colormap=NLCD_COLOURS
+        )
         logger.info("nlcd_%s: %d x %d cells of %g m in %s", year, shape[1], shape[0], res, crs.to_string())
     return rasters
 
@@ -469,7 +472,9 @@ def render_naip_scenes(
     scenes = {}
     for name, region in land_cover.items():
         for year_key, year in sample_scene["years"].items():
-            scenes[f"{name}_{year}"] = partial(render_scene, region, year_key, int(sample_scene["seed"]))
+            scenes[scene_keys.scene_key(name, year)] = partial(
+                render_scene, region, year_key, int(sample_scene["seed"])
+            )
     logger.info("naip_scenes: rendering %s as the catalog saves them", ", ".join(scenes))
     return scenes
 
