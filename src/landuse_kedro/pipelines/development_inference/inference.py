@@ -241,7 +241,7 @@ def classify_tiles(
     _require_the_plans_tiles(tiles, region_plans)
     _add_region_and_crs(tiles, region_plans)
     _blank_failed_and_partial_tiles(tiles)
-    names = map_classes(land_cover, development_inference)
+    names = next(iter(region_plans.values())).classes  # the map classes, as the plans hold them
     _smooth_each_region(tiles, names, development_inference.get("smoothing") or {})
     order = {region: position for position, region in enumerate(region_plans)}
     return tiles.sort_values(

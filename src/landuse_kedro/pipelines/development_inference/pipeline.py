@@ -62,7 +62,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 [
                     "development_tile_classes",
                     "development_provenance",
-                    "params:land_cover",
                     DEVELOPMENT_INFERENCE,
                     "region_plans",
                 ],

@@ -63,7 +63,6 @@ def describe_run(run_provenance: dict[str, Any], scoring_model: ModelArtifact) -
 def measure_agreement(
     development_tile_classes: pd.DataFrame,
     development_provenance: dict[str, Any],
-    land_cover: dict[str, Any],
     development_inference: dict[str, Any],
     region_plans: Mapping[str, RegionPlan],
 ) -> dict[str, dict[str, Any]]:
@@ -74,10 +73,10 @@ def measure_agreement(
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
         development_provenance: ``development_provenance`` from :func:`describe_run`: the run and
             the model (format, precision read from the model file itself, size, version, digest).
-        land_cover: ``params:land_cover`` (the map classes).
         development_inference: ``params:development_inference`` (``regions``, ``older_year``,
             ``newer_year``, ``water``).
-        region_plans: ``region_plans`` from :func:`plan_regions` (NLCD codes outside the legend).
+        region_plans: ``region_plans`` from :func:`plan_regions` (the map classes, NLCD codes outside
+            the legend).
 
     Returns:
         ``development_agreement``: region -> the run id, the model, the years, tile counts (all,
@@ -85,7 +84,7 @@ def measure_agreement(
         the legend under the scene (NLCD pixels, counted when planned) and the agreement of raw and
         smoothed predictions with the older labels.
     """
-    names = map_classes(land_cover, development_inference)
+    names = next(iter(region_plans.values())).classes  # the map classes, as the plans hold them
     return {
         region: {
             "region": region,
