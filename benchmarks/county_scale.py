@@ -242,7 +242,7 @@ def warm_workers(spark, model: ModelArtifact | None, scoring: dict[str, Any]) ->
     threads = int(scoring["threads_per_worker"])
 
     def warm(frames):
-        import landuse_kedro.tiling  # noqa: F401  (what every window task imports)
+        import landuse_kedro.window_jobs  # noqa: F401  (what every window task imports)
 
         for _ in frames:
             pass
