@@ -43,6 +43,12 @@ DATA_ROOT = "abfss://landuse@devstoreaccount1.dfs.core.windows.net/azurite"
 # Written by Spark: locally as Spark's `parquet`, in env azurite as `fsspec_parquet`
 # (conf/azurite/globals.yml, spark_table_format: Hadoop has no Azure driver here).
 SPARK_WRITTEN = {"scoring_predictions", "development_predictions"}
+# Each table's row key and the columns compared exactly: files (an image, its folder's class) and tile
+# windows (a tile of a scene: no file path, no folder).
+ROWS = {
+    "scoring_predictions": ("image_id", ["true_label"]),
+    "development_predictions": ("tile_id", ["scene", "row", "col", "label_class"]),
+}
 # Not compared: wall-clock timings, and the ONNX file's size (tf2onnx names graph nodes after
 # counters that differ between two exports in one process; the predictions below are equal).
 NOT_COMPARED = re.compile(
@@ -231,16 +237,17 @@ def test_metrics_equal_the_local_run(azurite_chain: dict) -> None:
 
 @pytest.mark.parametrize("name", sorted(SPARK_WRITTEN))
 def test_predictions_equal_the_local_run(azurite_chain: dict, name: str) -> None:
-    columns = ["image_id", "true_label", "predicted_label", "predicted_label_3", "error"]
+    key, own = ROWS[name]
+    columns = [key, *own, "predicted_label", "predicted_label_3", "error"]
     remote_rows, local_rows = azurite_chain["remote"][name], azurite_chain["local"][name]
     assert len(remote_rows) == len(local_rows) > 0
-    remote_rows = remote_rows.sort_values("image_id").reset_index(drop=True)
-    local_rows = local_rows.sort_values("image_id").reset_index(drop=True)
+    remote_rows = remote_rows.sort_values(key).reset_index(drop=True)
+    local_rows = local_rows.sort_values(key).reset_index(drop=True)
     pd.testing.assert_frame_equal(remote_rows[columns], local_rows[columns])
     probabilities = [c for c in local_rows.columns if c.startswith("prob_")]
     np.testing.assert_allclose(remote_rows[probabilities], local_rows[probabilities], atol=1e-5)
-    # Spark read the images from the container, not from a local copy.
-    assert remote_rows["path"].str.startswith("abfs").all(), remote_rows["path"].head()
+    if name == "scoring_predictions":  # Spark read the image files from the container, not a local copy
+        assert remote_rows["path"].str.startswith("abfs").all(), remote_rows["path"].head()
 
 
 def test_development_outputs_equal_the_local_run(azurite_chain: dict) -> None:
