@@ -84,7 +84,7 @@ def test_the_partitioned_dataset_ships_no_secret(tmp_path, monkeypatch):
     class Session:
         sparkContext = Context()
 
-    monkeypatch.setattr("landuse_kedro.datasets.spark_partitioned._active_session", Session)
+    monkeypatch.setattr("landuse_kedro.datasets.spark_partitioned.running_session", Session)
     dataset = SparkPartitionedDataset(
         path=str(tmp_path / "tiles"),
         dataset="pillow.ImageDataset",
