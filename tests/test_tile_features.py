@@ -9,11 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from landuse_kedro import tile_features
-from landuse_kedro.datasets import FileIndexDataset
+from landuse_kedro.datasets import ArrowTableDataset, FileIndexDataset
 from tests.helpers import local_spark_session
 
 SIZE = 16
@@ -109,8 +111,10 @@ def test_a_file_changed_after_it_was_hashed_is_an_error_row_not_wrong_features(s
     assert pd.isna(rows.loc["t0", "error"]) and "file changed" in rows.loc["t1", "error"]
 
 
-def fake_table(spark, n: int, views: tuple[int, ...], key: str = "k1"):
-    """A feature table whose features say which tile and view they are: (tile, view) as float16."""
+def fake_table(tmp_path: Path, n: int, views: tuple[int, ...], key: str = "k1"):
+    """A feature table whose features say which tile and view they are: (tile, view) as float16, in
+    two part files as two appends write them, read back through the catalog's Arrow dataset. Another
+    model's row for the same content and an error row are there too, and must never be used."""
     rows = [
         (
             key,
@@ -125,15 +129,34 @@ def fake_table(spark, n: int, views: tuple[int, ...], key: str = "k1"):
         for t in range(n)
         for v in views
     ]
-    rows.append(
-        ("other", "sha0", 0, np.array([-1, -1], tile_features.FEATURE_DTYPE).tobytes(), "t0", "", "", None)
+    rows.append(("other", "sha0", 0, np.array([-1, -1], "<f2").tobytes(), "t0", "", "", None))
+    rows.append((key, "sha0", None, None, "t0", "train", "C", "broken.png: cannot be decoded"))
+    columns = [
+        "feature_model",
+        "content_sha256",
+        "view",
+        "features",
+        "tile_id",
+        "split",
+        "class_name",
+        "error",
+    ]
+    schema = pa.schema(
+        [(c, pa.int32() if c == "view" else pa.binary() if c == "features" else pa.string()) for c in columns]
     )
-    return spark.createDataFrame(rows, tile_features.FEATURE_SCHEMA)
+    table = pa.Table.from_pylist([dict(zip(columns, row, strict=True)) for row in rows], schema)
+    folder = tmp_path / "tile_features.parquet"
+    folder.mkdir()
+    half = len(rows) // 2  # as Spark writes them: every part file with the whole schema
+    pq.write_table(table.slice(0, half), folder / "part-00000-a.snappy.parquet")
+    pq.write_table(table.slice(half), folder / "part-00001-b.snappy.parquet")
+    (folder / "_SUCCESS").write_bytes(b"")
+    return ArrowTableDataset(filepath=str(folder)).load()
 
 
-def test_an_epoch_streams_every_tile_once_in_one_of_its_views_with_new_draws_each_epoch(spark) -> None:
+def test_an_epoch_streams_every_tile_once_in_one_of_its_views_with_new_draws_each_epoch(tmp_path) -> None:
     n, views = 12, (0, 1, 4, 5)
-    table = fake_table(spark, n, views)
+    table = fake_table(tmp_path, n, views)
     labels = (np.arange(n) % 3).astype(np.int32)
     shas = [f"sha{t}" for t in range(n)]
 
@@ -159,9 +182,48 @@ def test_an_epoch_streams_every_tile_once_in_one_of_its_views_with_new_draws_eac
     assert not np.array_equal(epochs(1, seed=5)[0][0], first)
 
 
-def test_validation_features_come_in_the_order_asked_and_a_missing_tile_is_named(spark) -> None:
-    table = fake_table(spark, 6, (0, 1))
-    got = tile_features.collect_features(table, "k1", ["sha3", "sha0", "sha5"])
-    np.testing.assert_array_equal(got, [[3, 0], [0, 0], [5, 0]])
-    with pytest.raises(ValueError, match="no view 0 row for 1 tiles.*sha9"):
+def test_validation_features_come_in_the_order_asked_and_a_missing_tile_is_named(tmp_path) -> None:
+    table = fake_table(tmp_path, 6, (0, 1))
+    got = tile_features.collect_features(table, "k1", ["sha3", "sha0", "sha5", "sha3"])
+    np.testing.assert_array_equal(got, [[3, 0], [0, 0], [5, 0], [3, 0]])  # a content twice: its row twice
+    np.testing.assert_array_equal(tile_features.collect_features(table, "k1", ["sha2"], view=1), [[2, 1]])
+    with pytest.raises(ValueError, match="no row for 1 tiles.*sha9 view 0"):
         tile_features.collect_features(table, "k1", ["sha1", "sha9"])
+
+
+def test_a_row_written_twice_changes_no_label(tmp_path) -> None:
+    """Two runs that appended the same contents leave doubled rows: matched by key, each tile still
+    gets its own features and label (a stream of rows would have shifted every later batch)."""
+    n, views = 7, (0, 1)
+    table = fake_table(tmp_path, n, views)
+    doubled = ArrowTableDataset(filepath=str(tmp_path / "tile_features.parquet"))
+    part = next((tmp_path / "tile_features.parquet").glob("part-00000*"))
+    (tmp_path / "tile_features.parquet" / "part-00002-c.snappy.parquet").write_bytes(part.read_bytes())
+    assert doubled.load().count_rows() > table.count_rows()  # the doubled rows are there to be read
+    labels = np.arange(n, dtype=np.int32) * 10
+    stream = tile_features.epoch_batches(
+        doubled.load(), "k1", [f"sha{t}" for t in range(n)], labels, views, 3, 0
+    )
+    rows, row_labels = (
+        np.concatenate(parts) for parts in zip(*(next(stream) for _ in range(3)), strict=True)
+    )
+    stream.close()
+    np.testing.assert_array_equal(row_labels, rows[:, 0].astype(int) * 10)
+    assert sorted(rows[:, 0].astype(int)) == list(range(n))
+
+
+def test_failed_tiles_names_errors_only_where_no_good_row_exists(tmp_path) -> None:
+    table = fake_table(tmp_path, 3, (0,))
+    assert tile_features.failed_tiles(table, "k1", ["sha1"]) == []
+    assert tile_features.failed_tiles(table, "other", ["sha0"]) == []  # another model's rows are its own
+    broken = table.to_table().to_pandas()
+    broken = broken[~((broken["content_sha256"] == "sha0") & broken["error"].isna())]
+    (tmp_path / "only_errors").mkdir()
+    pq.write_table(
+        pa.Table.from_pandas(broken, table.schema, preserve_index=False),
+        tmp_path / "only_errors/part-0.parquet",
+    )
+    only_errors = ArrowTableDataset(filepath=str(tmp_path / "only_errors")).load()
+    assert tile_features.failed_tiles(only_errors, "k1", ["sha0", "sha1"]) == [
+        "broken.png: cannot be decoded"
+    ]

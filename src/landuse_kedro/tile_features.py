@@ -9,8 +9,9 @@ rows name tiles (a file URL and the sha256 of its bytes); each Python worker loa
 once (the scorer's per-worker cache), reads, checks and decodes its own files and predicts each
 dihedral view in numpy batches. The rows land in ``tile_features`` keyed by ``feature_model`` and
 ``content_sha256``, so a second run (other head settings, or more tiles) computes only what is missing.
-The head then reads one random view per tile per epoch, streamed in a seeded order: the driver never
-holds images, nor more than a batch of training features.
+The head then reads one random view per tile per epoch, in a seeded order, straight from the table's
+Parquet files with Arrow (no Spark job, so the driver's JVM stays small): the driver never holds images,
+nor more than one view of each training tile's features.
 
 The views are the flips and quarter turns that ``training.augmentation`` allows (8 with both), the
 geometry the image pipeline draws from. Colour jitter is not cached (it applies to fine-tuning, which
@@ -28,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from landuse_kedro.datasets.file_index import FileIndex
 from landuse_kedro.failures import error_chain
@@ -37,6 +39,7 @@ from landuse_kedro.spark import active_spark_session, task_count
 from landuse_kedro.storage import shippable
 
 if TYPE_CHECKING:
+    import pyarrow.dataset as ds
     from pyspark.sql import DataFrame
 
 logger = logging.getLogger(__name__)
@@ -245,56 +248,94 @@ def _predict_views(chunk: pd.DataFrame, tiles: list[np.ndarray | str], key: str,
     return table.astype({"view": "Int32"})
 
 
-def failed_tiles(tile_features: DataFrame, feature_model: str, shas: Sequence[str]) -> list[str]:
+def failed_tiles(table: ds.Dataset, feature_model: str, shas: Sequence[str]) -> list[str]:
     """The error rows of ``shas`` (file and reason) that no good row of the same content outweighs."""
-    from pyspark.sql import functions as F
+    import pyarrow.dataset as ds
 
-    spark = tile_features.sparkSession
-    wanted = spark.createDataFrame([(s,) for s in sorted(set(shas))], "content_sha256 string")
-    selected = tile_features.where(F.col("feature_model") == feature_model).join(
-        F.broadcast(wanted), "content_sha256"
+    where = (ds.field("feature_model") == feature_model) & ds.field("content_sha256").isin(sorted(set(shas)))
+    good: set[str] = set()
+    errors: dict[str, set[str]] = {}
+    for batch in _scan(table, where, ["content_sha256", "error"]):
+        for sha, error in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist(), strict=True):
+            if error is None:
+                good.add(sha)
+            else:
+                errors.setdefault(sha, set()).add(error)
+    return sorted({e for sha, reasons in errors.items() if sha not in good for e in reasons})
+
+
+_VIEWS = 8  # dihedral views are 0..7: a (tile, view) pair's code is tile * 8 + view
+
+
+def _scan(table: ds.Dataset, where: ds.Expression, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """``table``'s rows matching ``where``, a small batch at a time: buffered page reads and no
+    read-ahead, so the driver holds about one batch of the table, not row groups of it."""
+    import pyarrow.dataset as ds
+
+    options = ds.ParquetFragmentScanOptions(use_buffered_stream=True, buffer_size=1 << 20, pre_buffer=False)
+    return table.to_batches(
+        columns=columns,
+        filter=where,
+        batch_size=4096,
+        batch_readahead=1,
+        fragment_readahead=1,
+        fragment_scan_options=options,
+        use_threads=False,
     )
-    good = selected.where(F.col("error").isNull()).select("content_sha256").distinct()
-    errors = selected.where(F.col("error").isNotNull()).join(good, "content_sha256", "left_anti")
-    return sorted({row.error for row in errors.select("error").toLocalIterator()})
 
 
-def _selected(tile_features: DataFrame, feature_model: str, draws: pd.DataFrame) -> DataFrame:
-    """The feature rows of ``draws`` (``content_sha256``, ``view``, plus columns kept), joined on the
-    workers; ``draws`` is small (a row per tile), the table large."""
-    from pyspark.sql import functions as F
-
-    spark = tile_features.sparkSession
-    table = tile_features.where((F.col("feature_model") == feature_model) & F.col("error").isNull())
-    wanted = spark.createDataFrame(draws)
-    return table.select("content_sha256", "view", "features").join(
-        F.broadcast(wanted), ["content_sha256", "view"]
-    )
+def _feature_matrix(column: pa.Array) -> np.ndarray:
+    """(rows, D) float16 from a binary column of equal-length little-endian float16 vectors, unboxed."""
+    offsets = np.frombuffer(column.buffers()[1], np.int32 if pa.types.is_binary(column.type) else np.int64)
+    offsets = offsets[column.offset : column.offset + len(column) + 1]
+    lengths = np.diff(offsets)
+    if len(column) and (lengths != lengths[0]).any():
+        raise ValueError(f"tile_features holds feature vectors of {sorted(set(lengths.tolist()))} bytes.")
+    data = np.frombuffer(column.buffers()[2], np.uint8)[offsets[0] : offsets[-1]] if len(column) else b""
+    return np.frombuffer(data, FEATURE_DTYPE).reshape(len(column), -1)
 
 
-def _as_array(blobs: Sequence[bytes]) -> np.ndarray:
-    return np.stack([np.frombuffer(b, FEATURE_DTYPE) for b in blobs]).astype(np.float32)
+def _gather(
+    table: ds.Dataset, feature_model: str, shas: Sequence[str], tile_views: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The features of each tile ``i`` (content ``shas[i]``) in view ``tile_views[i]``, in one pass
+    over ``table``: (features of each distinct (content, view) pair, the pair of each tile). Raises
+    naming the tiles that have no row. Rows are matched by key, so a row written twice (two runs
+    appending the same content) or another model's rows change nothing."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    if not len(shas):
+        raise ValueError("No tiles to read the features of.")
+    codes, contents = pd.factorize(pd.Series(shas, dtype=object))
+    pairs, pair_of_tile = np.unique(codes.astype(np.int64) * _VIEWS + tile_views, return_inverse=True)
+    value_set = pa.array(contents, pa.string())
+    features: np.ndarray | None = None
+    found = np.zeros(len(pairs), bool)
+    where = (ds.field("feature_model") == feature_model) & ds.field("error").is_null()
+    for batch in _scan(table, where, ["content_sha256", "view", "features"]):
+        content = pc.index_in(batch.column("content_sha256"), value_set=value_set).fill_null(-1).to_numpy()
+        code = content.astype(np.int64) * _VIEWS + batch.column("view").to_numpy(zero_copy_only=False)
+        slot = np.searchsorted(pairs, code).clip(max=len(pairs) - 1)
+        hit = (content >= 0) & (pairs[slot] == code)
+        if not hit.any():
+            continue
+        rows = _feature_matrix(batch.column("features").filter(pa.array(hit)))
+        if features is None:
+            features = np.empty((len(pairs), rows.shape[1]), FEATURE_DTYPE)
+        features[slot[hit]], found[slot[hit]] = rows, True
+    if features is None or not found.all():
+        missing = np.flatnonzero(~found[pair_of_tile])
+        named = ", ".join(f"{shas[i]} view {int(tile_views[i])}" for i in missing[:3])
+        raise ValueError(f"tile_features has no row for {len(missing)} tiles, e.g. {named}.")
+    return features, pair_of_tile
 
 
-def collect_features(
-    tile_features: DataFrame, feature_model: str, shas: Sequence[str], view: int = 0
-) -> np.ndarray:
+def collect_features(table: ds.Dataset, feature_model: str, shas: Sequence[str], view: int = 0) -> np.ndarray:
     """(len(shas), D) float32 features of ``shas`` in one ``view``, in the order given (validation tiles:
     small beside the training set's views). Raises when a tile has no row."""
-    draws = pd.DataFrame({"content_sha256": list(shas), "view": view, "position": np.arange(len(shas))})
-    out: np.ndarray | None = None
-    seen = np.zeros(len(shas), bool)
-    for row in _selected(tile_features, feature_model, draws).toLocalIterator():
-        features = np.frombuffer(row.features, FEATURE_DTYPE)
-        if out is None:
-            out = np.empty((len(shas), len(features)), np.float32)
-        out[row.position], seen[row.position] = features, True
-    if out is None or not seen.all():
-        missing = [shas[i] for i in np.flatnonzero(~seen)][:3]
-        raise ValueError(
-            f"tile_features has no view {view} row for {int((~seen).sum())} tiles, e.g. {missing}."
-        )
-    return out
+    features, pair_of_tile = _gather(table, feature_model, shas, np.full(len(shas), view, np.int64))
+    return features[pair_of_tile].astype(np.float32)
 
 
 def epoch_draws(n_tiles: int, views: Sequence[int], epoch: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -305,7 +346,7 @@ def epoch_draws(n_tiles: int, views: Sequence[int], epoch: int, seed: int) -> tu
 
 
 def epoch_batches(
-    tile_features: DataFrame,
+    table: ds.Dataset,
     feature_model: str,
     shas: Sequence[str],
     labels: np.ndarray,
@@ -314,31 +355,19 @@ def epoch_batches(
     seed: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Endless (features, labels) batches, epoch after epoch, ``ceil(len(shas) / batch_size)`` per epoch:
-    each epoch one Spark job joins that epoch's draws with the table and streams the rows back in the
-    drawn order, so the driver holds a batch, not the set."""
-    from pyspark.sql import functions as F
-
+    each epoch one pass over the table on the driver (Arrow, no Spark job) picks each tile's drawn view,
+    so the driver holds one view per tile (float16), never the table nor the images."""
     n = len(shas)
-    shas = np.asarray(shas, dtype=object)
     epoch = 0
     while True:
         order, view = epoch_draws(n, views, epoch, seed)
-        draws = pd.DataFrame({"content_sha256": shas[order], "view": view, "position": np.arange(n)})
-        rows = _selected(tile_features, feature_model, draws).orderBy(F.col("position"))
-        batch: list[bytes] = []
-        positions: list[int] = []
-        streamed = 0
-        for row in rows.toLocalIterator():
-            batch.append(row.features)
-            positions.append(row.position)
-            streamed += 1
-            if len(batch) == batch_size:
-                yield _as_array(batch), labels[order[positions]]
-                batch, positions = [], []
-        if batch:
-            yield _as_array(batch), labels[order[positions]]
-        if streamed != n:  # a missing or doubled row would shift every later batch's labels
-            raise ValueError(f"tile_features streamed {streamed} rows for epoch {epoch + 1}, expected {n}.")
+        tile_views = np.empty(n, np.int64)
+        tile_views[order] = view
+        features, pair_of_tile = _gather(table, feature_model, shas, tile_views)
+        for start in range(0, n, batch_size):
+            tiles = order[start : start + batch_size]
+            yield features[pair_of_tile[tiles]].astype(np.float32), labels[tiles]
+        del features
         epoch += 1
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from landuse_kedro import evaluation, tile_features
 from landuse_kedro.classes import LandCover
-from landuse_kedro.datasets import AppendedSparkDataset, FileIndexDataset
+from landuse_kedro.datasets import AppendedSparkDataset, ArrowTableDataset, FileIndexDataset
 from landuse_kedro.pipelines.training.evaluation import chance_test, choose_precision
 from landuse_kedro.pipelines.training.exports import export_scoring_model, quantize_scoring_model
 from landuse_kedro.pipelines.training.features import extract_tile_features
@@ -63,7 +63,7 @@ def tiny_tile_set(per_class: dict[str, dict[str, int]], size: int = SIZE, seed: 
                         "region": "test",
                         "year": 2016,
                         "class_name": name,
-                        "purity": 1.0,
+                        "label_share": 1.0,
                         "row_off": 0,
                         "col_off": 0,
                         "width": size,
@@ -379,10 +379,12 @@ def train_small(
     if index is None:
         index, manifest = small_files(per_class, tmp_path)
     tile_set = assemble_tile_set(index, manifest, LAND_COVER, params, SMALL_SCORING)
-    features = AppendedSparkDataset(filepath=str(table or tmp_path / "features.parquet"), optional=True)
+    table = str(table or tmp_path / "features.parquet")
+    features = AppendedSparkDataset(filepath=table, optional=True)  # tile_features@spark
     new, keys = extract_tile_features(tile_set, index, features.load(), LAND_COVER, params, SMALL_SCORING)
     features.save(new)
-    model, history = train_classifier(keys, features.load(), index, LAND_COVER, params, SMALL_SCORING)
+    arrow = ArrowTableDataset(filepath=table).load()  # tile_features@arrow: the same files
+    model, history = train_classifier(keys, arrow, index, LAND_COVER, params, SMALL_SCORING)
     return model, history, keys, index
 
 
@@ -633,7 +635,7 @@ def test_a_model_no_better_than_chance_stops_the_run_when_there_is_no_earlier_mo
         ValueError, match=r"not clearly better than guessing.*no earlier scoring_model"
     ) as error:
         train_on(project, shuffled_tile_set())
-    assert "more regions" in str(error.value) and "data_preparation.min_purity" in str(error.value)
+    assert "more regions" in str(error.value) and "data_preparation.min_label_share" in str(error.value)
     metrics = read_json(project, "training_metrics.json")  # the evaluation was recorded
     test = metrics["chance_test"]
     assert test["p_value"] >= 0.01 and test["above_chance"] is False

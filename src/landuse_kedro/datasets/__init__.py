@@ -1,9 +1,10 @@
 """Project datasets, only for what kedro-datasets does not cover: GeoTIFF rasters, model files
 whose format (ONNX or Keras) is decided by configuration, listing image files for Spark,
 saving a partitioned folder from Spark workers, Spark tables swapped in only once written, and Spark
-tables that only grow (the training features)."""
+tables that only grow (the training features), and reading such a table on the driver with Arrow."""
 
 from landuse_kedro.datasets.appended_spark import AppendedSparkDataset
+from landuse_kedro.datasets.arrow_table import ArrowTableDataset
 from landuse_kedro.datasets.file_index import FileIndex, FileIndexDataset
 from landuse_kedro.datasets.geotiff import GeoTiffDataset, RasterSource
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFileDataset
@@ -12,6 +13,7 @@ from landuse_kedro.datasets.staged_spark import StagedSparkDataset
 
 __all__ = [
     "AppendedSparkDataset",
+    "ArrowTableDataset",
     "FileIndex",
     "FileIndexDataset",
     "GeoTiffDataset",

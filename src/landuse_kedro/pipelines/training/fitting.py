@@ -95,8 +95,6 @@ def _feature_cache_summary(
     """Refuse to train on a table that misses this run's tiles, naming the files that failed on the
     workers and why; say what was computed and what reused."""
     computed = keys.loc[keys["computed"], "content_sha256"].unique()
-    if table is None:
-        raise ValueError("tile_features is empty: extract_tile_features computed nothing to train on.")
     failed = failed_tiles(table, key, list(computed)) if len(computed) else []
     if failed:
         raise ValueError(
@@ -228,8 +226,9 @@ def train_classifier(
 
     With pretrained weights and ``training.cache_features`` (default), the head trains on the
     backbone's features that :func:`extract_tile_features` had the workers compute: each epoch every
-    training tile once, in a random one of its dihedral views, streamed from ``tile_features`` in a
-    seeded order (driver memory: a batch of features and the validation split's). ``cache_features:
+    training tile once, in a random one of its dihedral views, read from ``tile_features``' files with
+    Arrow (no Spark job) in a seeded order (driver memory: one view of each tile's features, float16,
+    and the validation split's). ``cache_features:
     false`` trains it on images, colour jitter included. Images are read from the tile files batch by
     batch. Fine-tuning always runs on images, and its weights are kept only if they beat the head-only
     model's best validation loss, so it never makes the saved model worse on it. The validation split
@@ -237,7 +236,7 @@ def train_classifier(
 
     Args:
         training_tile_keys: ``training_tile_keys`` from :func:`extract_tile_features`.
-        tile_features: ``tile_features``: the whole table (None when nothing was ever computed).
+        tile_features: ``tile_features@arrow``: the whole table, unread (scanned once per epoch).
         training_tile_files: ``training_tile_files`` (to read images).
         land_cover: ``params:land_cover`` (the classes: the model's outputs).
         training: ``params:training`` (backbone, weights, phases, augmentation, seed).

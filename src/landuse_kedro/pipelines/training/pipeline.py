@@ -30,16 +30,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 extract_tile_features,
                 ["training_tile_set", "training_tile_files", "previous_tile_features", *PARAMS],
-                ["tile_features", "training_tile_keys"],
+                ["tile_features@spark", "training_tile_keys"],
                 name="extract_tile_features",
                 tags="spark",  # SparkHooks starts the session for it: the workers compute the features
             ),
             Node(
                 train_classifier,
-                ["training_tile_keys", "tile_features", "training_tile_files", *PARAMS],
+                ["training_tile_keys", "tile_features@arrow", "training_tile_files", *PARAMS],
                 ["landuse_classifier", "training_history"],
-                name="train_classifier",
-                tags="spark",  # SparkHooks starts the session for it: it streams the head's features
+                name="train_classifier",  # reads the features with Arrow: no Spark job
             ),
             Node(
                 export_scoring_model,
