@@ -303,8 +303,8 @@ def county_conf(project: Path, county: Path) -> None:
     params = {
         "development_inference": {
             "regions": ["county"],
-            "newer_year": 2016,
-            "older_year": 2011,
+            "newer_naip_year": 2016,
+            "older_nlcd_year": 2011,
             "older_naip_year": 2012,
         },
         "data_preparation": {"validation_regions": ["holdout"]},

@@ -110,9 +110,9 @@ def test_every_list_parameter_is_a_list_whatever_the_form(
 @pytest.mark.parametrize(
     "given,key",
     [
-        ("data_preparation.min_purity=high", "data_preparation.min_purity"),
+        ("data_preparation.min_label_share=high", "data_preparation.min_label_share"),
         ("data_preparation.validation_regions=true", "data_preparation.validation_regions"),
-        ("development_inference.older_year=2011 2016", "development_inference.older_year"),
+        ("development_inference.older_nlcd_year=2011 2016", "development_inference.older_nlcd_year"),
         ("development_inference.smoothing=false", "development_inference.smoothing"),
         ("sample_scene.allowed=maybe", "sample_scene.allowed"),
     ],
@@ -128,3 +128,21 @@ def test_a_value_of_the_wrong_type_is_refused_before_spark_starts(
     assert done.returncode != 0
     assert f"Runtime parameter {key}=" in log and "Give e.g. --params" in log, log[-3000:]
     assert "Running node" not in log and "Spark" not in log
+
+
+@pytest.mark.parametrize("where", ["--params", "conf"])
+def test_a_parameter_under_its_old_name_is_refused_with_the_new_one(tmp_path: Path, where: str) -> None:
+    """Renamed so one quantity has one name (issue 30): a user's old name, on the command line or in
+    their environment's conf, must not be quietly outvoted by the new name's default."""
+    project = make_project_copy(tmp_path / "project")
+    args = ["--params=development_inference.older_year=2001"] if where == "--params" else []
+    if where == "conf":
+        (project / "conf/test/parameters_mine.yml").write_text("data_preparation:\n  min_purity: 0.5\n")
+    done = kedro(project, "run", *args)
+    log = done.stdout + done.stderr
+    new = (
+        "development_inference.older_nlcd_year" if where == "--params" else "data_preparation.min_label_share"
+    )
+    assert done.returncode != 0
+    assert "Renamed parameter" in log and f"is now {new}" in log, log[-3000:]
+    assert "Running node" not in log

@@ -62,7 +62,7 @@ def test_an_unreachable_storage_fails_the_task_instead_of_filling_rows(opened, m
 def test_a_readable_block_is_labelled_and_read_whole(opened):
     ((labels, pixels),) = opened.blocks_or_tiles((0, 0, 2, 2), with_pixels=True)
     assert pixels.shape == (4, 32, 32, 3) and (pixels == 90).all()
-    assert (labels["purity"] == 1.0).all() and labels["read_error"].isna().all()
+    assert (labels["label_share"] == 1.0).all() and labels["read_error"].isna().all()
 
 
 # ------------------------------------------------------------------ black fill, outages

@@ -60,7 +60,9 @@ def test_parameters_and_artifacts_are_recorded(recorded, tmp_path):
 
     params = load_catalog(project).load("parameters")
     assert run.data.params["training.epochs"] == str(params["training"]["epochs"])
-    assert run.data.params["data_preparation.min_purity"] == str(params["data_preparation"]["min_purity"])
+    assert run.data.params["data_preparation.min_label_share"] == str(
+        params["data_preparation"]["min_label_share"]
+    )
     assert run.data.params["data_preparation.max_tiles_per_class"] == "8"  # the test environment's value
     artifacts = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
     assert {

@@ -13,7 +13,7 @@ from kedro.pipeline import Node
 
 from landuse_kedro import __version__
 from landuse_kedro.datasets.commit import find_leftovers
-from landuse_kedro.parameters import conform
+from landuse_kedro.parameters import check_renamed, conform
 from landuse_kedro.spark import register_python_data_sources, spark_is_running, start_spark
 from landuse_kedro.storage import StorageConfigError, check_container, check_credentials, is_remote
 
@@ -82,6 +82,9 @@ class ParameterHooks:
     """Check runtime parameters (``--params``) against the configuration files, before any node runs
     (and so before Spark starts).
 
+    A parameter under a name it had before a rename (``parameters.RENAMED``), in the files or on
+    the command line, is refused with its new name.
+
     A key that names no parameter is refused: without its pipeline's prefix (``regions=[essex]``
     for ``development_inference.regions``) it would be ignored, and the run would quietly use the
     default. A value of the wrong type for the parameter it overrides (list, number, boolean,
@@ -95,6 +98,8 @@ class ParameterHooks:
     def after_context_created(self, context) -> None:
         loader = context.config_loader
         runtime = dict(getattr(loader, "runtime_params", None) or {})
+        check_renamed(_dotted(runtime), "--params")
+        check_renamed(_dotted(loader["parameters"]), f"conf/{loader.env or loader.default_run_env}")
         if not runtime:
             return
         from kedro.config import OmegaConfigLoader

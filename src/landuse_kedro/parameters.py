@@ -1,9 +1,32 @@
-"""Runtime parameters as users write them: one rule for every list the project reads, and the check
-of a `--params` value against the type of the parameter it overrides (used by ParameterHooks)."""
+"""Runtime parameters as users write them: one rule for every list the project reads, the check
+of a `--params` value against the type of the parameter it overrides, and the refusal of renamed
+parameters (used by ParameterHooks)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
+
+RENAMED = {
+    "data_preparation.min_purity": "data_preparation.min_label_share",
+    "development_inference.older_year": "development_inference.older_nlcd_year",
+    "development_inference.newer_year": "development_inference.newer_naip_year",
+}
+"""Parameters renamed so that one quantity has one name (issue 30): the old name is refused, not
+ignored, since a run would otherwise quietly use the new name's default."""
+
+
+def check_renamed(keys: Iterable[str], where: str) -> None:
+    """Refuse parameters by their old names, saying the new one.
+
+    Raises:
+        ValueError: a key of ``keys`` (dotted) is an old name.
+    """
+    if old := [key for key in keys if key in RENAMED]:
+        renames = ", ".join(f"{key} is now {RENAMED[key]}" for key in old)
+        raise ValueError(
+            f"Renamed parameter(s) in {where}: {renames}. Use the new name (README, Parameters)."
+        )
 
 
 def as_list(value: Any) -> list[Any]:

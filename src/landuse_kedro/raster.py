@@ -413,7 +413,7 @@ def tile_value_counts(values: np.ndarray, tile_size: int, n_values: int = 256) -
 
 def plurality(counts: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
     """Most frequent class among the first ``n_classes`` values and its share of ALL pixels
-    (dropped and unlabelled pixels count against purity). Ties go to the lower class index."""
+    (dropped and unlabelled pixels count against the share). Ties go to the lower class index."""
     class_counts = counts[..., :n_classes]
     winner = class_counts.argmax(axis=-1)
     total = np.maximum(counts.sum(axis=-1), 1)

@@ -69,7 +69,7 @@ LABEL_COLUMNS = {
     "col": "bigint",
     "class_index": "int",
     "class_pixels": "bigint",
-    "purity": "double",
+    "label_share": "double",
     "dropped_pixels": "bigint",
     "unlabelled_pixels": "bigint",
     "unknown_pixels": "bigint",
@@ -299,11 +299,11 @@ class OpenScene:
         missing = (
             np.zeros(counts.shape[:2] + (2,), np.int64) if valid.all() else tile_value_counts(~valid, size, 2)
         )
-        winner, purity = plurality(counts, len(self.plan.classes))
+        winner, share = plurality(counts, len(self.plan.classes))
         frame = _grid_frame(self.plan, block)
         frame["class_index"] = winner.ravel()
         frame["class_pixels"] = np.take_along_axis(counts, winner[..., None], -1).ravel()
-        frame["purity"] = purity.ravel()
+        frame["label_share"] = share.ravel()
         frame["dropped_pixels"] = counts[..., DROPPED].ravel()
         frame["unlabelled_pixels"] = counts[..., NO_LABEL].ravel()
         frame["unknown_pixels"] = counts[..., UNKNOWN].ravel()
@@ -373,7 +373,7 @@ class OpenScene:
         frame = frame.assign(
             class_index=0,
             class_pixels=0,
-            purity=0.0,
+            label_share=0.0,
             dropped_pixels=0,
             unlabelled_pixels=area,
             unknown_pixels=0,

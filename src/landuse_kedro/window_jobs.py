@@ -178,6 +178,6 @@ def _score_window_partition(
         scored = score_batch([plan.url] * len(ids), images, predictor, settings, ids)
         scored = scored.drop(columns=list(FILE_COLUMNS)).rename(columns={"image_id": "tile_id"})
         labels["label_class"] = tile_label(labels, plan.classes)
-        labels = labels.rename(columns={"purity": "label_share", "nodata_pixels": "image_nodata_pixels"})
+        labels = labels.rename(columns={"nodata_pixels": "image_nodata_pixels"})
         labels["scene"] = plan.key
         yield pd.concat([scored, labels[list(WINDOW_COLUMNS)]], axis=1)

@@ -27,7 +27,12 @@ from tests.helpers import (
 
 CLASSES = LAND_COVER["classes"]
 TILING = {"tile_size": 32, "resolution": 1.0, "target_crs": None}
-OPTIONS = {"min_purity": 0.9, "validation_regions": ["middlesex"], "max_tiles_per_class": None, "seed": 42}
+OPTIONS = {
+    "min_label_share": 0.9,
+    "validation_regions": ["middlesex"],
+    "max_tiles_per_class": None,
+    "seed": 42,
+}
 UTM, ALBERS = CRS.from_epsg(32619), CRS.from_epsg(5070)
 # One band of three tiles per code, left to right, in UTM: 6 classes, then water (dropped).
 BAND_CODES = np.array([21, 81, 41, 52, 31, 71, 11], dtype=np.uint8)
@@ -151,23 +156,23 @@ def test_tiles_labelled_from_reprojected_nlcd_with_reasons(scene_root, spark):
     lut = class_lookup(LAND_COVER["nlcd_to_class"], CLASSES)
     for band, code in enumerate(BAND_CODES[:6]):  # the middle tile of each band is pure
         tile = scene.loc[3 * band + 1].iloc[0]
-        assert tile["class_name"] == CLASSES[lut[code]] and tile["purity"] >= 0.9
+        assert tile["class_name"] == CLASSES[lut[code]] and tile["label_share"] >= 0.9
         assert tile["reject_reason"] is None or band == 1  # tile 4: the nodata hole
     assert scene.loc[4].iloc[0]["reject_reason"] == rejects.IMAGE_NODATA  # hole in row 0 only
     assert scene.loc[4].iloc[1]["reject_reason"] is None
     assert set(scene.loc[[18, 19], "reject_reason"]) == {rejects.DROPPED_DOMINANT}  # water band
     assert set(scene.loc[21, "reject_reason"]) == {rejects.OUTSIDE_LABELS}  # past NLCD coverage
-    assert (candidates.loc[candidates.reject_reason.isna(), "purity"] >= 0.9).all()
-    assert (candidates.loc[candidates.reject_reason == rejects.IMPURE, "purity"] < 0.9).all()
+    assert (candidates.loc[candidates.reject_reason.isna(), "label_share"] >= 0.9).all()
+    assert (candidates.loc[candidates.reject_reason == rejects.IMPURE, "label_share"] < 0.9).all()
 
 
-def test_min_purity_decides_impure_tiles(scene_root, spark):
+def test_min_label_share_decides_impure_tiles(scene_root, spark):
     # band-edge tiles hold a few pixels of the neighbouring band: impure at 1.0, usable at 0.5
-    strict = candidates_of(scene_root, min_purity=1.0)
-    relaxed = candidates_of(scene_root, min_purity=0.5)
+    strict = candidates_of(scene_root, min_label_share=1.0)
+    relaxed = candidates_of(scene_root, min_label_share=0.5)
     assert (strict.reject_reason == rejects.IMPURE).sum() > (relaxed.reject_reason == rejects.IMPURE).sum()
     usable = strict[strict.reject_reason.isna()]
-    assert (usable.purity == 1.0).all()
+    assert (usable.label_share == 1.0).all()
 
 
 def test_unreadable_window_is_rejected_with_its_reason_not_skipped(scene_root, tmp_path, spark):
@@ -292,7 +297,7 @@ def hand_made_candidates() -> pd.DataFrame:
                         "year": 2016,
                         "nlcd_year": 2016,
                         "class_name": name,
-                        "purity": 1.0,
+                        "label_share": 1.0,
                         "reject_reason": None,
                     }
                 )
@@ -435,11 +440,11 @@ def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path
 
     sure = {name: 0 for name in CLASSES}
     for tile in candidates.itertuples():
-        if tile.class_name is not None:  # its purity within its band's bounds
+        if tile.class_name is not None:  # its label share within its band's bounds
             band = band_of_class[tile.class_name]
             assert (
                 band_share(tile, band, -slack) - 1 / 32
-                <= tile.purity
+                <= tile.label_share
                 <= band_share(tile, band, slack) + 1 / 32
             ), tile
         for name, band in band_of_class.items():  # most of the tile surely in one band: its class
@@ -447,7 +452,7 @@ def test_degrees_scene_is_tiled_in_metres_with_a_target_crs(scene_root, tmp_path
                 assert tile.class_name == name, tile
                 sure[name] += 1
                 if tile.nodata_pixels == 0:
-                    assert tile.reject_reason is None and tile.purity == 1.0, tile
+                    assert tile.reject_reason is None and tile.label_share == 1.0, tile
         if tile.nodata_pixels == 0 and band_share(tile, 6, -slack) == 1:
             assert tile.reject_reason == rejects.DROPPED_DOMINANT, tile  # the water band
         if tile.nodata_pixels == 0 and tile.minx >= x0 + 7 * 3 * 32 + slack:

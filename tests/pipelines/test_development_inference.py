@@ -275,19 +275,21 @@ def _fake_scene(crs: str):
 def test_region_without_newer_scene_names_what_exists():
     scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match=r"middlesex_2016.*has the years \[2012\]"):
-        newer_scene(scenes, "middlesex", {"newer_year": 2016}, {"tile_size": 224})
+        newer_scene(scenes, "middlesex", {"newer_naip_year": 2016}, {"tile_size": 224})
 
 
 def test_a_mistyped_region_lists_the_region_names():
     scenes = {"essex_2016": _fake_scene("EPSG:26919"), "middlesex_2012": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match=r"Unknown region\(s\) 'esex'.*regions essex, middlesex\."):
-        plan_regions(scenes, {}, LAND_COVER, {"tile_size": 224}, {"regions": ["esex"], "newer_year": 2016})
+        plan_regions(
+            scenes, {}, LAND_COVER, {"tile_size": 224}, {"regions": ["esex"], "newer_naip_year": 2016}
+        )
 
 
 def test_region_with_scenes_in_different_crss_is_refused():
     scenes = {"worcester_2012": _fake_scene("EPSG:26918"), "worcester_2016": _fake_scene("EPSG:26919")}
     with pytest.raises(ValueError, match="different CRSs"):
-        newer_scene(scenes, "worcester", {"newer_year": 2016}, {"tile_size": 224})
+        newer_scene(scenes, "worcester", {"newer_naip_year": 2016}, {"tile_size": 224})
 
 
 def test_older_label_lookup_regroups_nlcd_codes():
@@ -733,7 +735,7 @@ def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(
     scenes = _load(region_run, "naip_scenes")
     monkeypatch.chdir(region_run)  # the scenes' paths are relative to the project
     key, scene = newer_scene(
-        scenes, "testville", {"newer_year": 2016}, {"tile_size": TILE, "resolution": 1.0}
+        scenes, "testville", {"newer_naip_year": 2016}, {"tile_size": TILE, "resolution": 1.0}
     )
     grid = tiling_grid(key, scene, {"resolution": 1.0})
     crop = neighbourhood_rgb(scene, grid, 0, 3, TILE)  # top-right tile: no row above, no column right

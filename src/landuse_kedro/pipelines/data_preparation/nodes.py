@@ -40,7 +40,7 @@ MANIFEST_COLUMNS = [
     "region",
     "year",
     "class_name",
-    "purity",
+    "label_share",
     *WINDOW_PLACE,
     "crs",
     "partition",
@@ -104,16 +104,16 @@ def label_tiles(scene_plans: dict[str, ScenePlan], data_preparation: dict[str, A
 
     Args:
         scene_plans: ``scene_plans`` from :func:`plan_scenes`.
-        data_preparation: ``params:data_preparation`` (``min_purity``).
+        data_preparation: ``params:data_preparation`` (``min_label_share``).
 
     Returns:
         ``labelled_tiles`` (saved as ``tile_candidates`` by :func:`write_manifest`, after the tiles):
-        one row per tile with scene, region, year, NLCD year, majority class, purity and
+        one row per tile with scene, region, year, NLCD year, majority class, label_share and
         ``reject_reason`` (null when usable; ``unreadable`` with ``read_error`` for a window whose
         pixels cannot be decoded).
     """
     frame = label_windows(scene_plans)
-    frame = finish_candidates(frame, scene_plans, float(data_preparation.get("min_purity", 0.9)))
+    frame = finish_candidates(frame, scene_plans, float(data_preparation.get("min_label_share", 0.9)))
     keys = frame.pop("scene")
     frame.insert(1, "scene", keys)
     region_year = {
@@ -199,8 +199,9 @@ def select_tiles(
         if (counts == 0).any():
             raise ValueError(
                 f"No usable {split} tile of class(es) {list(counts[counts == 0].index)} after filtering "
-                f"(regions {sorted(in_split['region'].unique()) or regions}, min_purity "
-                f"{data_preparation.get('min_purity', 0.9)}); usable tiles per class: {counts.to_dict()}."
+                f"(regions {sorted(in_split['region'].unique()) or regions}, min_label_share "
+                f"{data_preparation.get('min_label_share', 0.9)}); usable tiles per class: "
+                f"{counts.to_dict()}."
             )
         per_class = int(counts.min() if cap is None else min(counts.min(), int(cap)))
         for name in classes:
@@ -282,7 +283,7 @@ def summarise_preparation(
         tile_manifest: ``tile_manifest`` from :func:`write_manifest`.
         land_cover: ``params:land_cover`` (the classes).
         tiling: ``params:tiling`` (``tile_size``).
-        data_preparation: ``params:data_preparation`` (``min_purity``).
+        data_preparation: ``params:data_preparation`` (``min_label_share``).
         scene_plans: ``scene_plans`` from :func:`plan_scenes` (the NLCD codes outside the legend).
 
     Returns:
@@ -302,7 +303,7 @@ def summarise_preparation(
     per_scene["kept"] = tile_manifest["scene"].value_counts().reindex(per_scene.index, fill_value=0)
     return {
         "tile_size": int(tiling["tile_size"]),
-        "min_purity": float(data_preparation.get("min_purity", 0.9)),
+        "min_label_share": float(data_preparation.get("min_label_share", 0.9)),
         "tiles_seen": len(tile_candidates),
         "rejected": {
             reason: int((tile_candidates["reject_reason"] == reason).sum()) for reason in REJECT_REASONS

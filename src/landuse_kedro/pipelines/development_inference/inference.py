@@ -72,12 +72,12 @@ def newer_scene(
 ) -> tuple[str, WindowedRaster]:
     """The region's newer scene; refuses a missing scene and a region whose scenes are in
     different CRSs (its years would not line up tile for tile)."""
-    year = int(development_inference["newer_year"])
+    year = int(development_inference["newer_naip_year"])
     scenes = _region_scenes(naip_scenes, region)  # never empty: plan_regions refused unknown regions
     if year not in scenes:
         raise ValueError(
             f"No NAIP scene '{region}_{year}' for development_inference (region {region!r}, "
-            f"newer_year={year}). Region {region!r} has the years {sorted(scenes)}."
+            f"newer_naip_year={year}). Region {region!r} has the years {sorted(scenes)}."
         )
     sources = {key: naip_scenes[key]() for key in scenes.values()}
     for key, source in sources.items():
@@ -108,15 +108,15 @@ def plan_regions(
         nlcd_rasters: ``nlcd_rasters``, ``nlcd_<year>`` -> lazy raster loader.
         land_cover: ``params:land_cover`` (NLCD table and 3-class rule).
         tiling: ``params:tiling`` (the grid data_preparation cuts too).
-        development_inference: ``params:development_inference`` (``regions``, ``older_year``,
-            ``newer_year``, ``older_naip_year``, ``water``, ``colours``).
+        development_inference: ``params:development_inference`` (``regions``, ``older_nlcd_year``,
+            ``newer_naip_year``, ``older_naip_year``, ``water``, ``colours``).
 
     Returns:
         ``region_plans``: region -> :class:`RegionPlan`, in the order of ``regions``.
 
     Raises:
         ValueError: ``regions`` is empty, repeats a name or names a region without scenes; there is no
-            NLCD edition of ``older_year`` or no scene of ``newer_year``; a region's scenes are in
+            NLCD edition of ``older_nlcd_year`` or no scene of ``newer_naip_year``; a region's scenes are in
             different CRSs without ``tiling.target_crs``; ``water`` is neither keep nor mask; a scene
             has no CRS, cannot give RGB tiles or does not overlap its NLCD; the NLCD is not uint8 codes
             with a CRS; a raster passes ``tiling.limits``; or NLCD codes outside the legend cover more
@@ -130,11 +130,11 @@ def plan_regions(
             f"Unknown region(s) {', '.join(map(repr, unknown))} (development_inference.regions): "
             f"the NAIP scenes are of regions {', '.join(known) or 'none'}."
         )
-    older_nlcd = nlcd_key(development_inference["older_year"])
+    older_nlcd = nlcd_key(development_inference["older_nlcd_year"])
     if older_nlcd not in nlcd_rasters:
         raise ValueError(
-            f"No NLCD raster '{older_nlcd}' for the older labels (older_year="
-            f"{development_inference['older_year']}). Available: {sorted(nlcd_rasters) or 'none'}."
+            f"No NLCD raster '{older_nlcd}' for the older labels (older_nlcd_year="
+            f"{development_inference['older_nlcd_year']}). Available: {sorted(nlcd_rasters) or 'none'}."
         )
     scenes = {region: newer_scene(naip_scenes, region, development_inference, tiling) for region in regions}
     names = map_classes(land_cover, development_inference)
@@ -160,12 +160,12 @@ def _plan_region(  # noqa: PLR0913, PLR0917
     development_inference: dict[str, Any],
     budget: float,
 ) -> RegionPlan:
-    older_nlcd = nlcd_key(development_inference["older_year"])
+    older_nlcd = nlcd_key(development_inference["older_nlcd_year"])
     plan = plan_scene(key, scene, nlcd, lookup, names, tiling, older_nlcd, max_unknown_fraction=budget)
-    older_year = development_inference.get("older_naip_year")
-    older_key = scene_key(region, older_year) if older_year else None
+    older_naip_year = development_inference.get("older_naip_year")
+    older_key = scene_key(region, older_naip_year) if older_naip_year else None
     older_scene = naip_scenes[older_key]() if older_key in naip_scenes else None
-    if older_year and older_scene is None:
+    if older_naip_year and older_scene is None:
         logger.warning(
             "No NAIP scene %s: the gallery of %s shows the older labels instead.", older_key, region
         )
@@ -178,7 +178,7 @@ def _plan_region(  # noqa: PLR0913, PLR0917
         tiles.n_cols,
         key,
         plan.grid.crs.to_string(),
-        development_inference["older_year"],
+        development_inference["older_nlcd_year"],
     )
     return RegionPlan(region, plan, older_scene, colour_table(names, development_inference["colours"]))
 

@@ -57,8 +57,8 @@ def class_rasters(
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
         region_plans: ``region_plans`` from :func:`plan_regions`.
         development_provenance: ``development_provenance`` from :func:`describe_run`.
-        development_inference: ``params:development_inference`` (``regions``, ``older_year``,
-            ``newer_year``).
+        development_inference: ``params:development_inference`` (``regions``, ``older_nlcd_year``,
+            ``newer_naip_year``).
 
     Returns:
         ``region_class_rasters``: ``<region>/<older|predicted|smoothed>`` -> :class:`GeoRaster`.
@@ -90,8 +90,8 @@ def class_rasters(
                 "region": region,
                 "classes": kind,
                 "scene": plan.newer.key,
-                "older_nlcd_year": str(development_inference["older_year"]),
-                "newer_naip_year": str(development_inference["newer_year"]),
+                "older_nlcd_year": str(development_inference["older_nlcd_year"]),
+                "newer_naip_year": str(development_inference["newer_naip_year"]),
                 **provenance_tags(development_provenance),
             }
             rasters[f"{region}/{kind}"] = class_raster(
@@ -121,7 +121,7 @@ def mosaic_class_rasters(
         development_provenance: ``development_provenance`` from :func:`describe_run` (the tags).
         land_cover: ``params:land_cover`` (the map classes).
         development_inference: ``params:development_inference`` (``regions``, ``mosaic_crs``,
-            ``colours``, ``water``, ``older_year``, ``newer_year``).
+            ``colours``, ``water``, ``older_nlcd_year``, ``newer_naip_year``).
 
     Returns:
         ``class_raster_mosaics``: ``older``, ``predicted`` and ``smoothed`` -> :class:`GeoRaster`.
@@ -146,8 +146,8 @@ def mosaic_class_rasters(
         tags = {
             "regions": " ".join(sources),
             "classes": kind,
-            "older_nlcd_year": str(development_inference["older_year"]),
-            "newer_naip_year": str(development_inference["newer_year"]),
+            "older_nlcd_year": str(development_inference["older_nlcd_year"]),
+            "newer_naip_year": str(development_inference["newer_naip_year"]),
             **provenance_tags(development_provenance),
         }
         mosaics[kind] = class_raster(
@@ -174,20 +174,21 @@ def plot_class_maps(
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
         land_cover: ``params:land_cover`` (the map classes).
         development_inference: ``params:development_inference`` (``regions``, ``colours``, ``water``,
-            ``older_year``, ``newer_year``).
+            ``older_nlcd_year``, ``newer_naip_year``).
 
     Returns:
         ``development_maps``: region -> the figure.
     """
     names = map_classes(land_cover, development_inference)
     codes = class_codes(names)
-    older_year, newer_year = development_inference["older_year"], development_inference["newer_year"]
+    older_nlcd_year = development_inference["older_nlcd_year"]
+    newer_naip_year = development_inference["newer_naip_year"]
     figures = {}
     for region, tiles in per_region(development_tile_classes, development_inference):
         panels = {
-            f"NLCD {older_year} (older labels)": to_grid(tiles, "older_class", codes),
-            f"NAIP {newer_year} predictions": to_grid(tiles, "predicted_class", codes),
-            f"NAIP {newer_year} smoothed": to_grid(tiles, "smoothed_class", codes),
+            f"NLCD {older_nlcd_year} (older labels)": to_grid(tiles, "older_class", codes),
+            f"NAIP {newer_naip_year} predictions": to_grid(tiles, "predicted_class", codes),
+            f"NAIP {newer_naip_year} smoothed": to_grid(tiles, "smoothed_class", codes),
         }
         figures[region] = class_maps(
             panels,
@@ -213,7 +214,8 @@ def plot_candidate_gallery(
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
         region_plans: ``region_plans`` from :func:`plan_regions` (the scenes to read).
         development_inference: ``params:development_inference`` (``regions``, ``candidates.prediction``,
-            ``gallery_size``, ``gallery_pixels``, ``older_naip_year``, ``older_year``, ``newer_year``).
+            ``gallery_size``, ``gallery_pixels``, ``older_naip_year``, ``older_nlcd_year``,
+            ``newer_naip_year``).
 
     Returns:
         ``change_candidate_gallery``: region -> the figure.
@@ -265,17 +267,17 @@ def _gallery(
                 newer,
             )
         )
-    older_year = development_inference.get("older_naip_year")
+    older_naip_year = development_inference.get("older_naip_year")
     older_title = (
-        f"NAIP {older_year}"
+        f"NAIP {older_naip_year}"
         if region_plan.older_scene is not None
-        else f"NLCD {development_inference['older_year']}"
+        else f"NLCD {development_inference['older_nlcd_year']}"
     )
     title = (
         f"Change candidates, {region_plan.region} (top {len(items)} of {len(candidates)}; "
         f"coordinates in {plan.grid.crs.to_string()})"
     )
-    return candidate_gallery(items, older_title, f"NAIP {development_inference['newer_year']}", title)
+    return candidate_gallery(items, older_title, f"NAIP {development_inference['newer_naip_year']}", title)
 
 
 def neighbourhood_rgb(scene: WindowedRaster, grid: Grid, row: int, col: int, tile_size: int) -> np.ndarray:

@@ -73,8 +73,8 @@ def measure_agreement(
         development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
         development_provenance: ``development_provenance`` from :func:`describe_run`: the run and
             the model (format, precision read from the model file itself, size, version, digest).
-        development_inference: ``params:development_inference`` (``regions``, ``older_year``,
-            ``newer_year``, ``water``).
+        development_inference: ``params:development_inference`` (``regions``, ``older_nlcd_year``,
+            ``newer_naip_year``, ``water``).
         region_plans: ``region_plans`` from :func:`plan_regions` (the map classes, NLCD codes outside
             the legend).
 
@@ -91,8 +91,8 @@ def measure_agreement(
             "run_id": development_provenance["run_id"],
             "project_version": development_provenance["project_version"],
             "model": development_provenance["model"],
-            "older_year": int(development_inference["older_year"]),
-            "newer_year": int(development_inference["newer_year"]),
+            "older_nlcd_year": int(development_inference["older_nlcd_year"]),
+            "newer_naip_year": int(development_inference["newer_naip_year"]),
             "tiles": len(tiles),
             "predicted_tiles": int(tiles["predicted_class"].notna().sum()),
             "failed_tiles": int(tiles["error"].notna().sum()),

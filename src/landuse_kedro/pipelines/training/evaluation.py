@@ -91,7 +91,7 @@ def tiles_per_class(labels: np.ndarray, classes: list[str], minimum: int) -> dic
     if below:
         logger.warning(
             "Class(es) with fewer than %d training tiles (training.min_train_tiles_per_class): %s. Expect a "
-            "weak model: add regions or years of scenes, or lower data_preparation.min_purity.",
+            "weak model: add regions or years of scenes, or lower data_preparation.min_label_share.",
             minimum,
             ", ".join(f"{name} {count}" for name, count in below.items()),
         )
@@ -295,7 +295,7 @@ def select_scoring_model(
     )
     todo = (
         "Give training more tiles per class: more regions, more years of scenes, or a lower "
-        "data_preparation.min_purity (training_metrics.json: train_tiles_per_class); or set "
+        "data_preparation.min_label_share (training_metrics.json: train_tiles_per_class); or set "
         "training.promote_chance_model: true to score with it anyway."
     )
     if previous_scoring_model is None:
