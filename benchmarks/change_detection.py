@@ -30,7 +30,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from rasterio.windows import from_bounds
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "true")
 
@@ -43,20 +42,9 @@ from landuse_kedro.pipelines.development_inference.analysis import (  # noqa: E4
     to_grid,
 )
 from landuse_kedro.pipelines.development_inference.params import map_classes, region_names  # noqa: E402
+from landuse_kedro.pipelines.development_inference.reference import changed_share  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def changed_share(tiles: pd.DataFrame, truth) -> np.ndarray:
-    """Share of each tile's pixels that the truth mask marks as newly developed (read by bounds, so
-    it holds whatever grid the tiles were cut on)."""
-    shares = np.empty(len(tiles))
-    for i, tile in enumerate(tiles.itertuples()):
-        window = from_bounds(tile.minx, tile.miny, tile.maxx, tile.maxy, transform=truth.transform)
-        window = window.round_offsets().round_lengths()
-        pixels = truth.read(window=window, indexes=1, boundless=True, fill_value=0)
-        shares[i] = float((pixels == 1).mean()) if pixels.size else 0.0
-    return shares
 
 
 def precision_recall(candidates: set[str], became_developed: set[str]) -> tuple[float | None, float]:

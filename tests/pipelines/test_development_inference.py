@@ -900,3 +900,17 @@ def test_two_runs_mapping_two_regions_at_once_take_turns(region_run, tmp_path):
         assert (mosaic.tags()["regions"], mosaic.tags()["run_id"]) == ("otherville", otherville_run)
     leftovers = [p.name for p in data.rglob("*") if ".staging-" in p.name or ".previous-" in p.name]
     assert leftovers == [] and not (data / ".run.lock").exists()
+
+
+def test_each_region_gets_a_reference_sample_and_without_labels_says_what_to_do(region_run):
+    """No analyst labels and no sample-scene truth for these regions: the sample is drawn from every
+    mapped tile's stratum, and the estimate says what to do instead of failing the run."""
+    tiles = _load(region_run, "development_tile_classes")
+    for region in ("testville", "otherville"):
+        sample = _load(region_run, "reference_sample", region)
+        mapped = tiles[(tiles["region"] == region) & tiles["predicted_class"].notna()]
+        assert set(sample["tile_id"]) <= set(mapped["tile_id"]) and len(sample) > 0
+        assert sample["reference_class"].isna().all()  # the CSV's empty column, for the analyst
+        assert sample.groupby("stratum")["stratum_tiles"].first().sum() == len(mapped)
+        report = _load(region_run, "area_estimates", region)
+        assert report["status"] == "no reference labels" and "New development" in report["classes"]

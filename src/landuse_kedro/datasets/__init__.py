@@ -1,13 +1,15 @@
 """Project datasets, only for what kedro-datasets does not cover: GeoTIFF rasters, model files
 whose format (ONNX or Keras) is decided by configuration, listing image files for Spark,
-saving a partitioned folder from Spark workers, Spark tables swapped in only once written, and Spark
-tables that only grow (the training features), and reading such a table on the driver with Arrow."""
+saving a partitioned folder from Spark workers, Spark tables swapped in only once written, Spark
+tables that only grow (the training features), reading such a table on the driver with Arrow, and
+folders that may hold nothing yet."""
 
 from landuse_kedro.datasets.appended_spark import AppendedSparkDataset
 from landuse_kedro.datasets.arrow_table import ArrowTableDataset
 from landuse_kedro.datasets.file_index import FileIndex, FileIndexDataset
 from landuse_kedro.datasets.geotiff import GeoTiffDataset, RasterSource
 from landuse_kedro.datasets.model_file import ModelArtifact, ModelFileDataset
+from landuse_kedro.datasets.optional_partitioned import OptionalPartitionedDataset
 from landuse_kedro.datasets.spark_partitioned import SparkPartitionedDataset
 from landuse_kedro.datasets.staged_spark import StagedSparkDataset
 
@@ -19,6 +21,7 @@ __all__ = [
     "GeoTiffDataset",
     "ModelArtifact",
     "ModelFileDataset",
+    "OptionalPartitionedDataset",
     "RasterSource",
     "SparkPartitionedDataset",
     "StagedSparkDataset",

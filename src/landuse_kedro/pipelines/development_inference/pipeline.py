@@ -2,7 +2,8 @@
 per-tile classes -> per region: rasters, GeoJSON, maps, gallery, summary; a mosaic of the regions.
 
 Its nodes live in inference.py (plan, score, collect), reporting.py (provenance, agreement, failure
-check, candidates, summary) and maps.py (rasters, mosaic, maps, gallery)."""
+check, candidates, summary), reference.py (the reference sample and the area estimates with their
+intervals) and maps.py (rasters, mosaic, maps, gallery)."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -16,6 +17,10 @@ from landuse_kedro.pipelines.development_inference.maps import (
     mosaic_class_rasters,
     plot_candidate_gallery,
     plot_class_maps,
+)
+from landuse_kedro.pipelines.development_inference.reference import (
+    draw_reference_sample,
+    estimate_developed_area,
 )
 from landuse_kedro.pipelines.development_inference.reporting import (
     check_tile_failures,
@@ -79,6 +84,31 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["development_tile_classes", "development_provenance", DEVELOPMENT_INFERENCE],
                 ["change_candidates_table", "change_candidates"],
                 name="select_change_candidates",
+            ),
+            Node(
+                draw_reference_sample,
+                [
+                    "development_tile_classes",
+                    "change_candidates_table",
+                    "development_provenance",
+                    "params:land_cover",
+                    DEVELOPMENT_INFERENCE,
+                ],
+                ["reference_sample", "reference_sample_geojson"],
+                name="draw_reference_sample",
+            ),
+            Node(
+                estimate_developed_area,
+                [
+                    "reference_sample",
+                    "reference_labels",
+                    "sample_change_truth",
+                    "development_tile_classes",
+                    "params:land_cover",
+                    DEVELOPMENT_INFERENCE,
+                ],
+                ["area_estimates", "area_estimate_figures"],
+                name="estimate_developed_area",
             ),
             Node(
                 class_rasters,
