@@ -6,10 +6,10 @@ Run after ``kedro run`` (or ``--pipelines development_inference``) on the sample
 knows where it developed land (``sample_change_truth``). For each region of the run and each seed
 0..draws-1, the pipeline's own functions draw the reference sample (``sample_region``, as the node
 ``draw_reference_sample`` does, with ``reference_sample.seed`` = the seed), label it from the truth
-and estimate the area (``estimate_region``, as ``estimate_developed_area`` does). Printed per region: the true area (tiles that became developed, the
-quantity estimated, and the pixels that did), the map's count, the mean estimate, the share of
-intervals that cover the true area (a correct interval does about 95 %) and the interval's mean width.
-Everything is read through the project's Kedro catalog.
+and estimate the area (``estimate_region``, as ``estimate_developed_area`` does). Printed per region:
+the true area (tiles that became developed, the quantity estimated, and the pixels that did), the
+map's count, the mean estimate, the share of intervals that cover the true area (a correct interval
+does about 95 %) and the interval's mean width. Everything is read through the project's Kedro catalog.
 """
 
 from __future__ import annotations
@@ -51,15 +51,13 @@ def main() -> None:
         truth = catalog.load("sample_change_truth")
         tiles = catalog.load("development_tile_classes")
         candidates = catalog.load("change_candidates_table")
-        provenance = (
-            catalog.load("development_provenance") if catalog.exists("development_provenance") else {}
-        )
-    regions = [region for region in region_names(options) if region in truth]
+        regions = [region for region in region_names(options) if region in truth]
+        truth_rasters = {region: truth[region]() for region in regions}  # relative paths: load here
+        candidate_tables = {region: candidates[region]() for region in regions}
     if not regions:
         raise SystemExit(
             f"No sample_change_truth for the run's regions {region_names(options)}: needs the sample scene."
         )
-    truth_rasters = {region: truth[region]() for region in regions}
     classes = [NEW, *map_classes(land_cover, options)]
     column = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
         options["candidates"].get("prediction", "predicted")
@@ -70,7 +68,7 @@ def main() -> None:
         covered, widths, estimates, reports = [], [], [], []
         for seed in range(args.draws):
             options_region["reference_sample"]["seed"] = seed
-            sample = sample_region(region, region_tiles, candidates[region](), land_cover, options_region)
+            sample = sample_region(region, region_tiles, candidate_tables[region], land_cover, options_region)
             labelled = sample.assign(reference_class=truth_labels(sample, truth_rasters[region]))
             report = estimate_region(
                 region, labelled, region_tiles, classes, "sample_scene truth", truth_rasters[region], column

@@ -32,7 +32,8 @@ CASES: dict[str, tuple[Args, list[str]]] = {
         lambda chain, _: ["--project", str(chain), "--env", "test", "--draws", "5"],
         [
             rf"region middlesex: {N} tiles of {N} ha, sample {N} tiles \(5 draws\)",
-            rf"true newly developed area: {N} ha of tiles \(>= 50% changed\), {N} ha of pixels; mapped \(candidates\): {N} ha",
+            rf"true newly developed area: {N} ha of tiles \(>= 50% changed\), {N} ha of pixels; "
+            rf"mapped \(candidates\): {N} ha",
             rf"estimate: mean {N} ha; 95% interval covers the true area in {N}% of draws; mean width {N} ha",
         ],
     ),
