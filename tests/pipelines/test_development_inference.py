@@ -914,3 +914,21 @@ def test_each_region_gets_a_reference_sample_and_without_labels_says_what_to_do(
         assert sample.groupby("stratum")["stratum_tiles"].first().sum() == len(mapped)
         report = _load(region_run, "area_estimates", region)
         assert report["status"] == "no reference labels" and "New development" in report["classes"]
+
+
+def test_the_tile_table_opens_in_geopandas_with_one_footprint_per_tile_in_the_scenes_crs(region_run):
+    import geopandas as gpd
+
+    tiles = _load(region_run, "development_tile_classes")
+    for region in ("testville", "otherville"):
+        path = region_run / f"data/07_model_output/regions/{region}/tiles.parquet"
+        table = gpd.read_parquet(path)  # as a user opens it, not through the project's catalog
+        expected = tiles[tiles["region"] == region].set_index("tile_id")
+        assert table.crs.to_epsg() == int(expected["crs"].iloc[0].split(":")[1])
+        assert sorted(table["tile_id"]) == sorted(expected.index) and table["tile_id"].is_unique
+        bounds = table.set_index("tile_id").geometry.bounds.loc[expected.index]
+        np.testing.assert_allclose(bounds.to_numpy(), expected[["minx", "miny", "maxx", "maxy"]].to_numpy())
+        assert (table.geometry.area == (expected["maxx"] - expected["minx"]).iloc[0] ** 2).all()  # squares
+        pd.testing.assert_series_equal(
+            table.set_index("tile_id")["predicted_class"].loc[expected.index], expected["predicted_class"]
+        )

@@ -113,10 +113,14 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
     ``source.read(window=...)``, which opens the file again each time, so a source pickles to
     Spark workers and a scene never has to fit in memory. Saving writes a tiled (256 x 256),
     DEFLATE-compressed GeoTIFF whose 4th band is not alpha; ``save_args: {driver: COG}`` writes a
-    Cloud Optimized GeoTIFF. A local file is written beside and renamed over, a remote one is
-    written to a local temporary file and uploaded from it (blocks committed at once, never the
-    whole file in memory): a reader never sees half a raster. A raster with ``categories`` also gets
-    its class names beside it (``<file>.aux.xml`` for GDAL, ``<name>.qml`` for QGIS).
+    Cloud Optimized GeoTIFF. A :class:`ScaledRaster` also gets its bands' scale and offset, so a GIS
+    reads the quantities its integer codes stand for (and, as a COG, nearest-neighbour overviews unless
+    ``save_args`` say otherwise: the default cubic ones invent codes). A local file is written beside
+    and renamed over, a remote one is written to a local temporary file and uploaded from it (blocks
+    committed at once, never the whole file in memory): a reader never sees half a raster. A raster
+    with ``categories`` also gets its class names beside it (``<file>.aux.xml`` for GDAL,
+    ``<name>.qml`` for QGIS); a ScaledRaster with a ``ramp_band``, a QGIS style showing that band as a
+    white -> red ramp.
 
     Besides a :class:`GeoRaster`, ``save`` takes a :class:`StreamedRaster` (its pixels come
     window by window, e.g. a mosaic of remote scenes larger than memory), written block by block.
@@ -242,7 +246,8 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
 
         Args:
             data: A :class:`GeoRaster` (an in-memory array with its grid, palette, class names and
-                tags) or a :class:`StreamedRaster` (written window by window; GTiff driver only).
+                tags; a :class:`ScaledRaster` with its bands' scales and offsets too) or a
+                :class:`StreamedRaster` (written window by window; GTiff driver only).
 
         Raises:
             DatasetError: ``data`` is neither, or a StreamedRaster is to be written as a COG.
@@ -267,6 +272,14 @@ class GeoTiffDataset(AbstractDataset[GeoRaster, RasterSource]):
             "nodata": data.nodata,
             **self._save_args,
         }
+        if (
+            self._cog
+            and isinstance(data, ScaledRaster)
+            and not {"resampling", "overview_resampling"} & {key.lower() for key in profile}
+        ):
+            # the COG driver's default overviews (cubic, for a raster without a palette) overshoot:
+            # codes beyond the top of the scale (a probability above 1) and into nodata
+            profile["resampling"] = "nearest"
         self._fs.makedirs(str(PurePosixPath(self._path).parent), exist_ok=True)
         if self._protocol == "file":  # written beside, then renamed over: never half a raster
             clean_leftovers(self._fs, self._path)
@@ -344,7 +357,10 @@ class _NotingFile:
 def _legend_files(path: str, data: GeoRaster) -> dict[str, bytes]:
     """Class names beside the GeoTIFF, for a raster with ``categories``: GDAL's PAM sidecar
     (``<file>.aux.xml``: ``gdalinfo`` lists the categories) and a QGIS default style
-    (``<name>.qml``: QGIS shows the legend with names and the palette's colours on opening)."""
+    (``<name>.qml``: QGIS shows the legend with names and the palette's colours on opening); for a
+    :class:`ScaledRaster` with a ``ramp_band``, the QGIS style of that band only."""
+    if isinstance(data, ScaledRaster) and data.ramp_band:
+        return {f"{PurePosixPath(path).with_suffix('')}.qml": _ramp_style(data).encode()}
     if not data.categories:
         return {}
     names = "".join(f"<Category>{escape(name)}</Category>" for name in data.categories)
@@ -368,6 +384,58 @@ def _legend_files(path: str, data: GeoRaster) -> dict[str, bytes]:
     )
     stem = str(PurePosixPath(path).with_suffix(""))
     return {f"{path}.aux.xml": pam.encode(), f"{stem}.qml": qml.encode()}
+
+
+def _ramp_style(data: ScaledRaster) -> str:
+    """QGIS style: ``ramp_band`` white -> red over ``ramp_codes`` in the band's own units (QGIS
+    applies GDAL's scale and offset before styling, so the legend reads 0 .. 1, not codes)."""
+    band = data.ramp_band
+    low, high = (code * data.scale(band) + data.offset(band) for code in data.ramp_codes)
+    items = "".join(
+        f'<item value="{value:g}" color="{colour}" alpha="255" label="{value:g}"/>'
+        for value, colour in ((low, "#ffffff"), (high, "#d7191c"))
+    )
+    return (
+        "<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>\n"
+        '<qgis version="3.28.0" styleCategories="Symbology"><pipe>'
+        f'<rasterrenderer type="singlebandpseudocolor" band="{band}" opacity="1" alphaBand="-1" '
+        f'classificationMin="{low:g}" classificationMax="{high:g}" nodataColor="">'
+        "<minMaxOrigin><limits>None</limits><extent>WholeRaster</extent></minMaxOrigin>"
+        '<rastershader><colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" '
+        f'minimumValue="{low:g}" maximumValue="{high:g}">{items}</colorrampshader></rastershader>'
+        "</rasterrenderer></pipe></qgis>\n"
+    )
+
+
+@dataclass(frozen=True)
+class ScaledRaster(GeoRaster):
+    """A :class:`GeoRaster` of quantities stored as integer codes, quantity = code * scale + offset per
+    band (GDAL's band scale and offset: ``gdalinfo``, rasterio's ``scales`` and QGIS give the quantity),
+    so e.g. probabilities take a uint8 band, not a float32 one. ``scales``/``offsets``: one per band,
+    or empty for 1 and 0. ``ramp_band`` (1-based; none when 0) is QGIS's default style: a white -> red
+    ramp from code ``ramp_codes[0]`` to ``ramp_codes[1]``."""
+
+    scales: tuple[float, ...] = ()
+    offsets: tuple[float, ...] = ()
+    ramp_band: int = 0
+    ramp_codes: tuple[int, int] = (0, 255)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("scales", "offsets"):
+            values = getattr(self, name)
+            if values and len(values) != self.count:
+                raise ValueError(f"{len(values)} band {name} for {self.count} bands.")
+        if not 0 <= self.ramp_band <= self.count:
+            raise ValueError(f"ramp_band {self.ramp_band} is not a band of {self.count}.")
+        if self.ramp_band and self.categories:
+            raise ValueError("A raster has one QGIS style: a ramp_band or categories, not both.")
+
+    def scale(self, band: int) -> float:
+        return self.scales[band - 1] if self.scales else 1.0
+
+    def offset(self, band: int) -> float:
+        return self.offsets[band - 1] if self.offsets else 0.0
 
 
 @runtime_checkable
@@ -399,6 +467,9 @@ def _write(dataset: rasterio.io.DatasetWriter, data: GeoRaster | StreamedRaster)
     for band, description in enumerate(data.descriptions or (), start=1):
         if description:
             dataset.set_band_description(band, description)
+    if isinstance(data, ScaledRaster):  # stored in the GeoTIFF itself (GDAL_METADATA), no side file
+        dataset.scales = [data.scale(band) for band in range(1, data.count + 1)]
+        dataset.offsets = [data.offset(band) for band in range(1, data.count + 1)]
     if isinstance(data, GeoRaster):
         dataset.write(data.array)
         return

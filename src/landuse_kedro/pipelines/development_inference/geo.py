@@ -120,6 +120,16 @@ def mosaic(sources: Sequence[WindowedRaster], crs: str, nodata: int) -> tuple[np
     """One-band class rasters merged onto one north-up grid in ``crs``, at the finest of their
     resolutions there, by nearest neighbour (codes stay codes). Earlier sources win overlaps;
     cells no source covers are ``nodata``."""
+    merged, transform = mosaic_bands(sources, crs, nodata, 1)
+    return merged[0], transform
+
+
+def mosaic_bands(
+    sources: Sequence[WindowedRaster], crs: str, nodata: int, count: int
+) -> tuple[np.ndarray, Affine]:
+    """Bands 1..``count`` of uint8 rasters merged as :func:`mosaic` merges one, into (count, rows,
+    cols): a cell takes all its bands from the first source with data there, so a cell's bands
+    always describe one tile (a region's probabilities are never mixed with another's)."""
     if not sources:
         raise ValueError("No raster to mosaic.")
     footprints, sizes = [], []
@@ -140,11 +150,12 @@ def mosaic(sources: Sequence[WindowedRaster], crs: str, nodata: int) -> tuple[np
     west, south = np.floor(west / size) * size, np.floor(south / size) * size
     east, north = np.ceil(east / size) * size, np.ceil(north / size) * size
     transform = Affine(size, 0, west, 0, -size, north)
-    merged = np.full((round((north - south) / size), round((east - west) / size)), nodata, dtype=np.uint8)
+    shape = (count, round((north - south) / size), round((east - west) / size))
+    merged = np.full(shape, nodata, dtype=np.uint8)
     for source in sources:
         warped = np.full_like(merged, nodata)
         reproject(
-            source.read(indexes=1),
+            source.read(indexes=list(range(1, count + 1))),
             warped,
             src_transform=source.transform,
             src_crs=source.crs,
@@ -154,6 +165,6 @@ def mosaic(sources: Sequence[WindowedRaster], crs: str, nodata: int) -> tuple[np
             dst_nodata=nodata,
             resampling=Resampling.nearest,
         )
-        empty = merged == nodata
-        merged[empty] = warped[empty]
+        take = (merged == nodata).all(axis=0) & (warped != nodata).any(axis=0)
+        merged[:, take] = warped[:, take]
     return merged, transform

@@ -1,4 +1,5 @@
-"""The maps of land use: each region's class rasters, maps and candidate gallery; the regions' mosaic.
+"""The maps of land use: each region's class and probability rasters, maps and candidate gallery; the
+regions' mosaics.
 
 Each region's outputs are partitions keyed by region, so regions mapped by different runs never
 overwrite each other; the mosaic and the gallery read back only this run's regions.
@@ -12,9 +13,12 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from affine import Affine
 from matplotlib.figure import Figure
 from rasterio.windows import Window
 
+from landuse_kedro.classes import LandCover
+from landuse_kedro.datasets.geotiff import RasterSource, ScaledRaster
 from landuse_kedro.pipelines.development_inference.analysis import NODATA, class_codes, to_grid
 from landuse_kedro.pipelines.development_inference.figures import (
     GalleryItem,
@@ -25,6 +29,7 @@ from landuse_kedro.pipelines.development_inference.geo import (
     class_raster,
     colour_table,
     mosaic,
+    mosaic_bands,
     provenance_tags,
     tile_grid_transform,
 )
@@ -38,6 +43,12 @@ from landuse_kedro.pipelines.development_inference.params import (
 from landuse_kedro.raster import GeoRaster, Grid, WindowedRaster, read_on_grid
 
 logger = logging.getLogger(__name__)
+
+PROBABILITY_CODES = 250
+"""A probability p is stored as the uint8 code round(p * 250): steps of 0.004, and GDAL's band scale
+1/250 gives p back; 250 rather than 255 so the scale is exact in decimal and 255 stays free."""
+PROBABILITY_NODATA = 255
+CHANGE_BAND = "change_probability"
 
 
 # ------------------------------------------------------------------ rasters
@@ -70,17 +81,7 @@ def class_rasters(
     for region, tiles in per_region(development_tile_classes, development_inference):
         plan = region_plans[region]
         codes = class_codes(plan.classes)
-        tile_grid = plan.newer.tiles
-        n_rows, n_cols = tile_grid.n_rows, tile_grid.n_cols
-        if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(
-            tiles
-        ) != n_rows * n_cols:
-            raise ValueError(
-                f"The tile table has {len(tiles)} tiles of {region}, the scene's grid {n_rows} x "
-                f"{n_cols}: rerun the whole development_inference pipeline."
-            )
-        transform = tile_grid_transform(tile_grid.grid.transform, 0, 0, tile_grid.tile_size)
-        crs = tile_grid.grid.crs.to_string()
+        crs, transform, (n_rows, n_cols) = _tile_raster_grid(tiles, plan)
         nodata = {
             column: int((to_grid(tiles, column, codes) == NODATA).sum()) for column in CLASS_COLUMNS.values()
         }
@@ -160,6 +161,169 @@ def mosaic_class_rasters(
         *mosaics["smoothed"].array.shape[1:],
     )
     return mosaics
+
+
+def _tile_raster_grid(tiles: pd.DataFrame, plan: RegionPlan) -> tuple[str, Affine, tuple[int, int]]:
+    """CRS, transform and (rows, cols) of a region's one-pixel-per-tile rasters: the scene's tile grid,
+    which the tile table must fill (else it is another run's, or a partial one)."""
+    tile_grid = plan.newer.tiles
+    n_rows, n_cols = tile_grid.n_rows, tile_grid.n_cols
+    if (tiles["row"].max() + 1, tiles["col"].max() + 1) != (n_rows, n_cols) or len(tiles) != n_rows * n_cols:
+        raise ValueError(
+            f"The tile table has {len(tiles)} tiles of {plan.region}, the scene's grid {n_rows} x "
+            f"{n_cols}: rerun the whole development_inference pipeline."
+        )
+    transform = tile_grid_transform(tile_grid.grid.transform, 0, 0, tile_grid.tile_size)
+    return tile_grid.grid.crs.to_string(), transform, (n_rows, n_cols)
+
+
+def probability_rasters(
+    development_tile_classes: pd.DataFrame,
+    region_plans: dict[str, RegionPlan],
+    development_provenance: dict[str, Any],
+    land_cover: dict[str, Any],
+    development_inference: dict[str, Any],
+) -> dict[str, ScaledRaster]:
+    """Give GIS users how sure the model is, not only its verdict: per region one raster on the class
+    rasters' grid (one pixel per tile) with a band per model class probability and a last band, the
+    change probability (``candidates.to_class``'s probability where the older class is one of
+    ``candidates.from_classes``, 0 on other scored tiles), so a threshold other than
+    ``candidates.min_probability`` can be drawn in the GIS. uint8 codes round(p * 250) with GDAL
+    scale 1/250 (a GIS reads p); nodata 255 where the predicted class raster has nodata (failed or
+    masked tiles); QGIS styles the change band white -> red from 0 to 1.
+
+    Args:
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        region_plans: ``region_plans`` from :func:`plan_regions`.
+        development_provenance: ``development_provenance`` from :func:`describe_run`.
+        land_cover: ``params:land_cover`` (the model classes, in band order).
+        development_inference: ``params:development_inference`` (``regions``, ``candidates.to_class``,
+            ``candidates.from_classes``, ``older_nlcd_year``, ``newer_naip_year``).
+
+    Returns:
+        ``region_probability_rasters``: region -> a :class:`ScaledRaster` of bands ``prob_<class>``
+        (``land_cover.classes`` order) and ``change_probability``.
+
+    Raises:
+        ValueError: The tile table does not fill a region's tile grid, or lacks a probability column
+            (of a model class or of ``candidates.to_class``).
+    """
+    bands = [f"prob_{name}" for name in LandCover.from_params(land_cover).classes]
+    settings = development_inference["candidates"]
+    to_class = settings.get("to_class", "Developed")
+    from_classes = [str(name) for name in settings["from_classes"]]
+    missing = sorted({*bands, f"prob_{to_class}"} - set(development_tile_classes.columns))
+    if missing:
+        raise ValueError(
+            f"development_tile_classes has no column {missing}: candidates.to_class must be a model "
+            "class (land_cover.classes) and the table this run's; rerun from classify_tiles."
+        )
+    rasters = {}
+    for region, tiles in per_region(development_tile_classes, development_inference):
+        plan = region_plans[region]
+        crs, transform, shape = _tile_raster_grid(tiles, plan)
+        probabilities = tiles[bands].to_numpy(dtype=float)
+        change = np.where(tiles["older_class"].isin(from_classes), tiles[f"prob_{to_class}"], 0.0)
+        values = np.column_stack([probabilities, change])
+        # a tile without a prediction (failed, or masked: no evidence of land use) has no probability
+        scored = tiles["predicted_class"].notna().to_numpy() & ~np.isnan(values).any(axis=1)
+        codes = np.rint(np.clip(np.nan_to_num(values), 0, 1) * PROBABILITY_CODES).astype(np.uint8)
+        codes[~scored] = PROBABILITY_NODATA
+        array = np.full((len(bands) + 1, *shape), PROBABILITY_NODATA, dtype=np.uint8)
+        array[:, tiles["row"].to_numpy(), tiles["col"].to_numpy()] = codes.T
+        logger.info(
+            "Probability raster of %s: %d x %d tiles, %d without probabilities",
+            region,
+            *shape,
+            (~scored).sum(),
+        )
+        tags = {
+            "region": region,
+            "scene": plan.newer.key,
+            **_probability_tags(to_class, from_classes, development_inference),
+            **provenance_tags(development_provenance),
+        }
+        rasters[region] = _probability_raster(array, crs, transform, (*bands, CHANGE_BAND), tags)
+    return rasters
+
+
+def mosaic_probability_rasters(
+    probability_rasters_partitions: Mapping[str, Callable[[], RasterSource]],
+    development_provenance: dict[str, Any],
+    development_inference: dict[str, Any],
+) -> ScaledRaster:
+    """Make the county's probability map: this run's regions' probability rasters merged on one grid
+    in ``mosaic_crs`` by nearest neighbour, as the class mosaic is: resampling that averages would
+    blend neighbouring tiles into probabilities no tile has. A cell takes all its bands from one
+    region, the one listed first where regions overlap.
+
+    Args:
+        probability_rasters_partitions: ``region_probability_rasters`` as saved; only this run's
+            regions are read.
+        development_provenance: ``development_provenance`` from :func:`describe_run` (the tags).
+        development_inference: ``params:development_inference`` (``regions``, ``mosaic_crs``,
+            ``candidates``, ``older_nlcd_year``, ``newer_naip_year``).
+
+    Returns:
+        ``probability_raster_mosaics``: the merged :class:`ScaledRaster`, bands as the regions'.
+
+    Raises:
+        ValueError: A region of this run has no saved probability raster, or the regions' bands differ
+            (rasters of runs with different model classes).
+    """
+    sources = this_run(probability_rasters_partitions, development_inference)
+    names = {region: tuple(source.descriptions) for region, source in sources.items()}
+    if len(set(names.values())) != 1:
+        raise ValueError(
+            f"The regions' probability rasters have different bands, {names}: rerun the "
+            "development_inference pipeline for all of them."
+        )
+    bands = next(iter(names.values()))
+    crs = development_inference.get("mosaic_crs", "EPSG:5070")
+    array, transform = mosaic_bands(list(sources.values()), crs, PROBABILITY_NODATA, len(bands))
+    settings = development_inference["candidates"]
+    tags = {
+        "regions": " ".join(sources),
+        **_probability_tags(
+            settings.get("to_class", "Developed"),
+            [str(n) for n in settings["from_classes"]],
+            development_inference,
+        ),
+        **provenance_tags(development_provenance),
+    }
+    logger.info("Probability mosaic of %s on %s: %d x %d tiles", ", ".join(sources), crs, *array.shape[1:])
+    return _probability_raster(array, crs, transform, bands, tags)
+
+
+def _probability_tags(
+    to_class: str, from_classes: list[str], development_inference: dict[str, Any]
+) -> dict[str, str]:
+    """What the bands hold, for a reader who finds the file alone."""
+    return {
+        "encoding": f"probability = value / {PROBABILITY_CODES}; {PROBABILITY_NODATA}: no probability",
+        CHANGE_BAND: f"probability of {to_class} where the older class is one of {', '.join(from_classes)}",
+        "older_nlcd_year": str(development_inference["older_nlcd_year"]),
+        "newer_naip_year": str(development_inference["newer_naip_year"]),
+    }
+
+
+def _probability_raster(
+    array: np.ndarray, crs: str, transform: Affine, bands: tuple[str, ...], tags: dict[str, str]
+) -> ScaledRaster:
+    """Codes with scale 1/250 on every band (GIS reads probabilities), band names as descriptions,
+    and the last band, the change probability, QGIS's default style over 0 .. 1."""
+    return ScaledRaster(
+        array=array,
+        crs=crs,
+        transform=transform,
+        nodata=PROBABILITY_NODATA,
+        descriptions=bands,
+        tags=tags,
+        scales=(1 / PROBABILITY_CODES,) * len(bands),
+        offsets=(0.0,) * len(bands),
+        ramp_band=len(bands),
+        ramp_codes=(0, PROBABILITY_CODES),
+    )
 
 
 # ------------------------------------------------------------------ figures

@@ -28,6 +28,7 @@ from landuse_kedro.pipelines.development_inference.reporting import (
     measure_agreement,
     select_change_candidates,
     summarise_classes,
+    tile_tables,
 )
 
 DEVELOPMENT_INFERENCE = "params:development_inference"
@@ -84,6 +85,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["development_tile_classes", "development_provenance", DEVELOPMENT_INFERENCE],
                 ["change_candidates_table", "change_candidates"],
                 name="select_change_candidates",
+            ),
+            Node(
+                tile_tables,
+                ["development_tile_classes", DEVELOPMENT_INFERENCE],
+                "tile_tables",
+                name="tile_tables",
             ),
             Node(
                 draw_reference_sample,

@@ -231,3 +231,38 @@ def summarise_classes(
         logger.info("Land use of %s, %d tiles:\n%s", region, len(tiles), table.to_string(index=False))
         tables[region] = table.assign(region=region)[["region", *table.columns]]
     return tables
+
+
+TILE_TABLE_DROPPED = ["minx", "miny", "maxx", "maxy", "crs", "scene", "row_off", "col_off", "width", "height"]
+"""Columns the GeoParquet table carries as its geometry and CRS instead (the footprint), or that name
+pixels of the scene rather than the tile."""
+
+
+def tile_tables(
+    development_tile_classes: pd.DataFrame, development_inference: dict[str, Any]
+) -> dict[str, Any]:
+    """Each region's per-tile table as a GeoDataFrame of tile footprints in the scene's CRS: classes,
+    probabilities, failures, as GIS tools and geopandas open it (GeoParquet). Per region, since regions
+    may lie in different UTM zones and a GeoParquet geometry column has one CRS.
+
+    Args:
+        development_tile_classes: ``development_tile_classes`` from :func:`classify_tiles`.
+        development_inference: ``params:development_inference`` (``regions``).
+
+    Returns:
+        ``tile_tables``: region -> GeoDataFrame, one row and one square footprint per tile.
+    """
+    import geopandas as gpd
+    from shapely import box
+
+    tables = {}
+    for region, tiles in per_region(development_tile_classes, development_inference):
+        crs = tiles["crs"].unique()
+        if len(crs) != 1:
+            raise ValueError(f"Region {region}'s tiles are in {len(crs)} CRSs {list(crs)}: one expected.")
+        footprints = box(tiles["minx"], tiles["miny"], tiles["maxx"], tiles["maxy"])
+        columns = [c for c in tiles.columns if c not in TILE_TABLE_DROPPED]
+        tables[region] = gpd.GeoDataFrame(
+            tiles[columns].reset_index(drop=True), geometry=list(footprints), crs=crs[0]
+        )
+    return tables
