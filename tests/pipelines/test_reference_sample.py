@@ -4,13 +4,16 @@ the generator's truth as labels, and the interval's coverage of the true area ov
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
-import rasterio
 from affine import Affine
-from rasterio.io import MemoryFile
+from rasterio.crs import CRS
 
+from landuse_kedro.datasets import GeoTiffDataset, RasterSource
 from landuse_kedro.pipelines.development_inference.reference import (
     NEW,
     SAMPLE_COLUMNS,
@@ -21,6 +24,7 @@ from landuse_kedro.pipelines.development_inference.reference import (
     sample_region,
     truth_labels,
 )
+from landuse_kedro.raster import GeoRaster
 from tests.helpers import LAND_COVER
 
 TILE, ROWS, COLS = 10, 20, 20  # 400 tiles of 10 m: 0.01 ha each
@@ -78,20 +82,13 @@ def region(seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
 
 
 def truth_raster(became: np.ndarray):
-    """The generator's truth on a 1 m grid: every pixel of a tile that became developed is 1."""
+    """The generator's truth on a 1 m grid (every pixel of a tile that became developed is 1), saved and
+    loaded through GeoTiffDataset: a ``RasterSource``, as ``sample_change_truth``'s partitions give it."""
     mask = np.kron(became.reshape(ROWS, COLS).astype(np.uint8), np.ones((TILE, TILE), np.uint8))
-    memory = MemoryFile()
-    with memory.open(
-        driver="GTiff",
-        width=COLS * TILE,
-        height=ROWS * TILE,
-        count=1,
-        dtype="uint8",
-        crs="EPSG:26919",
-        transform=Affine(1, 0, X0, 0, -1, Y0),
-    ) as out:
-        out.write(mask, 1)
-    return memory.open()
+    path = Path(tempfile.mkdtemp()) / "truth.tif"
+    dataset = GeoTiffDataset(filepath=str(path))
+    dataset.save(GeoRaster(mask[None], CRS.from_epsg(26919), Affine(1, 0, X0, 0, -1, Y0)))
+    return dataset.load()
 
 
 def draw(tiles, candidates, seed: int = 42, **sample):
@@ -200,9 +197,11 @@ def test_the_estimate_is_unbiased_and_its_interval_covers_the_true_area() -> Non
 
 def test_a_truth_raster_is_read_where_the_tiles_lie() -> None:
     tiles, _, became = region()
-    with truth_raster(became) as truth:
-        assert isinstance(truth, rasterio.io.DatasetReader)
-        shifted = tiles.assign(minx=tiles["minx"] + TILE, maxx=tiles["maxx"] + TILE)  # one tile east
-        expected = np.roll(became.reshape(ROWS, COLS), -1, axis=1)
-        expected[:, -1] = False  # beyond the raster: nothing became developed
-        np.testing.assert_array_equal(changed_share(shifted, truth), expected.ravel().astype(float))
+    truth = truth_raster(became)
+    assert isinstance(truth, RasterSource)
+    shifted = tiles.assign(minx=tiles["minx"] + TILE, maxx=tiles["maxx"] + TILE)  # one tile east
+    expected = np.roll(became.reshape(ROWS, COLS), -1, axis=1)
+    expected[:, -1] = False  # beyond the raster: nothing became developed
+    np.testing.assert_array_equal(changed_share(shifted, truth), expected.ravel().astype(float))
+    scattered = changed_share(shifted, truth, max_pixels=1)  # one read per tile, as over a county
+    np.testing.assert_array_equal(scattered, expected.ravel().astype(float))

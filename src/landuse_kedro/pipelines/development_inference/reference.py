@@ -157,8 +157,12 @@ def changed_share(tiles: pd.DataFrame, truth, max_pixels: int = 64_000_000) -> n
         windows = [
             Window(c, r, c1 - c, r1 - r) for r, c, r1, c1 in zip(rows0, cols0, rows1, cols1, strict=True)
         ]
-        return np.array([_changed(truth.read(1, window=w, boundless=True, fill_value=0)) for w in windows])
-    whole = truth.read(1, window=Window(left, top, right - left, bottom - top), boundless=True, fill_value=0)
+        return np.array(
+            [_changed(truth.read(indexes=1, window=w, boundless=True, fill_value=0)) for w in windows]
+        )
+    whole = truth.read(
+        indexes=1, window=Window(left, top, right - left, bottom - top), boundless=True, fill_value=0
+    )
     return np.array(
         [
             _changed(whole[r - top : r1 - top, c - left : c1 - left])
