@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import rasterio
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
@@ -99,3 +100,24 @@ def test_large_map_gets_overviews_through_the_catalog_entry(tmp_path, size=600):
         GeoRaster(classes[None], "EPSG:5070", Affine(224, 0, 0, 0, -224, 0), nodata=0, colormap=PALETTE)
     )
     assert_cog(path, set(PALETTE))
+
+
+def test_development_inference_probability_rasters_are_cogs_with_named_scaled_bands(tiny_chain_project):
+    """The probability COGs of every region and of the county pass the validator the class rasters
+    pass; GDAL reads each band's name and the scale that turns its codes into probabilities."""
+    output = tiny_chain_project / "data" / "07_model_output"
+    paths = sorted((output / "regions").glob("*/probabilities.tif")) + [
+        output / "county" / "probabilities.tif"
+    ]
+    assert len(paths) >= 2 and all(path.exists() for path in paths), paths
+    for path in paths:
+        valid, errors, _warnings = cog_validate(str(path), quiet=True)
+        assert valid and not errors, (path, errors)
+        with rasterio.open(path) as src:
+            assert src.descriptions[-1] == "change_probability" and src.descriptions[0].startswith("prob_")
+            assert set(src.scales) == {1 / 250} and set(src.offsets) == {0.0} and src.nodata == 255
+            codes = src.read()
+        assert codes.max() <= 255 and ((codes <= 250) | (codes == 255)).all(), path
+        assert (codes[:-1][:, codes[0] != 255].sum(axis=0) == pytest.approx(250, abs=4)).all(), (
+            path
+        )  # p's sum to 1

@@ -15,8 +15,10 @@ from landuse_kedro.pipelines.development_inference.inference import (
 from landuse_kedro.pipelines.development_inference.maps import (
     class_rasters,
     mosaic_class_rasters,
+    mosaic_probability_rasters,
     plot_candidate_gallery,
     plot_class_maps,
+    probability_rasters,
 )
 from landuse_kedro.pipelines.development_inference.reference import (
     draw_reference_sample,
@@ -133,6 +135,24 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 "class_raster_mosaics",
                 name="mosaic_class_rasters",
+            ),
+            Node(
+                probability_rasters,
+                [
+                    "development_tile_classes",
+                    "region_plans",
+                    "development_provenance",
+                    "params:land_cover",
+                    DEVELOPMENT_INFERENCE,
+                ],
+                "region_probability_rasters",
+                name="probability_rasters",
+            ),
+            Node(
+                mosaic_probability_rasters,
+                ["region_probability_rasters", "development_provenance", DEVELOPMENT_INFERENCE],
+                "probability_raster_mosaics",
+                name="mosaic_probability_rasters",
             ),
             Node(
                 plot_class_maps,
