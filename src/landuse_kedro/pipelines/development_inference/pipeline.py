@@ -32,6 +32,7 @@ from landuse_kedro.pipelines.development_inference.reporting import (
     summarise_classes,
     tile_tables,
 )
+from landuse_kedro.pipelines.development_inference.stac import stac_catalog
 
 DEVELOPMENT_INFERENCE = "params:development_inference"
 
@@ -176,6 +177,23 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ["development_tile_classes", "params:land_cover", DEVELOPMENT_INFERENCE],
                 "development_summary",
                 name="summarise_classes",
+            ),
+            Node(
+                stac_catalog,
+                [
+                    "output_files",
+                    "region_class_rasters",
+                    "region_probability_rasters",
+                    "class_raster_mosaics",
+                    "probability_raster_mosaics",
+                    "change_candidates",
+                    "development_tile_classes",
+                    "development_provenance",
+                    "params:land_cover",
+                    DEVELOPMENT_INFERENCE,
+                ],
+                "stac_catalog",
+                name="stac_catalog",
             ),
         ],
         tags="development_inference",
