@@ -1,9 +1,13 @@
 """development_inference: the map rules on small grids, the georeferencing of its outputs, bad
-inputs, and end-to-end runs on two tiny synthetic regions (together, then one alone)."""
+inputs, and end-to-end runs on two tiny synthetic regions (together, then one alone); on the first
+run, the analyst's outputs: reference sample, GeoParquet table and the STAC catalog (it opens in
+pystac, every asset href names the file whose size and checksum it gives, the legend is the QGIS one,
+and a STAC API, ``rustac serve``, serving the items finds a region by its box)."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -11,18 +15,22 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
+import fsspec
 import numpy as np
 import pandas as pd
+import pystac
 import pytest
 import rasterio
 import yaml
 from affine import Affine
 from onnx import TensorProto, helper
+from pystac_client import Client
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp
+from rasterio.warp import transform_bounds
 
 from landuse_kedro.classes import DROPPED, NO_LABEL, UNKNOWN
-from landuse_kedro.datasets import GeoTiffDataset
+from landuse_kedro.datasets import FileDigestsDataset, GeoTiffDataset
 from landuse_kedro.datasets.model_file import ModelArtifact
 from landuse_kedro.pipelines.development_inference.analysis import (
     NODATA,
@@ -48,6 +56,7 @@ from landuse_kedro.pipelines.development_inference.reporting import (
     CANDIDATE_PROPERTIES,
     check_tile_failures,
 )
+from landuse_kedro.pipelines.development_inference.stac import COUNTY, REGIONS, stac_catalog
 from landuse_kedro.raster import GeoRaster
 from landuse_kedro.tiling import tiling_grid
 from tests.helpers import (
@@ -59,6 +68,7 @@ from tests.helpers import (
     run_pipeline,
     stop_process,
 )
+from tests.stac_server import stac_api
 
 CLASSES = ["Developed", "Cultivated", "Undeveloped"]
 D, C, U = 1, 2, 3
@@ -747,6 +757,198 @@ def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(
     assert below_left == pytest.approx(COLOURS[NEWER[1][2]], abs=2)  # tile (1, 2)
 
 
+# --- the analyst's outputs: reference sample, GeoParquet table, STAC catalog (before the tests that map
+# the regions again) ---------------------------------------------------------------------------------
+
+
+def test_each_region_gets_a_reference_sample_and_without_labels_says_what_to_do(region_run):
+    """No analyst labels and no sample-scene truth for these regions: the sample is drawn from every
+    mapped tile's stratum, and the estimate says what to do instead of failing the run."""
+    tiles = _load(region_run, "development_tile_classes")
+    for region in ("testville", "otherville"):
+        sample = _load(region_run, "reference_sample", region)
+        mapped = tiles[(tiles["region"] == region) & tiles["predicted_class"].notna()]
+        assert set(sample["tile_id"]) <= set(mapped["tile_id"]) and len(sample) > 0
+        assert sample["reference_class"].isna().all()  # the CSV's empty column, for the analyst
+        assert sample.groupby("stratum")["stratum_tiles"].first().sum() == len(mapped)
+        report = _load(region_run, "area_estimates", region)
+        assert report["status"] == "no reference labels" and "New development" in report["classes"]
+
+
+def test_the_tile_table_opens_in_geopandas_with_one_footprint_per_tile_in_the_scenes_crs(region_run):
+    import geopandas as gpd
+
+    tiles = _load(region_run, "development_tile_classes")
+    for region in ("testville", "otherville"):
+        path = region_run / f"data/07_model_output/regions/{region}/tiles.parquet"
+        table = gpd.read_parquet(path)  # as a user opens it, not through the project's catalog
+        expected = tiles[tiles["region"] == region].set_index("tile_id")
+        assert table.crs.to_epsg() == int(expected["crs"].iloc[0].split(":")[1])
+        assert sorted(table["tile_id"]) == sorted(expected.index) and table["tile_id"].is_unique
+        bounds = table.set_index("tile_id").geometry.bounds.loc[expected.index]
+        np.testing.assert_allclose(bounds.to_numpy(), expected[["minx", "miny", "maxx", "maxy"]].to_numpy())
+        assert (table.geometry.area == (expected["maxx"] - expected["minx"]).iloc[0] ** 2).all()  # squares
+        pd.testing.assert_series_equal(
+            table.set_index("tile_id")["predicted_class"].loc[expected.index], expected["predicted_class"]
+        )
+
+
+REGION_ASSETS = {
+    "older_classes",
+    "predicted_classes",
+    "smoothed_classes",
+    "probabilities",
+    "change_candidates",
+}
+COUNTY_ASSETS = {"older_classes", "predicted_classes", "smoothed_classes", "probabilities"}
+
+
+def _stac(project: Path) -> Path:
+    return project / "data/07_model_output/stac"
+
+
+def _items(project: Path) -> dict[str, pystac.Item]:
+    catalog = pystac.Catalog.from_file(str(_stac(project) / "catalog.json"))
+    return {f"{item.collection_id}/{item.id}": item for item in catalog.get_items(recursive=True)}
+
+
+def test_the_catalog_walks_to_each_region_and_the_county_with_the_run_and_model(region_run):
+    catalog = pystac.Catalog.from_file(str(_stac(region_run) / "catalog.json"))
+    assert sorted(child.id for child in catalog.get_children()) == [COUNTY, REGIONS]
+    items = _items(region_run)
+    assert sorted(items) == [f"{COUNTY}/county", f"{REGIONS}/otherville", f"{REGIONS}/testville"]
+    (version,) = [path.name for path in (region_run / "data/06_models/scoring_model.onnx").iterdir()]
+    run_id = _load(region_run, "development_agreement", "testville")["run_id"]
+    for item in items.values():
+        props = item.properties
+        assert item.datetime is None
+        assert (props["start_datetime"][:4], props["end_datetime"][:4]) == ("2011", "2016")
+        assert props["landuse:run_id"] == run_id
+        assert (props["landuse:model_version"], props["landuse:model_precision"]) == (version, "int8")
+        assert set(props["processing:software"]) == {"landuse-kedro"}
+        assert props["proj:code"] == ("EPSG:5070" if item.id == "county" else "EPSG:26919")
+        assert all(uri.startswith("https://stac-extensions.github.io/") for uri in item.stac_extensions)
+        written = json.loads(Path(item.get_self_href()).read_text())["links"]
+        assert sorted(link["rel"] for link in written) == ["collection", "parent", "root"]
+        assert all(link["href"].startswith("../") for link in written), written
+    assert set(items[f"{REGIONS}/testville"].assets) == REGION_ASSETS
+    assert set(items[f"{COUNTY}/county"].assets) == COUNTY_ASSETS
+
+
+def test_every_asset_href_is_relative_and_names_a_file_with_that_size_and_checksum(region_run):
+    checked = 0
+    for item in _items(region_run).values():
+        item_file = Path(item.get_self_href())
+        raw = json.loads(item_file.read_text())  # as written: pystac makes hrefs absolute once read
+        for key, asset in item.assets.items():
+            href = raw["assets"][key]["href"]
+            assert not href.startswith("/") and "://" not in href, href
+            path = (item_file.parent / href).resolve()
+            assert path.is_file(), href
+            assert path.is_relative_to((region_run / "data/07_model_output").resolve())
+            content = path.read_bytes()
+            assert asset.extra_fields["file:size"] == len(content), href
+            assert asset.extra_fields["file:checksum"] == "1220" + hashlib.sha256(content).hexdigest(), href
+            checked += 1
+    assert checked == 2 * len(REGION_ASSETS) + len(COUNTY_ASSETS)
+
+
+def test_the_footprints_are_the_rasters_bounds_in_wgs84(region_run):
+    items = _items(region_run)
+    for region in ("testville", "otherville"):
+        with rasterio.open(
+            region_run / f"data/07_model_output/regions/{region}/predicted_classes.tif"
+        ) as raster:
+            expected = transform_bounds(raster.crs, "EPSG:4326", *raster.bounds, densify_pts=21)
+        assert items[f"{REGIONS}/{region}"].bbox == pytest.approx(expected, abs=1e-7)
+    county = items[f"{COUNTY}/county"].bbox
+    testville, otherville = items[f"{REGIONS}/testville"].bbox, items[f"{REGIONS}/otherville"].bbox
+    assert county == pytest.approx([*testville[:2], *otherville[2:]], abs=1e-9)  # otherville lies east
+
+
+def test_the_legend_and_bands_are_those_of_the_rasters_and_the_qgis_style(region_run):
+    asset = _items(region_run)[f"{REGIONS}/testville"].assets["predicted_classes"].extra_fields
+    qml = (region_run / "data/07_model_output/regions/testville/predicted_classes.qml").read_text()
+    legend = [
+        {"value": int(value), "title": label, "color_hint": colour.upper()}
+        for value, colour, label in re.findall(r'value="(\d+)" color="#(\w{6})"[^>]*label="([^"]+)"', qml)
+    ]
+    assert len(legend) == 3
+    classes = asset["classification:classes"]
+    assert [{key: c[key] for key in ("value", "title", "color_hint")} for c in classes[1:]] == legend
+    assert classes[0] == {**classes[0], "value": 0, "nodata": True}
+    assert asset["raster:bands"] == [{"nodata": 0, "data_type": "uint8"}]
+    probabilities = _items(region_run)[f"{REGIONS}/testville"].assets["probabilities"].extra_fields
+    with rasterio.open(region_run / "data/07_model_output/regions/testville/probabilities.tif") as raster:
+        names, scales = list(raster.descriptions), list(raster.scales)
+    assert [band["name"] for band in probabilities["raster:bands"]] == names
+    assert [band["scale"] for band in probabilities["raster:bands"]] == pytest.approx(scales)
+    assert {band["nodata"] for band in probabilities["raster:bands"]} == {255}
+
+
+def test_a_search_by_a_regions_box_finds_that_region_alone(region_run, tmp_path):
+    stac = _stac(region_run)
+    items = [json.loads(path.read_text()) for path in sorted(stac.glob("*/items/*.json"))]
+    boxes = {item["id"]: item["bbox"] for item in items}
+    with stac_api(items, tmp_path / "api") as url:
+        client = Client.open(url)
+        for region in ("testville", "otherville"):
+            found = client.search(bbox=boxes[region], collections=[REGIONS]).item_collection()
+            assert [item.id for item in found] == [region]
+        everywhere = client.search(bbox=boxes["testville"]).item_collection()
+        assert sorted(item.id for item in everywhere) == ["county", "testville"]  # why the county has its own
+
+
+def test_a_file_without_a_checksum_is_refused_not_described(region_run):
+    names = [
+        "output_files",
+        "region_class_rasters",
+        "region_probability_rasters",
+        "class_raster_mosaics",
+        "probability_raster_mosaics",
+        "change_candidates",
+        "development_tile_classes",
+    ]
+    inputs = {name: _load(region_run, name) for name in names}
+    params = _load(region_run, "parameters")
+    provenance = {"run_id": "r1", "project_version": "0", "model": {"version": "v", "precision": "int8"}}
+    args = dict(
+        **inputs,
+        development_provenance=provenance,
+        land_cover=params["land_cover"],
+        development_inference=params["development_inference"],
+    )
+    documents = stac_catalog(**args)  # pure: the same inputs give the catalog
+    assert documents["regions/items/testville"]["properties"]["landuse:run_id"] == "r1"
+    del args["output_files"]["regions/testville/probabilities.tif"]
+    with pytest.raises(ValueError, match=r"regions/testville/probabilities\.tif"):
+        stac_catalog(**args)
+
+
+def test_file_digests_skip_hidden_staged_and_excluded_entries_on_any_filesystem():
+    fs = fsspec.filesystem("memory")
+    files = {
+        "out/regions/a/map.tif": b"abc",
+        "out/regions/a/map.tif.staging-1@host-0123abcd": b"half",
+        "out/regions/a/_SUCCESS": b"",
+        "out/.run.lock": b"",
+        "out/stac/catalog.json": b"{}",
+        "out/big.parquet/part-0.parquet": b"x" * 10,
+        "out/big.parquet.md": b"kept: only the folder named is excluded",
+    }
+    for path, content in files.items():
+        fs.pipe(f"/{path}", content)
+    digests = FileDigestsDataset(path="memory://out", exclude=["stac", "big.parquet"]).load()
+    assert digests == {
+        "big.parquet.md": {
+            "size": len(files["out/big.parquet.md"]),
+            "sha256": hashlib.sha256(files["out/big.parquet.md"]).hexdigest(),
+        },
+        "regions/a/map.tif": {"size": 3, "sha256": hashlib.sha256(b"abc").hexdigest()},
+    }
+    assert FileDigestsDataset(path="memory://nothing-here").load() == {}
+
+
 def test_mapping_another_region_later_keeps_the_first(region_run, tmp_path):
     """Run again for otherville alone: testville's files are untouched, otherville's rewritten,
     and the mosaic is of this run's region."""
@@ -900,35 +1102,3 @@ def test_two_runs_mapping_two_regions_at_once_take_turns(region_run, tmp_path):
         assert (mosaic.tags()["regions"], mosaic.tags()["run_id"]) == ("otherville", otherville_run)
     leftovers = [p.name for p in data.rglob("*") if ".staging-" in p.name or ".previous-" in p.name]
     assert leftovers == [] and not (data / ".run.lock").exists()
-
-
-def test_each_region_gets_a_reference_sample_and_without_labels_says_what_to_do(region_run):
-    """No analyst labels and no sample-scene truth for these regions: the sample is drawn from every
-    mapped tile's stratum, and the estimate says what to do instead of failing the run."""
-    tiles = _load(region_run, "development_tile_classes")
-    for region in ("testville", "otherville"):
-        sample = _load(region_run, "reference_sample", region)
-        mapped = tiles[(tiles["region"] == region) & tiles["predicted_class"].notna()]
-        assert set(sample["tile_id"]) <= set(mapped["tile_id"]) and len(sample) > 0
-        assert sample["reference_class"].isna().all()  # the CSV's empty column, for the analyst
-        assert sample.groupby("stratum")["stratum_tiles"].first().sum() == len(mapped)
-        report = _load(region_run, "area_estimates", region)
-        assert report["status"] == "no reference labels" and "New development" in report["classes"]
-
-
-def test_the_tile_table_opens_in_geopandas_with_one_footprint_per_tile_in_the_scenes_crs(region_run):
-    import geopandas as gpd
-
-    tiles = _load(region_run, "development_tile_classes")
-    for region in ("testville", "otherville"):
-        path = region_run / f"data/07_model_output/regions/{region}/tiles.parquet"
-        table = gpd.read_parquet(path)  # as a user opens it, not through the project's catalog
-        expected = tiles[tiles["region"] == region].set_index("tile_id")
-        assert table.crs.to_epsg() == int(expected["crs"].iloc[0].split(":")[1])
-        assert sorted(table["tile_id"]) == sorted(expected.index) and table["tile_id"].is_unique
-        bounds = table.set_index("tile_id").geometry.bounds.loc[expected.index]
-        np.testing.assert_allclose(bounds.to_numpy(), expected[["minx", "miny", "maxx", "maxy"]].to_numpy())
-        assert (table.geometry.area == (expected["maxx"] - expected["minx"]).iloc[0] ** 2).all()  # squares
-        pd.testing.assert_series_equal(
-            table.set_index("tile_id")["predicted_class"].loc[expected.index], expected["predicted_class"]
-        )
