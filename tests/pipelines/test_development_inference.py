@@ -900,16 +900,14 @@ def test_a_search_by_a_regions_box_finds_that_region_alone(region_run, tmp_path)
 
 
 def test_a_file_without_a_checksum_is_refused_not_described(region_run):
-    names = [
-        "output_files",
-        "region_class_rasters",
-        "region_probability_rasters",
-        "class_raster_mosaics",
-        "probability_raster_mosaics",
-        "change_candidates",
-        "development_tile_classes",
+    from landuse_kedro.pipelines.development_inference.pipeline import create_pipeline
+
+    (node,) = [node for node in create_pipeline().nodes if node.name == "stac_catalog"]
+    datasets = [
+        name for name in node.inputs if not name.startswith("params:") and name != "development_provenance"
     ]
-    inputs = {name: _load(region_run, name) for name in names}
+    assert "output_files" in datasets  # the node's own inputs, as the pipeline wires them
+    inputs = {name: _load(region_run, name) for name in datasets}
     params = _load(region_run, "parameters")
     provenance = {"run_id": "r1", "project_version": "0", "model": {"version": "v", "precision": "int8"}}
     args = dict(
