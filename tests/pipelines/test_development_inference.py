@@ -24,6 +24,7 @@ import rasterio
 import yaml
 from affine import Affine
 from onnx import TensorProto, helper
+from PIL import Image
 from pystac_client import Client
 from rasterio.crs import CRS
 from rasterio.warp import transform as warp
@@ -755,6 +756,12 @@ def test_gallery_neighbourhood_is_centred_on_the_tile_and_black_beyond_the_edge(
     assert centre == pytest.approx(COLOURS["D"], abs=2)  # tile (0, 3) is developed red
     below_left = crop[2 * TILE :, :TILE].reshape(-1, 3).mean(axis=0)
     assert below_left == pytest.approx(COLOURS[NEWER[1][2]], abs=2)  # tile (1, 2)
+    # beside the damaged block: that tile black, its readable neighbours shown, no error
+    row, col = CORRUPTED
+    damaged = neighbourhood_rgb(scene, grid, row, col - 1, TILE)
+    assert not damaged[TILE : 2 * TILE, 2 * TILE :].any()  # the damaged tile, right of the centre
+    centre = damaged[TILE : 2 * TILE, TILE : 2 * TILE].reshape(-1, 3).mean(axis=0)
+    assert centre == pytest.approx(COLOURS[NEWER[row][col - 1]], abs=2)
 
 
 # --- the analyst's outputs: reference sample, GeoParquet table, STAC catalog (before the tests that map
@@ -773,6 +780,9 @@ def test_each_region_gets_a_reference_sample_and_without_labels_says_what_to_do(
         assert sample.groupby("stratum")["stratum_tiles"].first().sum() == len(mapped)
         report = _load(region_run, "area_estimates", region)
         assert report["status"] == "no reference labels" and "New development" in report["classes"]
+        gallery = region_run / f"data/08_reporting/regions/{region}/reference_sample_gallery.png"
+        with Image.open(gallery) as image:  # every sampled tile, three pairs a row
+            assert image.height > 300 * -(-len(sample) // 3) * 0.5, (image.size, len(sample))
 
 
 def test_the_tile_table_opens_in_geopandas_with_one_footprint_per_tile_in_the_scenes_crs(region_run):

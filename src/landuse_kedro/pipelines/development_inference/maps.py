@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 from affine import Affine
 from matplotlib.figure import Figure
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from landuse_kedro.classes import LandCover
@@ -400,17 +401,45 @@ def _gallery(
     region_plan: RegionPlan,
     development_inference: dict[str, Any],
 ) -> Figure:
+    newer_column = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
+        development_inference["candidates"].get("prediction", "predicted")
+    ]
+    shown = candidates.head(int(development_inference.get("gallery_size", 12)))
+    items = gallery_items(
+        shown,
+        tiles,
+        region_plan,
+        development_inference,
+        lambda tile: (
+            f"#{tile.rank} {tile.older_class} \N{RIGHTWARDS ARROW} {getattr(tile, newer_column)}, "
+            f"p={tile.change_probability:.3f}"
+        ),
+    )
+    title = (
+        f"Change candidates, {region_plan.region} (top {len(items)} of {len(candidates)}; "
+        f"coordinates in {region_plan.newer.grid.crs.to_string()})"
+    )
+    return candidate_gallery(items, *gallery_years(region_plan, development_inference), title)
+
+
+def gallery_items(
+    rows: pd.DataFrame,
+    tiles: pd.DataFrame,
+    region_plan: RegionPlan,
+    development_inference: dict[str, Any],
+    caption: Callable[[Any], str],
+) -> list[GalleryItem]:
+    """Each row's tile with its 3 x 3 neighbourhood in the older NAIP year (or the older labels'
+    colours without an older scene) and the newer one, captioned ``caption(row)`` plus where it is;
+    only those windows are read."""
     plan = region_plan.newer
     tile_size = plan.tile_size
     older_grid = to_grid(tiles, "older_class", class_codes(region_plan.classes))
     # the GeoTIFFs' colour table as RGB, indexed by class code (nodata black)
     palette = np.asarray([rgba[:3] for _, rgba in sorted(region_plan.palette.items())], dtype=np.uint8)
     step = max(1, tile_size * 3 // int(development_inference.get("gallery_pixels", 240)))
-    newer_column = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
-        development_inference["candidates"].get("prediction", "predicted")
-    ]
     items = []
-    for tile in candidates.head(int(development_inference.get("gallery_size", 12))).itertuples():
+    for tile in rows.itertuples():
         newer = neighbourhood_rgb(plan.scene, plan.grid, tile.row, tile.col, tile_size)[::step, ::step]
         if region_plan.older_scene is not None:
             older = neighbourhood_rgb(region_plan.older_scene, plan.grid, tile.row, tile.col, tile_size)[
@@ -422,38 +451,43 @@ def _gallery(
                 np.ones((newer.shape[0] // 3, newer.shape[1] // 3, 1), dtype=np.uint8),
             )
         centre_x, centre_y = (tile.minx + tile.maxx) / 2, (tile.miny + tile.maxy) / 2
-        items.append(
-            GalleryItem(
-                f"#{tile.rank} {tile.older_class} \N{RIGHTWARDS ARROW} {getattr(tile, newer_column)}, "
-                f"p={tile.change_probability:.3f}\n"
-                f"row {tile.row} col {tile.col}, centre {centre_x:.0f} E {centre_y:.0f} N",
-                older,
-                newer,
-            )
-        )
-    older_naip_year = development_inference.get("older_naip_year")
-    older_title = (
-        f"NAIP {older_naip_year}"
+        where = f"row {tile.row} col {tile.col}, centre {centre_x:.0f} E {centre_y:.0f} N"
+        items.append(GalleryItem(f"{caption(tile)}\n{where}", older, newer))
+    return items
+
+
+def gallery_years(region_plan: RegionPlan, development_inference: dict[str, Any]) -> tuple[str, str]:
+    """The two panels' titles: the older NAIP year (or the older NLCD edition), the newer NAIP year."""
+    older = (
+        f"NAIP {development_inference.get('older_naip_year')}"
         if region_plan.older_scene is not None
         else f"NLCD {development_inference['older_nlcd_year']}"
     )
-    title = (
-        f"Change candidates, {region_plan.region} (top {len(items)} of {len(candidates)}; "
-        f"coordinates in {plan.grid.crs.to_string()})"
-    )
-    return candidate_gallery(items, older_title, f"NAIP {development_inference['newer_naip_year']}", title)
+    return older, f"NAIP {development_inference['newer_naip_year']}"
 
 
 def neighbourhood_rgb(scene: WindowedRaster, grid: Grid, row: int, col: int, tile_size: int) -> np.ndarray:
-    """RGB (3 tiles x 3 tiles) around tile (row, col) on ``grid``; black beyond the grid's edge."""
+    """RGB (3 tiles x 3 tiles) around tile (row, col) on ``grid``; black beyond the grid's edge and
+    where a damaged block makes a tile unreadable (then read tile by tile, and logged): a figure must
+    not fail the run over a neighbour's pixels."""
     out = np.zeros((3 * tile_size, 3 * tile_size, 3), dtype=np.uint8)
     row0, col0 = max(row - 1, 0), max(col - 1, 0)
     row1 = min(row + 2, grid.height // tile_size)
     col1 = min(col + 2, grid.width // tile_size)
     window = Window(col0 * tile_size, row0 * tile_size, (col1 - col0) * tile_size, (row1 - row0) * tile_size)
-    pixels = read_on_grid(scene, grid, window).transpose(1, 2, 0)
-    top, left = (row0 - row + 1) * tile_size, (col0 - col + 1) * tile_size
-    out[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+    try:
+        blocks = [((row0, col0), read_on_grid(scene, grid, window))]
+    except RasterioIOError:
+        blocks = []
+        for r, c in ((r, c) for r in range(row0, row1) for c in range(col0, col1)):
+            try:
+                tile = Window(c * tile_size, r * tile_size, tile_size, tile_size)
+                blocks.append(((r, c), read_on_grid(scene, grid, tile)))
+            except RasterioIOError as error:
+                logger.warning("Gallery: tile row %d col %d is unreadable, shown black (%s)", r, c, error)
+    for (r, c), pixels in blocks:
+        top, left = (r - row + 1) * tile_size, (c - col + 1) * tile_size
+        out[top : top + pixels.shape[1], left : left + pixels.shape[2]] = pixels.transpose(1, 2, 0)
     return out
 
 

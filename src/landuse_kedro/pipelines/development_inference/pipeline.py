@@ -23,6 +23,7 @@ from landuse_kedro.pipelines.development_inference.maps import (
 from landuse_kedro.pipelines.development_inference.reference import (
     draw_reference_sample,
     estimate_developed_area,
+    plot_reference_gallery,
 )
 from landuse_kedro.pipelines.development_inference.reporting import (
     check_tile_failures,
@@ -106,6 +107,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 ["reference_sample", "reference_sample_geojson"],
                 name="draw_reference_sample",
+            ),
+            Node(
+                plot_reference_gallery,
+                ["reference_sample", "development_tile_classes", "region_plans", DEVELOPMENT_INFERENCE],
+                "reference_sample_gallery",
+                name="plot_reference_gallery",
             ),
             Node(
                 estimate_developed_area,

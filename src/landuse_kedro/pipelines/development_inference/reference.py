@@ -22,7 +22,10 @@ from matplotlib.figure import Figure
 from rasterio.windows import Window
 
 from landuse_kedro.pipelines.development_inference.area_estimation import allocate, estimate, sample_size
+from landuse_kedro.pipelines.development_inference.figures import candidate_gallery
 from landuse_kedro.pipelines.development_inference.geo import candidates_geojson
+from landuse_kedro.pipelines.development_inference.inference import RegionPlan
+from landuse_kedro.pipelines.development_inference.maps import gallery_items, gallery_years
 from landuse_kedro.pipelines.development_inference.params import map_classes, per_region, this_run
 
 logger = logging.getLogger(__name__)
@@ -358,3 +361,42 @@ def _area_figure(report: dict[str, Any]) -> Figure:
     axis.set_title(f"{report['region']}: area by class ({report['sample_tiles']} reference tiles)")
     axis.legend()
     return figure
+
+
+def plot_reference_gallery(
+    reference_sample: Mapping[str, Callable[[], pd.DataFrame]],
+    development_tile_classes: pd.DataFrame,
+    region_plans: dict[str, RegionPlan],
+    development_inference: dict[str, Any],
+) -> dict[str, Figure]:
+    """Every sampled tile with its surroundings in both years, numbered as in ``reference_sample.csv``,
+    so an analyst can label the sample from one figure (or check it beside the GeoJSON in QGIS).
+
+    Args:
+        reference_sample: ``reference_sample`` as saved by :func:`draw_reference_sample`.
+        development_tile_classes: ``development_tile_classes`` (the older labels' colours, without an
+            older scene).
+        region_plans: ``region_plans`` from :func:`plan_regions` (the scenes to read).
+        development_inference: ``params:development_inference`` (``regions``, ``gallery_pixels``,
+            ``older_naip_year``, ``older_nlcd_year``, ``newer_naip_year``).
+
+    Returns:
+        ``reference_sample_gallery``: region -> the figure.
+    """
+    samples = this_run(reference_sample, development_inference)
+    figures = {}
+    for region, tiles in per_region(development_tile_classes, development_inference):
+        sample, plan = samples[region], region_plans[region]
+        items = gallery_items(
+            sample,
+            tiles,
+            plan,
+            development_inference,
+            lambda tile: f"sample {tile.sample_id}: stratum {tile.stratum}, mapped {tile.mapped_class}",
+        )
+        title = (
+            f"Reference sample, {region}: {len(items)} tiles to label (reference_sample.csv; coordinates in "
+            f"{plan.newer.grid.crs.to_string()})"
+        )
+        figures[region] = candidate_gallery(items, *gallery_years(plan, development_inference), title, 3)
+    return figures
