@@ -145,6 +145,19 @@ def test_a_perfect_analyst_gives_the_mapped_areas_back() -> None:
     assert report["new_development_ha"]["mapped"] == pytest.approx(len(candidates) * 0.01)
 
 
+def test_a_labelled_sample_stays_valid_when_this_run_draws_another() -> None:
+    """The labelled CSV is the sample (strata and their sizes in its rows): a rerun that draws another
+    sample (other seed, retrained model) must not invalidate an analyst's work."""
+    tiles, candidates, _ = region()
+    labelled = draw(tiles, candidates)[0]
+    labelled = labelled.assign(reference_class=labelled["stratum"])
+    other = draw(tiles, candidates, seed=7)[0]
+    assert set(other["tile_id"]) != set(labelled["tile_id"])
+    report, _ = estimate(other, tiles, labels=labelled)
+    assert report["sample_tiles"] == len(labelled) and report["labels_from"] == "analyst"
+    assert report["new_development_ha"]["estimate"] == pytest.approx(len(candidates) * 0.01)
+
+
 def test_labels_missing_or_naming_no_class_are_refused() -> None:
     tiles, candidates, _ = region()
     sample = draw(tiles, candidates)[0]

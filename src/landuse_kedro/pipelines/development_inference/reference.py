@@ -186,21 +186,33 @@ def truth_labels(sample: pd.DataFrame, truth) -> pd.Series:
     return pd.Series(np.where(became, NEW, unchanged), index=sample.index)
 
 
-def _analyst_labels(sample: pd.DataFrame, labels: pd.DataFrame, classes: list[str], region: str) -> pd.Series:
-    """The analyst's ``reference_class`` of every sampled tile, by ``tile_id``. Refuses a sampled tile
-    without a label and a label that names no class, so a typo never becomes an error of the map."""
-    given = labels.dropna(subset=["reference_class"]).drop_duplicates("tile_id").set_index("tile_id")
-    reference = sample["tile_id"].map(given["reference_class"].astype(str).str.strip())
-    missing = sample.loc[reference.isna() | (reference == ""), "tile_id"].tolist()
-    if missing:
+def _analyst_sample(labelled: pd.DataFrame, classes: list[str], region: str) -> pd.DataFrame:
+    """The analyst's labelled copy of ``reference_sample.csv``, checked. It is the sample: it carries
+    each row's stratum and the stratum's size, so it stays valid for the map it was drawn from even
+    after the map changes (a retrained model, another seed). Refuses a row without a label, a stratum
+    with fewer rows than were drawn (a deleted row is a missing label), and a label that names no class,
+    so a typo never becomes an error of the map."""
+    missing_columns = sorted({*SAMPLE_COLUMNS, "minx", "miny", "maxx", "maxy"} - set(labelled.columns))
+    if missing_columns:
         raise ValueError(
-            f"Reference labels of {region}: {len(missing)} of {len(sample)} sampled tiles have no "
-            f"reference_class, e.g. {missing[:3]}. Label every row of reference_sample.csv."
+            f"Reference labels of {region}: no column(s) {missing_columns}; label a copy of "
+            "reference_sample.csv, keeping its columns."
+        )
+    labelled = labelled.drop_duplicates("tile_id")
+    reference = labelled["reference_class"].fillna("").astype(str).str.strip()
+    drawn = labelled.groupby("stratum")["stratum_sample"].first()
+    deleted = int((drawn - labelled.groupby("stratum").size()).clip(lower=0).sum())
+    unlabelled = labelled.loc[reference == "", "tile_id"].tolist()
+    if unlabelled or deleted:
+        raise ValueError(
+            f"Reference labels of {region}: {len(unlabelled) + deleted} of {int(drawn.sum())} sampled tiles "
+            f"have no reference_class, e.g. {unlabelled[:3] or 'deleted rows'}. Label every row of "
+            "reference_sample.csv."
         )
     unknown = sorted(set(reference) - set(classes))
     if unknown:
         raise ValueError(f"Reference labels of {region}: {unknown} are not classes; use one of {classes}.")
-    return reference.set_axis(sample.index)
+    return labelled.assign(reference_class=reference)
 
 
 def estimate_developed_area(
@@ -214,8 +226,9 @@ def estimate_developed_area(
     """Estimate each region's class areas and newly developed area from its labelled reference sample.
 
     Labels come from ``reference_labels`` (``01_raw/reference/<region>.csv``: the sample's CSV with
-    ``reference_class`` filled), or, for a region of the sample scene without such a file, from the
-    generator's truth. A region with neither is reported with what to do, and the run goes on.
+    ``reference_class`` filled, which is then the sample, strata and their sizes included), or, for a
+    region of the sample scene without such a file, from the generator's truth on this run's sample.
+    A region with neither is reported with what to do, and the run goes on.
 
     Args:
         reference_sample: ``reference_sample`` as saved by :func:`draw_reference_sample`.
@@ -236,13 +249,13 @@ def estimate_developed_area(
     column = _prediction_column(development_inference)
     reports, figures = {}, {}
     for region, tiles in per_region(development_tile_classes, development_inference):
-        sample = samples[region]
         truth = None
         if region in reference_labels:
-            labels, source = _analyst_labels(sample, reference_labels[region](), classes, region), "analyst"
+            sample, source = _analyst_sample(reference_labels[region](), classes, region), "analyst"
         elif region in sample_change_truth:
             truth = sample_change_truth[region]()
-            labels, source = truth_labels(sample, truth), "sample_scene truth"
+            sample = samples[region].assign(reference_class=truth_labels(samples[region], truth))
+            source = "sample_scene truth"
         else:
             logger.warning(
                 "No reference labels for %s: fill the reference_class column of "
@@ -256,9 +269,7 @@ def estimate_developed_area(
             )
             reports[region] = {"region": region, "status": "no reference labels", "classes": classes}
             continue
-        reports[region] = estimate_region(
-            region, sample.assign(reference_class=labels), tiles, classes, source, truth, column
-        )
+        reports[region] = estimate_region(region, sample, tiles, classes, source, truth, column)
         figures[region] = _area_figure(reports[region])
         _log_headline(reports[region])
     return reports, figures
