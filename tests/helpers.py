@@ -55,11 +55,15 @@ def make_project_copy(target: Path) -> Path:
     return target
 
 
+RUN_SPECIFIC = {"run_id", "landuse:run_id", "file:checksum"}
+"""Keys whose values name the run: its id, and a STAC asset's checksum (the file's tags hold the run id)."""
+
+
 def without_run_ids(value):
     """``value`` (JSON or GeoTIFF tags) without its run ids: each run names itself (issue 28), the rest
     of two runs' outputs must be equal."""
     if isinstance(value, dict):
-        return {key: without_run_ids(item) for key, item in value.items() if key != "run_id"}
+        return {key: without_run_ids(item) for key, item in value.items() if key not in RUN_SPECIFIC}
     if isinstance(value, list):
         return [without_run_ids(item) for item in value]
     return value

@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 import rasterio
 from affine import Affine
 from rio_cogeo.cogeo import cog_validate
@@ -118,6 +117,5 @@ def test_development_inference_probability_rasters_are_cogs_with_named_scaled_ba
             assert set(src.scales) == {1 / 250} and set(src.offsets) == {0.0} and src.nodata == 255
             codes = src.read()
         assert codes.max() <= 255 and ((codes <= 250) | (codes == 255)).all(), path
-        assert (codes[:-1][:, codes[0] != 255].sum(axis=0) == pytest.approx(250, abs=4)).all(), (
-            path
-        )  # p's sum to 1
+        sums = codes[:-1][:, codes[0] != 255].sum(axis=0)  # each scored tile's class probabilities
+        assert sums.size and np.abs(sums.astype(int) - 250).max() <= 4, (path, sums)  # sum to 1
