@@ -105,17 +105,10 @@ def stac_catalog(  # noqa: PLR0913, PLR0917  # every output it describes is an i
 
     documents: dict[str, dict[str, Any]] = {}
     for region in regions:
-        files, sources = {}, {}
-        for kind in KINDS:
-            if f"{region}/{kind}" in region_class_rasters:
-                files[f"{kind}_classes"] = f"regions/{region}/{kind}_classes.tif"
-                sources[f"{kind}_classes"] = region_class_rasters[f"{region}/{kind}"]()
-        if region in region_probability_rasters:
-            files["probabilities"] = f"regions/{region}/probabilities.tif"
-            sources["probabilities"] = region_probability_rasters[region]()
-        if region in change_candidates:
-            files["change_candidates"] = f"regions/{region}/change_candidates.geojson"
         name = f"regions/items/{region}"
+        files, sources = _region_files(
+            region, region_class_rasters, region_probability_rasters, change_candidates
+        )
         assets = _assets(name, files, sources, classes, output_files, years)
         crs = development_tile_classes.loc[development_tile_classes["region"] == region, "crs"].iloc[0]
         documents[name] = _item(name, region, REGIONS, footprints[region], crs, assets, properties)
@@ -135,31 +128,55 @@ def stac_catalog(  # noqa: PLR0913, PLR0917  # every output it describes is an i
     documents[name] = _item(
         name, "county", COUNTY, county, probability_raster_mosaics.crs, assets, properties
     )
+    return documents | _catalog_documents(f"run {development_provenance['run_id']}", documents)
 
-    run = f"run {development_provenance['run_id']}"
-    documents["regions/collection"] = _collection(
-        "regions/collection",
-        REGIONS,
-        "Land use, regions",
-        f"Land use of each region mapped by {run}",
-        documents,
-    )
-    documents["county/collection"] = _collection(
-        "county/collection", COUNTY, "Land use, county", f"The mosaic of {run}'s regions", documents
-    )
-    documents["catalog"] = {
-        "type": "Catalog",
-        "stac_version": STAC_VERSION,
-        "id": "landuse-kedro",
-        "title": "Land use maps",
-        "description": f"Land use maps from aerial imagery (landuse-kedro): the outputs of {run}.",
-        "links": [
-            _link("root", "catalog", "catalog"),
-            _link("child", "catalog", "regions/collection"),
-            _link("child", "catalog", "county/collection"),
-        ],
+
+def _region_files(
+    region: str,
+    region_class_rasters: Loaders,
+    region_probability_rasters: Loaders,
+    change_candidates: Loaders,
+) -> tuple[dict[str, str], dict[str, Any]]:
+    """A region's asset files (key -> path under 07_model_output) and the rasters among them, opened."""
+    files, sources = {}, {}
+    for kind in KINDS:
+        if f"{region}/{kind}" in region_class_rasters:
+            files[f"{kind}_classes"] = f"regions/{region}/{kind}_classes.tif"
+            sources[f"{kind}_classes"] = region_class_rasters[f"{region}/{kind}"]()
+    if region in region_probability_rasters:
+        files["probabilities"] = f"regions/{region}/probabilities.tif"
+        sources["probabilities"] = region_probability_rasters[region]()
+    if region in change_candidates:
+        files["change_candidates"] = f"regions/{region}/change_candidates.geojson"
+    return files, sources
+
+
+def _catalog_documents(run: str, items: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The two collections (regions, county) over ``items`` and the root catalog over them."""
+    return {
+        "regions/collection": _collection(
+            "regions/collection",
+            REGIONS,
+            "Land use, regions",
+            f"Land use of each region mapped by {run}",
+            items,
+        ),
+        "county/collection": _collection(
+            "county/collection", COUNTY, "Land use, county", f"The mosaic of {run}'s regions", items
+        ),
+        "catalog": {
+            "type": "Catalog",
+            "stac_version": STAC_VERSION,
+            "id": "landuse-kedro",
+            "title": "Land use maps",
+            "description": f"Land use maps from aerial imagery (landuse-kedro): the outputs of {run}.",
+            "links": [
+                _link("root", "catalog", "catalog"),
+                _link("child", "catalog", "regions/collection"),
+                _link("child", "catalog", "county/collection"),
+            ],
+        },
     }
-    return documents
 
 
 def _classification(names: Sequence[str], colours: Mapping[str, str]) -> list[dict[str, Any]]:
