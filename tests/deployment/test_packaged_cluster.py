@@ -121,8 +121,10 @@ def _cluster_environment(conf: Path, master: str, data_root: Path) -> None:
 
 
 def _inputs(local: Path, data_root: Path) -> None:
-    """The local run's inputs of the two pipelines: raw scenes, validation tiles, scoring model."""
-    for folder in ("01_raw/naip", "01_raw/nlcd", "05_model_input/validation", "06_models/scoring_model.onnx"):
+    """The local run's inputs of the two pipelines: raw scenes, the sample scene's truth (the reference
+    sample's labels), validation tiles, scoring model."""
+    raw = ("01_raw/naip", "01_raw/nlcd", "01_raw/sample_truth")
+    for folder in (*raw, "05_model_input/validation", "06_models/scoring_model.onnx"):
         shutil.copytree(local / folder, data_root / folder)
 
 

@@ -128,7 +128,7 @@ def stac_catalog(  # noqa: PLR0913, PLR0917  # every output it describes is an i
     documents[name] = _item(
         name, "county", COUNTY, county, probability_raster_mosaics.crs, assets, properties
     )
-    return documents | _catalog_documents(f"run {development_provenance['run_id']}", documents)
+    return documents | _catalog_documents(documents)
 
 
 def _region_files(
@@ -151,25 +151,30 @@ def _region_files(
     return files, sources
 
 
-def _catalog_documents(run: str, items: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The two collections (regions, county) over ``items`` and the root catalog over them."""
+def _catalog_documents(items: Mapping[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The two collections (regions, county) over ``items`` and the root catalog over them. Their texts
+    name no run: the items carry it (``landuse:run_id``), so two runs' catalogs differ only there."""
     return {
         "regions/collection": _collection(
             "regions/collection",
             REGIONS,
             "Land use, regions",
-            f"Land use of each region mapped by {run}",
+            "Land use of each region of the last run (its id: each item's landuse:run_id)",
             items,
         ),
         "county/collection": _collection(
-            "county/collection", COUNTY, "Land use, county", f"The mosaic of {run}'s regions", items
+            "county/collection",
+            COUNTY,
+            "Land use, county",
+            "The mosaic of the last development_inference run's regions",
+            items,
         ),
         "catalog": {
             "type": "Catalog",
             "stac_version": STAC_VERSION,
             "id": "landuse-kedro",
             "title": "Land use maps",
-            "description": f"Land use maps from aerial imagery (landuse-kedro): the outputs of {run}.",
+            "description": "Land use maps from aerial imagery (landuse-kedro): the last run's outputs.",
             "links": [
                 _link("root", "catalog", "catalog"),
                 _link("child", "catalog", "regions/collection"),
