@@ -108,7 +108,10 @@ def _site_data(project: Path, pipeline: str) -> dict:
 
 
 def _expected_layer(catalog_conf: dict, name: str) -> str | None:
-    entry = catalog_conf.get(name)
+    """The layer the catalog gives ``name``; a transcoded dataset (``tile_features@spark`` and ``@arrow``)
+    is one node in kedro-viz, named without its ``@`` suffix."""
+    transcoded = [entry for key, entry in catalog_conf.items() if key.split("@")[0] == name]
+    entry = catalog_conf.get(name) or (transcoded[0] if transcoded else None)
     if entry is None:
         return None
     return (entry.get("metadata") or {}).get("kedro-viz", {}).get("layer")

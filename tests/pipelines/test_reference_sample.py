@@ -158,6 +158,22 @@ def test_a_labelled_sample_stays_valid_when_this_run_draws_another() -> None:
     assert report["new_development_ha"]["estimate"] == pytest.approx(len(candidates) * 0.01)
 
 
+def test_a_region_without_candidates_or_new_tiles_estimates_none_of_it() -> None:
+    """A region the map finds no change in (a training region): no change stratum, and the truth says
+    nothing became developed. The headline is then 0 +/- 0, not an error."""
+    tiles, _, _ = region()
+    nothing = np.zeros(ROWS * COLS, bool)
+    sample = draw(tiles, tiles.iloc[:0])[0]
+    assert NEW not in set(sample["stratum"])
+    report, _ = estimate(
+        sample, tiles.assign(older_class=tiles["predicted_class"]), truth=truth_raster(nothing)
+    )
+    new = report["new_development_ha"]
+    assert (new["mapped"], new["estimate"], new["ci95"]) == (0, 0, 0) and report["truth"][
+        "interval_covers_truth"
+    ]
+
+
 def test_labels_missing_or_naming_no_class_are_refused() -> None:
     tiles, candidates, _ = region()
     sample = draw(tiles, candidates)[0]

@@ -286,7 +286,8 @@ def estimate_region(
 ) -> dict[str, Any]:
     """One region's report (:func:`estimate_developed_area`) from its labelled sample; with ``truth``
     (the generator's), the true area of the region's mapped tiles and whether the interval covers it."""
-    present = [name for name in classes if name in set(sample["stratum"]) | set(sample["reference_class"])]
+    seen = set(sample["stratum"]) | set(sample["reference_class"])
+    present = [name for name in classes if name == NEW or name in seen]  # NEW always: the headline
     counts = pd.crosstab(
         pd.Categorical(sample["stratum"], categories=present),
         pd.Categorical(sample["reference_class"], categories=present),
