@@ -25,7 +25,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _project import project_catalog  # noqa: E402
 
-from landuse_kedro.pipelines.development_inference.params import map_classes, region_names  # noqa: E402
+from landuse_kedro.pipelines.development_inference.params import (  # noqa: E402
+    map_classes,
+    prediction_column,
+    region_names,
+)
 from landuse_kedro.pipelines.development_inference.reference import (  # noqa: E402
     NEW,
     estimate_region,
@@ -59,9 +63,7 @@ def main() -> None:
             f"No sample_change_truth for the run's regions {region_names(options)}: needs the sample scene."
         )
     classes = [NEW, *map_classes(land_cover, options)]
-    column = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
-        options["candidates"].get("prediction", "predicted")
-    ]
+    column = prediction_column(options)
     for region in regions:
         options_region = copy.deepcopy(options) | {"regions": [region]}
         region_tiles = tiles[tiles["region"] == region]

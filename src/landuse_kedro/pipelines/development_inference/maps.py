@@ -38,6 +38,7 @@ from landuse_kedro.pipelines.development_inference.inference import CLASS_COLUMN
 from landuse_kedro.pipelines.development_inference.params import (
     map_classes,
     per_region,
+    prediction_column,
     region_names,
     this_run,
 )
@@ -401,9 +402,7 @@ def _gallery(
     region_plan: RegionPlan,
     development_inference: dict[str, Any],
 ) -> Figure:
-    newer_column = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
-        development_inference["candidates"].get("prediction", "predicted")
-    ]
+    newer_column = prediction_column(development_inference)
     shown = candidates.head(int(development_inference.get("gallery_size", 12)))
     items = gallery_items(
         shown,

@@ -39,6 +39,14 @@ def _map_classes(land: LandCover, development_inference: dict[str, Any]) -> list
     return names + [WATER] if _water_mode(development_inference) == "keep" else names
 
 
+def prediction_column(development_inference: dict[str, Any]) -> str:
+    """The ``development_tile_classes`` column that ``candidates.prediction`` names: the raw or the
+    smoothed newer prediction (the candidates, their gallery and the reference strata all use it)."""
+    return {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
+        development_inference["candidates"].get("prediction", "predicted")
+    ]
+
+
 def _water_mode(development_inference: dict[str, Any]) -> str:
     mode = development_inference.get("water", "mask")
     if mode not in ("keep", "mask"):

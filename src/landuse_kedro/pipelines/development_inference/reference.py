@@ -26,7 +26,12 @@ from landuse_kedro.pipelines.development_inference.figures import candidate_gall
 from landuse_kedro.pipelines.development_inference.geo import candidates_geojson
 from landuse_kedro.pipelines.development_inference.inference import RegionPlan
 from landuse_kedro.pipelines.development_inference.maps import gallery_items, gallery_years
-from landuse_kedro.pipelines.development_inference.params import map_classes, per_region, this_run
+from landuse_kedro.pipelines.development_inference.params import (
+    map_classes,
+    per_region,
+    prediction_column,
+    this_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,12 +54,6 @@ SAMPLE_COLUMNS = [
 """A sample row: what the analyst sees and fills (``reference_class``), plus what the estimate needs
 (``stratum_tiles``, the stratum's size), so a labelled CSV is complete on its own."""
 CHANGED_SHARE = 0.5  # a tile "became developed" when at least half its pixels did (the truth labels)
-
-
-def _prediction_column(development_inference: Mapping[str, Any]) -> str:
-    return {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
-        development_inference["candidates"].get("prediction", "predicted")
-    ]
 
 
 def _strata(tiles: pd.DataFrame, candidates: pd.DataFrame, column: str) -> pd.Series:
@@ -109,7 +108,7 @@ def sample_region(
 ) -> pd.DataFrame:
     """One region's sample (:func:`draw_reference_sample`): ``SAMPLE_COLUMNS`` and the footprint."""
     settings = development_inference["reference_sample"]
-    column = _prediction_column(development_inference)
+    column = prediction_column(development_inference)
     to_class = development_inference["candidates"].get("to_class", "Developed")
     strata = _strata(tiles, candidates, column)
     order = [NEW, *map_classes(land_cover, development_inference)]
@@ -246,7 +245,7 @@ def estimate_developed_area(
     """
     samples = this_run(reference_sample, development_inference)
     classes = [NEW, *map_classes(land_cover, development_inference)]
-    column = _prediction_column(development_inference)
+    column = prediction_column(development_inference)
     reports, figures = {}, {}
     for region, tiles in per_region(development_tile_classes, development_inference):
         truth = None

@@ -22,7 +22,12 @@ from landuse_kedro.pipelines.development_inference.analysis import (
 )
 from landuse_kedro.pipelines.development_inference.geo import candidates_geojson
 from landuse_kedro.pipelines.development_inference.inference import CLASS_COLUMNS, RegionPlan
-from landuse_kedro.pipelines.development_inference.params import map_classes, per_region, this_run
+from landuse_kedro.pipelines.development_inference.params import (
+    map_classes,
+    per_region,
+    prediction_column,
+    this_run,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -181,9 +186,7 @@ def select_change_candidates(
     """
     settings = development_inference["candidates"]
     to_class = settings.get("to_class", "Developed")
-    prediction = {"predicted": "predicted_class", "smoothed": "smoothed_class"}[
-        settings.get("prediction", "predicted")
-    ]
+    prediction = prediction_column(development_inference)
     tables, geojson = {}, {}
     for region, tiles in per_region(development_tile_classes, development_inference):
         candidates = change_candidates(
